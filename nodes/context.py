@@ -1,0 +1,131 @@
+"""What a running node may reach: its identity, progress reporting, interrupt checks, the model
+manager and the folders — handed in by the executor, never imported from it.
+
+The executor sets the context around each node call (`running(ctx)`); node code reads it with
+`current()`. Nodes call `ctx.models.use(...)` to have weights placed for them: the placement
+policy itself lives in `executor/memory.py` alone.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Iterator, Protocol, Sequence
+
+import threading
+
+
+class Interrupted(Exception):
+    """Raised inside a node when the user interrupted the prompt."""
+
+
+class InterruptFlag:
+    """A thread-safe interrupt request, set by the server and checked by the worker."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        """Raise `Interrupted` if an interrupt was requested."""
+        if self._event.is_set():
+            raise Interrupted("interrupted by the user")
+
+
+class ModelManagerLike(Protocol):
+    """The part of `executor.memory.ModelManager` that nodes use."""
+
+    def use(self, handles: Sequence[Any], working_memory: int = 0) -> ContextManager[None]: ...
+
+    def dtype_for(self, component: str) -> Any: ...
+
+    @property
+    def compute_device(self) -> Any: ...
+
+    @property
+    def intermediate_device(self) -> Any: ...
+
+
+class FoldersLike(Protocol):
+    """The part of `folders.Folders` that nodes use."""
+
+    def list_files(self, kind: str) -> list[str]: ...
+
+    def full_path(self, kind: str, name: str) -> Path: ...
+
+    def folder_paths(self, kind: str) -> list[Path]: ...
+
+    @property
+    def input_directory(self) -> Path: ...
+
+    @property
+    def output_directory(self) -> Path: ...
+
+    @property
+    def temp_directory(self) -> Path: ...
+
+
+ProgressSink = Callable[[int, int, Any], None]
+
+
+@dataclass
+class NodeContext:
+    """One node call's view of the run. `progress(value, total, preview)` reports a step;
+    `preview` is an optional PIL image sent to the submitting client as a binary frame."""
+
+    prompt_id: str
+    node_id: str
+    class_type: str
+    interrupt: InterruptFlag
+    models: ModelManagerLike | None = None
+    folders: FoldersLike | None = None
+    on_progress: ProgressSink | None = None
+    on_message: Callable[[str, dict[str, Any]], None] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def check_interrupted(self) -> None:
+        self.interrupt.check()
+
+    def progress(self, value: int, total: int, preview: Any = None) -> None:
+        self.interrupt.check()
+        if self.on_progress is not None:
+            self.on_progress(value, total, preview)
+
+    def send(self, event: str, data: dict[str, Any]) -> None:
+        """Send a custom event to the submitting client (ComfyUI's `send_sync`)."""
+        if self.on_message is not None:
+            self.on_message(event, data)
+
+
+_CURRENT: contextvars.ContextVar[NodeContext | None] = contextvars.ContextVar("loom_node_context", default=None)
+
+
+def current() -> NodeContext:
+    """The context of the node now running; raises RuntimeError outside a node call."""
+    ctx = _CURRENT.get()
+    if ctx is None:
+        raise RuntimeError("no node is running: node context is only available during execution")
+    return ctx
+
+
+def current_or_none() -> NodeContext | None:
+    return _CURRENT.get()
+
+
+@contextlib.contextmanager
+def running(ctx: NodeContext) -> Iterator[NodeContext]:
+    """Make `ctx` the current node context for the duration of a node call."""
+    token = _CURRENT.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _CURRENT.reset(token)
