@@ -1,0 +1,202 @@
+"""Model handles: a shared base module plus the weight patches and options a workflow put on it.
+
+This module owns `WeightPatch` (one LoRA-like change to one weight) and `ModelHandle` (what flows along MODEL,
+CLIP and VAE sockets). A handle never changes its module's parameters itself: it only records patches. The
+executor's model manager (`executor/memory.py`) applies a handle's patches when it puts the module on the compute
+device and restores the base weights bitwise when it offloads it or switches to another clone — the idea of
+ComfyUI's `ModelPatcher` (model_patcher.py, `clone`/`add_patches`), written from scratch.
+
+Cached node outputs are immutable, so every edit goes through `clone()`: the clone shares the (big) module and
+copies the (small) patch lists and options, so nothing a clone does leaks into the handle it came from.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable, Iterable, Literal
+
+import torch
+from torch import Tensor, nn
+
+Kind = Literal["unet", "vae", "text_encoder", "other"]
+KINDS: tuple[str, ...] = ("unet", "vae", "text_encoder", "other")
+
+
+@dataclass(frozen=True)
+class WeightPatch:
+    """One additive change to one weight: `patched = base·strength_model + strength·compute_delta(base)`.
+
+    `compute_delta` receives the current weight in float32 (on whatever device it lives) and returns the delta (any
+    device, any float dtype: it is moved and cast). `ident` names the patch's source for cache identity (e.g. the
+    LoRA file path, its mtime and the key); without it the function object itself is the identity.
+    """
+
+    compute_delta: Callable[[Tensor], Tensor]
+    strength: float
+    strength_model: float = 1.0
+    key_hint: str = ""
+    ident: Hashable | None = None
+
+    def apply(self, weight: Tensor) -> Tensor:
+        """The patched weight in float32; `weight` must already be float32."""
+        delta = self.compute_delta(weight)
+        delta = delta.to(device=weight.device, dtype=torch.float32)
+        if delta.shape != weight.shape:
+            if delta.numel() != weight.numel():
+                raise ValueError(f"patch {self.key_hint or '?'}: delta shape {tuple(delta.shape)} does not fit "
+                                 f"weight shape {tuple(weight.shape)}")
+            delta = delta.reshape(weight.shape)
+        out = weight * self.strength_model if self.strength_model != 1.0 else weight
+        return out + delta * self.strength
+
+    def identity(self) -> Hashable:
+        """What distinguishes this patch from another for caching (hashable)."""
+        source = self.ident if self.ident is not None else self.compute_delta
+        return (source, float(self.strength), float(self.strength_model))
+
+
+def freeze(value: Any) -> Hashable:
+    """A hashable description of an options value: dicts and lists by content, other objects by identity."""
+    if isinstance(value, dict):
+        return ("dict",) + tuple(sorted(((str(k), freeze(v)) for k, v in value.items()), key=lambda kv: kv[0]))
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__,) + tuple(freeze(v) for v in value)
+    if isinstance(value, (str, int, float, bool, type(None), bytes)):
+        return value
+    if isinstance(value, Tensor):
+        return ("tensor", id(value), tuple(value.shape), str(value.dtype))
+    try:
+        hash(value)
+    except TypeError:
+        return ("object", type(value).__qualname__, id(value))
+    return value
+
+
+def _copy_containers(value: Any) -> Any:
+    """Copy nested dicts and lists (not their leaves), so a clone's option edits never reach the original."""
+    if isinstance(value, dict):
+        return {k: _copy_containers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_containers(v) for v in value]
+    return value
+
+
+class ModelHandle:
+    """A MODEL/CLIP/VAE weights handle: a shared base `nn.Module` plus patches and ComfyUI-like model options.
+
+    - `model`: the base module, shared by all clones; its parameters are changed only by the model manager while
+      the handle is loaded, and restored exactly afterwards.
+    - `patches`: state-dict key of `model` → ordered list of `WeightPatch`.
+    - `object_patches`: dotted attribute path in `model` → object set there while loaded (e.g. a replacement
+      forward or submodule for FreeU or hypernetworks); the original is put back on unload.
+    - `options`: ComfyUI's `model_options` (transformer_options, sampler_cfg_function, sampler_post_cfg_function,
+      model_function_wrapper, ...).
+    """
+
+    def __init__(self, model: nn.Module, name: str = "", kind: Kind = "unet") -> None:
+        if kind not in KINDS:
+            raise ValueError(f"ModelHandle kind {kind!r} is not one of {KINDS}")
+        self.model = model
+        self.name = name or type(model).__name__
+        self.kind: str = kind
+        self.patches: dict[str, list[WeightPatch]] = {}
+        self.object_patches: dict[str, Any] = {}
+        self.options: dict[str, Any] = {"transformer_options": {}}
+        self._keys: frozenset[str] | None = None
+
+    def __repr__(self) -> str:
+        return (f"ModelHandle({self.name!r}, kind={self.kind!r}, patched_keys={len(self.patches)}, "
+                f"object_patches={len(self.object_patches)})")
+
+    # --- copies -------------------------------------------------------------------------------------------------
+    def clone(self) -> "ModelHandle":
+        """A handle on the same module with its own copies of the patch lists, object patches and options."""
+        other = ModelHandle.__new__(ModelHandle)
+        other.model = self.model
+        other.name = self.name
+        other.kind = self.kind
+        other.patches = {k: list(v) for k, v in self.patches.items()}
+        other.object_patches = dict(self.object_patches)
+        other.options = _copy_containers(self.options)
+        other._keys = self._keys
+        return other
+
+    def is_clone_of(self, other: "ModelHandle") -> bool:
+        """True when both handles share the same base module."""
+        return isinstance(other, ModelHandle) and self.model is other.model
+
+    # --- weight patches -----------------------------------------------------------------------------------------
+    def state_keys(self) -> frozenset[str]:
+        """The state-dict keys of the base module (parameters and persistent buffers)."""
+        if self._keys is None:
+            self._keys = frozenset(self.model.state_dict(keep_vars=True).keys())
+        return self._keys
+
+    def add_patches(self, patches: dict[str, WeightPatch]) -> list[str]:
+        """Append patches in place (call on a clone); returns the keys applied. Unknown keys are skipped and can
+        be listed with `unknown_keys(patches)`."""
+        known = self.state_keys()
+        applied = []
+        for key, patch in patches.items():
+            if key in known:
+                self.patches.setdefault(key, []).append(patch)
+                applied.append(key)
+        return applied
+
+    def unknown_keys(self, patches: Iterable[str]) -> list[str]:
+        """The keys among `patches` that are not in the base module's state dict."""
+        known = self.state_keys()
+        return [k for k in patches if k not in known]
+
+    def add_object_patch(self, path: str, obj: Any) -> None:
+        """Replace the attribute at dotted `path` of the module by `obj` while this handle is loaded."""
+        self.object_patches[path] = obj
+
+    # --- options ------------------------------------------------------------------------------------------------
+    def set_option(self, name: str, value: Any) -> None:
+        """Set a top-level model option (e.g. `sampler_cfg_function`)."""
+        self.options[name] = value
+
+    def set_transformer_option(self, name: str, value: Any) -> None:
+        """Set an entry of `options["transformer_options"]`."""
+        self.options.setdefault("transformer_options", {})[name] = value
+
+    def add_wrapper(self, name: str, fn: Callable[..., Any]) -> None:
+        """Append `fn` to the list option `name` (e.g. `sampler_post_cfg_function`); a single-function option such
+        as `model_function_wrapper` is simply set."""
+        if name == "model_function_wrapper":
+            self.options[name] = fn
+            return
+        current = self.options.get(name)
+        self.options[name] = (list(current) if isinstance(current, list) else []) + [fn]
+
+    # --- identity and size --------------------------------------------------------------------------------------
+    def weights_key(self) -> Hashable:
+        """What the loaded weights depend on: the weight patches and object patches (not the options)."""
+        weights = tuple((k, tuple(p.identity() for p in v)) for k, v in sorted(self.patches.items()))
+        objects = tuple((k, freeze(v)) for k, v in sorted(self.object_patches.items()))
+        return (weights, objects)
+
+    def patch_key(self) -> Hashable:
+        """A hashable description of patches and options, for caching and identity (valid in this process)."""
+        return (id(self.model), self.kind, self.weights_key(), freeze(self.options))
+
+    def nbytes(self) -> int:
+        """Bytes of the base module's parameters and buffers."""
+        total = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        return total + sum(b.numel() * b.element_size() for b in self.model.buffers())
+
+    def patched_copy_of(self, key: str) -> Tensor:
+        """The patched value of one weight, computed apart from the module (for tests and inspection)."""
+        base = self.model.state_dict(keep_vars=True)[key].detach()
+        return apply_patches(base, self.patches.get(key, []))
+
+
+def apply_patches(weight: Tensor, patches: list[WeightPatch]) -> Tensor:
+    """`weight` with `patches` applied in order, computed in float32 and cast back to the weight's dtype."""
+    if not patches:
+        return weight.clone()
+    out = weight.to(torch.float32, copy=True)
+    for patch in patches:
+        out = patch.apply(out)
+    return out.to(weight.dtype)
+

@@ -1,0 +1,379 @@
+"""The device and memory policy: where every model's weights live, in what precision, and when they move.
+
+This module owns `MemoryPolicy` (the flags that steer it) and `ModelManager` (the one instance, made in main.py
+and handed to nodes through their context). Only the manager moves weights between devices or asks a device for
+its free memory; nodes say what they need with `with ctx.models.use([handle, ...], working_memory=n):`.
+The mechanics of one module's placement live in `executor/memory_load.py`, devices in `executor/devices.py`,
+the file-level RAM cache in `executor/memory_files.py`.
+"""
+from __future__ import annotations
+
+import gc
+import itertools
+import threading
+import weakref
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence, TypeVar
+
+import torch
+from torch import nn
+
+from diffusion.patcher import ModelHandle
+from executor.devices import OFFLOAD, DeviceModel, cpu_has_bf16_units, detect_device, ram_info
+from executor.memory_files import ModelFileCache
+from executor.memory_load import LoadedModule
+
+T = TypeVar("T")
+GIB = 1024 ** 3
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+          "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+VRAM_STATES = ("gpu_only", "high", "normal", "low", "none", "cpu")
+
+
+@dataclass(frozen=True)
+class MemoryPolicy:
+    """The flags of the memory policy (ComfyUI's names). `precision` None means the defaults: half precision on
+    GPUs, fp32 on the CPU; "auto" is the same but also picks bf16 for the UNet on CPUs with AMX-BF16."""
+
+    cpu: bool = False
+    gpu_only: bool = False
+    highvram: bool = False
+    normalvram: bool = False
+    lowvram: bool = False
+    novram: bool = False
+    reserve_vram: float | None = None
+    precision: str | None = None
+    unet_precision: str | None = None
+    vae_precision: str | None = None
+    text_enc_precision: str | None = None
+    cache_ram: float | None = None
+
+    @classmethod
+    def from_config(cls, config: Any) -> "MemoryPolicy":
+        """Read the policy's fields off a Config (attributes of the same names; missing ones keep defaults)."""
+        values = {name: getattr(config, name) for name in cls.__dataclass_fields__ if hasattr(config, name)}
+        return cls(**values)
+
+    def vram_state(self, device_type: str) -> str:
+        """One of VRAM_STATES; the first matching flag wins, as the order of ComfyUI's flags suggests."""
+        if self.cpu or device_type == "cpu":
+            return "cpu"
+        for flag, state in (("gpu_only", "gpu_only"), ("highvram", "high"), ("novram", "none"),
+                            ("lowvram", "low")):
+            if getattr(self, flag):
+                return state
+        return "normal"
+
+
+def estimate_working_memory(kind: str, shape: Sequence[int], dtype: torch.dtype = torch.float16,
+                            cond_batch: int = 2) -> int:
+    """A rough estimate of the activation memory one call needs, in bytes, for `use(..., working_memory=)`.
+
+    kind "unet": `shape` is the latent (B, C, H, W) and `cond_batch` how many copies run at once (2 with CFG);
+    "vae_decode": the latent to decode; "vae_encode": the image (B, H, W, C). The factors are empirical: the
+    largest live activations of an SD-size UNet/VAE at full resolution, with SDPA attention (no T×T matrix).
+    """
+    size = torch.empty((), dtype=dtype).element_size()
+    if kind == "unet":
+        b, _, h, w = shape
+        return int(b * cond_batch * h * w * size * 20_000) + 256 * 1024 ** 2
+    if kind == "vae_decode":
+        b, _, h, w = shape
+        return int(b * h * w * 64 * size * 2_200)
+    if kind == "vae_encode":
+        b, h, w = shape[0], shape[1], shape[2]
+        return int(b * h * w * size * 1_800)
+    raise ValueError(f"estimate_working_memory: unknown kind {kind!r} (unet, vae_decode, vae_encode)")
+
+
+class ModelManager:
+    """Decides where every model's weights live. The policy:
+
+    1. `use(handles, working_memory)` puts each handle's base module on the compute device with the handle's
+       patches applied, and marks it most recently used. Models stay loaded after the block (lazy offload).
+    2. Before loading, if the device's free memory minus the reserve (--reserve-vram) and `working_memory` is short,
+       the least recently used models not in use are offloaded to the CPU, one at a time, until it is not.
+    3. A model that still does not fit is loaded partially: whole layers in module order while they fit (leaving
+       room for the largest streamed layer), the rest streamed per call by forward hooks. --lowvram caps a model's
+       resident weights at half the usable memory; --novram streams every layer; --highvram and --gpu-only never
+       offload on their own (an explicit `free()` or an out-of-memory retry still does).
+    4. Weight patches (LoRA etc.) are applied where the weights are and removed, bitwise, on offload or when another
+       clone of the same module with different patches is loaded; the base weights are never changed for good.
+       Only the original values of patched keys are backed up, on the CPU.
+    5. Precision: fp16 for UNet and text encoder on CUDA/MPS (the VAE bf16 where supported, else fp32), fp32 on the
+       CPU; `--precision bf16` anywhere, or `auto` on CPUs with AMX-BF16 for the UNet; per-component overrides win.
+    6. On CPU compute, loading moves nothing but patches are still applied and removed.
+    One worker thread calls `use`; `free` may come from the server thread: a lock guards all state, and models in
+    use are never unloaded (a free request for them is carried out when their block ends).
+    """
+
+    def __init__(self, policy: MemoryPolicy | None = None, device: DeviceModel | None = None) -> None:
+        self.policy = policy or MemoryPolicy()
+        self.device: DeviceModel = device or detect_device(force_cpu=self.policy.cpu)
+        self.state = self.policy.vram_state(self.device.type)
+        self.files = ModelFileCache()
+        self._entries: dict[int, LoadedModule] = {}
+        self._lock = threading.RLock()
+        self._tick = itertools.count(1)
+        self._dead: list[int] = []
+        self._pending_unload = False
+        self._wrapped: "weakref.WeakKeyDictionary[nn.Module, ModelHandle]" = weakref.WeakKeyDictionary()
+
+    # --- devices and precision ----------------------------------------------------------------------------------
+    @property
+    def compute_device(self) -> torch.device:
+        """Where models run."""
+        return self.device.device
+
+    @property
+    def offload_device(self) -> torch.device:
+        """Where offloaded weights live (always the CPU)."""
+        return OFFLOAD
+
+    @property
+    def intermediate_device(self) -> torch.device:
+        """Where node outputs (latents, images, conditioning) are kept between nodes: the CPU, or the GPU under
+        --gpu-only."""
+        return self.device.device if self.state == "gpu_only" else OFFLOAD
+
+    def reserve_bytes(self) -> int:
+        """Device memory kept free for others (--reserve-vram GB; 0.4 GB by default on GPUs, 0 otherwise)."""
+        if self.policy.reserve_vram is not None:
+            return int(self.policy.reserve_vram * GIB)
+        return int(0.4 * GIB) if self.device.type in ("cuda", "mps") else 0
+
+    def dtype_for(self, kind: str) -> torch.dtype:
+        """The dtype a component's weights should be loaded in: kind is "unet", "vae", "text_encoder" or "other"."""
+        override = {"unet": self.policy.unet_precision, "vae": self.policy.vae_precision,
+                    "text_encoder": self.policy.text_enc_precision}.get(kind)
+        choice = (override or self.policy.precision or "default").lower()
+        if choice in DTYPES:
+            return DTYPES[choice]
+        if choice not in ("auto", "default"):
+            raise ValueError(f"precision {choice!r} is not one of fp32, fp16, bf16, auto")
+        if self.device.type == "cuda":
+            if kind == "vae":
+                return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+            return torch.float16
+        if self.device.type == "mps":
+            return torch.float32 if kind == "vae" else torch.float16
+        if choice == "auto" and kind == "unet" and cpu_has_bf16_units():
+            return torch.bfloat16
+        return torch.float32
+
+    # --- loading ------------------------------------------------------------------------------------------------
+    def handle_for(self, obj: Any) -> ModelHandle:
+        """The ModelHandle behind a handle, a wrapper with `.handle` or `.patcher`, or a wrapper/module with
+        `.model` (one shared handle per bare module)."""
+        if isinstance(obj, ModelHandle):
+            return obj
+        for attr in ("handle", "patcher"):
+            inner = getattr(obj, attr, None)
+            if isinstance(inner, ModelHandle):
+                return inner
+        module = obj if isinstance(obj, nn.Module) else getattr(obj, "model", None)
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"cannot load {type(obj).__name__}: expected a ModelHandle, a wrapper with .handle, or an "
+                            f"nn.Module")
+        with self._lock:
+            handle = self._wrapped.get(module)
+            if handle is None:
+                handle = ModelHandle(module, kind="other")
+                self._wrapped[module] = handle
+            return handle
+
+    @contextmanager
+    def use(self, handles: Sequence[Any], working_memory: int = 0) -> Iterator[torch.device]:
+        """Load `handles` (with their patches) for the block and keep them from eviction; yields the compute
+        device. `working_memory` is the activation memory the block will need (see `estimate_working_memory`)."""
+        hs = self._distinct([self.handle_for(h) for h in handles])
+        with self._lock:
+            self._cleanup_dead()
+            entries = [self._entry(h) for h in hs]
+            for entry, handle in zip(entries, hs):
+                if entry.in_use and entry.weights_key != handle.weights_key():
+                    raise RuntimeError(f"model {handle.name!r} is in use with other patches; a clone with different "
+                                       f"patches cannot be loaded until that block ends")
+            for entry in entries:
+                entry.in_use += 1
+            try:
+                self._load(entries, hs, int(working_memory))
+            except BaseException:
+                self._release(entries)
+                raise
+        try:
+            yield self.compute_device
+        finally:
+            with self._lock:
+                self._release(entries)
+
+    def _release(self, entries: list[LoadedModule]) -> None:
+        for entry in entries:
+            entry.in_use -= 1
+            entry.last_used = next(self._tick)
+        if self._pending_unload and not any(e.in_use for e in self._entries.values()):
+            self._pending_unload = False
+            self._unload_where(lambda e: True)
+
+    @staticmethod
+    def _distinct(handles: list[ModelHandle]) -> list[ModelHandle]:
+        seen: dict[int, ModelHandle] = {}
+        for h in handles:
+            other = seen.get(id(h.model))
+            if other is not None and other.weights_key() != h.weights_key():
+                raise ValueError(f"two clones of {h.name!r} with different patches cannot be used at once")
+            seen.setdefault(id(h.model), h)
+        return list(seen.values())
+
+    def _entry(self, handle: ModelHandle) -> LoadedModule:
+        key = id(handle.model)
+        entry = self._entries.get(key)
+        if entry is None or entry.ref() is not handle.model:
+            entry = LoadedModule(handle.model, self.device, handle.name, handle.kind, self._on_dead(key))
+            self._entries[key] = entry
+        return entry
+
+    def _on_dead(self, key: int) -> Callable[[Any], None]:
+        def note(_ref: Any) -> None:
+            self._dead.append(key)
+        return note
+
+    def _cleanup_dead(self) -> None:
+        while self._dead:
+            key = self._dead.pop()
+            entry = self._entries.get(key)
+            if entry is not None and entry.ref() is None:
+                self.device.release(entry.device_bytes)
+                del self._entries[key]
+
+    def _load(self, entries: list[LoadedModule], handles: list[ModelHandle], working_memory: int) -> None:
+        extra = working_memory + self.reserve_bytes()
+        if self.state not in ("cpu", "gpu_only", "high"):
+            missing = sum(e.total_bytes - e.device_bytes for e in entries)
+            self._make_room(missing + extra, keep=entries)
+        for entry, handle in zip(entries, handles):
+            self._place(entry, extra)
+            if entry.weights_key != handle.weights_key():
+                if entry.weights_key is not None:
+                    entry.restore()
+                entry.apply(handle)
+            entry.last_used = next(self._tick)
+
+    def _place(self, entry: LoadedModule, extra: int) -> None:
+        """Place one entry fully or partially, as the state and free memory allow."""
+        if self.state in ("cpu", "gpu_only", "high"):
+            if not entry.placed:
+                entry.place(None)
+            return
+        if entry.placed and not entry.partial:
+            return
+        usable = self.device.free_memory() - extra + entry.device_bytes
+        budget = {"none": 0, "low": usable // 2}.get(self.state, usable)
+        fits = entry.total_bytes <= budget
+        if entry.placed:
+            if fits:
+                self._reload_full(entry)
+            return
+        entry.place(None if fits else max(0, budget))
+
+    def _reload_full(self, entry: LoadedModule) -> None:
+        """A partially placed entry that now fits is moved whole (its patches are redone on the new placement)."""
+        if entry.weights_key is not None:
+            entry.restore()
+        entry.unplace()
+        entry.place(None)
+
+    def _make_room(self, needed: int, keep: list[LoadedModule]) -> None:
+        """Offload least recently used models not in use until `needed` bytes are free or none is left."""
+        while self.device.free_memory() < needed:
+            victims = [e for e in self._entries.values()
+                       if e.placed and e.device_bytes > 0 and not e.in_use and e not in keep]
+            if not victims:
+                break
+            self._unload(min(victims, key=lambda e: e.last_used))
+        self.device.empty_cache()
+
+    def _unload(self, entry: LoadedModule) -> None:
+        if entry.ref() is None:
+            return
+        if entry.weights_key is not None:
+            entry.restore()
+        if entry.placed:
+            entry.unplace()
+
+    def _unload_where(self, pred: Callable[[LoadedModule], bool]) -> int:
+        count = 0
+        for entry in list(self._entries.values()):
+            if not entry.in_use and (entry.placed or entry.weights_key is not None) and pred(entry):
+                self._unload(entry)
+                count += 1
+        return count
+
+    # --- freeing ------------------------------------------------------------------------------------------------
+    def unload_all(self) -> int:
+        """Offload every model not in use and remove its patches; returns how many were unloaded."""
+        with self._lock:
+            self._cleanup_dead()
+            count = self._unload_where(lambda e: True)
+        self.device.empty_cache()
+        return count
+
+    def free(self, unload_models: bool = True, free_memory: bool = True) -> dict[str, Any]:
+        """POST /free: unload models (those in use are unloaded when their block ends) and/or return cached device
+        memory to the driver."""
+        unloaded = 0
+        with self._lock:
+            if unload_models:
+                unloaded = self._unload_where(lambda e: True)
+                self._pending_unload = any(e.in_use for e in self._entries.values())
+        if free_memory:
+            gc.collect()
+            self.device.empty_cache()
+        return {"unloaded": unloaded, "pending": self._pending_unload}
+
+    def retry_on_oom(self, fn: Callable[[], T], fallback: Callable[[], T] | None = None) -> T:
+        """Run `fn`; on out-of-memory free what is not in use and retry once, then run `fallback` (e.g. a tiled
+        VAE decode) if given, else re-raise."""
+        try:
+            return fn()
+        except torch.OutOfMemoryError:
+            self._free_for_oom()
+        try:
+            return fn()
+        except torch.OutOfMemoryError:
+            if fallback is None:
+                raise
+            self._free_for_oom()
+        return fallback()
+
+    def _free_for_oom(self) -> None:
+        self.unload_all()
+        gc.collect()
+        self.device.empty_cache()
+
+    # --- reports ------------------------------------------------------------------------------------------------
+    def is_loaded(self, handle: Any) -> bool:
+        """True when the handle's module is placed on the compute device with exactly this handle's patches."""
+        h = self.handle_for(handle)
+        with self._lock:
+            entry = self._entries.get(id(h.model))
+            return bool(entry and entry.ref() is h.model and entry.placed and entry.weights_key == h.weights_key())
+
+    def loaded_models(self) -> list[dict[str, Any]]:
+        """One summary per placed model, most recently used first."""
+        with self._lock:
+            self._cleanup_dead()
+            placed = [e for e in self._entries.values() if e.placed]
+            return [e.summary() for e in sorted(placed, key=lambda e: -e.last_used)]
+
+    def stats(self) -> dict[str, Any]:
+        """Device and RAM figures for GET /system_stats (ComfyUI's field names)."""
+        ram_total, ram_free = ram_info()
+        reserved, reserved_free = self.device.torch_memory()
+        index = self.device.device.index
+        return {"name": self.device.name, "type": self.device.type, "index": 0 if index is None else index,
+                "vram_total": self.device.total_memory(), "vram_free": self.device.free_memory(),
+                "torch_vram_total": reserved, "torch_vram_free": reserved_free,
+                "ram_total": ram_total, "ram_free": ram_free, "vram_state": self.state}
+

@@ -1,0 +1,242 @@
+"""The mechanics of putting one base module on a device: full or partial placement, per-layer streaming, patches.
+
+This module owns `LoadedModule`, the model manager's record of one base `nn.Module` (shared by all clones of a
+handle): which of its parameter groups live on the compute device, which are streamed per call, which weight
+patches are applied and the backups that undo them bitwise. The decisions — what to load, how much, what to
+evict — are made by `executor/memory.py`; this module only carries them out.
+
+A *unit* is one submodule's own parameters and buffers (`recurse=False`). Units of leaf modules (Linear, Conv,
+GroupNorm, LayerNorm, Embedding, ... — anything whose forward reads only its own tensors) can be streamed: a
+forward pre-hook moves their tensors to the device for the call and a forward hook drops the device copies after
+it (the low-VRAM scheme of ComfyUI's model_patcher and accelerate's cpu offload, written here from scratch). Units
+of non-leaf modules (e.g. a positional embedding parameter on a transformer) are always placed whole.
+"""
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from diffusion.patcher import ModelHandle, apply_patches
+from executor.devices import OFFLOAD, DeviceModel, tensor_bytes
+
+
+@dataclass
+class Unit:
+    """One submodule's own tensors: its path, size and whether it may be streamed."""
+
+    path: str
+    nbytes: int
+    streamable: bool
+
+
+def module_units(model: nn.Module) -> list[Unit]:
+    """The model's units in module order (submodules without tensors of their own are skipped)."""
+    units = []
+    for path, mod in model.named_modules():
+        own = [t for t in list(mod._parameters.values()) + list(mod._buffers.values()) if t is not None]
+        if not own:
+            continue
+        leaf = next(iter(mod.children()), None) is None
+        units.append(Unit(path, sum(tensor_bytes(t) for t in own), leaf))
+    return units
+
+
+def plan_partial(units: list[Unit], budget: int | None) -> set[str]:
+    """The unit paths to keep resident within `budget` bytes (None: all of them).
+
+    Units that cannot stream are always kept; streamable ones are kept in module order while the total leaves room
+    for the largest streamed unit to visit the device during its call.
+    """
+    total = sum(u.nbytes for u in units)
+    if budget is None or total <= budget:
+        return {u.path for u in units}
+    keep = {u.path for u in units if not u.streamable}
+    used = sum(u.nbytes for u in units if not u.streamable)
+    streamable = [u for u in units if u.streamable]
+    headroom = max((u.nbytes for u in streamable), default=0)
+    for u in streamable:
+        if used + u.nbytes + headroom > budget:
+            break
+        keep.add(u.path)
+        used += u.nbytes
+    return keep
+
+
+def _own_tensors(mod: nn.Module) -> list[tuple[dict[str, Any], str]]:
+    """(container, name) pairs of a module's own non-empty parameters and buffers."""
+    pairs = [(mod._parameters, n) for n, t in mod._parameters.items() if t is not None]
+    return pairs + [(mod._buffers, n) for n, t in mod._buffers.items() if t is not None]
+
+
+def _get_tensor(container: dict[str, Any], name: str) -> Tensor:
+    t = container[name]
+    return t.data if isinstance(t, nn.Parameter) else t
+
+
+def _set_tensor(container: dict[str, Any], name: str, value: Tensor) -> None:
+    t = container[name]
+    if isinstance(t, nn.Parameter):
+        t.data = value
+    else:
+        container[name] = value
+
+
+def _resolve(root: nn.Module, dotted: str) -> tuple[Any, str]:
+    """(owner, attribute) for a dotted path inside `root`."""
+    parent_path, _, attr = dotted.rpartition(".")
+    owner: Any = root
+    for part in parent_path.split(".") if parent_path else []:
+        owner = getattr(owner, part)
+    return owner, attr
+
+
+class LoadedModule:
+    """The manager's record of one base module: placement, streaming hooks, applied patches and their backups.
+
+    Holds the module only weakly, so a model dropped by every cache and handle is freed; `on_dead` is called then.
+    """
+
+    def __init__(self, module: nn.Module, device: DeviceModel, name: str, kind: str,
+                 on_dead: Callable[[Any], None]) -> None:
+        self.ref = weakref.ref(module, on_dead)
+        self.device = device
+        self.name = name
+        self.kind = kind
+        self.units = module_units(module)
+        self.total_bytes = sum(u.nbytes for u in self.units)
+        self.resident: set[str] = set()
+        self.streamed: list[str] = []
+        self.device_bytes = 0
+        self.placed = False
+        self.hooks: list[RemovableHandle] = []
+        self.stash: dict[str, list[tuple[dict[str, Any], str, Tensor]]] = {}
+        self.backups: dict[str, Tensor] = {}
+        self.object_originals: dict[str, Any] = {}
+        self.weights_key: Hashable | None = None
+        self.patched_keys: list[str] = []
+        self.last_used = 0
+        self.in_use = 0
+
+    @property
+    def partial(self) -> bool:
+        return self.placed and bool(self.streamed)
+
+    def module(self) -> nn.Module:
+        mod = self.ref()
+        if mod is None:
+            raise RuntimeError(f"model {self.name!r} was freed while the manager still tracked it")
+        return mod
+
+    # --- placement ----------------------------------------------------------------------------------------------
+    def place(self, budget: int | None) -> None:
+        """Move the units that fit `budget` bytes (None: all) to the compute device; stream the rest."""
+        mod = self.module()
+        keep = plan_partial(self.units, budget)
+        subs = dict(mod.named_modules())
+        with torch.no_grad():
+            for unit in self.units:
+                sub = subs[unit.path]
+                if unit.path in keep:
+                    for container, name in _own_tensors(sub):
+                        _set_tensor(container, name, self.device.to_compute(_get_tensor(container, name)))
+                    self.device_bytes += unit.nbytes
+                    self.resident.add(unit.path)
+                else:
+                    self._hook_stream(unit.path, sub)
+        self.placed = True
+
+    def unplace(self) -> None:
+        """Undo `place`: streamed units lose their hooks, resident units go back to the offload device."""
+        mod = self.module()
+        self._unstash_all()
+        for hook in self.hooks:
+            hook.remove()
+        self.hooks.clear()
+        self.streamed.clear()
+        subs = dict(mod.named_modules())
+        with torch.no_grad():
+            for unit in self.units:
+                if unit.path in self.resident:
+                    for container, name in _own_tensors(subs[unit.path]):
+                        _set_tensor(container, name, self.device.to_offload(_get_tensor(container, name)))
+        self.resident.clear()
+        self.device_bytes = 0
+        self.placed = False
+
+    def _hook_stream(self, path: str, sub: nn.Module) -> None:
+        self.streamed.append(path)
+        self.hooks.append(sub.register_forward_pre_hook(self._stream_in_hook(path)))
+        self.hooks.append(sub.register_forward_hook(self._stream_out_hook(path), always_call=True))
+
+    def _stream_in_hook(self, path: str) -> Callable[..., None]:
+        def stream_in(module: nn.Module, args: Any) -> None:
+            if path in self.stash:
+                return
+            saved = []
+            with torch.no_grad():
+                for container, name in _own_tensors(module):
+                    host = _get_tensor(container, name)
+                    _set_tensor(container, name, self.device.to_compute(host))
+                    saved.append((container, name, host))
+            self.stash[path] = saved
+        return stream_in
+
+    def _stream_out_hook(self, path: str) -> Callable[..., None]:
+        def stream_out(module: nn.Module, args: Any, output: Any) -> None:
+            self._unstash(path)
+        return stream_out
+
+    def _unstash(self, path: str) -> None:
+        for container, name, host in self.stash.pop(path, []):
+            self.device.release(tensor_bytes(_get_tensor(container, name)))
+            _set_tensor(container, name, host)
+
+    def _unstash_all(self) -> None:
+        for path in list(self.stash):
+            self._unstash(path)
+
+    # --- patches ------------------------------------------------------------------------------------------------
+    def apply(self, handle: ModelHandle) -> None:
+        """Apply the handle's weight and object patches where the weights now live, keeping bitwise backups."""
+        mod = self.module()
+        with torch.no_grad():
+            for key, patches in handle.patches.items():
+                if not patches:
+                    continue
+                owner, attr = _resolve(mod, key)
+                target = _get_tensor(owner._parameters if attr in owner._parameters else owner._buffers, attr)
+                self.backups[key] = target.detach().to(OFFLOAD, copy=True)
+                target.copy_(apply_patches(target, patches))
+                self.patched_keys.append(key)
+        for path, obj in handle.object_patches.items():
+            owner, attr = _resolve(mod, path)
+            self.object_originals[path] = getattr(owner, attr)
+            setattr(owner, attr, obj)
+        self.weights_key = handle.weights_key()
+
+    def restore(self) -> None:
+        """Put back the base weights (bitwise, from the backups) and the objects that object patches replaced."""
+        mod = self.module()
+        for path, original in reversed(list(self.object_originals.items())):
+            owner, attr = _resolve(mod, path)
+            setattr(owner, attr, original)
+        self.object_originals.clear()
+        with torch.no_grad():
+            for key, backup in self.backups.items():
+                owner, attr = _resolve(mod, key)
+                target = _get_tensor(owner._parameters if attr in owner._parameters else owner._buffers, attr)
+                target.copy_(backup)
+        self.backups.clear()
+        self.patched_keys.clear()
+        self.weights_key = None
+
+    def summary(self) -> dict[str, Any]:
+        """A plain description for `/system_stats`-like reports."""
+        return {"name": self.name, "kind": self.kind, "bytes": self.total_bytes, "device_bytes": self.device_bytes,
+                "partial": self.partial, "streamed_units": len(self.streamed), "patched_keys": len(self.patched_keys),
+                "in_use": self.in_use > 0, "last_used": self.last_used}
