@@ -8,6 +8,7 @@ malformed node fails at start-up with a message naming the node and the problem.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping, Protocol, Sequence
@@ -177,9 +178,28 @@ class NodeSpec:
     validate_inputs_args: frozenset[str] | None = None
     check_lazy_status: Callable[..., Any] | None = None
     source: Any = None
+    info_extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_spec(self)
+
+    def lazy_status(self, instance: Any, **inputs: Any) -> list[str]:
+        """Names of the lazy inputs the node still needs (its `check_lazy_status` hook).
+
+        The hook is looked up on the node's instance first, so ComfyUI's instance methods
+        (`def check_lazy_status(self, ...)`) work as well as Loom's static/class methods.
+        """
+        hook = self.check_lazy_status
+        if hook is None:
+            return []
+        name = getattr(hook, "__name__", None)
+        method = getattr(instance, name, None) if instance is not None and name else None
+        result = (method if callable(method) else hook)(**inputs)
+        if result is None:
+            return []
+        if isinstance(result, str):
+            return [result]
+        return list(result)
 
     def input(self, name: str) -> InputSpec | None:
         for spec in self.inputs:
@@ -215,6 +235,7 @@ class NodeSpec:
             info["deprecated"] = True
         if self.experimental:
             info["experimental"] = True
+        info.update(self.info_extra)
         return info
 
 
@@ -270,26 +291,44 @@ def check_spec(spec: NodeSpec) -> None:
         raise SpecError(f"node {node}: nothing to instantiate")
 
 
+def validate_args(func: Callable[..., Any] | None) -> frozenset[str] | None:
+    """The input names a validate hook receives (its parameters), or None for all (`**kwargs`).
+
+    As in ComfyUI, inputs a VALIDATE_INPUTS hook names are checked by the hook instead of the
+    default type/range/combo checks; `input_types` asks for the linked inputs' types.
+    """
+    if func is None:
+        return None
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return frozenset(p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                          inspect.Parameter.KEYWORD_ONLY))
+
+
 # ---- Loom's typed declaration API -------------------------------------------------------------
 
-def Int(name: str, default: int = 0, *, min: int | None = None, max: int | None = None, step: int | None = None,
+def Int(name: str, default: int | None = 0, *, min: int | None = None, max: int | None = None, step: int | None = None,
         **kw: Any) -> InputSpec:
     """An INT widget (`control_after_generate=True` in `extra` for seeds)."""
     return _widget(name, "INT", default, min=min, max=max, step=step, **kw)
 
 
-def Float(name: str, default: float = 0.0, *, min: float | None = None, max: float | None = None,
+def Float(name: str, default: float | None = 0.0, *, min: float | None = None, max: float | None = None,
           step: float | None = None, round: float | bool | None = None, **kw: Any) -> InputSpec:
     """A FLOAT widget."""
     return _widget(name, "FLOAT", default, min=min, max=max, step=step, round=round, **kw)
 
 
-def String(name: str, default: str = "", *, multiline: bool = False, **kw: Any) -> InputSpec:
+def String(name: str, default: str | None = "", *, multiline: bool = False, **kw: Any) -> InputSpec:
     """A STRING widget."""
     return _widget(name, "STRING", default, multiline=multiline, **kw)
 
 
-def Boolean(name: str, default: bool = False, **kw: Any) -> InputSpec:
+def Boolean(name: str, default: bool | None = False, **kw: Any) -> InputSpec:
     """A BOOLEAN toggle."""
     return _widget(name, "BOOLEAN", default, **kw)
 
@@ -354,6 +393,7 @@ class Node:
     INPUT_IS_LIST: ClassVar[bool] = False
     DEPRECATED: ClassVar[bool] = False
     EXPERIMENTAL: ClassVar[bool] = False
+    SEARCH_ALIASES: ClassVar[Sequence[str]] = ()
 
     def execute(self, **inputs: Any) -> Any:
         raise NotImplementedError
@@ -379,8 +419,10 @@ class Node:
             python_module=python_module or cls.__module__,
             is_changed=getattr(cls, "fingerprint", None),
             validate_inputs=getattr(cls, "validate", None),
+            validate_inputs_args=validate_args(getattr(cls, "validate", None)),
             check_lazy_status=getattr(cls, "check_lazy", None),
             source=cls,
+            info_extra={"search_aliases": list(cls.SEARCH_ALIASES)} if cls.SEARCH_ALIASES else {},
         )
 
 

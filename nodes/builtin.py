@@ -1,0 +1,11 @@
+"""The explicit list of Loom's built-in node modules, registered in this order.
+
+Each module exports `NODES: list[type]` (Loom `Node` subclasses or ComfyUI-style classes).
+`nodes.registry.build_builtin_registry()` imports them; adding a node family means adding its
+module here (loaders, conditioning, latent, sampling, mask, lora, upscale, controlnet, ...).
+"""
+from __future__ import annotations
+
+BUILTIN_MODULES: list[str] = [
+    "nodes.primitives",
+]
