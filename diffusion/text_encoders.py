@@ -1,0 +1,390 @@
+"""CLIP text towers for Stable Diffusion 1.x and 2.x, built with open_clip_torch.
+
+Owns the network side of text conditioning: the config read off a state dict's shapes, the open_clip
+`TextTransformer` that holds the weights, the mapping of SD1's HF `CLIPTextModel` keys onto it, and a forward pass
+with ComfyUI's layer semantics (ComfyUI `comfy/sd1_clip.py`, `comfy/sd2_clip.py`, `comfy/clip_model.py`):
+
+- the hidden states handed to the UNet are the last layer (SD1) or the penultimate layer (SD2), and the final layer
+  norm is applied to whichever layer is taken, including intermediate layers chosen by CLIP-skip;
+- the pooled output is the final-normed *last* layer at the first end-of-text token, unprojected for SD1 (ComfyUI's
+  SD1 checkpoint model returns the unprojected pooled output) and multiplied by `text_projection` for SD2;
+- weights may be stored in fp16; the computation is always fp32 (as ComfyUI does on CPU), upcasting one block's
+  weights at a time, so no permanent fp32 copy of the weights exists.
+
+Architecture: Radford et al. (2021), "Learning Transferable Visual Models From Natural Language Supervision"; SD2's
+OpenCLIP ViT-H/14 text tower: Cherti et al. (2023), "Reproducible scaling laws for contrastive language-image
+learning".
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+import torch
+from open_clip.transformer import QuickGELU, TextTransformer
+from torch import nn
+from torch.func import functional_call
+from torch.nn import functional as F
+
+from diffusion.prompt import Chunk, PromptTokenizer, chunk_ids
+from diffusion.tokenizer import EOS_TOKEN
+
+log = logging.getLogger(__name__)
+
+HEAD_WIDTH = 64
+
+# HF CLIPTextModel key (below `text_model.`) -> open_clip TextTransformer key (below `model.`), per layer and global.
+_HF_LAYER_KEYS = {
+    "self_attn.out_proj": "attn.out_proj",
+    "layer_norm1": "ln_1",
+    "layer_norm2": "ln_2",
+    "mlp.fc1": "mlp.c_fc",
+    "mlp.fc2": "mlp.c_proj",
+}
+_HF_GLOBAL_KEYS = {
+    "embeddings.token_embedding.weight": "token_embedding.weight",
+    "embeddings.position_embedding.weight": "positional_embedding",
+    "final_layer_norm.weight": "ln_final.weight",
+    "final_layer_norm.bias": "ln_final.bias",
+}
+# Keys real files carry that the text tower does not use.
+_KNOWN_EXTRAS = ("embeddings.position_ids", "text_projection.weight", "logit_scale")
+
+
+@dataclass(frozen=True)
+class TextEncoderConfig:
+    """Shape and ComfyUI behaviour of one CLIP text tower."""
+
+    family: str  # "sd1" (HF CLIPTextModel layout, quick-GELU) or "sd2" (open_clip layout, GELU)
+    width: int
+    layers: int
+    heads: int
+    vocab_size: int = 49408
+    context_length: int = 77
+    mlp_ratio: float = 4.0
+    projection_dim: int | None = None  # `text_projection` columns (SD2); None: no projection (SD1)
+
+    @property
+    def activation(self) -> str:
+        return "quick_gelu" if self.family == "sd1" else "gelu"
+
+    @property
+    def default_layer_idx(self) -> int | None:
+        """ComfyUI's default layer: SD1 the last (None), SD2 the penultimate (-2)."""
+        return None if self.family == "sd1" else -2
+
+    @property
+    def pad_token(self) -> int:
+        """SD1 pads with end-of-text, SD2 with 0 (ComfyUI's `pad_with_end=False` for SD2)."""
+        return EOS_TOKEN if self.family == "sd1" else 0
+
+
+SD1_CLIP_L = TextEncoderConfig(family="sd1", width=768, layers=12, heads=12)
+SD2_OPENCLIP_H = TextEncoderConfig(family="sd2", width=1024, layers=24, heads=16, projection_dim=1024)
+
+
+class OpenClipTextTower(TextTransformer):
+    """open_clip's text transformer plus the `logit_scale` scalar SD2 files carry, so their keys load as they are."""
+
+    def __init__(self, config: TextEncoderConfig) -> None:
+        super().__init__(
+            context_length=config.context_length,
+            vocab_size=config.vocab_size,
+            width=config.width,
+            heads=config.heads,
+            layers=config.layers,
+            mlp_ratio=config.mlp_ratio,
+            output_dim=config.projection_dim,
+            act_layer=QuickGELU if config.activation == "quick_gelu" else nn.GELU,
+        )
+        self.logit_scale = nn.Parameter(torch.ones([])) if config.family == "sd2" else None
+
+
+class TextEncoder(nn.Module):
+    """One CLIP text tower: `model` is the open_clip module whose state-dict keys follow open_clip's layout."""
+
+    def __init__(self, config: TextEncoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.model = OpenClipTextTower(config)
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.layers
+
+    def _hidden_index(self, layer_idx: int | None) -> int | None:
+        """Index of the transformer block whose output is returned; None means the last block.
+
+        ComfyUI semantics: a negative index counts from the end, and an index whose magnitude exceeds the depth
+        falls back to the last layer.
+        """
+        if layer_idx is None:
+            layer_idx = self.config.default_layer_idx
+        if layer_idx is None or abs(layer_idx) > self.num_layers:
+            return None
+        return layer_idx + self.num_layers if layer_idx < 0 else layer_idx
+
+    def embed(self, tokens: torch.Tensor, extra_embeddings: torch.Tensor | None = None) -> torch.Tensor:
+        """Token plus position embeddings in fp32; ids >= vocab_size index rows of `extra_embeddings`."""
+        weight = self.model.token_embedding.weight
+        vocab = weight.shape[0]
+        x = F.embedding(tokens.clamp(max=vocab - 1), weight).float()
+        if extra_embeddings is not None and extra_embeddings.shape[0] > 0:
+            is_extra = tokens >= vocab
+            # Rounded through the weights' dtype first, as ComfyUI stores the rows in its embedding table.
+            rows = extra_embeddings.to(device=x.device, dtype=weight.dtype).float()
+            x = torch.where(is_extra[..., None], rows[(tokens - vocab).clamp(min=0, max=rows.shape[0] - 1)], x)
+        return x + self.model.positional_embedding[: tokens.shape[1]].float()
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        layer_idx: int | None = None,
+        extra_embeddings: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode B×T token ids; returns (hidden B×T×C, pooled B×C), both fp32.
+
+        `layer_idx`: None for the family default, -1 the last layer, -2 the penultimate, ... (CLIPSetLastLayer).
+        `extra_embeddings`: E×C textual-inversion rows addressed by token ids vocab_size .. vocab_size+E-1.
+        """
+        device = self.model.token_embedding.weight.device
+        tokens = tokens.to(device=device, dtype=torch.long)
+        target = self._hidden_index(layer_idx)
+        x = self.embed(tokens, extra_embeddings)
+        seq = tokens.shape[1]
+        mask = torch.full((seq, seq), float("-inf"), device=device).triu_(1)  # causal
+        hidden = None
+        for i, block in enumerate(self.model.transformer.resblocks):
+            x = _call_fp32(block, x, attn_mask=mask)
+            if i == target:
+                hidden = x
+        x = _call_fp32(self.model.ln_final, x)
+        hidden = x if hidden is None else _call_fp32(self.model.ln_final, hidden)
+        # The first end-of-text token; SD1 pads with it, so argmax over the ids would work there but not with
+        # textual-inversion ids above the vocabulary.
+        eos = (tokens == EOS_TOKEN).int().argmax(dim=-1)
+        pooled = x[torch.arange(x.shape[0], device=device), eos]
+        if self.model.text_projection is not None:
+            pooled = pooled @ self.model.text_projection.float()
+        return hidden, pooled
+
+
+def _call_fp32(module: nn.Module, *args: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
+    """Run `module` in fp32, upcasting its (possibly fp16) parameters for this call only."""
+    params = dict(module.named_parameters())
+    if all(p.dtype == torch.float32 for p in params.values()):
+        return module(*args, **kwargs)
+    return functional_call(module, {k: p.float() for k, p in params.items()}, args, kwargs)
+
+
+def _find_prefix(keys: list[str], suffix: str) -> str | None:
+    for key in keys:
+        if key.endswith(suffix):
+            return key[: -len(suffix)]
+    return None
+
+
+def detect_family(state_dict: dict[str, torch.Tensor]) -> tuple[str, str]:
+    """(family, key prefix) of a text-encoder state dict: SD1's HF layout or SD2's open_clip layout."""
+    keys = list(state_dict)
+    prefix = _find_prefix(keys, "text_model.embeddings.token_embedding.weight")
+    if prefix is not None and f"{prefix}text_model.encoder.layers.0.self_attn.q_proj.weight" in state_dict:
+        return "sd1", prefix
+    prefix = _find_prefix(keys, "transformer.resblocks.0.attn.in_proj_weight")
+    if prefix is not None and f"{prefix}token_embedding.weight" in state_dict:
+        return "sd2", prefix
+    sample = ", ".join(sorted(keys)[:6])
+    raise ValueError(
+        f"not a CLIP text encoder of SD1.x (HF `text_model.encoder.layers.N` keys) or SD2.x (open_clip "
+        f"`transformer.resblocks.N` keys): found {len(keys)} keys such as {sample}"
+    )
+
+
+def _count_layers(keys: list[str], pattern: str) -> int:
+    found = {int(m.group(1)) for k in keys if (m := re.search(pattern, k))}
+    return max(found) + 1 if found else 0
+
+
+def config_from_state_dict(state_dict: dict[str, torch.Tensor]) -> tuple[TextEncoderConfig, str]:
+    """The tower's config read off tensor shapes (heads = width // 64), and the key prefix in use."""
+    family, prefix = detect_family(state_dict)
+    keys = [k[len(prefix):] for k in state_dict if k.startswith(prefix)]
+    if family == "sd1":
+        vocab, width = state_dict[f"{prefix}text_model.embeddings.token_embedding.weight"].shape
+        context = state_dict[f"{prefix}text_model.embeddings.position_embedding.weight"].shape[0]
+        hidden = state_dict[f"{prefix}text_model.encoder.layers.0.mlp.fc1.weight"].shape[0]
+        layers = _count_layers(keys, r"^text_model\.encoder\.layers\.(\d+)\.")
+        projection = None
+    else:
+        vocab, width = state_dict[f"{prefix}token_embedding.weight"].shape
+        context = state_dict[f"{prefix}positional_embedding"].shape[0]
+        hidden = state_dict[f"{prefix}transformer.resblocks.0.mlp.c_fc.weight"].shape[0]
+        layers = _count_layers(keys, r"^transformer\.resblocks\.(\d+)\.")
+        proj = state_dict.get(f"{prefix}text_projection")
+        projection = None if proj is None else int(proj.shape[1])
+    config = TextEncoderConfig(
+        family=family,
+        width=int(width),
+        layers=layers,
+        heads=max(1, int(width) // HEAD_WIDTH),
+        vocab_size=int(vocab),
+        context_length=int(context),
+        mlp_ratio=hidden / width,
+        projection_dim=projection,
+    )
+    return config, prefix
+
+
+def hf_to_open_clip(hf: dict[str, torch.Tensor], layers: int) -> dict[str, torch.Tensor]:
+    """Map HF `CLIPTextModel` keys (below `text_model.`) onto open_clip's (below `model.`); q/k/v are stacked."""
+    out = {f"model.{dst}": hf[src] for src, dst in _HF_GLOBAL_KEYS.items() if src in hf}
+    for i in range(layers):
+        src, dst = f"encoder.layers.{i}.", f"model.transformer.resblocks.{i}."
+        for kind in ("weight", "bias"):
+            qkv = [hf.get(f"{src}self_attn.{p}_proj.{kind}") for p in "qkv"]
+            if all(t is not None for t in qkv):
+                out[f"{dst}attn.in_proj_{kind}"] = torch.cat(qkv, dim=0)
+            for hf_name, oc_name in _HF_LAYER_KEYS.items():
+                if f"{src}{hf_name}.{kind}" in hf:
+                    out[f"{dst}{oc_name}.{kind}"] = hf[f"{src}{hf_name}.{kind}"]
+    return out
+
+
+def _tower_state_dict(
+    state_dict: dict[str, torch.Tensor], config: TextEncoderConfig, prefix: str
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The tensors in TextEncoder's own layout, and the input keys nothing consumed (known extras excluded)."""
+    local = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    if config.family == "sd1":
+        hf = {k[len("text_model."):]: v for k, v in local.items() if k.startswith("text_model.")}
+        mapped = hf_to_open_clip(hf, config.layers)
+        hf_used = set(_HF_GLOBAL_KEYS) | {
+            k for k in hf if k.startswith("encoder.layers.")
+        }
+        unused = [k for k in local if k[len("text_model."):] not in hf_used]
+    else:
+        mapped = {f"model.{k}": v for k, v in local.items()}
+        unused = []
+    unused = [k for k in unused if not k.endswith(_KNOWN_EXTRAS)]
+    return mapped, unused
+
+
+def build_text_encoder(state_dict: dict[str, torch.Tensor], dtype: torch.dtype | None = None) -> TextEncoder:
+    """Build the SD1 or SD2 text tower that `state_dict` (checkpoint keys, any prefix) describes, in `dtype`.
+
+    The module is created on the `meta` device and takes the given tensors as its parameters (no random init, no
+    second copy beyond SD1's stacked q/k/v). Missing weights are an error; keys nothing uses are logged.
+    """
+    config, prefix = config_from_state_dict(state_dict)
+    tensors, unused = _tower_state_dict(state_dict, config, prefix)
+    if unused:
+        log.warning("text encoder: %d unused keys ignored, e.g. %s", len(unused), ", ".join(unused[:5]))
+    with torch.device("meta"):
+        encoder = TextEncoder(config)
+    expected = set(encoder.state_dict())
+    missing = sorted(expected - set(tensors))
+    if missing:
+        raise ValueError(
+            f"{config.family} text encoder: {len(missing)} weights missing from the file, e.g. {', '.join(missing[:5])}"
+        )
+    if dtype is not None:
+        tensors = {k: v.to(dtype) for k, v in tensors.items()}
+    encoder.load_state_dict({k: tensors[k] for k in expected}, strict=True, assign=True)
+    # The causal-mask buffer is not in the state dict and was created on `meta`; rebuild it on the weights' device.
+    encoder.model.attn_mask = encoder.model.build_causal_mask().to(encoder.model.token_embedding.weight.device)
+    return encoder.eval().requires_grad_(False)
+
+
+TokenBatches = dict[str, list[Chunk]]
+_CLIP_NAMES = {"sd1": "l", "sd2": "h"}  # ComfyUI's key for each family's tokens ("clip_l", "clip_h")
+
+
+class CLIP:
+    """The CLIP socket value: a shared text tower plus per-clone options (ComfyUI's `comfy.sd.CLIP` semantics).
+
+    `model` is placed by the memory manager (through `handle`, a ModelHandle the loader attaches); this class reads
+    the device from the module's parameters and never moves weights. `clone()` shares the module and copies the
+    options, so CLIPSetLastLayer on a clone leaves the original untouched.
+    """
+
+    def __init__(
+        self,
+        model: TextEncoder,
+        family: str | None = None,
+        embedding_directories: list[str] | None = None,
+        layer_idx: int | None = None,
+    ) -> None:
+        self.model = model
+        self.family = family or model.config.family
+        self.embedding_directories = list(embedding_directories or [])
+        self.layer_idx = layer_idx
+        self.patches: dict[str, list] = {}
+        self.handle: object | None = None
+        self.tokenizer = PromptTokenizer(
+            embedding_directories=self.embedding_directories,
+            embedding_size=model.config.width,
+            pad_token=model.config.pad_token,
+            max_length=model.config.context_length,
+        )
+
+    def clone(self) -> CLIP:
+        """A CLIP sharing the same module, with its own copy of the layer choice and patch records."""
+        twin = CLIP(self.model, self.family, self.embedding_directories, self.layer_idx)
+        twin.patches = {key: list(value) for key, value in self.patches.items()}
+        clone_handle = getattr(self.handle, "clone", None)
+        twin.handle = clone_handle() if callable(clone_handle) else self.handle
+        return twin
+
+    def clip_layer(self, layer_idx: int) -> None:
+        """Stop at layer `layer_idx` (-1 last, -2 penultimate, ...), as CLIPSetLastLayer does (on a clone)."""
+        self.layer_idx = layer_idx
+
+    set_last_layer = clip_layer
+
+    def tokenize(self, text: str) -> TokenBatches:
+        """The prompt as 77-token chunks of (token, weight), keyed as ComfyUI keys them ("l" SD1, "h" SD2)."""
+        return {_CLIP_NAMES.get(self.family, "l"): self.tokenizer.tokenize(text)}
+
+    @torch.no_grad()
+    def encode_chunks(self, chunks: list[Chunk]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cond 1×(77·k)×C, pooled 1×C) on the CPU in fp32, weighting as ComfyUI's `encode_token_weights`.
+
+        A token of weight w ≠ 1 becomes z_empty + (z − z_empty)·w, z_empty being the empty prompt's hidden state at
+        the same position; only when some weight differs from 1 is the empty prompt encoded at all. The pooled
+        output is the first chunk's.
+        """
+        weighted = any(w != 1.0 for chunk in chunks for _, w in chunk)
+        batch = list(chunks)
+        if weighted or not batch:
+            batch.append(self.tokenizer.empty_chunk())
+        ids, weights, extra = chunk_ids(batch, self.model.config.vocab_size)
+        hidden, pooled = self.model(ids, self.layer_idx, extra)
+        hidden, pooled = hidden.cpu(), pooled.cpu()
+        if not chunks:
+            return hidden[-1:], pooled[0:1]
+        z = hidden[: len(chunks)]
+        if weighted:
+            z_empty = hidden[-1:]
+            w = weights[: len(chunks), :, None]
+            z = torch.where(w != 1.0, (z - z_empty) * w + z_empty, z)
+        return z.reshape(1, -1, z.shape[-1]), pooled[0:1]
+
+    def encode_from_tokens(
+        self, tokens: TokenBatches | list[Chunk], return_pooled: bool = False, return_dict: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor] | dict[str, torch.Tensor]:
+        """Encode `tokenize`'s output: cond, or (cond, pooled) with `return_pooled`, or a dict with `return_dict`."""
+        chunks = next(iter(tokens.values())) if isinstance(tokens, dict) else tokens
+        cond, pooled = self.encode_chunks(chunks)
+        if return_dict:
+            return {"cond": cond, "pooled_output": pooled}
+        return (cond, pooled) if return_pooled else cond
+
+    def encode_from_tokens_scheduled(self, tokens: TokenBatches | list[Chunk]) -> list[list]:
+        """A CONDITIONING value: [[cond, {"pooled_output": pooled}]]."""
+        cond, pooled = self.encode_chunks(next(iter(tokens.values())) if isinstance(tokens, dict) else tokens)
+        return [[cond, {"pooled_output": pooled}]]
+
+    def encode(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cond 1×(77·k)×C, pooled 1×C) of a prompt."""
+        return self.encode_chunks(self.tokenizer.tokenize(text))
