@@ -1,0 +1,323 @@
+"""The durable prompt queue and history, kept in one SQLite file (WAL mode).
+
+Owns: the order in which prompts run (ComfyUI's `number`: lower runs first, `front` takes a
+negative number), which prompt is running, the finished-prompt history in ComfyUI's shape and
+its retention bound. Nothing here knows of HTTP or of the executor.
+
+Durability (why SQLite in WAL mode with `synchronous=NORMAL`): every state change is one
+committed transaction, so a process killed at any moment (`kill -9` mid-sampling) leaves a
+consistent file. WAL + NORMAL survives process crashes, which is what we need; only an OS crash
+or power loss can drop the last commits. On open, a prompt that was marked running is put back
+to pending with its number unchanged, so it runs again first; history is never trimmed by a
+restart, only by the `max_history` bound when a new entry is added.
+
+Queue entries are ComfyUI's 5-element lists `[number, prompt_id, prompt, extra_data,
+outputs_to_execute]`. A mirror of the (small) queue is kept in memory so `GET /queue` never
+touches the disk; history is read from SQLite on demand.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+# Keys of extra_data never shown back to clients (ComfyUI strips the same ones).
+SENSITIVE_EXTRA_KEYS = frozenset({"auth_token_comfy_org", "api_key_comfy_org"})
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS queue (
+    prompt_id TEXT PRIMARY KEY,
+    number REAL NOT NULL,
+    seq INTEGER NOT NULL,
+    running INTEGER NOT NULL DEFAULT 0,
+    item TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS history (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    prompt_id TEXT NOT NULL UNIQUE,
+    status_str TEXT,
+    entry TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass
+class QueueItem:
+    """One queued prompt. `as_list()` is ComfyUI's 5-element entry."""
+
+    number: float
+    prompt_id: str
+    prompt: dict[str, Any]
+    extra_data: dict[str, Any]
+    outputs_to_execute: list[str]
+    seq: int = 0
+    created: float = field(default_factory=time.time)
+
+    @property
+    def client_id(self) -> str | None:
+        cid = self.extra_data.get("client_id")
+        return cid if isinstance(cid, str) and cid else None
+
+    def as_list(self, public: bool = True) -> list[Any]:
+        extra = self.extra_data
+        if public:
+            extra = {k: v for k, v in extra.items() if k not in SENSITIVE_EXTRA_KEYS}
+        number: float | int = int(self.number) if float(self.number).is_integer() else self.number
+        return [number, self.prompt_id, self.prompt, extra, list(self.outputs_to_execute)]
+
+
+class QueueClosed(Exception):
+    """Raised by `PromptQueue.get` once the queue has been closed."""
+
+
+class PromptQueue:
+    """A thread-safe persistent priority queue of prompts plus their history.
+
+    The server's request handlers call `put`, `delete_pending`, the listings; the one worker
+    thread calls `get` (blocking) and `task_done`. `on_change` is called (on the calling thread)
+    after every change of the queue, so the server can broadcast a `status` message.
+    """
+
+    def __init__(self, path: Path | str, *, max_history: int = 10000,
+                 on_change: Callable[[], None] | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.max_history = max_history
+        self.on_change = on_change
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._closed = False
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._pending: dict[str, QueueItem] = {}
+        self._running: dict[str, QueueItem] = {}
+        self._flags: dict[str, Any] = {}
+        self._load()
+
+    # ---- start-up ----------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        """Read the queue back; a prompt that was running when the process died runs again."""
+        with self._lock:
+            self._db.execute("UPDATE queue SET running = 0 WHERE running = 1")
+            for number, seq, item, created in self._db.execute(
+                    "SELECT number, seq, item, created FROM queue"):
+                num, pid, prompt, extra, outs = json.loads(item)
+                self._pending[pid] = QueueItem(float(number), pid, prompt, extra, outs, seq, created)
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'counter'").fetchone()
+            self._counter = int(row[0]) if row else 0
+
+    def close(self) -> None:
+        """Wake a blocked `get` (it raises QueueClosed) and close the file."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            self._db.close()
+
+    # ---- submitting --------------------------------------------------------------------------
+
+    def next_number(self, front: bool = False) -> int:
+        """ComfyUI's numbering: a growing counter; `front` uses its negation so it runs first."""
+        with self._lock:
+            self._counter += 1
+            self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('counter', ?)",
+                             (str(self._counter),))
+            return -self._counter if front else self._counter
+
+    def contains(self, prompt_id: str) -> bool:
+        """True when the id is pending, running or in history."""
+        with self._lock:
+            if prompt_id in self._pending or prompt_id in self._running:
+                return True
+            return self._db.execute("SELECT 1 FROM history WHERE prompt_id = ?", (prompt_id,)).fetchone() is not None
+
+    def put(self, prompt_id: str, prompt: dict[str, Any], extra_data: dict[str, Any],
+            outputs_to_execute: list[str], *, number: float | None = None,
+            front: bool = False) -> tuple[float, bool]:
+        """Queue a prompt; returns (number, added). An id already known is not queued twice:
+        the existing number (or the history entry's) is returned with added=False."""
+        with self._cond:
+            known = self._pending.get(prompt_id) or self._running.get(prompt_id)
+            if known is not None:
+                return known.number, False
+            row = self._db.execute("SELECT entry FROM history WHERE prompt_id = ?", (prompt_id,)).fetchone()
+            if row is not None:
+                return json.loads(row[0])["prompt"][0], False
+            if number is None:
+                number = self.next_number(front)
+            seq = self._next_seq()
+            item = QueueItem(float(number), prompt_id, prompt, dict(extra_data), list(outputs_to_execute), seq)
+            self._db.execute("INSERT INTO queue(prompt_id, number, seq, running, item, created) "
+                             "VALUES (?, ?, ?, 0, ?, ?)",
+                             (prompt_id, item.number, seq, json.dumps(item.as_list(public=False)), item.created))
+            self._pending[prompt_id] = item
+            self._cond.notify()
+        self._changed()
+        return item.number, True
+
+    def _next_seq(self) -> int:
+        row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM queue").fetchone()
+        return int(row[0]) + 1
+
+    # ---- the worker's side -------------------------------------------------------------------
+
+    def get(self, timeout: float | None = None) -> QueueItem | None:
+        """Take the next pending prompt (lowest number first) and mark it running.
+        Blocks until one is there; returns None after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._pending:
+                if self._closed:
+                    raise QueueClosed()
+                if self._flags:
+                    return None
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    return None
+                self._cond.wait(wait)
+            if self._closed:
+                raise QueueClosed()
+            item = min(self._pending.values(), key=lambda i: (i.number, i.seq))
+            del self._pending[item.prompt_id]
+            self._running[item.prompt_id] = item
+            self._db.execute("UPDATE queue SET running = 1 WHERE prompt_id = ?", (item.prompt_id,))
+        self._changed()
+        return item
+
+    def task_done(self, item: QueueItem, outputs: dict[str, Any], status: dict[str, Any],
+                  meta: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Move a finished prompt from the queue to history in one transaction; returns the entry."""
+        entry = {"prompt": item.as_list(), "outputs": outputs, "status": status, "meta": meta or {}}
+        with self._lock:
+            self._running.pop(item.prompt_id, None)
+            if not self._closed:
+                with self._transaction():
+                    self._db.execute("DELETE FROM queue WHERE prompt_id = ?", (item.prompt_id,))
+                    self._db.execute("INSERT OR REPLACE INTO history(prompt_id, status_str, entry, created) "
+                                     "VALUES (?, ?, ?, ?)",
+                                     (item.prompt_id, status.get("status_str"), json.dumps(entry), time.time()))
+                    self._trim_history()
+        self._changed()
+        return entry
+
+    def _trim_history(self) -> None:
+        if self.max_history <= 0:
+            return
+        self._db.execute("DELETE FROM history WHERE seq NOT IN "
+                         "(SELECT seq FROM history ORDER BY seq DESC LIMIT ?)", (self.max_history,))
+
+    def _transaction(self) -> "_Tx":
+        return _Tx(self._db)
+
+    # ---- listings and removal ----------------------------------------------------------------
+
+    def running(self) -> list[QueueItem]:
+        with self._lock:
+            return list(self._running.values())
+
+    def pending(self) -> list[QueueItem]:
+        with self._lock:
+            return sorted(self._pending.values(), key=lambda i: (i.number, i.seq))
+
+    def find(self, prompt_id: str) -> tuple[str, QueueItem] | None:
+        """("running" | "pending", item) for a queued id, else None."""
+        with self._lock:
+            if prompt_id in self._running:
+                return "running", self._running[prompt_id]
+            if prompt_id in self._pending:
+                return "pending", self._pending[prompt_id]
+            return None
+
+    def remaining(self) -> int:
+        """Pending plus running (what ComfyUI reports as `queue_remaining`)."""
+        with self._lock:
+            return len(self._pending) + len(self._running)
+
+    def delete_pending(self, prompt_ids: Iterable[str]) -> list[str]:
+        """Remove the given ids from the pending queue; returns those actually removed."""
+        removed: list[str] = []
+        with self._lock:
+            with self._transaction():
+                for pid in prompt_ids:
+                    if isinstance(pid, str) and self._pending.pop(pid, None) is not None:
+                        self._db.execute("DELETE FROM queue WHERE prompt_id = ?", (pid,))
+                        removed.append(pid)
+        if removed:
+            self._changed()
+        return removed
+
+    def clear_pending(self) -> list[str]:
+        with self._lock:
+            ids = list(self._pending)
+        return self.delete_pending(ids)
+
+    # ---- history -----------------------------------------------------------------------------
+
+    def history(self, max_items: int | None = None, offset: int = -1) -> dict[str, Any]:
+        """Entries oldest first, as ComfyUI: without `offset`, the newest `max_items`."""
+        with self._lock:
+            total = self._db.execute("SELECT COUNT(*) FROM history").fetchone()[0]
+            if offset < 0:
+                offset = max(0, total - max_items) if max_items is not None else 0
+            limit = -1 if max_items is None else max(0, max_items)
+            rows = self._db.execute("SELECT prompt_id, entry FROM history ORDER BY seq LIMIT ? OFFSET ?",
+                                    (limit, offset)).fetchall()
+        return {pid: json.loads(entry) for pid, entry in rows}
+
+    def history_item(self, prompt_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute("SELECT entry FROM history WHERE prompt_id = ?", (prompt_id,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def history_count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM history").fetchone()[0]
+
+    def delete_history(self, prompt_ids: Iterable[str]) -> None:
+        with self._lock:
+            with self._transaction():
+                for pid in prompt_ids:
+                    if isinstance(pid, str):
+                        self._db.execute("DELETE FROM history WHERE prompt_id = ?", (pid,))
+
+    def clear_history(self) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM history")
+
+    # ---- flags (POST /free) ------------------------------------------------------------------
+
+    def set_flag(self, name: str, value: Any) -> None:
+        with self._cond:
+            self._flags[name] = value
+            self._cond.notify()
+
+    def take_flags(self) -> dict[str, Any]:
+        with self._lock:
+            flags, self._flags = self._flags, {}
+            return flags
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+
+class _Tx:
+    """BEGIN/COMMIT around a block (ROLLBACK on error); the connection is in autocommit mode."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN")
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")

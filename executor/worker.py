@@ -1,0 +1,149 @@
+"""The one worker thread: takes the next prompt from the durable queue, runs it, stores history.
+
+Owns the life of a prompt after it is queued: clearing the interrupt flag before it starts,
+calling `Executor.execute` on this thread (so GPU work never runs on the server's event loop),
+forwarding every event to a sink given by the server together with the submitting client's id,
+writing the history entry, and only then sending `executing` with `node: null` — so a client
+that reads `/history/{id}` on that message always finds the entry (ComfyUI's order too).
+Also carries out the `/free` requests (unload models, free memory) between prompts.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from typing import Any, Callable
+
+from executor.events import Event, PreviewImage
+from executor.queue import PromptQueue, QueueClosed, QueueItem
+
+log = logging.getLogger(__name__)
+
+# (event or preview, client id or None) -> None; must be cheap and must not block.
+WorkerSink = Callable[[Any, str | None], None]
+_HISTORY_EVENTS = ("execution_start", "execution_cached", "execution_success", "execution_error",
+                   "execution_interrupted")
+
+
+class Worker:
+    """Runs queued prompts one at a time on its own daemon thread.
+
+    `executor` is anything with `execute(prompt, prompt_id, *, extra_data, outputs_to_execute,
+    emit)` returning an object with `status`, `outputs`, `messages`, `meta`, `error`.
+    """
+
+    def __init__(self, queue: PromptQueue, executor: Any, sink: WorkerSink, *, interrupt: Any = None,
+                 models: Any = None, cache: Any = None) -> None:
+        self.queue = queue
+        self.executor = executor
+        self.sink = sink
+        self.interrupt = interrupt
+        self.models = models
+        self.cache = cache
+        self.current: QueueItem | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="loom-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the thread to stop after the current prompt (interrupting it) and wait a while."""
+        self._stop.set()
+        if self.interrupt is not None and self.current is not None:
+            self.interrupt.set()
+        with self.queue._cond:
+            self.queue._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                item = self.queue.get(timeout=0.5)
+            except QueueClosed:
+                return
+            self._apply_flags()
+            if item is None:
+                continue
+            if self._stop.is_set():
+                return
+            self.run_one(item)
+
+    def run_one(self, item: QueueItem) -> dict[str, Any]:
+        """Run one prompt to completion and store its history entry (returned)."""
+        if self.interrupt is not None:
+            self.interrupt.clear()
+        self.current = item
+        client_id = item.client_id
+        collected: list[list[Any]] = []
+
+        def emit(event: Any) -> None:
+            if isinstance(event, Event):
+                if event.type == "executing" and event.data.get("node") is None:
+                    return  # sent by us once history is stored
+                if event.type in _HISTORY_EVENTS:
+                    collected.append([event.type, dict(event.data)])
+            try:
+                self.sink(event, client_id)
+            except Exception:  # a broken sink must not kill the prompt
+                log.exception("event sink failed")
+
+        started = time.time()
+        outputs, meta, status = self._execute(item, emit, collected)
+        try:
+            entry = self.queue.task_done(item, outputs, status, meta)
+        finally:
+            self.current = None
+        log.info("prompt %s %s in %.2f s", item.prompt_id, status["status_str"], time.time() - started)
+        self.sink(Event("executing", {"node": None, "display_node": None, "prompt_id": item.prompt_id}), client_id)
+        return entry
+
+    def _execute(self, item: QueueItem, emit: Callable[[Any], None],
+                 collected: list[list[Any]]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """Call the executor; turn its result (or a crash of the executor itself) into history parts."""
+        try:
+            result = self.executor.execute(item.prompt, item.prompt_id, extra_data=item.extra_data,
+                                           outputs_to_execute=item.outputs_to_execute, emit=emit)
+        except Exception as exc:  # the executor promises not to raise; stay alive if it does
+            log.exception("executor failed on prompt %s", item.prompt_id)
+            data = {"prompt_id": item.prompt_id, "node_id": None, "node_type": None, "executed": [],
+                    "exception_message": str(exc), "exception_type": type(exc).__name__,
+                    "traceback": traceback.format_exception(exc), "current_inputs": {}, "current_outputs": {},
+                    "timestamp": int(time.time() * 1000)}
+            emit(Event("execution_error", data))
+            return {}, {}, {"status_str": "error", "completed": False, "messages": collected}
+        messages = [list(m) for m in (getattr(result, "messages", None) or [])] or collected
+        ok = getattr(result, "status", "error") == "success"
+        status = {"status_str": "success" if ok else "error", "completed": ok, "messages": messages}
+        return dict(getattr(result, "outputs", {}) or {}), dict(getattr(result, "meta", {}) or {}), status
+
+    def _apply_flags(self) -> None:
+        """Carry out `/free` requests: unload models from the device, drop cached outputs."""
+        flags = self.queue.take_flags()
+        if not flags:
+            return
+        if flags.get("unload_models") and self.models is not None:
+            _call_first(self.models, ("unload_all", "unload_all_models", "unload_models"))
+        if flags.get("free_memory"):
+            if self.cache is not None and hasattr(self.cache, "clear"):
+                self.cache.clear()
+            if self.models is not None:
+                _call_first(self.models, ("free_memory", "empty_cache", "soft_empty_cache"))
+
+
+def _call_first(obj: Any, names: tuple[str, ...]) -> None:
+    for name in names:
+        fn = getattr(obj, name, None)
+        if callable(fn):
+            try:
+                fn()
+            except TypeError:
+                continue
+            return
+    log.warning("model manager %s has none of %s", type(obj).__name__, ", ".join(names))
+
+
+__all__ = ["Worker", "WorkerSink", "PreviewImage"]

@@ -1,0 +1,135 @@
+"""The aiohttp application: `create_app(runtime)` wires routes, middleware, the websocket hub,
+the durable queue and the worker thread; `serve(runtime)` runs it (what `python main.py` calls).
+
+Owns start-up and shutdown. State lives under `web.AppKey`s (server/keys.py); the worker
+thread starts in a `cleanup_ctx` and stops there, websockets are closed on shutdown. Every
+route is registered twice, bare and under `/api/` (ComfyUI's frontend uses the latter).
+
+Hook points for custom-node support (H9): `create_app(..., setup_hooks=[fn])` or a
+`runtime.server_hooks` sequence — each `fn(app)` is called after Loom's routes are added and
+before the static front-end, so it may add routes (`app.router`, or `add_api_routes(app,
+route_table)` for bare + /api/); `app[HUB].send(event, data, client_id=None)` is the thread-safe
+ComfyUI-style `send_sync`; `runtime.web_directories` ({pack: folder}) is served under
+`/extensions/{pack}/` and listed by GET /extensions.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable, Iterable, Sequence
+
+from aiohttp import web
+
+from executor.queue import PromptQueue
+from executor.worker import Worker
+from server import files, routes_info, routes_jobs, routes_prompt, routes_user
+from server.auth import error_middleware, security_middleware
+from server.comfy_frontend import MISSING_PAGE, web_root
+from server.keys import EXTENSION_DIRS, QUEUE, RUNTIME, SETTINGS, WORKER, ServerSettings
+from server.ws import HUB, WebSocketHub, websocket_handler
+
+log = logging.getLogger(__name__)
+
+QUEUE_FILE = "loom_queue.sqlite3"
+ROUTE_MODULES = (routes_prompt, routes_jobs, routes_info, routes_user, files)
+AppHook = Callable[[web.Application], None]
+
+
+def add_api_routes(app: web.Application, routes: Iterable[Any]) -> None:
+    """Add routes both bare and under `/api/`. Items are `(method, path, handler)` tuples or
+    aiohttp `RouteDef`s (a `web.RouteTableDef`); static routes are added once, as given."""
+    for route in routes:
+        if isinstance(route, tuple):
+            method, path, handler = route
+            kwargs: dict[str, Any] = {}
+        elif isinstance(route, web.RouteDef):
+            method, path, handler, kwargs = route.method, route.path, route.handler, dict(route.kwargs)
+        else:
+            app.router.add_routes([route])
+            continue
+        app.router.add_route(method, path, handler, **kwargs)
+        app.router.add_route(method, "/api" + path, handler, **kwargs)
+
+
+def _queue_path(runtime: Any) -> Path:
+    folders = getattr(runtime, "folders", None)
+    user_dir = Path(folders.user_directory) if folders is not None else Path("user")
+    return user_dir / QUEUE_FILE
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    """Bind the hub to the loop and run the worker thread for the life of the app."""
+    app[HUB].attach(asyncio.get_running_loop())
+    app[WORKER].start()
+    yield
+    app[WORKER].stop()
+    app[QUEUE].close()
+
+
+async def _close_websockets(app: web.Application) -> None:
+    await app[HUB].close_all()
+
+
+def create_app(runtime: Any, *, settings: ServerSettings | None = None, queue: PromptQueue | None = None,
+               setup_hooks: Sequence[AppHook] = ()) -> web.Application:
+    """The application for `runtime` (`runtime.registry`, `.folders`, `.executor`, `.interrupt`,
+    optional `.models`, `.cache`, `.config`). The queue file is `<user dir>/loom_queue.sqlite3`."""
+    settings = settings or ServerSettings.from_config(getattr(runtime, "config", None))
+    app = web.Application(middlewares=[security_middleware, error_middleware],
+                          client_max_size=settings.max_upload_bytes + (1 << 20))
+    app[RUNTIME] = runtime
+    app[SETTINGS] = settings
+    if queue is None:
+        queue = PromptQueue(_queue_path(runtime), max_history=settings.max_history)
+    hub = WebSocketHub(lambda: routes_prompt.queue_info(queue))
+    queue.on_change = hub.queue_changed
+    app[QUEUE] = queue
+    app[HUB] = hub
+    app[WORKER] = Worker(queue, runtime.executor, hub.send_event, interrupt=getattr(runtime, "interrupt", None),
+                         models=getattr(runtime, "models", None), cache=getattr(runtime, "cache", None))
+    app[EXTENSION_DIRS] = dict(getattr(runtime, "web_directories", None) or {})
+    for module in ROUTE_MODULES:
+        add_api_routes(app, module.ROUTES)
+    add_api_routes(app, [("GET", "/ws", websocket_handler)])
+    for hook in (*setup_hooks, *(getattr(runtime, "server_hooks", None) or ())):
+        hook(app)
+    for name, directory in app[EXTENSION_DIRS].items():
+        app.router.add_static(f"/extensions/{name}", directory)
+    _add_front_end(app, web_root(settings.front_end, settings.web_root))
+    app.cleanup_ctx.append(_lifecycle)
+    app.on_shutdown.append(_close_websockets)
+    return app
+
+
+def _add_front_end(app: web.Application, root: Path | None) -> None:
+    """Serve the editor at `/` (its index.html) and its files; or the how-to-build page."""
+    if root is None:
+        async def missing(request: web.Request) -> web.Response:
+            return web.Response(text=MISSING_PAGE, content_type="text/html")
+        app.router.add_get("/", missing)
+        return
+    index = root / "index.html"
+
+    async def index_page(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(index, headers={"Cache-Control": "no-cache"})
+    app.router.add_get("/", index_page)
+    app.router.add_static("/", root)
+
+
+def _print_address(settings: ServerSettings) -> None:
+    host = settings.host
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    if ":" in shown:
+        shown = f"[{shown}]"
+    print(f"Loom is serving on http://{shown}:{settings.port}  (Ctrl+C to stop)", flush=True)
+
+
+def serve(runtime: Any, *, setup_hooks: Sequence[AppHook] = ()) -> None:
+    """Run the server until interrupted (blocking): `python main.py`."""
+    settings = ServerSettings.from_config(getattr(runtime, "config", None))
+    app = create_app(runtime, settings=settings, setup_hooks=setup_hooks)
+    hosts: Any = [h for h in settings.host.split(",") if h] or ["127.0.0.1"]
+    web.run_app(app, host=hosts if len(hosts) > 1 else hosts[0], port=settings.port,
+                print=lambda _message: _print_address(settings), access_log=None, handle_signals=True,
+                shutdown_timeout=5.0)

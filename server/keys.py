@@ -1,0 +1,60 @@
+"""The application state keys (`web.AppKey`) and the server's own settings, read from Config.
+
+Owns: `ServerSettings` (the part of `config.Config` the HTTP layer uses, with defaults so the
+server also runs from a bare test runtime) and the typed keys under which `create_app` stores
+the runtime, the queue, the worker, the websocket hub and the settings.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from executor.queue import PromptQueue
+from executor.worker import Worker
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """HTTP-level settings. `cors_origin` "*" allows any origin; `max_json_bytes` bounds
+    JSON request bodies (prompts), `max_upload_bytes` uploads."""
+
+    host: str = "127.0.0.1"
+    port: int = 8188
+    cors_origin: str | None = None
+    auth_token: str | None = None
+    max_upload_bytes: int = 100 * 1024 * 1024
+    max_json_bytes: int = 64 * 1024 * 1024
+    max_history: int = 10000
+    verbose: bool = False
+    front_end: str = "loom"
+    web_root: Path | None = None
+
+    @classmethod
+    def from_config(cls, config: Any, **overrides: Any) -> "ServerSettings":
+        """Read the server flags of `config.Config` (missing attributes keep their defaults)."""
+        def get(name: str, default: Any) -> Any:
+            value = getattr(config, name, default)
+            return default if value is None and default is not None else value
+
+        values = {
+            "host": get("listen", cls.host),
+            "port": int(get("port", cls.port)),
+            "cors_origin": get("enable_cors_header", None),
+            "auth_token": get("auth_token", None) or None,
+            "max_upload_bytes": int(float(get("max_upload_size", 100)) * 1024 * 1024),
+            "max_history": int(get("max_history", cls.max_history)),
+            "verbose": bool(get("verbose", False)),
+            "front_end": str(get("front_end", "loom")),
+        }
+        values.update(overrides)
+        return cls(**values)
+
+
+RUNTIME: web.AppKey[Any] = web.AppKey("loom_runtime", object)
+SETTINGS: web.AppKey[ServerSettings] = web.AppKey("loom_settings", ServerSettings)
+QUEUE: web.AppKey[PromptQueue] = web.AppKey("loom_queue", PromptQueue)
+WORKER: web.AppKey[Worker] = web.AppKey("loom_worker", Worker)
+EXTENSION_DIRS: web.AppKey[dict] = web.AppKey("loom_extension_dirs", dict)

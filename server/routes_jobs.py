@@ -1,0 +1,177 @@
+"""The jobs API that ComfyUI's current frontend polls: GET /jobs, GET /jobs/{id},
+POST /jobs/{id}/cancel (served under /api/ like every route).
+
+A job is one prompt seen through one lens: `pending` and `in_progress` come from the queue,
+`completed` and `failed` from history. The list answer is `{"jobs": [...], "pagination":
+{"offset", "limit", "total", "has_more"}}`; a job carries `id`, `status`, `priority` (the queue
+number), `create_time` (ms), `outputs_count`, and for finished jobs `execution_start_time`,
+`execution_end_time`, `execution_error`, `preview_output`; `GET /jobs/{id}` adds `outputs`,
+`execution_status` and `workflow` ({prompt, extra_data}) for finished ones.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from server.http import BadRequest, int_query
+from server.keys import QUEUE
+from server.routes_prompt import interrupt
+
+STATUSES = ("pending", "in_progress", "completed", "failed")
+_PREVIEWABLE = frozenset({"images", "video", "audio"})
+
+
+def _workflow_id(extra: dict[str, Any]) -> Any:
+    info = extra.get("extra_pnginfo")
+    workflow = info.get("workflow") if isinstance(info, dict) else None
+    return workflow.get("id") if isinstance(workflow, dict) else None
+
+
+def _pruned(job: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in job.items() if v is not None}
+
+
+def queued_job(entry: list[Any], status: str) -> dict[str, Any]:
+    """A job from a 5-element queue entry."""
+    number, prompt_id, _prompt, extra, _outs = entry
+    return _pruned({"id": prompt_id, "status": status, "priority": number, "create_time": extra.get("create_time"),
+                    "outputs_count": 0, "workflow_id": _workflow_id(extra)})
+
+
+def _outputs_summary(outputs: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
+    """How many output items there are, and the first previewable one (type "output" first)."""
+    count, best, fallback = 0, None, None
+    for node_id, node_out in outputs.items():
+        if not isinstance(node_out, dict):
+            continue
+        for media, items in node_out.items():
+            if not isinstance(items, list):
+                continue
+            for item in items:
+                if not isinstance(item, dict):
+                    continue
+                count += 1
+                if media in _PREVIEWABLE and best is None:
+                    candidate = {**item, "nodeId": node_id, "mediaType": media}
+                    if item.get("type") == "output":
+                        best = candidate
+                    elif fallback is None:
+                        fallback = candidate
+    return count, best or fallback
+
+
+def history_job(prompt_id: str, entry: dict[str, Any], full: bool = False) -> dict[str, Any]:
+    """A job from a history entry (ComfyUI's shape)."""
+    number, _pid, prompt, extra, _outs = entry["prompt"]
+    status = entry.get("status") or {}
+    failed = status.get("status_str") == "error"
+    start = end = error = None
+    for message in status.get("messages") or []:
+        if not (isinstance(message, list) and len(message) >= 2 and isinstance(message[1], dict)):
+            continue
+        name, data = message[0], message[1]
+        if name == "execution_start":
+            start = data.get("timestamp")
+        elif name in ("execution_success", "execution_error", "execution_interrupted"):
+            end = data.get("timestamp")
+            if name == "execution_error":
+                error = data
+    outputs = entry.get("outputs") or {}
+    count, preview = _outputs_summary(outputs)
+    job = _pruned({"id": prompt_id, "status": "failed" if failed else "completed", "priority": number,
+                   "create_time": extra.get("create_time"), "execution_start_time": start,
+                   "execution_end_time": end, "execution_error": error, "outputs_count": count,
+                   "preview_output": preview, "workflow_id": _workflow_id(extra)})
+    if full:
+        job.update({"outputs": outputs, "execution_status": status,
+                    "workflow": {"prompt": prompt, "extra_data": extra}})
+    return job
+
+
+def _statuses(request: web.Request) -> list[str]:
+    raw = request.query.get("status")
+    if not raw:
+        return list(STATUSES)
+    wanted = [s.strip() for s in raw.split(",") if s.strip()]
+    bad = [s for s in wanted if s not in STATUSES]
+    if bad:
+        raise BadRequest(f"unknown job status {', '.join(bad)}; expected some of {', '.join(STATUSES)}")
+    return wanted
+
+
+def _sort_key(sort_by: str) -> Any:
+    if sort_by == "execution_duration":
+        def duration(job: dict[str, Any]) -> float:
+            start, end = job.get("execution_start_time"), job.get("execution_end_time")
+            return (end - start) if start and end else 0
+        return duration
+    return lambda job: job.get("create_time") or 0
+
+
+async def get_jobs(request: web.Request) -> web.Response:
+    """`?status=a,b&limit=&offset=&sort_by=created_at|execution_duration&sort_order=asc|desc&workflow_id=`."""
+    wanted = _statuses(request)
+    limit = int_query(request, "limit", None, minimum=0)
+    offset = int_query(request, "offset", 0, minimum=0) or 0
+    sort_by = request.query.get("sort_by", "created_at")
+    order = request.query.get("sort_order", "desc")
+    if sort_by not in ("created_at", "execution_duration") or order not in ("asc", "desc"):
+        raise BadRequest("sort_by must be created_at or execution_duration; sort_order asc or desc")
+    queue = request.app[QUEUE]
+    jobs: list[dict[str, Any]] = []
+    if "in_progress" in wanted:
+        jobs += [queued_job(i.as_list(), "in_progress") for i in queue.running()]
+    if "pending" in wanted:
+        jobs += [queued_job(i.as_list(), "pending") for i in queue.pending()]
+    if "completed" in wanted or "failed" in wanted:
+        for pid, entry in queue.history().items():
+            job = history_job(pid, entry)
+            if job["status"] in wanted:
+                jobs.append(job)
+    workflow_id = request.query.get("workflow_id")
+    if workflow_id:
+        jobs = [j for j in jobs if j.get("workflow_id") == workflow_id]
+    jobs.sort(key=_sort_key(sort_by), reverse=order == "desc")
+    total = len(jobs)
+    page = jobs[offset:] if limit is None else jobs[offset:offset + limit]
+    return web.json_response({"jobs": page, "pagination": {"offset": offset, "limit": limit, "total": total,
+                                                           "has_more": offset + len(page) < total}})
+
+
+def find_job(app: web.Application, job_id: str) -> dict[str, Any] | None:
+    queue = app[QUEUE]
+    entry = queue.history_item(job_id)
+    if entry is not None:
+        return history_job(job_id, entry, full=True)
+    found = queue.find(job_id)
+    if found is None:
+        return None
+    state, item = found
+    return queued_job(item.as_list(), "in_progress" if state == "running" else "pending")
+
+
+async def get_job(request: web.Request) -> web.Response:
+    job = find_job(request.app, request.match_info["job_id"])
+    if job is None:
+        return web.json_response({"error": {"type": "not_found", "message": "no job with this id"}}, status=404)
+    return web.json_response(job)
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    """Cancel a pending (removed) or running (interrupted) job; 409 for a finished one."""
+    job_id = request.match_info["job_id"]
+    outcome = interrupt(request.app, job_id)
+    if outcome == "not_found":
+        if request.app[QUEUE].history_item(job_id) is not None:
+            return web.json_response({"error": {"type": "already_finished",
+                                                "message": "the job has already finished"}}, status=409)
+        return web.json_response({"error": {"type": "not_found", "message": "no job with this id"}}, status=404)
+    return web.json_response({"id": job_id, "status": "cancelled" if outcome == "removed" else "cancelling"})
+
+
+ROUTES = [
+    ("GET", "/jobs", get_jobs),
+    ("GET", "/jobs/{job_id}", get_job),
+    ("POST", "/jobs/{job_id}/cancel", cancel_job),
+]

@@ -1,0 +1,250 @@
+"""The websocket hub: `/ws?clientId=ID` connections and the routing of events to them.
+
+Owns: the set of connected clients, ComfyUI's message shapes on the wire (`{"type", "data"}` JSON
+text frames; binary preview frames `>I` event type 1, `>I` image format 1=JPEG/2=PNG, then the
+bytes), which client gets which message (execution events to the submitting client, to everyone
+when the prompt has none; previews likewise), `status` on connect (with `sid`) and on every queue
+change, and `executing` for the node now running to a client that connects mid-run.
+
+Back-pressure (why each client has its own bounded buffers and writer task): the worker thread
+hands events over with `call_soon_threadsafe` and never waits; each client drains its own
+buffers, so one stalled browser never delays the worker or the other clients. At most
+`max_previews` preview frames wait per client (older ones are dropped first — a newer preview
+supersedes them); if `max_events` JSON messages pile up the client is disconnected rather
+than silently losing events (it reconnects and gets `status` and the running node anew).
+Frames are never compressed (`compress=False`) and never fragmented: some API clients read
+neither.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import struct
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from aiohttp import WSMsgType, web
+
+log = logging.getLogger(__name__)
+
+PREVIEW_IMAGE = 1
+IMAGE_FORMATS = {"JPEG": 1, "PNG": 2}
+
+
+def encode_preview(image_format: str, data: bytes) -> bytes:
+    """ComfyUI's binary preview frame: event type, image format, image bytes (big-endian ints)."""
+    return struct.pack(">II", PREVIEW_IMAGE, IMAGE_FORMATS.get(image_format.upper(), 1)) + bytes(data)
+
+
+@dataclass(eq=False)
+class Client:
+    """One connected websocket and its outgoing buffers."""
+
+    sid: str
+    ws: web.WebSocketResponse
+    transport: Any = None
+    events: collections.deque = field(default_factory=collections.deque)
+    previews: collections.deque = field(default_factory=collections.deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task | None = None
+    closed: bool = False
+
+
+class WebSocketHub:
+    """Routes messages to clients; `send` and `send_event` may be called from any thread."""
+
+    def __init__(self, status: Callable[[], dict[str, Any]], *, max_events: int = 4096,
+                 max_previews: int = 2) -> None:
+        self.status = status
+        self.max_events = max_events
+        self.max_previews = max_previews
+        self.clients: dict[str, Client] = {}
+        self.running: dict[str, Any] | None = None  # {"prompt_id", "node", "display_node", "client_id"}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._status_scheduled = False
+        self.dropped_previews = 0
+        self.disconnected_slow = 0
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Bind to the server's event loop (called at start-up, on that loop)."""
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+
+    # ---- thread-safe entry points -----------------------------------------------------------
+
+    def send(self, event: str, data: Any, client_id: str | None = None) -> None:
+        """Send a JSON message `{"type": event, "data": data}` to one client, or to all when
+        `client_id` is None. Safe from any thread (ComfyUI's `send_sync`)."""
+        self._call(self._dispatch_json, event, data, client_id)
+
+    def send_event(self, event: Any, client_id: str | None = None) -> None:
+        """The worker's sink: an `executor.events.Event` or `PreviewImage`, routed to the client
+        that submitted the prompt (all clients when None)."""
+        if hasattr(event, "image_format"):
+            self._call(self._dispatch_binary, encode_preview(event.image_format, event.data), client_id)
+        else:
+            self._call(self._dispatch_json, event.type, event.data, client_id)
+
+    def queue_changed(self) -> None:
+        """Schedule one `status` broadcast (several changes in a row are coalesced)."""
+        self._call(self._schedule_status)
+
+    def _call(self, fn: Callable[..., None], *args: Any) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        if threading.get_ident() == self._loop_thread:
+            fn(*args)
+        else:
+            try:
+                loop.call_soon_threadsafe(fn, *args)
+            except RuntimeError:  # the loop closed between the check and the call
+                pass
+
+    # ---- on the loop ---------------------------------------------------------------------------
+
+    def _schedule_status(self) -> None:
+        if not self._status_scheduled and self._loop is not None:
+            self._status_scheduled = True
+            self._loop.call_soon(self._broadcast_status)
+
+    def _broadcast_status(self) -> None:
+        self._status_scheduled = False
+        self._dispatch_json("status", {"status": self.status()}, None)
+
+    def _track(self, event: str, data: Any, client_id: str | None) -> None:
+        if event == "executing" and isinstance(data, dict):
+            node = data.get("node")
+            self.running = None if node is None else {
+                "prompt_id": data.get("prompt_id"), "node": node,
+                "display_node": data.get("display_node", node), "client_id": client_id}
+
+    def _dispatch_json(self, event: str, data: Any, client_id: str | None) -> None:
+        self._track(event, data, client_id)
+        try:
+            text = json.dumps({"type": event, "data": data})
+        except (TypeError, ValueError):
+            log.exception("event %s is not JSON-serialisable; dropped", event)
+            return
+        for client in self._targets(client_id):
+            self._enqueue(client, text)
+
+    def _dispatch_binary(self, frame: bytes, client_id: str | None) -> None:
+        for client in self._targets(client_id):
+            if len(client.previews) >= self.max_previews:
+                client.previews.popleft()
+                self.dropped_previews += 1
+            client.previews.append(frame)
+            client.wake.set()
+
+    def _targets(self, client_id: str | None) -> list[Client]:
+        if client_id is None:
+            return list(self.clients.values())
+        client = self.clients.get(client_id)
+        return [client] if client is not None else []
+
+    def _enqueue(self, client: Client, text: str) -> None:
+        if client.closed:
+            return
+        if len(client.events) >= self.max_events:
+            self.disconnected_slow += 1
+            log.warning("websocket client %s is not reading; disconnecting it", client.sid)
+            self._drop(client)
+            return
+        client.events.append(text)
+        client.wake.set()
+
+    def _drop(self, client: Client) -> None:
+        client.closed = True
+        if self.clients.get(client.sid) is client:
+            del self.clients[client.sid]
+        if client.task is not None:
+            client.task.cancel()
+        if client.transport is not None:
+            client.transport.abort()
+
+    async def _writer(self, client: Client) -> None:
+        """Drain one client's buffers: JSON events in order, then the latest previews."""
+        ws = client.ws
+        while not client.closed:
+            await client.wake.wait()
+            client.wake.clear()
+            while client.events or client.previews:
+                if ws.closed:
+                    return
+                if client.events:
+                    await ws.send_str(client.events.popleft())
+                else:
+                    await ws.send_bytes(client.previews.popleft())
+
+    # ---- connections ---------------------------------------------------------------------------
+
+    def add(self, sid: str, ws: web.WebSocketResponse, transport: Any) -> Client:
+        old = self.clients.get(sid)
+        if old is not None:
+            self._drop(old)
+        client = Client(sid=sid, ws=ws, transport=transport)
+        self.clients[sid] = client
+        client.task = asyncio.ensure_future(self._writer(client))
+        self._enqueue(client, json.dumps({"type": "status", "data": {"status": self.status(), "sid": sid}}))
+        running = self.running
+        if running is not None and running["client_id"] in (None, sid):
+            data = {"node": running["node"], "display_node": running["display_node"],
+                    "prompt_id": running["prompt_id"]}
+            self._enqueue(client, json.dumps({"type": "executing", "data": data}))
+        return client
+
+    def remove(self, client: Client) -> None:
+        client.closed = True
+        if self.clients.get(client.sid) is client:
+            del self.clients[client.sid]
+        if client.task is not None:
+            client.task.cancel()
+
+    async def close_all(self) -> None:
+        """Close every connection (on shutdown)."""
+        for client in list(self.clients.values()):
+            self.remove(client)
+            if not client.ws.closed:
+                try:
+                    await asyncio.wait_for(client.ws.close(code=1001, message=b"server shutdown"), 1.0)
+                except (asyncio.TimeoutError, ConnectionError):
+                    if client.transport is not None:
+                        client.transport.abort()
+
+
+HUB: web.AppKey[WebSocketHub] = web.AppKey("loom_hub", WebSocketHub)
+
+
+async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
+    """`GET /ws?clientId=ID`: ComfyUI's websocket. Incoming messages are read and ignored,
+    except `feature_flags`, answered with the server's."""
+    hub = request.app[HUB]
+    ws = web.WebSocketResponse(compress=False, max_msg_size=1 << 20, heartbeat=None)
+    await ws.prepare(request)
+    sid = request.query.get("clientId") or uuid.uuid4().hex
+    client = hub.add(sid, ws, request.transport)
+    try:
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                _on_text(hub, sid, msg.data)
+            elif msg.type == WSMsgType.ERROR:
+                break
+    finally:
+        hub.remove(client)
+    return ws
+
+
+def _on_text(hub: WebSocketHub, sid: str, text: str) -> None:
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return
+    if isinstance(message, dict) and message.get("type") == "feature_flags":
+        from server.routes_info import FEATURES
+        hub.send("feature_flags", FEATURES, sid)

@@ -1,0 +1,140 @@
+"""A real Loom server on a loopback port for the server tests, with a test node registry.
+
+The registry holds the built-in nodes plus two test nodes: `SlowSteps` (reports progress over
+N steps, sleeping between them, checks the interrupt flag at each step, sends a preview) and
+`SaveTestImage` (writes a small PNG under output/ and reports it as ComfyUI's SaveImage does).
+"""
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Awaitable, Callable, TypeVar
+
+import aiohttp
+from aiohttp import web
+from PIL import Image
+
+from executor.run import Executor
+from folders import Folders
+from nodes.context import InterruptFlag, current
+from nodes.registry import build_builtin_registry
+from nodes.spec import Float, Int, Node, NodeOutput, Output, String
+from server.app import create_app
+from server.keys import ServerSettings
+
+T = TypeVar("T")
+
+
+class SlowSteps(Node):
+    """Counts `steps` steps of `delay` seconds each, reporting progress; returns `text`."""
+
+    CATEGORY = "testing"
+    OUTPUT_NODE = True
+    INPUTS = (Int("steps", 5, min=1, max=10000), Float("delay", 0.01, min=0.0, max=10.0), String("text", ""))
+    OUTPUTS = (Output("STRING"),)
+
+    def execute(self, steps: int, delay: float, text: str) -> NodeOutput:
+        ctx = current()
+        preview = Image.new("RGB", (8, 8), (255, 0, 0))
+        for i in range(steps):
+            time.sleep(delay)
+            ctx.progress(i + 1, steps, preview if i == 0 else None)
+        return NodeOutput(values=(text,), ui={"text": [text]})
+
+
+class SaveTestImage(Node):
+    """Writes an 8x8 PNG named `name` under output/ (ComfyUI's `images` ui entry)."""
+
+    CATEGORY = "testing"
+    OUTPUT_NODE = True
+    INPUTS = (String("name", "test.png"), Int("shade", 128, min=0, max=255))
+    OUTPUTS = ()
+
+    def execute(self, name: str, shade: int) -> NodeOutput:
+        ctx = current()
+        out = Path(ctx.folders.output_directory)
+        out.mkdir(parents=True, exist_ok=True)
+        Image.new("RGBA", (8, 8), (shade, 0, 0, 200)).save(out / name)
+        return NodeOutput(values=(), ui={"images": [{"filename": name, "subfolder": "", "type": "output"}]})
+
+
+def build_test_runtime(base: Path, config: Any = None) -> SimpleNamespace:
+    """A runtime like `runtime.build_runtime` makes, on folders under `base`."""
+    folders = Folders.for_base(base)
+    for sub in ("input", "output", "temp", "user"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    registry = build_builtin_registry()
+    registry.register(SlowSteps, pack="tests")
+    registry.register(SaveTestImage, pack="tests")
+    interrupt = InterruptFlag()
+    executor = Executor(registry, folders=folders, interrupt=interrupt)
+    return SimpleNamespace(config=config, folders=folders, registry=registry, models=None, cache=executor.cache,
+                           interrupt=interrupt, executor=executor)
+
+
+class LiveServer:
+    """`async with LiveServer(runtime) as srv`: the app on 127.0.0.1:<free port>, `srv.url`,
+    `srv.session` (an aiohttp ClientSession), `srv.app`."""
+
+    def __init__(self, runtime: Any, **settings: Any) -> None:
+        self.runtime = runtime
+        self.settings = ServerSettings(**settings)
+        self.app: web.Application | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> "LiveServer":
+        self.app = create_app(self.runtime, settings=self.settings)
+        self.runner = web.AppRunner(self.app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = self.runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.session = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.session.close()
+        await self.runner.cleanup()
+
+    async def post_prompt(self, prompt: dict[str, Any], **fields: Any) -> dict[str, Any]:
+        async with self.session.post(self.url + "/prompt", json={"prompt": prompt, **fields}) as r:
+            body = await r.json()
+            assert r.status == 200, body
+            return body
+
+    async def wait_history(self, prompt_id: str, timeout: float = 30.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            async with self.session.get(f"{self.url}/history/{prompt_id}") as r:
+                body = await r.json()
+            if prompt_id in body:
+                return body[prompt_id]
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"prompt {prompt_id} did not finish in {timeout} s")
+
+
+def run(coro_fn: Callable[[], Awaitable[T]], timeout: float = 120.0) -> T:
+    """Run an async test body on a fresh event loop with an overall timeout."""
+    async def bounded() -> T:
+        return await asyncio.wait_for(coro_fn(), timeout)
+    return asyncio.run(bounded())
+
+
+def png_bytes(size: tuple[int, int] = (4, 4), color: tuple[int, ...] = (0, 255, 0, 255)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGBA", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def slow_prompt(steps: int = 5, delay: float = 0.01, text: str = "x") -> dict[str, Any]:
+    return {"1": {"class_type": "SlowSteps", "inputs": {"steps": steps, "delay": delay, "text": text}}}
+
+
+def concat_prompt(a: str, b: str) -> dict[str, Any]:
+    return {"1": {"class_type": "PrimitiveString", "inputs": {"value": a}},
+            "2": {"class_type": "StringConcatenate", "inputs": {"string_a": ["1", 0], "string_b": b, "delimiter": "-"}},
+            "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}}}
