@@ -167,9 +167,11 @@ def test_patches_applied_on_load_and_removed_bitwise_on_eviction() -> None:
     assert dev.peak <= dev.budget
 
 
-def test_two_clones_alternate_and_base_restored() -> None:
-    mm, dev = fake_manager(1)
+@pytest.mark.parametrize("budget_frac", [None, 0.9])
+def test_two_clones_alternate_and_base_restored(budget_frac: float | None) -> None:
     net = SmallNet()
+    budget = 1.0 if budget_frac is None else ModelHandle(net).nbytes() * budget_frac / GIB
+    mm, dev = fake_manager(budget)
     snap = snapshot(net)
     x, tok = inputs()
     h1, h2 = ModelHandle(net, name="net").clone(), ModelHandle(net, name="net").clone()
@@ -187,6 +189,7 @@ def test_two_clones_alternate_and_base_restored() -> None:
         h = (h1, h2)[i % 2]
         with mm.use([h]), torch.no_grad():
             assert mm.is_loaded(h) and not mm.is_loaded((h2, h1)[i % 2])
+            assert mm.loaded_models()[0]["partial"] == (budget_frac is not None)
             assert torch.equal(net(x, tok), expect[id(h)])
     with pytest.raises(ValueError):
         with mm.use([h1, h2]):
