@@ -1,0 +1,1 @@
+"""Stable Diffusion networks and maths: checkpoint files, UNet, VAE, text encoders, sampling."""
