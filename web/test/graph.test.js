@@ -221,3 +221,10 @@ test('an API prompt rebuilds into a UI graph that converts back', async () => {
   assert.equal(ks.inputs.seed, 156680208700286);
   assert.equal(ks.inputs.model.length, 2);
 });
+
+test('fuzzy search ignores spaces between words', () => {
+  assert.equal(searchNodeDefs(OBJECT_INFO, 'checkpoint loader')[0].name, 'CheckpointLoaderSimple');
+  assert.equal(searchNodeDefs(OBJECT_INFO, 'empty latent')[0].name, 'EmptyLatentImage');
+  assert.equal(searchNodeDefs(OBJECT_INFO, 'vae decode')[0].name, 'VAEDecode');
+  assert.equal(searchNodeDefs(OBJECT_INFO, 'save image')[0].name, 'SaveImage');
+});

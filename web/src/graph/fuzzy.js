@@ -8,8 +8,18 @@
 
 const WORD_START = /[\s_/\-.]/;
 
-/** Score `query` against `text`; -Infinity when it is not a subsequence. */
+/**
+ * Score `query` against `text`; -Infinity when it is not a subsequence.
+ * Spaces are optional on both sides ("checkpoint loader" finds
+ * "CheckpointLoaderSimple").
+ */
 export function fuzzyScore(query, text) {
+  const plain = subsequenceScore(query, text);
+  const squeezed = subsequenceScore(query.replace(/\s+/g, ''), String(text ?? '').replace(/\s+/g, ''));
+  return Math.max(plain, squeezed - 1);
+}
+
+function subsequenceScore(query, text) {
   const q = query.toLowerCase().trim();
   const t = String(text ?? '').toLowerCase();
   if (!q) return 0;

@@ -1,0 +1,2 @@
+// Compatibility shim: ComfyUI web extensions import `api` from "../../scripts/api.js".
+export const api = window.loomApp?.api;

@@ -1,0 +1,145 @@
+/**
+ * litegraph node classes built from `/object_info` definitions, and the
+ * frontend-only nodes ComfyUI workflows contain (Reroute, PrimitiveNode,
+ * Note, MarkdownNote). Also: converting a widget to an input and back.
+ */
+
+import { LiteGraph, LGraphNode, RenderShape } from '@comfyorg/litegraph';
+import { describeNode } from '../graph/specs.js';
+import { addWidgets, showInputPreview } from './widgets.js';
+
+/** Hide widget `w` and give the node an input socket for it. */
+export function convertWidgetToInput(node, w) {
+  w.hidden = true;
+  node.addInput(w.name, w.inputType ?? '*', { widget: { name: w.name } });
+  node.setSize([node.size[0], Math.max(node.size[1], node.computeSize()[1])]);
+}
+
+/** Remove the socket of a converted widget and show the widget again. */
+export function convertInputToWidget(node, name) {
+  const idx = (node.inputs ?? []).findIndex((i) => i.widget?.name === name);
+  if (idx < 0) return;
+  if (node.inputs[idx].link != null) node.disconnectInput(idx);
+  node.removeInput(idx);
+  const w = node.widgets?.find((x) => x.name === name);
+  if (w) w.hidden = false;
+  node.setSize([node.size[0], node.computeSize()[1]]);
+}
+
+/** After loading: widget inputs with a link keep their socket; others become widgets again. */
+export function syncConvertedWidgets(node) {
+  for (const inp of [...(node.inputs ?? [])]) {
+    const w = inp.widget && node.widgets?.find((x) => x.name === inp.widget.name);
+    if (!w) continue;
+    if (inp.link != null) w.hidden = true;
+    else convertInputToWidget(node, inp.widget.name);
+  }
+}
+
+function widgetMenu(node) {
+  const items = [];
+  for (const w of node.widgets ?? []) {
+    if (!w.desc || w.isControl) continue;
+    if (!w.hidden) items.push({ content: `Convert ${w.name} to input`, callback: () => convertWidgetToInput(node, w) });
+    else items.push({ content: `Convert ${w.name} to widget`, callback: () => convertInputToWidget(node, w.name) });
+  }
+  return items;
+}
+
+/** The node class for one definition; extensions see it in beforeRegisterNodeDef. */
+export function makeNodeClass(app, name, def) {
+  const desc = describeNode(def);
+  class LoomNode extends LGraphNode {
+    static comfyClass = name;
+    static nodeData = def;
+    static title = def.display_name || name;
+    constructor(title) {
+      super(title ?? def.display_name ?? name);
+      this.comfyClass = name;
+      this.serialize_widgets = true;
+      this.description = def.description;
+      for (const s of desc.sockets) {
+        this.addInput(s.name, s.type, { tooltip: s.tooltip, shape: s.optional ? RenderShape.HollowCircle : undefined });
+      }
+      for (const o of desc.outputs) {
+        this.addOutput(o.name, o.type, { tooltip: o.tooltip, shape: o.isList ? RenderShape.GRID : undefined });
+      }
+      addWidgets(this, desc, app, (w) => app.onWidgetChanged(this, w));
+      const [w, h] = this.computeSize();
+      this.size = [Math.max(w, 260), h];
+      app.invokeExtensions('nodeCreated', this);
+    }
+    onConfigure(info) {
+      syncConvertedWidgets(this);
+      if (this.isImageLoader) showInputPreview(this, this.widgets?.[0]?.value, app);
+      super.onConfigure?.(info);
+    }
+    getExtraMenuOptions(canvas, options) {
+      const items = widgetMenu(this);
+      if (this.isImageLoader) items.push({ content: 'Open in mask editor', callback: () => app.openMaskEditor(this) });
+      if (this.imgs?.length) items.push({ content: 'Open image', callback: () => window.open(this.imgs[0].src, '_blank') });
+      options.unshift(...items, null);
+      return options;
+    }
+  }
+  return LoomNode;
+}
+
+class RerouteNode extends LGraphNode {
+  static title = 'Reroute';
+  constructor(title) {
+    super(title ?? 'Reroute');
+    this.addInput('', '*');
+    this.addOutput('', '*');
+    this.size = [75, 26];
+    this.collapsable = false;
+    this.isVirtualNode = true;
+  }
+  onConnectionsChange() {
+    // The reroute takes the type of what feeds it, so links stay type-checked.
+    const link = this.inputs[0].link != null ? this.graph?.links?.get?.(this.inputs[0].link) ?? this.graph?.links?.[this.inputs[0].link] : null;
+    const type = link?.type ?? '*';
+    this.outputs[0].type = type;
+    this.inputs[0].type = '*';
+  }
+}
+
+class NoteNode extends LGraphNode {
+  static title = 'Note';
+  constructor(title) {
+    super(title ?? 'Note');
+    this.serialize_widgets = true;
+    this.isVirtualNode = true;
+    this.color = '#432';
+    this.bgcolor = '#653';
+    addWidgets(this, { widgets: [{ name: 'text', kind: 'multiline', default: '' }] }, null, () => {});
+    this.size = [400, 140];
+  }
+}
+
+class PrimitiveNode extends LGraphNode {
+  static title = 'Primitive';
+  constructor(title) {
+    super(title ?? 'Primitive');
+    this.addOutput('connect to widget input', '*');
+    this.serialize_widgets = true;
+    this.isVirtualNode = true;
+  }
+  onConfigure(info) {
+    // Rebuild a plain value widget so the stored value is kept and editable.
+    if (!this.widgets?.length && info.widgets_values?.length) {
+      const v = info.widgets_values[0];
+      const kind = typeof v === 'number' ? 'number' : typeof v === 'boolean' ? 'toggle' : 'text';
+      this.addWidget(kind, 'value', v, () => {}, {});
+    }
+  }
+}
+
+/** Register the frontend-only node types. */
+export function registerVirtualNodes() {
+  LiteGraph.registerNodeType('Reroute', RerouteNode);
+  LiteGraph.registerNodeType('Note', NoteNode);
+  LiteGraph.registerNodeType('MarkdownNote', class extends NoteNode { static title = 'Markdown Note'; });
+  LiteGraph.registerNodeType('PrimitiveNode', PrimitiveNode);
+  for (const t of ['Reroute', 'Note', 'MarkdownNote', 'PrimitiveNode']) LiteGraph.registered_node_types[t].category = 'utils';
+}
