@@ -1,8 +1,9 @@
-"""CLIP text towers for Stable Diffusion 1.x and 2.x, built with open_clip_torch.
+"""CLIP text towers for Stable Diffusion 1.x and 2.x, built with open_clip_torch, and the CLIP socket value.
 
 Owns the network side of text conditioning: the config read off a state dict's shapes, the open_clip
-`TextTransformer` that holds the weights, the mapping of SD1's HF `CLIPTextModel` keys onto it, and a forward pass
-with ComfyUI's layer semantics (ComfyUI `comfy/sd1_clip.py`, `comfy/sd2_clip.py`, `comfy/clip_model.py`):
+`TextTransformer` that holds the weights, the mapping of SD1's HF `CLIPTextModel` keys onto it, the `CLIP` object
+nodes pass around (tokenize, encode, clone, CLIP-skip; prompt parsing itself is `diffusion/prompt.py`), and a
+forward pass with ComfyUI's layer semantics (ComfyUI `comfy/sd1_clip.py`, `comfy/sd2_clip.py`, `comfy/clip_model.py`):
 
 - the hidden states handed to the UNet are the last layer (SD1) or the penultimate layer (SD2), and the final layer
   norm is applied to whichever layer is taken, including intermediate layers chosen by CLIP-skip;
@@ -18,6 +19,7 @@ learning".
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass
 
@@ -178,22 +180,23 @@ def _call_fp32(module: nn.Module, *args: torch.Tensor, **kwargs: torch.Tensor) -
     return functional_call(module, {k: p.float() for k, p in params.items()}, args, kwargs)
 
 
-def _find_prefix(keys: list[str], suffix: str) -> str | None:
-    for key in keys:
-        if key.endswith(suffix):
-            return key[: -len(suffix)]
-    return None
+def _prefixes(keys: list[str], suffix: str) -> list[str]:
+    return [key[: -len(suffix)] for key in keys if key.endswith(suffix)]
 
 
 def detect_family(state_dict: dict[str, torch.Tensor]) -> tuple[str, str]:
-    """(family, key prefix) of a text-encoder state dict: SD1's HF layout or SD2's open_clip layout."""
+    """(family, key prefix) of a text-encoder state dict: SD1's HF layout or SD2's open_clip layout.
+
+    Several prefixes can end in the same suffix (a full open_clip file also has `visual.transformer.resblocks.*`),
+    so each candidate is checked for the tower's other defining key.
+    """
     keys = list(state_dict)
-    prefix = _find_prefix(keys, "text_model.embeddings.token_embedding.weight")
-    if prefix is not None and f"{prefix}text_model.encoder.layers.0.self_attn.q_proj.weight" in state_dict:
-        return "sd1", prefix
-    prefix = _find_prefix(keys, "transformer.resblocks.0.attn.in_proj_weight")
-    if prefix is not None and f"{prefix}token_embedding.weight" in state_dict:
-        return "sd2", prefix
+    for prefix in _prefixes(keys, "text_model.embeddings.token_embedding.weight"):
+        if f"{prefix}text_model.encoder.layers.0.self_attn.q_proj.weight" in state_dict:
+            return "sd1", prefix
+    for prefix in _prefixes(keys, "transformer.resblocks.0.attn.in_proj_weight"):
+        if f"{prefix}token_embedding.weight" in state_dict:
+            return "sd2", prefix
     sample = ", ".join(sorted(keys)[:6])
     raise ValueError(
         f"not a CLIP text encoder of SD1.x (HF `text_model.encoder.layers.N` keys) or SD2.x (open_clip "
@@ -254,19 +257,16 @@ def hf_to_open_clip(hf: dict[str, torch.Tensor], layers: int) -> dict[str, torch
 def _tower_state_dict(
     state_dict: dict[str, torch.Tensor], config: TextEncoderConfig, prefix: str
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """The tensors in TextEncoder's own layout, and the input keys nothing consumed (known extras excluded)."""
+    """The tensors in TextEncoder's own layout, and the input keys the layout mapping left out."""
     local = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
     if config.family == "sd1":
         hf = {k[len("text_model."):]: v for k, v in local.items() if k.startswith("text_model.")}
         mapped = hf_to_open_clip(hf, config.layers)
-        hf_used = set(_HF_GLOBAL_KEYS) | {
-            k for k in hf if k.startswith("encoder.layers.")
-        }
-        unused = [k for k in local if k[len("text_model."):] not in hf_used]
+        hf_used = set(_HF_GLOBAL_KEYS) | {k for k in hf if k.startswith("encoder.layers.")}
+        unused = [prefix + k for k in local if k[len("text_model."):] not in hf_used]
     else:
         mapped = {f"model.{k}": v for k, v in local.items()}
         unused = []
-    unused = [k for k in unused if not k.endswith(_KNOWN_EXTRAS)]
     return mapped, unused
 
 
@@ -278,11 +278,17 @@ def build_text_encoder(state_dict: dict[str, torch.Tensor], dtype: torch.dtype |
     """
     config, prefix = config_from_state_dict(state_dict)
     tensors, unused = _tower_state_dict(state_dict, config, prefix)
-    if unused:
-        log.warning("text encoder: %d unused keys ignored, e.g. %s", len(unused), ", ".join(unused[:5]))
     with torch.device("meta"):
         encoder = TextEncoder(config)
     expected = set(encoder.state_dict())
+    if "model.logit_scale" in expected and "model.logit_scale" not in tensors:
+        # Only the contrastive loss uses it; some converted files leave it out. open_clip's initial value.
+        like = tensors["model.token_embedding.weight"]
+        tensors["model.logit_scale"] = torch.tensor(math.log(1 / 0.07), dtype=like.dtype, device=like.device)
+    unused += [prefix + k.removeprefix("model.") for k in sorted(set(tensors) - expected)]
+    unused = [k for k in unused if not k.endswith(_KNOWN_EXTRAS)]
+    if unused:
+        log.warning("text encoder: %d unused keys ignored, e.g. %s", len(unused), ", ".join(unused[:5]))
     missing = sorted(expected - set(tensors))
     if missing:
         raise ValueError(

@@ -146,6 +146,18 @@ def test_family_detection_and_config_from_shapes() -> None:
     assert enc2.config.projection_dim == 128 and enc2.config.default_layer_idx == -2 and enc2.config.pad_token == 0
 
 
+def test_full_open_clip_file_with_a_vision_tower(caplog) -> None:
+    """A whole open_clip model file: the text tower is found beside `visual.transformer.*`; extras are reported."""
+    sd = _strip(tiny_text_encoder_state_dict("sd2", seed=6), "cond_stage_model.model.")
+    del sd["logit_scale"]  # optional: only the contrastive loss uses it
+    sd["visual.transformer.resblocks.0.attn.in_proj_weight"] = torch.zeros(6, 2)
+    sd["visual.proj"] = torch.zeros(2, 2)
+    with caplog.at_level("WARNING"):
+        encoder = build_text_encoder(sd)
+    assert encoder.config.family == "sd2" and encoder.config.layers == TINY_LAYERS
+    assert "2 unused keys" in caplog.text and "visual.proj" in caplog.text
+
+
 def test_unknown_layout_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="found 2 keys such as decoder.conv_in.weight"):
         build_text_encoder({"decoder.conv_in.weight": torch.zeros(1), "encoder.conv_in.weight": torch.zeros(1)})
