@@ -34,15 +34,37 @@ class Unit:
     streamable: bool
 
 
+# Layers whose forward reads only their own tensors, so a pre-hook can bring those in just for the call.
+STREAMABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
+              nn.GroupNorm, nn.LayerNorm, nn.Embedding, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def _own(mod: nn.Module) -> list[Tensor]:
+    return [t for t in list(mod._parameters.values()) + list(mod._buffers.values()) if t is not None]
+
+
+# Modules whose forward reads their children's weights without calling the children.
+READS_CHILD_WEIGHTS = (nn.MultiheadAttention,)
+
+
 def module_units(model: nn.Module) -> list[Unit]:
-    """The model's units in module order (submodules without tensors of their own are skipped)."""
+    """The model's units in module order (submodules without tensors of their own are skipped).
+
+    A unit streams only if its module is a leaf of a known type (`STREAMABLE`) that is called through its own
+    forward: children of `READS_CHILD_WEIGHTS` modules (nn.MultiheadAttention reads `out_proj.weight` directly)
+    are placed whole.
+    """
     units = []
+    direct_reads: set[str] = set()
     for path, mod in model.named_modules():
-        own = [t for t in list(mod._parameters.values()) + list(mod._buffers.values()) if t is not None]
+        if isinstance(mod, READS_CHILD_WEIGHTS):
+            direct_reads.add(path)
+        own = _own(mod)
         if not own:
             continue
         leaf = next(iter(mod.children()), None) is None
-        units.append(Unit(path, sum(tensor_bytes(t) for t in own), leaf))
+        streamable = leaf and isinstance(mod, STREAMABLE) and path.rpartition(".")[0] not in direct_reads
+        units.append(Unit(path, sum(tensor_bytes(t) for t in own), streamable))
     return units
 
 
@@ -174,7 +196,7 @@ class LoadedModule:
         self.hooks.append(sub.register_forward_hook(self._stream_out_hook(path), always_call=True))
 
     def _stream_in_hook(self, path: str) -> Callable[..., None]:
-        def stream_in(module: nn.Module, args: Any) -> None:
+        def stream_in(module: nn.Module, args: Any) -> Any:
             if path in self.stash:
                 return
             saved = []
@@ -184,6 +206,11 @@ class LoadedModule:
                     _set_tensor(container, name, self.device.to_compute(host))
                     saved.append((container, name, host))
             self.stash[path] = saved
+            # A caller that placed its inputs by a streamed (offloaded) weight's device gets them moved here.
+            target = self.device.device
+            if any(isinstance(a, Tensor) and a.device != target for a in args):
+                return tuple(a.to(target) if isinstance(a, Tensor) else a for a in args)
+            return None
         return stream_in
 
     def _stream_out_hook(self, path: str) -> Callable[..., None]:
@@ -211,7 +238,8 @@ class LoadedModule:
                 owner, attr = _resolve(mod, key)
                 target = _get_tensor(owner._parameters if attr in owner._parameters else owner._buffers, attr)
                 self.backups[key] = target.detach().to(OFFLOAD, copy=True)
-                target.copy_(apply_patches(target, patches))
+                with torch.inference_mode(torch.is_inference(target)):
+                    target.copy_(apply_patches(target, patches))
                 self.patched_keys.append(key)
         for path, obj in handle.object_patches.items():
             owner, attr = _resolve(mod, path)
@@ -230,7 +258,8 @@ class LoadedModule:
             for key, backup in self.backups.items():
                 owner, attr = _resolve(mod, key)
                 target = _get_tensor(owner._parameters if attr in owner._parameters else owner._buffers, attr)
-                target.copy_(backup)
+                with torch.inference_mode(torch.is_inference(target)):
+                    target.copy_(backup)
         self.backups.clear()
         self.patched_keys.clear()
         self.weights_key = None
