@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from folders import UnsafePathError, resolve_inside
@@ -162,12 +163,22 @@ async def read_upload(request: web.Request) -> tuple[dict[str, str], str, bytes]
         reader = await request.multipart()
     except (AssertionError, ValueError, KeyError):
         raise BadRequest("expected a multipart/form-data body with an 'image' file") from None
+    try:
+        fields, filename, data = await _read_parts(reader, limit)
+    except (HttpProcessingError, ValueError, UnicodeError):
+        raise BadRequest("the multipart body is malformed") from None
+    if not data:
+        raise BadRequest("no 'image' file in the upload")
+    return fields, filename, data
+
+
+async def _read_parts(reader: Any, limit: int) -> tuple[dict[str, str], str, bytes]:
     fields: dict[str, str] = {}
     filename, data = "", b""
     while True:
         part = await reader.next()
         if part is None:
-            break
+            return fields, filename, data
         if not isinstance(part, BodyPartReader):
             continue
         if part.name == "image":
@@ -175,9 +186,6 @@ async def read_upload(request: web.Request) -> tuple[dict[str, str], str, bytes]
             data = await _read_part(part, limit)
         elif part.name:
             fields[part.name] = (await _read_part(part, 1 << 20)).decode("utf-8", "replace")
-    if not data:
-        raise BadRequest("no 'image' file in the upload")
-    return fields, filename, data
 
 
 def _check_image(data: bytes) -> Image.Image:

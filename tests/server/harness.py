@@ -21,7 +21,7 @@ from executor.run import Executor
 from folders import Folders
 from nodes.context import InterruptFlag, current
 from nodes.registry import build_builtin_registry
-from nodes.spec import Float, Int, Node, NodeOutput, Output, String
+from nodes.spec import Boolean, Float, Int, Node, NodeOutput, Output, String
 from server.app import create_app
 from server.keys import ServerSettings
 
@@ -33,14 +33,21 @@ class SlowSteps(Node):
 
     CATEGORY = "testing"
     OUTPUT_NODE = True
-    INPUTS = (Int("steps", 5, min=1, max=10000), Float("delay", 0.01, min=0.0, max=10.0), String("text", ""))
+    INPUTS = (Int("steps", 5, min=1, max=10000), Float("delay", 0.01, min=0.0, max=10.0), String("text", ""),
+              Boolean("busy", False, optional=True))
     OUTPUTS = (Output("STRING"),)
 
-    def execute(self, steps: int, delay: float, text: str) -> NodeOutput:
+    def execute(self, steps: int, delay: float, text: str, busy: bool = False) -> NodeOutput:
+        """`busy` spins in Python instead of sleeping: it holds the GIL like a pure-Python loop."""
         ctx = current()
         preview = Image.new("RGB", (8, 8), (255, 0, 0))
         for i in range(steps):
-            time.sleep(delay)
+            if busy:
+                end = time.perf_counter() + delay
+                while time.perf_counter() < end:
+                    pass
+            else:
+                time.sleep(delay)
             ctx.progress(i + 1, steps, preview if i == 0 else None)
         return NodeOutput(values=(text,), ui={"text": [text]})
 
@@ -79,14 +86,15 @@ class LiveServer:
     """`async with LiveServer(runtime) as srv`: the app on 127.0.0.1:<free port>, `srv.url`,
     `srv.session` (an aiohttp ClientSession), `srv.app`."""
 
-    def __init__(self, runtime: Any, **settings: Any) -> None:
+    def __init__(self, runtime: Any, hooks: tuple = (), **settings: Any) -> None:
         self.runtime = runtime
+        self.hooks = hooks
         self.settings = ServerSettings(**settings)
         self.app: web.Application | None = None
         self.url = ""
 
     async def __aenter__(self) -> "LiveServer":
-        self.app = create_app(self.runtime, settings=self.settings)
+        self.app = create_app(self.runtime, settings=self.settings, setup_hooks=self.hooks)
         self.runner = web.AppRunner(self.app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
@@ -130,8 +138,8 @@ def png_bytes(size: tuple[int, int] = (4, 4), color: tuple[int, ...] = (0, 255, 
     return buffer.getvalue()
 
 
-def slow_prompt(steps: int = 5, delay: float = 0.01, text: str = "x") -> dict[str, Any]:
-    return {"1": {"class_type": "SlowSteps", "inputs": {"steps": steps, "delay": delay, "text": text}}}
+def slow_prompt(steps: int = 5, delay: float = 0.01, text: str = "x", busy: bool = False) -> dict[str, Any]:
+    return {"1": {"class_type": "SlowSteps", "inputs": {"steps": steps, "delay": delay, "text": text, "busy": busy}}}
 
 
 def concat_prompt(a: str, b: str) -> dict[str, Any]:
