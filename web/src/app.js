@@ -74,6 +74,7 @@ export class LoomApp {
     this.canvas = new LGraphCanvas(canvasEl, this.graph);
     this.canvas.allow_searchbox = false;
     this.canvas.show_info = false;
+    this.canvas.render_canvas_border = false;
     Object.assign(this.canvas.default_connection_color_byType ?? {}, LINK_COLORS);
     LGraphCanvas.link_type_colors = { ...(LGraphCanvas.link_type_colors ?? {}), ...LINK_COLORS };
     this.canvasEl = canvasEl;

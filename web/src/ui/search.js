@@ -18,8 +18,15 @@ export function addNodeAt(app, type, pos) {
   return node;
 }
 
+// Frontend-only nodes that are searchable beside the server's definitions.
+const VIRTUAL_DEFS = {
+  Reroute: { display_name: 'Reroute', category: 'utils', description: 'Passes a link through, to tidy long wires' },
+  Note: { display_name: 'Note', category: 'utils', description: 'A text note; not executed' },
+  PrimitiveNode: { display_name: 'Primitive', category: 'utils', description: 'A constant that drives widget inputs' },
+};
+
 function renderResults(app, list, query) {
-  const results = searchNodeDefs(app.defs, query, 40);
+  const results = searchNodeDefs({ ...VIRTUAL_DEFS, ...app.defs }, query, 40);
   list.replaceChildren(...results.map((r, i) => {
     const li = document.createElement('li');
     li.dataset.type = r.name;
