@@ -254,6 +254,31 @@ def hf_to_open_clip(hf: dict[str, torch.Tensor], layers: int) -> dict[str, torch
     return out
 
 
+_QKV_ROW = {"q_proj": 0, "k_proj": 1, "v_proj": 2}
+
+
+def module_key_for_hf(hf_key: str, width: int) -> tuple[str, tuple[int, int, int] | None] | None:
+    """Where an HF-layout text-encoder weight lives in TextEncoder: (state-dict key, offset or None).
+
+    For LoRA and other weight patches, which name SD1 and SD2 text weights in the HF layout (as ComfyUI converts
+    both to it). q/k/v live stacked in one `in_proj_*` tensor; their offset is (dim, start, length), ComfyUI's
+    convention for patching a slice. None if the key names no weight of the tower.
+    """
+    key = hf_key.removeprefix("text_model.")
+    if key in _HF_GLOBAL_KEYS:
+        return f"model.{_HF_GLOBAL_KEYS[key]}", None
+    m = re.fullmatch(r"encoder\.layers\.(\d+)\.(.+)\.(weight|bias)", key)
+    if m is None:
+        return None
+    layer, name, kind = m.groups()
+    dst = f"model.transformer.resblocks.{layer}."
+    if name.removeprefix("self_attn.") in _QKV_ROW and name.startswith("self_attn."):
+        return f"{dst}attn.in_proj_{kind}", (0, _QKV_ROW[name.removeprefix("self_attn.")] * width, width)
+    if name in _HF_LAYER_KEYS:
+        return f"{dst}{_HF_LAYER_KEYS[name]}.{kind}", None
+    return None
+
+
 def _tower_state_dict(
     state_dict: dict[str, torch.Tensor], config: TextEncoderConfig, prefix: str
 ) -> tuple[dict[str, torch.Tensor], list[str]]:

@@ -90,6 +90,11 @@ def test_short_segment_moves_whole_to_the_next_chunk() -> None:
     assert weights(second)[1:4] == [1.2] * 3 and weights(second)[4] == 1.0
 
 
+def test_special_token_strings_and_cleanup() -> None:
+    assert encode_text("Cat<|endoftext|>DOG") == [CAT, EOS_TOKEN, DOG]
+    assert encode_text("  CAT \n\t dog ") == [CAT, DOG]
+
+
 # ---------------------------------------------------------------- embeddings
 
 
