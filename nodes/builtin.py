@@ -8,4 +8,5 @@ from __future__ import annotations
 
 BUILTIN_MODULES: list[str] = [
     "nodes.primitives",
+    "nodes.image",
 ]
