@@ -105,8 +105,8 @@ def _sort_key(sort_by: str) -> Any:
         def duration(job: dict[str, Any]) -> float:
             start, end = job.get("execution_start_time"), job.get("execution_end_time")
             return (end - start) if start and end else 0
-        return duration
-    return lambda job: job.get("create_time") or 0
+        return duration  # type: ignore[return-value]
+    return lambda job: (job.get("create_time") or 0, job.get("priority") or 0)
 
 
 async def get_jobs(request: web.Request) -> web.Response:
