@@ -1,0 +1,43 @@
+"""Loom's command line: `python main.py [flags]` serves the API and editor (127.0.0.1:8188 by
+default); `python main.py run WORKFLOW [--set NODE.INPUT=VALUE ...]` runs one workflow headless.
+
+The only place that reads argv and the environment (through `config.parse_args`); everything
+else receives the frozen Config or the Runtime built from it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Mapping, Sequence
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Parse the flags, build the runtime, then serve or run one workflow; returns the exit status."""
+    from config import parse_args
+
+    config = parse_args(list(sys.argv[1:] if argv is None else argv), dict(os.environ if environ is None else environ))
+    logging.basicConfig(level=getattr(logging, config.log_level, logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for warning in config.warnings:
+        logging.getLogger("loom").warning(warning)
+
+    from runtime import build_runtime
+
+    runtime = build_runtime(config)
+    if config.command == "run":
+        from executor.headless import run_headless
+
+        return run_headless(runtime, config.workflow, config.overrides)  # type: ignore[arg-type]
+    try:
+        from server.app import serve
+    except ImportError as error:
+        sys.stderr.write(f"the server is not available in this checkout ({error}); "
+                         "use 'python main.py run WORKFLOW' to run a workflow headless\n")
+        return 1
+    serve(runtime)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""The `Runtime`: the long-lived objects of one Loom process, built once from the Config.
+
+`build_runtime(config)` makes the folders, the node registry (built-ins, then custom node
+packs when the loader exists), the model manager, the output cache, the interrupt flag and the
+executor, and bundles them so that `main.py` can hand one object to the server or the
+headless runner. Nothing here is global: tests build their own runtimes.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from config import Config
+from executor.cache import OutputCache
+from executor.run import Executor
+from folders import Folders
+from nodes.context import InterruptFlag
+from nodes.registry import NodeRegistry, build_builtin_registry
+
+log = logging.getLogger(__name__)
+
+GIB = 1 << 30
+# Without --cache-ram, cached outputs may use a quarter of the RAM, at most this much.
+DEFAULT_CACHE_CAP = 4 * GIB
+
+
+@dataclass
+class Runtime:
+    """Everything a running Loom shares: handed to `server.app.serve` or the headless runner."""
+
+    config: Config
+    folders: Folders
+    registry: NodeRegistry
+    models: Any
+    cache: OutputCache
+    interrupt: InterruptFlag
+    executor: Executor
+    server_hooks: list[Callable[[Any], None]] = field(default_factory=list)
+    web_directories: dict[str, Path] = field(default_factory=dict)
+
+
+def _total_ram() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def build_cache(config: Config) -> OutputCache:
+    """The output cache the flags ask for: `--cache-none`, `--cache-lru N`, `--cache-ram GB`."""
+    if config.cache_none:
+        return OutputCache(enabled=False)
+    lru = config.cache_lru or None
+    if config.cache_ram is not None:
+        return OutputCache(ram_budget_bytes=int(config.cache_ram * GIB), lru_size=lru)
+    total = _total_ram()
+    budget = min(DEFAULT_CACHE_CAP, total // 4) if total else DEFAULT_CACHE_CAP
+    return OutputCache(ram_budget_bytes=budget, lru_size=lru)
+
+
+def build_models(config: Config) -> Any:
+    """The model manager (`executor.memory`), or None where that module is not available."""
+    if importlib.util.find_spec("executor.memory") is None:
+        return None
+    from executor.memory import MemoryPolicy, ModelManager
+
+    return ModelManager(MemoryPolicy.from_config(config))
+
+
+def load_custom_nodes(config: Config, registry: NodeRegistry, runtime: Runtime) -> None:
+    """Register the custom node packs (`nodes/custom_loader.py`), when that loader exists."""
+    if config.disable_all_custom_nodes or importlib.util.find_spec("nodes.custom_loader") is None:
+        return
+    from nodes import custom_loader
+
+    result = custom_loader.load_packs(config=config, registry=registry)
+    for pack, folder in dict(getattr(result, "web_directories", None) or {}).items():
+        runtime.web_directories[pack] = Path(folder)
+    runtime.server_hooks.extend(getattr(result, "server_hooks", None) or ())
+
+
+def build_runtime(config: Config) -> Runtime:
+    """Build the process's shared objects from the Config."""
+    folders = Folders(config)
+    registry = build_builtin_registry()
+    models = build_models(config)
+    cache = build_cache(config)
+    interrupt = InterruptFlag()
+    executor = Executor(registry, folders=folders, models=models, cache=cache, interrupt=interrupt)
+    runtime = Runtime(config=config, folders=folders, registry=registry, models=models, cache=cache,
+                      interrupt=interrupt, executor=executor)
+    load_custom_nodes(config, registry, runtime)
+    return runtime
