@@ -80,7 +80,12 @@ ProgressSink = Callable[[int, int, Any], None]
 @dataclass
 class NodeContext:
     """One node call's view of the run. `progress(value, total, preview)` reports a step;
-    `preview` is an optional PIL image sent to the submitting client as a binary frame."""
+    `preview` is an optional PIL image sent to the submitting client as a binary frame.
+
+    The executor also sets a context (at least `folders`, see `hook_context`) around a node's
+    class-level hooks — IS_CHANGED/`fingerprint` and VALIDATE_INPUTS/`validate` — because
+    hooks such as LoadImage's read files.
+    """
 
     prompt_id: str
     node_id: str
@@ -129,3 +134,13 @@ def running(ctx: NodeContext) -> Iterator[NodeContext]:
         yield ctx
     finally:
         _CURRENT.reset(token)
+
+
+def hook_context(node_id: str, class_type: str, *, folders: FoldersLike | None = None,
+                 models: ModelManagerLike | None = None, interrupt: InterruptFlag | None = None,
+                 prompt_id: str = "") -> ContextManager[NodeContext]:
+    """The context to call a node's IS_CHANGED/`fingerprint` or VALIDATE_INPUTS/`validate`
+    hook in (during planning or validation, before the node runs)."""
+    return running(NodeContext(prompt_id=prompt_id, node_id=node_id, class_type=class_type,
+                               interrupt=interrupt if interrupt is not None else InterruptFlag(),
+                               models=models, folders=folders))
