@@ -88,7 +88,7 @@ class Config:
     lowvram: bool = False
     novram: bool = False
     reserve_vram: float | None = None
-    precision: str = "auto"
+    precision: str | None = None  # None: the defaults (half on GPU, fp32 on CPU); "auto" may pick bf16 on CPU
     unet_precision: str | None = None
     vae_precision: str | None = None
     text_enc_precision: str | None = None
@@ -234,7 +234,8 @@ def _expand(path: str, environ: Mapping[str, str], relative_to: Path | None = No
 
 
 def _precisions(ns: argparse.Namespace) -> dict[str, str | None]:
-    precision = ns.precision or ("fp16" if ns.force_fp16 else "fp32" if ns.force_fp32 else "auto")
+    """`--precision` and the per-component precisions, ComfyUI's aliases mapped onto them."""
+    precision = ns.precision or ("fp16" if ns.force_fp16 else "fp32" if ns.force_fp32 else None)
 
     def pick(explicit: str | None, **aliases: bool) -> str | None:
         if explicit:
