@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -53,14 +54,21 @@ def _prerequisites(need_server: bool = True) -> None:
     pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 
 
+@dataclass(frozen=True)
+class LoomServer:
+    """A running server: its URL and base directory (None for an external server)."""
+    url: str
+    base: Path | None
+
+
 @pytest.fixture(scope="session")
-def loom_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def loom_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoomServer]:
     """Start `python main.py` on a free loopback port with a tiny SD1.5 checkpoint.
 
     LOOM_WEB_TEST_URL points the tests at an already running server instead."""
     if os.environ.get("LOOM_WEB_TEST_URL"):
         _prerequisites(need_server=False)
-        yield os.environ["LOOM_WEB_TEST_URL"]
+        yield LoomServer(os.environ["LOOM_WEB_TEST_URL"], None)
         return
     _prerequisites()
     from tests.fixtures.tiny_checkpoints import write_tiny_checkpoint
@@ -78,7 +86,7 @@ def loom_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}/"
     try:
         _wait_http(url + "api/object_info", proc, timeout=180)
-        yield url
+        yield LoomServer(url, base)
     finally:
         proc.terminate()
         try:
@@ -101,6 +109,11 @@ def browser() -> Iterator[object]:
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+@pytest.fixture(scope="session")
+def loom_url(loom_server: LoomServer) -> str:
+    return loom_server.url
 
 
 @pytest.fixture()

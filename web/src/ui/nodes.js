@@ -5,7 +5,7 @@
  */
 
 import { LiteGraph, LGraphNode, RenderShape } from '@comfyorg/litegraph';
-import { describeNode } from '../graph/specs.js';
+import { describeNode, CONTROL_VALUES } from '../graph/specs.js';
 import { addWidgets, showInputPreview } from './widgets.js';
 
 /** Hide widget `w` and give the node an input socket for it. */
@@ -125,12 +125,33 @@ class PrimitiveNode extends LGraphNode {
     this.serialize_widgets = true;
     this.isVirtualNode = true;
   }
+  /** Take the widget of the first widget input it is connected to (as ComfyUI does). */
+  adoptWidget(target, input) {
+    const w = input?.widget && target?.widgets?.find((x) => x.name === input.widget.name);
+    if (!w || this.widgets?.length) return;
+    Object.assign(this.outputs[0], { type: input.type, name: input.type, widget: { name: w.name } });
+    const kind = ['number', 'combo', 'toggle', 'text'].includes(w.type) ? w.type : 'text';
+    const own = this.addWidget(kind, 'value', w.value, () => {}, { ...w.options });
+    own.desc = w.desc;
+    if (w.linkedControl) {
+      own.linkedControl = this.addWidget('combo', 'control_after_generate', 'fixed', () => {}, { values: CONTROL_VALUES });
+    }
+    this.title = w.name;
+    this.setSize(this.computeSize());
+  }
+  onConnectionsChange(type, index, connected, link) {
+    if (type !== 2 || !connected || !link || !this.graph) return;
+    const target = this.graph.getNodeById(link.target_id);
+    this.adoptWidget(target, target?.inputs?.[link.target_slot]);
+  }
   onConfigure(info) {
-    // Rebuild a plain value widget so the stored value is kept and editable.
-    if (!this.widgets?.length && info.widgets_values?.length) {
-      const v = info.widgets_values[0];
-      const kind = typeof v === 'number' ? 'number' : typeof v === 'boolean' ? 'toggle' : 'text';
-      this.addWidget(kind, 'value', v, () => {}, {});
+    // Rebuild the value widget from the stored values so they stay editable.
+    if (this.widgets?.length || !info.widgets_values?.length) return;
+    const [v, control] = info.widgets_values;
+    const kind = typeof v === 'number' ? 'number' : typeof v === 'boolean' ? 'toggle' : 'text';
+    const own = this.addWidget(kind, 'value', v, () => {}, {});
+    if (CONTROL_VALUES.includes(control)) {
+      own.linkedControl = this.addWidget('combo', 'control_after_generate', control, () => {}, { values: CONTROL_VALUES });
     }
   }
 }
