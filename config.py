@@ -279,9 +279,10 @@ def _command(ns: argparse.Namespace, parser: argparse.ArgumentParser,
 
 
 def parse_override(text: str, parser: argparse.ArgumentParser | None = None) -> Override:
-    """Parse `NODE.INPUT=VALUE` (the node id is everything before the first dot)."""
+    """Parse `NODE.INPUT=VALUE`; NODE (an id or a title, which may hold dots) is everything
+    before the last dot of the part before the first `=`."""
     key, sep, value = text.partition("=")
-    node, dot, name = key.partition(".")
+    node, dot, name = key.rpartition(".")
     if not sep or not dot or not node or not name:
         message = f"--set {text!r} is not NODE.INPUT=VALUE (for example --set 3.seed=42)"
         if parser is not None:

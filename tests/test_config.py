@@ -140,6 +140,8 @@ def test_bad_command_lines_exit_with_usage(argv: list[str], capsys: pytest.Captu
 
 def test_parse_override_outside_argparse() -> None:
     assert parse_override("12:3.cfg=7.5") == Override("12:3", "cfg", "7.5")
+    assert parse_override("My v1.5 Loader.ckpt_name=a=b.safetensors") == Override(
+        "My v1.5 Loader", "ckpt_name", "a=b.safetensors")
     with pytest.raises(ValueError, match="NODE.INPUT=VALUE"):
         parse_override("nodot=1")
 
