@@ -86,6 +86,8 @@ class OutputCache:
 
 
 def _canonical(value: Any) -> str:
+    if value is None or type(value) in (str, int, float, bool):
+        return repr(value)
     try:
         return json.dumps(value, sort_keys=True, default=repr)
     except (ValueError, TypeError):

@@ -24,10 +24,10 @@ class CycleError(ValueError):
 
 def as_link(value: Any) -> tuple[str, int] | None:
     """`(node_id, slot)` when `value` is a well-formed link `[node_id, slot]`, else None."""
-    if isinstance(value, (list, tuple)) and len(value) == 2:
+    kind = type(value)
+    if (kind is list or kind is tuple) and len(value) == 2:
         node, slot = value
-        if isinstance(node, (str, int)) and not isinstance(node, bool) and isinstance(slot, int) \
-                and not isinstance(slot, bool):
+        if type(node) in (str, int) and type(slot) is int:
             return str(node), slot
     return None
 
@@ -35,21 +35,27 @@ def as_link(value: Any) -> tuple[str, int] | None:
 def node_inputs(prompt: Prompt, node_id: str) -> Mapping[str, Any]:
     """The `inputs` mapping of a node, or an empty one for a malformed node."""
     node = prompt.get(node_id)
-    inputs = node.get("inputs") if isinstance(node, Mapping) else None
-    return inputs if isinstance(inputs, Mapping) else {}
+    inputs = node.get("inputs") if isinstance(node, dict) else None
+    return inputs if isinstance(inputs, dict) else {}
 
 
 def links_of(prompt: Prompt, node_id: str) -> Iterator[tuple[str, str, int]]:
     """`(input_name, source_node_id, source_slot)` for each linked input of a node."""
     for name, value in node_inputs(prompt, node_id).items():
-        link = as_link(value)
-        if link is not None:
-            yield name, link[0], link[1]
+        kind = type(value)
+        if kind is list or kind is tuple:
+            link = as_link(value)
+            if link is not None:
+                yield name, link[0], link[1]
 
 
-def reachable(prompt: Prompt, roots: Iterable[str]) -> list[str]:
+Links = dict[str, list[tuple[str, str, int]]]
+
+
+def reachable(prompt: Prompt, roots: Iterable[str], links: Links | None = None) -> list[str]:
     """Every node the roots depend on (roots included), found by an iterative walk; links to
-    nodes missing from the prompt are skipped (validation reports them)."""
+    nodes missing from the prompt are skipped (validation reports them). When `links` is
+    given it is filled with each visited node's links, for `topological_partial` to reuse."""
     seen: dict[str, None] = {}
     stack = [r for r in roots if r in prompt]
     while stack:
@@ -57,28 +63,34 @@ def reachable(prompt: Prompt, roots: Iterable[str]) -> list[str]:
         if node_id in seen:
             continue
         seen[node_id] = None
-        for _, source, _ in links_of(prompt, node_id):
-            if source in prompt and source not in seen:
+        node_links = list(links_of(prompt, node_id))
+        if links is not None:
+            links[node_id] = node_links
+        for _, source, _ in node_links:
+            if source not in seen and source in prompt:
                 stack.append(source)
     return list(seen)
 
 
-def topological_order(prompt: Prompt, nodes: Iterable[str]) -> list[str]:
+def topological_order(prompt: Prompt, nodes: Iterable[str], links: Links | None = None) -> list[str]:
     """The nodes ordered so that every node comes after the nodes linked into it; raises
     `CycleError` naming the nodes of a cycle."""
-    order, stuck = topological_partial(prompt, nodes)
+    order, stuck = topological_partial(prompt, nodes, links)
     if stuck:
         raise CycleError(find_cycle(prompt, stuck))
     return order
 
 
-def topological_partial(prompt: Prompt, nodes: Iterable[str]) -> tuple[list[str], list[str]]:
-    """Kahn's algorithm: `(ordered, stuck)` where `stuck` are the nodes on or behind a cycle."""
+def topological_partial(prompt: Prompt, nodes: Iterable[str], links: Links | None = None
+                        ) -> tuple[list[str], list[str]]:
+    """Kahn's algorithm: `(ordered, stuck)` where `stuck` are the nodes on or behind a cycle.
+    `links` (as filled by `reachable`) saves reading the nodes' inputs again."""
     members = set(nodes)
     blockers: dict[str, int] = {}
     dependents: dict[str, list[str]] = {n: [] for n in members}
     for node_id in members:
-        sources = {s for _, s, _ in links_of(prompt, node_id) if s in members}
+        node_links = links[node_id] if links is not None and node_id in links else links_of(prompt, node_id)
+        sources = {s for _, s, _ in node_links if s in members}
         blockers[node_id] = len(sources)
         for source in sources:
             dependents[source].append(node_id)

@@ -114,6 +114,7 @@ class _Run:
         self.result = ExecutionResult(status="success")
         self._deps: dict[str, list[str]] = {}
         self._order: list[str] = []
+        self._known: dict[str, NodeSpec | None] = {}
 
     # ---- events ---------------------------------------------------------------------------
 
@@ -184,18 +185,19 @@ class _Run:
         if outputs is None:
             outputs = [n for n, node in prompt.items() if getattr(self._spec_or_none(node), "output_node", False)]
         targets = [str(o) for o in outputs if str(o) in prompt]
-        nodes = reachable(prompt, targets)
+        links: dict[str, Any] = {}
+        nodes = reachable(prompt, targets, links)
         for node_id in nodes:
             node = prompt[node_id]
             spec = self._spec_or_none(node)
-            class_type = node.get("class_type") if isinstance(node, Mapping) else None
+            class_type = node.get("class_type") if isinstance(node, dict) else None
             if spec is None:
                 raise _PromptFailure(node_id, str(class_type), f"Node class '{class_type}' is not registered",
                                      "executor.run.UnknownNodeError")
             self.specs[node_id] = spec
             self.work[node_id] = {"class_type": spec.class_type, "inputs": _coerced_inputs(spec, node)}
         try:
-            self._order = topological_order(self.work, nodes)
+            self._order = topological_order(self.work, nodes, links)
         except CycleError as cycle:
             first = cycle.nodes[0]
             raise _PromptFailure(first, self.specs[first].class_type, f"Dependency cycle detected: {cycle}",
@@ -206,9 +208,12 @@ class _Run:
         return targets
 
     def _spec_or_none(self, node: Any) -> NodeSpec | None:
-        if not isinstance(node, Mapping) or not isinstance(node.get("class_type"), str):
+        if not isinstance(node, dict) or not isinstance(node.get("class_type"), str):
             return None
-        return self.ex.registry.get(node["class_type"])
+        class_type = node["class_type"]
+        if class_type not in self._known:
+            self._known[class_type] = self.ex.registry.get(class_type)
+        return self._known[class_type]
 
     def _is_changed(self, node_id: str) -> Any:
         """The node's IS_CHANGED value from its constant inputs; NaN (always rerun) if it raises."""

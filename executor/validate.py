@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from executor import validate_checks as checks
-from executor.plan import as_link, find_cycles, reachable, topological_partial
+from executor.plan import find_cycles, reachable, topological_partial
 from nodes.spec import FileIndex, NodeSpec
 
 
@@ -46,14 +46,14 @@ def _invalid_prompt(message: str, details: str = "") -> ValidationResult:
 
 
 def _check_structure(prompt: Any) -> ValidationResult | None:
-    if not isinstance(prompt, Mapping):
+    if not isinstance(prompt, dict):
         return _invalid_prompt("Cannot execute because the prompt is not a JSON object of nodes.",
                                f"got {type(prompt).__name__}")
     for node_id, node in prompt.items():
-        if not isinstance(node, Mapping) or not isinstance(node.get("class_type"), str):
+        if not isinstance(node, dict) or not isinstance(node.get("class_type"), str):
             return _invalid_prompt("Cannot execute because a node is missing the class_type property.",
                                    f"Node ID '#{node_id}'")
-        if not isinstance(node.get("inputs", {}), Mapping):
+        if not isinstance(node.get("inputs", {}), dict):
             return _invalid_prompt("Cannot execute because a node's inputs are not a JSON object.",
                                    f"Node ID '#{node_id}'")
     return None
@@ -61,7 +61,7 @@ def _check_structure(prompt: Any) -> ValidationResult | None:
 
 def _title(node: Mapping[str, Any]) -> str | None:
     meta = node.get("_meta")
-    title = meta.get("title") if isinstance(meta, Mapping) else None
+    title = meta.get("title") if isinstance(meta, dict) else None
     return title if isinstance(title, str) else None
 
 
@@ -72,7 +72,8 @@ def validate_prompt(prompt: Any, registry: SpecLookup, files: FileIndex | None =
     if broken is not None:
         return broken
     work = {str(k): {**v, "inputs": dict(v.get("inputs") or {})} for k, v in prompt.items()}
-    specs = {node_id: registry.get(node["class_type"]) for node_id, node in work.items()}
+    lookup = _memo_lookup(registry)
+    specs = {node_id: lookup(node["class_type"]) for node_id, node in work.items()}
     node_errors: dict[str, Any] = {}
     for node_id, spec in specs.items():
         if spec is None:
@@ -84,8 +85,9 @@ def validate_prompt(prompt: Any, registry: SpecLookup, files: FileIndex | None =
     if not outputs and not node_errors:
         error = checks.make_error("prompt_no_outputs", "Prompt has no outputs", "")
         return ValidationResult(False, error, {}, [], work)
-    nodes = reachable(work, outputs)
-    bad = _check_nodes(work, specs, nodes, registry, files, node_errors)
+    links: dict[str, Any] = {}
+    nodes = reachable(work, outputs, links)
+    bad = _check_nodes(work, specs, nodes, links, lookup, files, node_errors)
     good = [o for o in outputs if o not in bad]
     _fill_dependent_outputs(work, [o for o in outputs if o in bad], node_errors)
     unknown = [e for e in node_errors.values() if e["errors"][0]["type"] == "missing_node_type"]
@@ -104,11 +106,25 @@ def _add_errors(node_errors: dict[str, Any], node_id: str, class_type: str, erro
     entry["errors"].extend(errors)
 
 
+def _memo_lookup(registry: SpecLookup) -> Callable[[str], NodeSpec | None]:
+    """`registry.get`, remembered per class type for the length of one validation."""
+    known: dict[str, NodeSpec | None] = {}
+
+    def lookup(class_type: str) -> NodeSpec | None:
+        try:
+            return known[class_type]
+        except KeyError:
+            spec = known[class_type] = registry.get(class_type)
+            return spec
+    return lookup
+
+
 def _check_nodes(work: dict[str, Any], specs: Mapping[str, NodeSpec | None], nodes: list[str],
-                 registry: SpecLookup, files: FileIndex | None, node_errors: dict[str, Any]) -> set[str]:
+                 links: dict[str, Any], lookup: Callable[[str], NodeSpec | None], files: FileIndex | None,
+                 node_errors: dict[str, Any]) -> set[str]:
     """Check each node once, in topological order; returns the nodes that are invalid
     themselves or through something they depend on."""
-    order, stuck = topological_partial(work, nodes)
+    order, stuck = topological_partial(work, nodes, links)
     bad: set[str] = set()
     for group in find_cycles(work, stuck) if stuck else []:
         path = " -> ".join(group + group[:1])
@@ -121,20 +137,13 @@ def _check_nodes(work: dict[str, Any], specs: Mapping[str, NodeSpec | None], nod
         if spec is None:
             bad.add(node_id)
             continue
-        errors = check_node(spec, work[node_id]["inputs"], work, registry.get, files)
+        errors = check_node(spec, work[node_id]["inputs"], work, lookup, files)
         if errors:
             _add_errors(node_errors, node_id, spec.class_type, errors)
             bad.add(node_id)
-        elif node_id not in bad and any(s in bad or s not in work for _, s in _sources(work, node_id)):
+        elif node_id not in bad and any(s in bad or s not in work for _, s, _ in links.get(node_id, ())):
             bad.add(node_id)
     return bad
-
-
-def _sources(work: Mapping[str, Any], node_id: str) -> Iterable[tuple[str, str]]:
-    for name, value in work[node_id]["inputs"].items():
-        link = as_link(value)
-        if link is not None:
-            yield name, link[0]
 
 
 def check_node(spec: NodeSpec, inputs: dict[str, Any], prompt: Mapping[str, Any],

@@ -66,7 +66,7 @@ def check_link(spec: InputSpec, value: Any, prompt: Mapping[str, Any], lookup: C
                            name, input_name=name, input_config=input_config(spec), received_value=value)]
     source, slot = link
     source_node = prompt.get(source)
-    if not isinstance(source_node, Mapping):
+    if not isinstance(source_node, dict):
         return [make_error("bad_linked_input", "Bad linked input: the linked node does not exist",
                            f"{name}: node '{source}' is not in the prompt", input_name=name,
                            input_config=input_config(spec), received_value=value)]

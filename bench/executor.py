@@ -1,0 +1,167 @@
+"""Executor benchmark: API graphs of N nodes through validation and execution, with the real
+built-in nodes.
+
+Graphs (N = 500, 2000, 10000 by default):
+- `string chain`: PrimitiveString → (N−2) × StringConcatenate → PreviewAny
+- `image chain`: EmptyImage 8×8 → (N−2) × ImageInvert → PreviewImage
+- `4 image chains`: four independent image chains of N/4 nodes each
+- `fan`: one PrimitiveString feeding N/2 StringConcatenate → PreviewAny pairs
+
+For each: `first` (a fresh executor and cache), `rerun` (nothing changed), `changed` (the first
+node's value changed, so everything downstream reruns). Each figure is the median of `--repeat`
+runs of `validate_prompt` + `Executor.execute`, what the server does for one prompt.
+
+    python bench/executor.py [--sizes 500 2000 10000] [--repeat 5] [--write bench/RESULTS.md]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from executor.run import Executor  # noqa: E402
+from executor.validate import validate_prompt  # noqa: E402
+
+SECTION = "## Executor (bench/executor.py)"
+
+
+def string_chain(n: int, first: str = "a") -> dict[str, Any]:
+    prompt: dict[str, Any] = {"0": {"class_type": "PrimitiveString", "inputs": {"value": first}}}
+    for i in range(1, n - 1):
+        prompt[str(i)] = {"class_type": "StringConcatenate",
+                          "inputs": {"string_a": [str(i - 1), 0], "string_b": "b", "delimiter": ""}}
+    prompt[str(n - 1)] = {"class_type": "PreviewAny", "inputs": {"source": [str(n - 2), 0]}}
+    return prompt
+
+
+def image_chain(n: int, first: int = 0, prefix: str = "") -> dict[str, Any]:
+    prompt: dict[str, Any] = {f"{prefix}0": {"class_type": "EmptyImage",
+                                             "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": first}}}
+    for i in range(1, n - 1):
+        prompt[f"{prefix}{i}"] = {"class_type": "ImageInvert", "inputs": {"image": [f"{prefix}{i - 1}", 0]}}
+    prompt[f"{prefix}{n - 1}"] = {"class_type": "PreviewImage", "inputs": {"images": [f"{prefix}{n - 2}", 0]}}
+    return prompt
+
+
+def four_chains(n: int, first: int = 0) -> dict[str, Any]:
+    prompt: dict[str, Any] = {}
+    for c in range(4):
+        prompt.update(image_chain(n // 4, first if c == 0 else c, prefix=f"c{c}_"))
+    return prompt
+
+
+def fan(n: int, first: str = "a") -> dict[str, Any]:
+    prompt: dict[str, Any] = {"0": {"class_type": "PrimitiveString", "inputs": {"value": first}}}
+    for i in range(1, n // 2 + 1):
+        prompt[f"s{i}"] = {"class_type": "StringConcatenate",
+                           "inputs": {"string_a": ["0", 0], "string_b": str(i), "delimiter": "-"}}
+        prompt[f"p{i}"] = {"class_type": "PreviewAny", "inputs": {"source": [f"s{i}", 0]}}
+    return prompt
+
+
+GRAPHS: dict[str, tuple[Callable[..., dict[str, Any]], Callable[[int], Any]]] = {
+    "string chain": (string_chain, lambda rep: f"v{rep}"),
+    "image chain": (image_chain, lambda rep: 1000 + rep),
+    "4 image chains": (four_chains, lambda rep: 1000 + rep),
+    "fan": (fan, lambda rep: f"v{rep}"),
+}
+
+
+def run_once(executor: Executor, prompt: dict[str, Any], registry: Any, folders: Any) -> float:
+    start = time.perf_counter()
+    checked = validate_prompt(prompt, registry, folders)
+    if not checked.ok:
+        raise RuntimeError(f"benchmark graph invalid: {checked.error}")
+    result = executor.execute(checked.prompt, "bench", outputs_to_execute=checked.outputs)
+    elapsed = time.perf_counter() - start
+    if result.status != "success":
+        raise RuntimeError(f"benchmark graph failed: {result.error}")
+    return elapsed
+
+
+def measure(name: str, n: int, repeat: int, registry: Any, folders: Any) -> dict[str, float]:
+    build, changed_value = GRAPHS[name]
+    firsts, reruns, changed = [], [], []
+    for rep in range(repeat):
+        executor = Executor(registry, folders=folders)
+        prompt = build(n)
+        firsts.append(run_once(executor, prompt, registry, folders))
+        reruns.append(run_once(executor, build(n), registry, folders))
+        changed.append(run_once(executor, build(n, changed_value(rep)), registry, folders))
+    return {"nodes": len(build(n)), "first": statistics.median(firsts), "rerun": statistics.median(reruns),
+            "changed": statistics.median(changed)}
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} CPU(s), Python {platform.python_version()}, {platform.system()}"
+
+
+def table(rows: list[tuple[str, int, dict[str, float]]]) -> str:
+    lines = ["| graph | N | nodes | first run (s) | rerun, nothing changed (s) | rerun, first value changed (s) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name, n, r in rows:
+        lines.append(f"| {name} | {n} | {int(r['nodes'])} | {r['first']:.3f} | {r['rerun']:.4f} | {r['changed']:.3f} |")
+    return "\n".join(lines)
+
+
+def write_section(path: Path, body: str) -> None:
+    """Replace (or append) this benchmark's section of RESULTS.md, leaving the others alone."""
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    start = text.find(SECTION)
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + body + "\n"
+    else:
+        end = text.find("\n## ", start + len(SECTION))
+        text = text[:start] + body + ("\n" + text[end + 1:] if end >= 0 else "\n")
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[500, 2000, 10000])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--graphs", nargs="+", default=list(GRAPHS), choices=list(GRAPHS))
+    parser.add_argument("--write", type=Path, help="update this benchmark's section of a RESULTS.md")
+    args = parser.parse_args(argv)
+
+    from folders import Folders
+    from nodes.registry import build_builtin_registry
+
+    registry = build_builtin_registry()
+    with tempfile.TemporaryDirectory() as base:
+        folders = Folders.for_base(Path(base))
+        rows = []
+        for n in args.sizes:
+            for name in args.graphs:
+                result = measure(name, n, args.repeat, registry, folders)
+                rows.append((name, n, result))
+                print(f"{name:>15} N={n:>6}: first {result['first']:.3f} s  rerun {result['rerun']:.4f} s  "
+                      f"changed {result['changed']:.3f} s", flush=True)
+    body = (f"{SECTION}\n\nMachine: {machine()}. Command: `python bench/executor.py --sizes "
+            f"{' '.join(map(str, args.sizes))} --repeat {args.repeat}`. Each figure is the median of {args.repeat} "
+            f"runs of `validate_prompt` + `Executor.execute` in-process (what the server does per prompt, "
+            f"without HTTP).\n\n{table(rows)}\n")
+    print(body)
+    if args.write:
+        write_section(args.write, body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
