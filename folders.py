@@ -100,7 +100,10 @@ def resolve_inside(base: Path, relative: str) -> Path:
     """
     parts = check_relative_name(relative)
     root = Path(base).resolve()
-    target = root.joinpath(*parts).resolve()
+    try:
+        target = root.joinpath(*parts).resolve()
+    except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
+        raise UnsafePathError(f"path {relative!r} cannot be resolved: {exc}") from None
     if target != root and root not in target.parents:
         raise UnsafePathError(f"path {relative!r} leads outside its folder (through a symbolic link)")
     return target

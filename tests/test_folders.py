@@ -250,6 +250,13 @@ def test_resolve_inside_refuses_symlinks_leading_out(tmp_path: Path) -> None:
     assert resolve_inside(base, "inside_link/x.png") == (base / "inner" / "x.png").resolve()
 
 
+def test_resolve_inside_refuses_symlink_loops(tmp_path: Path) -> None:
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(UnsafePathError):
+        resolve_inside(tmp_path, "a/x.png")
+
+
 def test_resolve_inside_works_when_base_itself_is_a_symlink(tmp_path: Path) -> None:
     real = tmp_path / "real"
     real.mkdir()
