@@ -9,7 +9,8 @@ Owns:
   tokenized per weighted segment; a segment shorter than 8 tokens that does not fit the current chunk moves whole to
   the next one, a longer one is cut where the chunk is full (ComfyUI's `max_word_length` rule).
 
-A token is an `int` vocabulary id or a 1-D tensor (one embedding vector); a chunk is a list of (token, weight).
+A token is an `int` vocabulary id or a 1-D tensor (one embedding vector); a chunk is a list of (token, weight), or
+of (token, weight, word id) when asked for word ids.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from diffusion.tokenizer import BOS_TOKEN, EOS_TOKEN, encode_text
 log = logging.getLogger(__name__)
 
 Token = int | torch.Tensor
-Chunk = list[tuple[Token, float]]
+Chunk = list[tuple[Token, float] | tuple[Token, float, int]]
 
 EMBEDDING_PREFIX = "embedding:"
 PAREN_WEIGHT = 1.1
@@ -143,11 +144,18 @@ class PromptTokenizer:
                 groups.append([(t, weight) for t in encode_text(piece)])
         return groups
 
-    def tokenize(self, text: str) -> list[Chunk]:
-        """The prompt as chunks of exactly `max_length` (token, weight) pairs, each BOS … EOS pad…"""
-        chunks: list[Chunk] = [[(BOS_TOKEN, 1.0)]]
+    def tokenize(self, text: str, return_word_ids: bool = False) -> list[Chunk]:
+        """The prompt as chunks of exactly `max_length` (token, weight) pairs, each BOS … EOS pad…
+
+        With `return_word_ids` each entry is (token, weight, word id) as in ComfyUI: the 1-based index of the group
+        the token came from, 0 for start, end and padding tokens.
+        """
+        special = (0,) if return_word_ids else ()
+        bos, eos, pad = (BOS_TOKEN, 1.0, *special), (EOS_TOKEN, 1.0, *special), (self.pad_token, 1.0, *special)
+        chunks: list[Chunk] = [[bos]]
         room = self.max_length - 1  # the end token always needs a place
-        for group in self.token_groups(text):
+        for index, pairs in enumerate(self.token_groups(text), start=1):
+            group = [(t, w, index) for t, w in pairs] if return_word_ids else pairs
             cut_anywhere = len(group) >= self.max_word_length
             while group:
                 chunk = chunks[-1]
@@ -158,14 +166,14 @@ class PromptTokenizer:
                 if cut_anywhere:
                     chunk.extend(group[:free])
                     group = group[free:]
-                    chunk.append((EOS_TOKEN, 1.0))
+                    chunk.append(eos)
                 else:
-                    chunk.append((EOS_TOKEN, 1.0))
-                    chunk.extend([(self.pad_token, 1.0)] * free)
-                chunks.append([(BOS_TOKEN, 1.0)])
+                    chunk.append(eos)
+                    chunk.extend([pad] * free)
+                chunks.append([bos])
         last = chunks[-1]
-        last.append((EOS_TOKEN, 1.0))
-        last.extend([(self.pad_token, 1.0)] * (self.max_length - len(last)))
+        last.append(eos)
+        last.extend([pad] * (self.max_length - len(last)))
         return chunks
 
     def empty_chunk(self) -> Chunk:
@@ -179,13 +187,13 @@ def chunk_ids(chunks: list[Chunk], vocab_size: int) -> tuple[torch.Tensor, torch
     ids: list[list[int]] = []
     for chunk in chunks:
         row = []
-        for token, _ in chunk:
+        for token, *_ in chunk:
             if isinstance(token, torch.Tensor):
                 row.append(vocab_size + len(extra))
                 extra.append(token)
             else:
                 row.append(int(token))
         ids.append(row)
-    weights = torch.tensor([[w for _, w in chunk] for chunk in chunks], dtype=torch.float32)
+    weights = torch.tensor([[item[1] for item in chunk] for chunk in chunks], dtype=torch.float32)
     rows = torch.stack([e.float() for e in extra]) if extra else None
     return torch.tensor(ids, dtype=torch.long), weights, rows

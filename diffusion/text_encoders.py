@@ -373,9 +373,12 @@ class CLIP:
 
     set_last_layer = clip_layer
 
-    def tokenize(self, text: str) -> TokenBatches:
-        """The prompt as 77-token chunks of (token, weight), keyed as ComfyUI keys them ("l" SD1, "h" SD2)."""
-        return {_CLIP_NAMES.get(self.family, "l"): self.tokenizer.tokenize(text)}
+    def tokenize(self, text: str, return_word_ids: bool = False, **_options: object) -> TokenBatches:
+        """The prompt as 77-token chunks of (token, weight), keyed as ComfyUI keys them ("l" SD1, "h" SD2).
+
+        Extra keyword options ComfyUI's tokenizers accept for other model families are ignored.
+        """
+        return {_CLIP_NAMES.get(self.family, "l"): self.tokenizer.tokenize(text, return_word_ids)}
 
     @torch.no_grad()
     def encode_chunks(self, chunks: list[Chunk]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -385,7 +388,7 @@ class CLIP:
         the same position; only when some weight differs from 1 is the empty prompt encoded at all. The pooled
         output is the first chunk's.
         """
-        weighted = any(w != 1.0 for chunk in chunks for _, w in chunk)
+        weighted = any(item[1] != 1.0 for chunk in chunks for item in chunk)
         batch = list(chunks)
         if weighted or not batch:
             batch.append(self.tokenizer.empty_chunk())

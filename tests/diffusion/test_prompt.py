@@ -83,6 +83,12 @@ def test_long_segment_is_cut_where_the_chunk_is_full() -> None:
     assert ids(second) == [BOS_TOKEN] + [CAT] * 25 + [EOS_TOKEN] * 51
 
 
+def test_word_ids() -> None:
+    (chunk,) = PromptTokenizer().tokenize("a (cat:1.2) dog", return_word_ids=True)
+    assert [i for _, _, i in chunk[:6]] == [0, 1, 2, 3, 0, 0]
+    assert [w for _, w, _ in chunk[:5]] == [1.0, 1.0, 1.2, 1.0, 1.0]
+
+
 def test_short_segment_moves_whole_to_the_next_chunk() -> None:
     first, second = PromptTokenizer(pad_token=0).tokenize("cat " * 74 + "(dog dog dog:1.2)")
     assert ids(first) == [BOS_TOKEN] + [CAT] * 74 + [EOS_TOKEN, 0]
@@ -216,3 +222,5 @@ def test_encode_from_tokens_forms(clip_sd1: CLIP) -> None:
     ((cond3, extras),) = clip_sd1.encode_from_tokens_scheduled(tokens)
     assert torch.equal(cond, cond2) and torch.equal(cond, as_dict["cond"]) and torch.equal(cond, cond3)
     assert torch.equal(pooled, as_dict["pooled_output"]) and torch.equal(pooled, extras["pooled_output"])
+    with_ids = clip_sd1.tokenize("a (cat:1.3)", return_word_ids=True)
+    assert torch.equal(clip_sd1.encode_from_tokens(with_ids), clip_sd1.encode("a (cat:1.3)")[0])
