@@ -119,7 +119,8 @@ class CpuDevice:
 
 
 class CudaDevice:
-    """One CUDA device. Free memory counts what torch holds reserved but unused as free."""
+    """One CUDA device. Free memory counts what torch holds reserved but unused as free, and respects a cap set
+    with `torch.cuda.set_per_process_memory_fraction` (how `bench/gpu.py` simulates a 4 GB card)."""
 
     type = "cuda"
 
@@ -128,15 +129,23 @@ class CudaDevice:
         self.device = torch.device("cuda", idx)
         self.name = f"{self.device} : {torch.cuda.get_device_name(self.device)}"
 
+    def _cap(self) -> int | None:
+        getter = getattr(torch.cuda, "get_per_process_memory_fraction", None)
+        fraction = getter(self.device) if getter is not None else 1.0
+        return None if fraction >= 1.0 else int(fraction * torch.cuda.mem_get_info(self.device)[1])
+
     def total_memory(self) -> int:
-        return torch.cuda.mem_get_info(self.device)[1]
+        cap = self._cap()
+        return cap if cap is not None else torch.cuda.mem_get_info(self.device)[1]
 
     def free_memory(self) -> int:
         free, _ = torch.cuda.mem_get_info(self.device)
         stats = torch.cuda.memory_stats(self.device)
         reserved = stats.get("reserved_bytes.all.current", 0)
         active = stats.get("active_bytes.all.current", 0)
-        return free + max(0, reserved - active)
+        free += max(0, reserved - active)
+        cap = self._cap()
+        return free if cap is None else max(0, min(free, cap - active))
 
     def to_compute(self, t: Tensor) -> Tensor:
         return t.to(self.device, non_blocking=True)

@@ -97,11 +97,13 @@ class ModelManager:
     3. A model that still does not fit is loaded partially: whole layers in module order while they fit (leaving
        room for the largest streamed layer), the rest streamed per call by forward hooks. --lowvram caps a model's
        resident weights at half the usable memory; --novram streams every layer; --highvram and --gpu-only never
-       offload on their own (an explicit `free()` or an out-of-memory retry still does).
+       offload on their own (an explicit `free()` or an out-of-memory retry still does). If the device runs out
+       while placing (its free-memory figure was optimistic), everything evictable is offloaded and the model is
+       placed again with half the usable memory, the rest streamed.
     4. Weight patches (LoRA etc.) are applied where the weights are and removed, bitwise, on offload or when another
        clone of the same module with different patches is loaded; the base weights are never changed for good.
        Only the original values of patched keys are backed up, on the CPU.
-    5. Precision: fp16 for UNet and text encoder on CUDA/MPS (the VAE bf16 where supported, else fp32), fp32 on the
+    5. Precision (`dtype_for`; loaders read weights in it, the manager never casts): fp16 for UNet and text encoder on CUDA/MPS (the VAE bf16 where supported, else fp32), fp32 on the
        CPU; `--precision bf16` anywhere, or `auto` on CPUs with AMX-BF16 for the UNet; per-component overrides win.
     6. On CPU compute, loading moves nothing but patches are still applied and removed.
     One worker thread calls `use`; `free` may come from the server thread: a lock guards all state, and models in
@@ -275,7 +277,14 @@ class ModelManager:
             if fits:
                 self._reload_full(entry)
             return
-        entry.place(None if fits else max(0, budget))
+        try:
+            entry.place(None if fits else max(0, budget))
+        except torch.OutOfMemoryError:
+            # The estimate was wrong (fragmentation, other processes): free all that is evictable and stream more.
+            self._unload_where(lambda e: e is not entry)
+            self.device.empty_cache()
+            usable = self.device.free_memory() - extra
+            entry.place(max(0, min(usable, budget) // 2))
 
     def _reload_full(self, entry: LoadedModule) -> None:
         """A partially placed entry that now fits is moved whole (its patches are redone on the new placement)."""

@@ -160,17 +160,37 @@ class LoadedModule:
         mod = self.module()
         keep = plan_partial(self.units, budget)
         subs = dict(mod.named_modules())
+        try:
+            self._place_units(subs, keep)
+        except BaseException:
+            # Out of memory half-way (or interrupted): put back what moved, so the record stays true.
+            self.placed = True
+            self.unplace()
+            raise
+        self.placed = True
+
+    def _place_units(self, subs: dict[str, nn.Module], keep: set[str]) -> None:
         with torch.no_grad():
             for unit in self.units:
                 sub = subs[unit.path]
                 if unit.path in keep:
-                    for container, name in _own_tensors(sub):
-                        _set_tensor(container, name, self.device.to_compute(_get_tensor(container, name)))
+                    self._move_unit_in(sub)
                     self.device_bytes += unit.nbytes
                     self.resident.add(unit.path)
                 else:
                     self._hook_stream(unit.path, sub)
-        self.placed = True
+
+    def _move_unit_in(self, sub: nn.Module) -> None:
+        """Move one unit's tensors to the device, all or none."""
+        moved: list[tuple[dict[str, Any], str]] = []
+        try:
+            for container, name in _own_tensors(sub):
+                _set_tensor(container, name, self.device.to_compute(_get_tensor(container, name)))
+                moved.append((container, name))
+        except BaseException:
+            for container, name in moved:
+                _set_tensor(container, name, self.device.to_offload(_get_tensor(container, name)))
+            raise
 
     def unplace(self) -> None:
         """Undo `place`: streamed units lose their hooks, resident units go back to the offload device."""

@@ -337,3 +337,37 @@ def test_stats_and_working_memory_estimate() -> None:
     assert estimate_working_memory("vae_decode", (1, 4, 64, 64)) > 0
     with pytest.raises(ValueError):
         estimate_working_memory("clip", (1,))
+
+
+def test_out_of_memory_while_placing_leaves_a_true_record() -> None:
+    """A model whose unstreamable part cannot fit fails cleanly: nothing stays counted on the device."""
+
+    class Unstreamable(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Parameter(torch.empty(2 ** 28, device="meta"))  # 1 GiB on a custom (non-leaf-type) module
+            self.inner = nn.Linear(1024, 1024, device="meta")
+
+    mm, dev = fake_manager(0.5)
+    h = ModelHandle(Unstreamable(), name="u")
+    with pytest.raises(torch.OutOfMemoryError):
+        with mm.use([h]):
+            pass
+    assert dev.used == 0 and mm.loaded_models() == []
+    small = ModelHandle(MetaBlob(0.25), name="small")
+    with mm.use([small]):
+        assert loaded_names(mm) == {"small"}
+
+
+def test_oom_during_place_evicts_and_streams_more() -> None:
+    """When the device has less than it reported (another process took memory), loading frees and streams."""
+    mm, dev = fake_manager(4)
+    a = ModelHandle(MetaBlob(2), name="a")
+    with mm.use([a]):
+        pass
+    real_free = dev.free_memory
+    dev.free_memory = lambda: real_free() + 2 * GIB  # lies: says 4 GiB free with a still loaded
+    b = ModelHandle(MetaBlob(3, parts=6), name="b")
+    with mm.use([b]):
+        assert not mm.is_loaded(a) and mm.loaded_models()[0]["partial"]
+    assert dev.used <= dev.budget
