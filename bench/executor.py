@@ -100,6 +100,84 @@ def measure(name: str, n: int, repeat: int, registry: Any, folders: Any) -> dict
             "changed": statistics.median(changed)}
 
 
+async def _server_times(build: Callable[..., dict[str, Any]], n: int, changed_value: Callable[[int], Any],
+                        repeat: int, base: Path) -> dict[str, float]:
+    """The same three runs through a real server on a loopback port: POST /prompt, then wait
+    for the websocket's `executing` message with `node: null` and for the history entry."""
+    from types import SimpleNamespace
+
+    import aiohttp
+    from aiohttp import web
+
+    from folders import Folders
+    from nodes.context import InterruptFlag
+    from nodes.registry import build_builtin_registry
+    from server.app import create_app
+
+    firsts, reruns, changed = [], [], []
+    for rep in range(repeat):
+        folders = Folders.for_base(base / f"server{rep}")
+        registry = build_builtin_registry()
+        interrupt = InterruptFlag()
+        runtime = SimpleNamespace(registry=registry, folders=folders, interrupt=interrupt, config=None,
+                                  executor=Executor(registry, folders=folders, interrupt=interrupt))
+        runner = web.AppRunner(create_app(runtime), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        url = f"http://127.0.0.1:{port}"
+        try:
+            async with aiohttp.ClientSession() as session, session.ws_connect(f"{url}/ws?clientId=bench") as ws:
+                for times, prompt in ((firsts, build(n)), (reruns, build(n)), (changed, build(n, changed_value(rep)))):
+                    start = time.perf_counter()
+                    async with session.post(f"{url}/prompt", json={"prompt": prompt, "client_id": "bench"}) as reply:
+                        body = await reply.json()
+                        if reply.status != 200:
+                            raise RuntimeError(f"POST /prompt failed: {body}")
+                    await _wait_done(ws, body["prompt_id"])
+                    await _wait_history(session, url, body["prompt_id"])
+                    times.append(time.perf_counter() - start)
+        finally:
+            await runner.cleanup()
+    return {"nodes": len(build(n)), "first": statistics.median(firsts), "rerun": statistics.median(reruns),
+            "changed": statistics.median(changed)}
+
+
+async def _wait_done(ws: Any, prompt_id: str) -> None:
+    import aiohttp
+
+    async for message in ws:
+        if message.type != aiohttp.WSMsgType.TEXT:
+            continue
+        event = message.json()
+        data = event.get("data") or {}
+        if data.get("prompt_id") != prompt_id:
+            continue
+        if event["type"] == "execution_error":
+            raise RuntimeError(f"benchmark graph failed: {data}")
+        if event["type"] == "executing" and data.get("node") is None:
+            return
+
+
+async def _wait_history(session: Any, url: str, prompt_id: str) -> None:
+    """Until GET /history/{id} has the prompt: the run is finished and recorded."""
+    import asyncio
+
+    while True:
+        async with session.get(f"{url}/history/{prompt_id}") as reply:
+            if prompt_id in await reply.json():
+                return
+        await asyncio.sleep(0.002)
+
+
+def measure_server(name: str, n: int, repeat: int, base: Path) -> dict[str, float]:
+    import asyncio
+
+    build, changed_value = GRAPHS[name]
+    return asyncio.run(_server_times(build, n, changed_value, repeat, base))
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -120,6 +198,11 @@ def table(rows: list[tuple[str, int, dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
+def _report(where: str, name: str, n: int, result: dict[str, float]) -> None:
+    print(f"{where:>12} {name:>15} N={n:>6}: first {result['first']:.3f} s  rerun {result['rerun']:.4f} s  "
+          f"changed {result['changed']:.3f} s", flush=True)
+
+
 def write_section(path: Path, body: str) -> None:
     """Replace (or append) this benchmark's section of RESULTS.md, leaving the others alone."""
     text = path.read_text() if path.exists() else "# Benchmark results\n"
@@ -138,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--graphs", nargs="+", default=list(GRAPHS), choices=list(GRAPHS))
     parser.add_argument("--write", type=Path, help="update this benchmark's section of a RESULTS.md")
+    parser.add_argument("--server", action="store_true", help="also measure through POST /prompt on a loopback server")
     args = parser.parse_args(argv)
 
     from folders import Folders
@@ -146,17 +230,25 @@ def main(argv: list[str] | None = None) -> int:
     registry = build_builtin_registry()
     with tempfile.TemporaryDirectory() as base:
         folders = Folders.for_base(Path(base))
-        rows = []
+        rows, server_rows = [], []
         for n in args.sizes:
             for name in args.graphs:
                 result = measure(name, n, args.repeat, registry, folders)
                 rows.append((name, n, result))
-                print(f"{name:>15} N={n:>6}: first {result['first']:.3f} s  rerun {result['rerun']:.4f} s  "
-                      f"changed {result['changed']:.3f} s", flush=True)
-    body = (f"{SECTION}\n\nMachine: {machine()}. Command: `python bench/executor.py --sizes "
-            f"{' '.join(map(str, args.sizes))} --repeat {args.repeat}`. Each figure is the median of {args.repeat} "
-            f"runs of `validate_prompt` + `Executor.execute` in-process (what the server does per prompt, "
-            f"without HTTP).\n\n{table(rows)}\n")
+                _report("in-process", name, n, result)
+                if args.server:
+                    result = measure_server(name, n, args.repeat, Path(base))
+                    server_rows.append((name, n, result))
+                    _report("POST /prompt", name, n, result)
+    command = (f"python bench/executor.py --sizes {' '.join(map(str, args.sizes))} --repeat {args.repeat}"
+               + (" --server" if args.server else ""))
+    body = (f"{SECTION}\n\nMachine: {machine()}. Command: `{command}`. Each figure is the median of "
+            f"{args.repeat} runs.\n\nIn-process: `validate_prompt` + `Executor.execute`, what the server does per "
+            f"prompt, without HTTP.\n\n{table(rows)}\n")
+    if server_rows:
+        body += (f"\nThrough the server: `POST /prompt` on a loopback port until the websocket's `executing` "
+                 f"message with `node: null` for that prompt and until `GET /history/{{id}}` has it.\n\n"
+                 f"{table(server_rows)}\n")
     print(body)
     if args.write:
         write_section(args.write, body)
