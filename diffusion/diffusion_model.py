@@ -1,0 +1,109 @@
+"""The composed denoiser: UNet + model sampling + latent format, as one module whose state-dict keys are
+`diffusion_model.*` (the checkpoint's `model.diffusion_model.*` without the `model.` prefix).
+
+`apply_model(x, sigma, c_crossattn, ...)` takes a noisy latent in sampler space at noise level sigma and
+returns the denoised prediction in the same space (ComfyUI BaseModel.apply_model): the input is scaled by
+c_in, inpainting inputs are concatenated, sigma becomes the UNet's integer timestep, and the raw output
+(eps or v) becomes x0 through the parameterisation.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diffusion.latent_formats import SD15, LatentFormat
+from diffusion.model_sampling import ModelSampling
+
+# "Zero" in pixel space (mid-grey after the VAE's [-1, 1] mapping) encoded and scaled by 0.18215: the masked
+# image an inpainting UNet sees when no image is given (ComfyUI blank_inpaint_image_like).
+_BLANK_INPAINT_LATENT = (0.8223, -0.6876, 0.6364, 0.1380)
+
+
+class DiffusionModel(nn.Module):
+    """A UNet with its noise schedule, parameterisation and latent format.
+
+    Args:
+        diffusion_model: the network, called as `net(x, timesteps, context=..., y=..., control=...,
+            transformer_options=...)` returning the raw prediction.
+        model_sampling: schedule + parameterisation (eps or v, zsnr, ...).
+        latent_format: scale factor and preview factors of the family.
+    """
+
+    def __init__(self, diffusion_model: nn.Module, model_sampling: ModelSampling | None = None,
+                 latent_format: LatentFormat = SD15):
+        super().__init__()
+        self.diffusion_model = diffusion_model
+        self.model_sampling = model_sampling if model_sampling is not None else ModelSampling()
+        self.latent_format = latent_format
+
+    @property
+    def in_channels(self) -> int:
+        config = getattr(self.diffusion_model, "config", None)
+        return int(getattr(config, "in_channels", 4))
+
+    @property
+    def is_inpaint(self) -> bool:
+        """A 9-channel UNet: latent + mask + masked-image latent."""
+        return self.in_channels == self.latent_format.channels * 2 + 1
+
+    def process_latent_in(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.latent_format.process_in(latent)
+
+    def process_latent_out(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.latent_format.process_out(latent)
+
+    def apply_model(self, x: torch.Tensor, sigma: torch.Tensor, c_crossattn: torch.Tensor | None = None,
+                    c_concat: torch.Tensor | None = None, control: dict | None = None,
+                    transformer_options: dict | None = None, y: torch.Tensor | None = None,
+                    **_: Any) -> torch.Tensor:
+        """Denoised prediction for x (B×C×H×W, sampler space) at per-sample sigma (B,)."""
+        xc = self.model_sampling.calculate_input(sigma, x)
+        if c_concat is not None:
+            xc = torch.cat([xc, c_concat.to(xc)], dim=1)
+        t = self.model_sampling.timestep(sigma).float()
+        out = self.diffusion_model(xc, t, context=c_crossattn, y=y, control=control,
+                                   transformer_options=transformer_options or {})
+        return self.model_sampling.calculate_denoised(sigma, out.float(), x)
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        return self.apply_model(x, sigma, **kwargs)
+
+    def extra_conds(self, cond: dict, *, noise: torch.Tensor, latent_image: torch.Tensor | None = None,
+                    denoise_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Model inputs beyond the text context for one cond dict: for inpainting UNets the concatenated
+        mask and masked-image latent (from `concat_mask`/`concat_latent_image` if the cond carries them,
+        else the sampling run's noise mask and latent; a blank image and an all-ones mask without either)."""
+        if not self.is_inpaint:
+            return {}
+        return {"c_concat": self._inpaint_concat(cond, noise, latent_image, denoise_mask)}
+
+    def _inpaint_concat(self, cond, noise, latent_image, denoise_mask) -> torch.Tensor:
+        mask = cond.get("concat_mask", denoise_mask)
+        image = cond.get("concat_latent_image")
+        image = latent_image if image is None else self.process_latent_in(image)
+        size = noise.shape[-2:]
+        if mask is None:
+            blank = torch.tensor(_BLANK_INPAINT_LATENT, dtype=noise.dtype, device=noise.device).view(1, -1, 1, 1)
+            return torch.cat([torch.ones_like(noise)[:, :1], blank.expand_as(noise)], dim=1)
+        if image.shape[1:] != noise.shape[1:]:
+            image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
+        image = _resize_batch(image, noise.shape[0])
+        if mask.ndim == noise.ndim:
+            mask = mask[:, :1]
+        mask = mask.reshape((-1, 1) + tuple(mask.shape[-2:]))
+        if mask.shape[-2:] != size:
+            mask = F.interpolate(mask, size=size, mode="bilinear", align_corners=False)
+        mask = _resize_batch(mask.round(), noise.shape[0])
+        return torch.cat([mask.to(noise.device), image.to(noise.device)], dim=1)
+
+
+def _resize_batch(t: torch.Tensor, batch: int) -> torch.Tensor:
+    """Tile or trim to the batch size (ComfyUI resize_to_batch_size's tile/trim cases)."""
+    if t.shape[0] == batch:
+        return t
+    if t.shape[0] > batch:
+        return t[:batch]
+    return t.repeat((-(-batch // t.shape[0]),) + (1,) * (t.ndim - 1))[:batch]

@@ -1,0 +1,82 @@
+"""Latent spaces of the model families: the VAE scale factor (raw VAE latent <-> sampler latent) and the
+cheap latent -> RGB preview projection.
+
+`process_in` multiplies the raw VAE latent by the family's scale factor (SD1/SD2: 0.18215, Rombach et al.
+2022; SDXL: 0.13025), `process_out` divides. Previews project a sampler-space latent (e.g. a step's x0)
+to RGB with a fixed 4×3 factor matrix (and bias), ComfyUI's approximation, or with a TAESD-like decoder
+module when one is given (its output in [0, 1] or [-1, 1] as the module declares).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class LatentFormat:
+    """A family's latent conventions."""
+
+    scale_factor: float
+    rgb_factors: tuple[tuple[float, float, float], ...]
+    rgb_bias: tuple[float, float, float] | None = None
+    channels: int = 4
+    taesd_decoder_name: str | None = None
+
+    def process_in(self, latent: torch.Tensor) -> torch.Tensor:
+        """Raw VAE latent -> sampler latent."""
+        return latent * self.scale_factor
+
+    def process_out(self, latent: torch.Tensor) -> torch.Tensor:
+        """Sampler latent -> raw VAE latent."""
+        return latent / self.scale_factor
+
+
+# Factors fitted by ComfyUI for its previews (comfy/latent_formats.py), latent channel -> (R, G, B).
+SD15 = LatentFormat(
+    scale_factor=0.18215,
+    rgb_factors=((0.3512, 0.2297, 0.3227), (0.3250, 0.4974, 0.2350), (-0.2829, 0.1762, 0.2721),
+                 (-0.2120, -0.2616, -0.7177)),
+    taesd_decoder_name="taesd_decoder",
+)
+SDXL = LatentFormat(
+    scale_factor=0.13025,
+    rgb_factors=((0.3651, 0.4232, 0.4341), (-0.2533, -0.0042, 0.1068), (0.1076, 0.1111, -0.0362),
+                 (-0.3165, -0.2492, -0.2188)),
+    rgb_bias=(0.1084, -0.0175, -0.0011),
+    taesd_decoder_name="taesdxl_decoder",
+)
+
+LATENT_FORMATS: dict[str, LatentFormat] = {"sd1": SD15, "sd15": SD15, "sd2": SD15, "sdxl": SDXL}
+
+
+def latent_format_for(family: str) -> LatentFormat:
+    """The latent format of a family name ("sd1", "sd2", "sdxl"); SD2 shares SD1's VAE."""
+    try:
+        return LATENT_FORMATS[family.lower()]
+    except KeyError:
+        raise ValueError(f"no latent format for family {family!r}; known: {sorted(LATENT_FORMATS)}") from None
+
+
+def latent_to_rgb(latent: torch.Tensor, fmt: LatentFormat) -> torch.Tensor:
+    """B×C×H×W sampler latent -> B×H×W×3 float RGB in [-1, 1]-ish via the linear projection."""
+    weight = torch.tensor(fmt.rgb_factors, dtype=torch.float32, device=latent.device).transpose(0, 1)
+    bias = None if fmt.rgb_bias is None else torch.tensor(fmt.rgb_bias, dtype=torch.float32, device=latent.device)
+    return torch.nn.functional.linear(latent.float().movedim(1, -1), weight, bias)
+
+
+def latent_to_rgb_preview(latent: torch.Tensor, family: str | LatentFormat = "sd1",
+                          taesd_decoder: torch.nn.Module | None = None) -> np.ndarray:
+    """The first latent of a batch as an H×W×3 uint8 preview (ComfyUI's Latent2RGB previewer, or the
+    given TAESD decoder, whose output is taken to be in [0, 1] unless it has `output_range == (-1, 1)`)."""
+    fmt = family if isinstance(family, LatentFormat) else latent_format_for(family)
+    with torch.no_grad():
+        if taesd_decoder is not None:
+            image = taesd_decoder(latent[:1].to(next(taesd_decoder.parameters()).dtype)).float()
+            if getattr(taesd_decoder, "output_range", (0, 1)) == (-1, 1):
+                image = (image + 1.0) / 2.0
+            image = image[0].movedim(0, -1)
+        else:
+            image = (latent_to_rgb(latent[:1], fmt)[0] + 1.0) / 2.0
+        return image.clamp(0, 1).mul(255).to(device="cpu", dtype=torch.uint8).numpy()

@@ -1,0 +1,208 @@
+"""The KSampler pipeline on a tiny random-weight SD1 UNet: seeding rules of DESIGN.md, KSampler(Advanced)
+semantics, img2img denoise, noise-mask inpainting, callbacks and interrupt; k-diffusion as oracle for the
+composed model; and (slow) ComfyUI parity on the shared reference checkpoint."""
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffusion.diffusion_model import DiffusionModel
+from diffusion.guidance import CFGGuider
+from diffusion.latent_formats import latent_to_rgb_preview
+from diffusion.model_sampling import ModelSampling
+from diffusion.noise import prepare_noise
+from diffusion.sample import ksampler_sigmas, sample, sample_custom, sampler_object
+from diffusion.schedules import calculate_sigmas
+from diffusion.unet import build_unet
+from tests.diffusion.test_sampling_support import load_k_diffusion_sampling
+from tests.fixtures.tiny_checkpoints import tiny_unet_config, tiny_unet_state_dict
+from tests.fixtures.tiny_text_encoders import TINY_WIDTH
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> DiffusionModel:
+    unet = build_unet(tiny_unet_config("sd15"), tiny_unet_state_dict("sd15", seed=3), dtype=torch.float32)
+    return DiffusionModel(unet)
+
+
+def conds(seed: int, tokens: int = 77):
+    gen = torch.Generator().manual_seed(seed)
+    return [[torch.randn(1, tokens, TINY_WIDTH, generator=gen), {}]]
+
+
+POS, NEG = conds(1), conds(2)
+LATENT = torch.zeros(1, 4, 16, 16)
+
+
+def run(model, **kw):
+    args = dict(noise=None, positive=POS, negative=NEG, cfg=5.0, sampler_name="euler", scheduler="normal", steps=4,
+                latent_image=LATENT, seed=42)
+    args.update(kw)
+    with torch.no_grad():
+        return sample(model, **args)
+
+
+def test_prepare_noise_follows_design_seeding():
+    latent = torch.zeros(1, 4, 32, 32)
+    torch.manual_seed(42)
+    expected = torch.randn((1, 4, 32, 32))
+    assert torch.equal(prepare_noise(latent, 42), expected)
+    # batch_index: one draw per index 0..max in order, keeping the requested ones.
+    gen = torch.Generator().manual_seed(7)
+    draws = [torch.randn((1, 4, 8, 8), generator=gen) for _ in range(4)]
+    out = prepare_noise(torch.zeros(2, 4, 8, 8), 7, batch_index=[3, 1])
+    assert torch.equal(out, torch.cat([draws[3], draws[1]]))
+
+
+def test_reference_initial_noise_and_first_step(shared_dir):
+    from safetensors.torch import load_file
+    ref = load_file(str(shared_dir / "reference" / "p00_intermediates.safetensors"))
+    noise = prepare_noise(torch.zeros(1, 4, 32, 32), 42)
+    assert torch.equal(noise, ref["noise_initial"])
+    ms = ModelSampling()
+    sigmas = calculate_sigmas(ms, "normal", 4)
+    x0 = ms.noise_scaling(sigmas[0], noise, torch.zeros_like(noise), ms.is_max_denoise(sigmas))
+    torch.testing.assert_close(x0, ref["x_step0"], rtol=1e-6, atol=1e-5)
+
+
+def test_ksampler_matches_k_diffusion_on_tiny_unet(tiny_model):
+    """The whole pipeline equals k-diffusion's Euler on the same guided denoiser, with the same start point."""
+    kd = load_k_diffusion_sampling()
+    out = run(tiny_model)
+    guider = CFGGuider(tiny_model)
+    guider.set_conds(POS, NEG)
+    guider.set_cfg(5.0)
+    noise = prepare_noise(LATENT, 42)
+    guider.prepare(noise, LATENT, None)
+    sigmas = calculate_sigmas(tiny_model.model_sampling, "normal", 4)
+    x = noise * torch.sqrt(1 + sigmas[0] ** 2)
+    with torch.no_grad():
+        ref = kd.sample_euler(lambda x, s: guider(x, s), x, sigmas, disable=True) / 0.18215
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["dpmpp_2m", "dpmpp_2m_sde", "uni_pc", "euler_ancestral_cfg_pp", "ddim"])
+def test_samplers_run_through_the_pipeline(tiny_model, name):
+    a = run(tiny_model, sampler_name=name, scheduler="karras")
+    b = run(tiny_model, sampler_name=name, scheduler="karras")
+    assert torch.equal(a, b)  # same seed, same result
+    assert torch.isfinite(a).all() and a.shape == LATENT.shape
+
+
+def test_advanced_split_with_leftover_noise_equals_full_run(tiny_model):
+    full = run(tiny_model)
+    first = run(tiny_model, start_step=0, last_step=2, force_full_denoise=False)
+    second = run(tiny_model, latent_image=first, add_noise=False, start_step=2, last_step=10000,
+                 force_full_denoise=True)
+    torch.testing.assert_close(second, full, rtol=1e-4, atol=1e-4)
+    # start past the end returns the latent unchanged
+    assert torch.equal(run(tiny_model, latent_image=first, start_step=4), first)
+
+
+def test_denoise_below_one_starts_from_the_noised_latent(tiny_model):
+    sigmas = ksampler_sigmas(tiny_model, "normal", 4, "euler", denoise=0.5)
+    assert torch.equal(sigmas, calculate_sigmas(tiny_model.model_sampling, "normal", 8)[-5:])
+    latent = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(5))
+    seen = []
+    out = run(tiny_model, latent_image=latent, denoise=0.5, callback=lambda i, x0, x, n: seen.append(x))
+    noise = prepare_noise(latent, 42)
+    torch.testing.assert_close(seen[0], noise * sigmas[0] + latent * 0.18215)
+    assert not torch.equal(out, latent)
+
+
+def test_noise_mask_keeps_the_unmasked_latent(tiny_model):
+    latent = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(5))
+    mask = torch.zeros(1, 128, 128)
+    mask[:, :, :64] = 1.0  # repaint the left half (pixel-space mask)
+    out = run(tiny_model, latent_image=latent, noise_mask=mask)
+    torch.testing.assert_close(out[..., 8:], latent[..., 8:], rtol=1e-5, atol=1e-5)
+    assert (out[..., :8] - latent[..., :8]).abs().mean() > 0.1
+
+
+def test_callback_previews_and_interrupt(tiny_model):
+    calls = []
+    run(tiny_model, callback=lambda i, x0, x, n: calls.append((i, n, latent_to_rgb_preview(x0, "sd1").shape)))
+    assert calls == [(i, 4, (16, 16, 3)) for i in range(4)]
+
+    class Stop(Exception):
+        pass
+    count = {"n": 0}
+
+    def interrupt():
+        count["n"] += 1
+        if count["n"] > 2:
+            raise Stop()
+    with pytest.raises(Stop):
+        run(tiny_model, interrupt_check=interrupt)
+
+
+def test_sample_custom_with_sampler_object(tiny_model):
+    guider = CFGGuider(tiny_model)
+    guider.set_conds(POS, NEG)
+    guider.set_cfg(5.0)
+    sigmas = calculate_sigmas(tiny_model.model_sampling, "normal", 4)
+    with torch.no_grad():
+        out = sample_custom(tiny_model, prepare_noise(LATENT, 42), guider, sampler_object("euler"), sigmas, LATENT,
+                            seed=42)
+    torch.testing.assert_close(out, run(tiny_model))
+
+
+def test_inpaint_unet_gets_mask_and_masked_latent():
+    unet = build_unet(tiny_unet_config("sd15_inpaint"), tiny_unet_state_dict("sd15_inpaint", seed=1),
+                      dtype=torch.float32)
+    model = DiffusionModel(unet)
+    assert model.is_inpaint
+    latent = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(5))
+    mask = torch.zeros(1, 16, 16)
+    mask[:, 4:12, 4:12] = 1
+    noise = torch.zeros_like(latent)
+    concat = model.extra_conds({}, noise=noise, latent_image=latent, denoise_mask=mask)["c_concat"]
+    assert concat.shape == (1, 5, 16, 16)
+    assert torch.equal(concat[:, :1], mask.unsqueeze(1)) and torch.equal(concat[:, 1:], latent)
+    out = run(model, latent_image=latent, noise_mask=mask)
+    assert torch.isfinite(out).all()
+
+
+def _reference_checkpoint(shared: Path) -> Path:
+    """The shared recipe's SD1.5 checkpoint under .cache/reference (built there when absent)."""
+    path = REPO / ".cache" / "reference" / "loom-ref-sd15.safetensors"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, str(shared / "reference" / "make_random_checkpoint.py"),
+                        str(shared / "reference" / "sd15_keys.json"), str(path)], check=True)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != "3b89364bd97355200f47033b2d5da4cf7daeecba7eb47b8acd6a5109b99d402c":
+        pytest.fail(f"{path} has sha256 {digest}, not the recipe's; delete it to rebuild")
+    return path
+
+
+@pytest.mark.slow
+def test_comfyui_reference_parity(shared_dir):
+    """Euler/normal/4 steps/cfg 7/seed 42 on the reference checkpoint with ComfyUI's conditioning tensors:
+    every step's guided x0 and the final latent match ComfyUI's intermediates."""
+    from safetensors.torch import load_file
+
+    from diffusion.checkpoint import read_state_dict, split_components
+    from diffusion.families import detect_checkpoint
+    ref = load_file(str(shared_dir / "reference" / "p00_intermediates.safetensors"))
+    sd = read_state_dict(_reference_checkpoint(shared_dir), dtype=torch.float32)
+    info = detect_checkpoint(sd)
+    unet = build_unet(info.unet, split_components(sd).unet, dtype=torch.float32)
+    del sd
+    model = DiffusionModel(unet)
+    steps = []
+    with torch.no_grad():
+        out = sample(model, noise=None, positive=[[ref["cond_positive"], {"pooled_output": ref["pooled_positive"]}]],
+                     negative=[[ref["cond_negative"], {"pooled_output": ref["pooled_negative"]}]], cfg=7.0,
+                     sampler_name="euler", scheduler="normal", steps=4, latent_image=torch.zeros(1, 4, 32, 32),
+                     seed=42, callback=lambda i, x0, x, n: steps.append(x0))
+    for i, x0 in enumerate(steps):
+        torch.testing.assert_close(x0, ref["denoised_per_step"][i], rtol=1e-4, atol=2e-3)
+    torch.testing.assert_close(out, ref["latent_final"], rtol=1e-4, atol=1e-2)
