@@ -2,6 +2,7 @@
 Debian's headless Chromium driven by Playwright (no browser is downloaded)."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -43,6 +44,17 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
     raise RuntimeError(f"the Loom server did not answer {url} within {timeout:.0f} s")
 
 
+SD_NODES = ("CheckpointLoaderSimple", "CLIPTextEncode", "EmptyLatentImage", "KSampler", "VAEDecode", "SaveImage")
+
+
+def _require_sd_nodes(url: str) -> None:
+    with urllib.request.urlopen(url + "api/object_info", timeout=30) as res:
+        offered = json.load(res)
+    missing = [n for n in SD_NODES if n not in offered]
+    if missing:
+        pytest.skip(f"the Loom server does not offer {', '.join(missing)} yet")
+
+
 def _prerequisites(need_server: bool = True) -> None:
     server_files = (REPO / "server" / "app.py", REPO / "main.py")
     if need_server and not all(f.is_file() for f in server_files):
@@ -80,7 +92,8 @@ def loom_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoomServer
     port = _free_port()
     log = open(base / "server.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "main.py", "--port", str(port), "--base-directory", str(base), "--cpu"],
+        [sys.executable, "main.py", "--port", str(port), "--base-directory", str(base), "--cpu",
+         "--preview-method", "latent2rgb"],
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}/"
@@ -117,7 +130,14 @@ def loom_url(loom_server: LoomServer) -> str:
 
 
 @pytest.fixture()
-def page(browser, loom_url: str) -> Iterator[object]:
+def page(basic_page, loom_url: str) -> object:
+    """`basic_page` on a server that offers the Stable Diffusion nodes (else the test skips)."""
+    _require_sd_nodes(loom_url)
+    return basic_page
+
+
+@pytest.fixture()
+def basic_page(browser, loom_url: str) -> Iterator[object]:
     """A fresh page (empty localStorage) with the editor loaded; console errors are collected."""
     context = browser.new_context(viewport={"width": 1400, "height": 850})
     pg = context.new_page()

@@ -123,3 +123,32 @@ def wait_for(page: Any, js: str, arg: Any = None, timeout: float = 120.0) -> Any
             return value
         time.sleep(0.25)
     raise AssertionError(f"timed out waiting for {js}")
+
+
+def set_combo(page: Any, node_id: int, name: str, value: str) -> None:
+    """Click a combo widget and pick `value` from litegraph's menu."""
+    page.mouse.click(*widget_xy(page, node_id, name))
+    page.click(f".litecontextmenu .litemenu-entry:text-is('{value}')")
+    page.wait_for_function(
+        "([id, name, v]) => window.loomApp.graph.getNodeById(id).widgets.find((w) => w.name === name).value === v",
+        arg=[node_id, name, value], timeout=5000)
+
+
+def title_xy(page: Any, node_id: int) -> tuple[float, float]:
+    """Screen position on a node's title bar."""
+    x, y = page.evaluate(
+        "(id) => { const n = window.loomApp.graph.getNodeById(id); return [n.pos[0] + 40, n.pos[1] - 15]; }", node_id)
+    return screen_of(page, x, y)
+
+
+def canvas_point(page: Any, fx: float, fy: float) -> tuple[float, float]:
+    """Screen position at fractions of the canvas's width and height."""
+    r = page.eval_on_selector("#graph-canvas", "el => { const r = el.getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; }")
+    return (r[0] + r[2] * fx, r[1] + r[3] * fy)
+
+
+def saved_image_loaded(page: Any, node_id: int, timeout: float = 300) -> str:
+    """Wait until a node shows a loaded output image; returns its URL."""
+    return wait_for(page, """(id) => { const n = window.loomApp.graph.getNodeById(id);
+        return n.imgs && n.imgs.length && n.imgs[0].complete && n.imgs[0].naturalWidth > 0 && n.imgs[0].src; }""",
+                    node_id, timeout=timeout)

@@ -122,7 +122,8 @@ def test_refresh_model_lists(page, loom_server):
         dst.unlink()
 
 
-def test_websocket_reconnects(page):
+def test_websocket_reconnects(basic_page):
+    page = basic_page
     page.evaluate("() => window.loomApp.api.socket.close()")
     page.wait_for_selector("#connection.bad", timeout=5000)
     page.wait_for_selector("#connection.ok", timeout=15000)

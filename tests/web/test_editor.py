@@ -162,31 +162,31 @@ def test_broken_graph_shows_errors_on_the_right_nodes(page):
 
 
 def five_hundred_nodes() -> dict:
-    """250 EmptyLatentImage -> VAEDecode pairs in a grid: 500 nodes, 250 links."""
+    """250 EmptyImage -> ImageInvert pairs in a grid: 500 nodes, 250 links."""
     nodes, links = [], []
     for i in range(250):
         x, y = (i % 25) * 700, (i // 25) * 260
         a, b, link = 2 * i + 1, 2 * i + 2, i + 1
-        nodes.append({"id": a, "type": "EmptyLatentImage", "pos": [x, y], "size": [315, 106], "flags": {},
+        nodes.append({"id": a, "type": "EmptyImage", "pos": [x, y], "size": [315, 130], "flags": {},
                       "order": a, "mode": 0, "inputs": [],
-                      "outputs": [{"name": "LATENT", "type": "LATENT", "links": [link]}],
-                      "properties": {}, "widgets_values": [512, 512, 1]})
-        nodes.append({"id": b, "type": "VAEDecode", "pos": [x + 380, y], "size": [210, 46], "flags": {},
+                      "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [link]}],
+                      "properties": {}, "widgets_values": [512, 512, 1, 0]})
+        nodes.append({"id": b, "type": "ImageInvert", "pos": [x + 380, y], "size": [210, 46], "flags": {},
                       "order": b, "mode": 0,
-                      "inputs": [{"name": "samples", "type": "LATENT", "link": link},
-                                 {"name": "vae", "type": "VAE", "link": None}],
+                      "inputs": [{"name": "image", "type": "IMAGE", "link": link}],
                       "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": []}], "properties": {}})
-        links.append([link, a, 0, b, 0, "LATENT"])
+        links.append([link, a, 0, b, 0, "IMAGE"])
     return {"last_node_id": 500, "last_link_id": 250, "nodes": nodes, "links": links, "groups": [],
             "config": {}, "extra": {"ds": {"scale": 0.5, "offset": [0, 0]}}, "version": 0.4}
 
 
-def test_500_node_graph_loads_and_pans(page):
+def test_500_node_graph_loads_and_pans(basic_page):
+    page = basic_page
     ui.load_workflow(page, five_hundred_nodes())
     page.evaluate("""() => { window.__frames = 0; const tick = () => { window.__frames++;
         requestAnimationFrame(tick); }; requestAnimationFrame(tick); }""")
     start = page.evaluate("() => [...window.loomApp.canvas.ds.offset]")
-    a = ui.screen_of(page, 1000, 440)  # empty canvas between two rows of nodes
+    a = ui.screen_of(page, 1000, 215)  # empty canvas between two rows of nodes
     page.mouse.move(*a)
     page.mouse.down()
     t0 = page.evaluate("() => [performance.now(), window.__frames]")

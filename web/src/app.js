@@ -158,6 +158,9 @@ export class LoomApp {
   /** Show a UI-format document (or an API prompt via `{prompt}`). */
   loadGraph(doc, { keepView = false, resetHistory = true } = {}) {
     this.marks = { message: null, nodes: {} };
+    const missing = [...new Set((doc.nodes ?? []).map((n) => n.type))]
+      .filter((t) => !LiteGraph.registered_node_types[t]);
+    if (missing.length) toast(`Missing node types (kept, shown in red): ${missing.join(', ')}`, 'error', 8000);
     this.graph.clear();
     this.graph.configure(structuredClone(doc));
     const ds = doc.extra?.ds;

@@ -13,6 +13,7 @@ function setOverall(app) {
   const { done, total, node } = app.exec;
   const n = app.exec.nodeProgress[node];
   const frac = total ? (done + (n?.max ? n.value / n.max : 0)) / total : 0;
+  // After a run the bar stays full until the next one starts.
   if (bar) bar.style.width = `${Math.round(Math.min(1, frac) * 100)}%`;
   if (label) label.textContent = app.exec.promptId ? `${Math.round(Math.min(1, frac) * 100)}%` : '';
 }
@@ -62,7 +63,7 @@ export function installStatus(app) {
   });
   on('executed', (d) => onExecuted(app, d));
   on('execution_success', () => {
-    Object.assign(app.exec, { promptId: null, node: null, preview: null, nodeProgress: {} });
+    Object.assign(app.exec, { promptId: null, node: null, preview: null, nodeProgress: {}, done: 1, total: 1 });
     setOverall(app);
     app.panels?.refresh();
   });
