@@ -77,12 +77,12 @@ def cpu_flags() -> frozenset[str]:
 
 
 def cpu_has_bf16_units(flags: frozenset[str] | None = None) -> bool:
-    """True where the CPU has bf16 matrix units (Intel AMX-BF16), the case `--precision auto` picks bf16 for."""
+    """True where the CPU has bf16 matrix tiles (Intel AMX-BF16)."""
     return "amx_bf16" in (cpu_flags() if flags is None else flags)
 
 
 def cpu_supports_bf16(flags: frozenset[str] | None = None) -> bool:
-    """True where the CPU computes bf16 natively (AMX-BF16 or AVX512-BF16)."""
+    """True where the CPU computes bf16 natively (AMX-BF16 or AVX512-BF16): where `--precision auto` picks bf16."""
     f = cpu_flags() if flags is None else flags
     return "amx_bf16" in f or "avx512_bf16" in f
 

@@ -52,7 +52,7 @@ def test_dtype_choice_on_cpu() -> None:
     assert mm.dtype_for("unet") == torch.bfloat16 and mm.dtype_for("text_encoder") == torch.bfloat16
     assert mm.dtype_for("vae") == torch.float32
     auto = ModelManager(MemoryPolicy(cpu=True, precision="auto"))
-    expected = torch.bfloat16 if cpu_has_bf16_units() else torch.float32
+    expected = torch.bfloat16 if cpu_supports_bf16() else torch.float32
     assert auto.dtype_for("unet") == expected and auto.dtype_for("vae") == torch.float32
     mixed = ModelManager(MemoryPolicy(cpu=True, precision="fp16", unet_precision="fp32"))
     assert mixed.dtype_for("unet") == torch.float32 and mixed.dtype_for("vae") == torch.float16
