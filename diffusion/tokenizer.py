@@ -2,17 +2,17 @@
 
 Owns the one shared `SimpleTokenizer` instance (building it reads and merges the 49k-entry BPE table, so it is made
 once per process), the special token ids SD1.x and SD2.x share, and the text clean-up. The clean-up follows
-transformers' `CLIPTokenizer` (which ComfyUI uses) rather than open_clip's: ftfy's fix, whitespace collapsed,
-lower-cased, but no HTML-entity unescaping, and the literal strings `<|startoftext|>`/`<|endoftext|>` in a prompt
-are the special tokens. The BPE scheme is Sennrich et al. (2016), "Neural Machine Translation of Rare Words with
+transformers' `CLIPTokenizer` as ComfyUI runs it (ComfyUI does not install ftfy): Unicode NFC, whitespace runs
+collapsed, lower-cased; unlike open_clip's own clean-up, no ftfy fixes (curly quotes stay curly) and no HTML-entity
+unescaping; the literal strings `<|startoftext|>`/`<|endoftext|>` in a prompt are the special tokens. The BPE scheme is Sennrich et al. (2016), "Neural Machine Translation of Rare Words with
 Subword Units", as used by CLIP (Radford et al., 2021).
 """
 from __future__ import annotations
 
 import re
+import unicodedata
 from functools import lru_cache
 
-import ftfy
 from open_clip.tokenizer import SimpleTokenizer
 
 BOS_TOKEN = 49406  # <|startoftext|>
@@ -23,7 +23,7 @@ _SPECIAL_SPLIT = re.compile("(" + "|".join(re.escape(s) for s in _SPECIAL) + ")"
 
 
 def _clean(text: str) -> str:
-    return " ".join(ftfy.fix_text(text).split()).lower()
+    return " ".join(unicodedata.normalize("NFC", text).split()).lower()
 
 
 @lru_cache(maxsize=1)

@@ -101,6 +101,37 @@ def test_special_token_strings_and_cleanup() -> None:
     assert encode_text("  CAT \n\t dog ") == [CAT, DOG]
 
 
+TOKENIZER_SAMPLES = [
+    "a photograph of an astronaut riding a horse",
+    "masterpiece,best quality,(1girl:1.2), 8k uhd, don't",
+    "Café ÉTÉ naïve façade – “quotes” … a &amp; b",
+    "emoji 🐱 and 日本語",
+    "  lots   of\n\nspace\t ",
+    "x<|endoftext|>y",
+]
+
+
+def test_tokenizer_matches_transformers_clip_tokenizer() -> None:
+    """Oracle: transformers' CLIPTokenizer (what ComfyUI uses) built from the same bundled BPE vocabulary."""
+    import gzip
+
+    transformers = pytest.importorskip("transformers")
+    from open_clip.tokenizer import default_bpe
+
+    from diffusion.tokenizer import clip_bpe
+
+    vocab = dict(clip_bpe().encoder)
+    vocab["<|startoftext|>"] = vocab.pop("<start_of_text>")
+    vocab["<|endoftext|>"] = vocab.pop("<end_of_text>")
+    merges = gzip.open(default_bpe()).read().decode("utf-8").split("\n")[1: 49152 - 256 - 2 + 1]
+    try:
+        hf = transformers.CLIPTokenizer(vocab=vocab, merges=[tuple(m.split()) for m in merges])
+    except TypeError:
+        pytest.skip("this transformers version builds CLIPTokenizer only from files")
+    for text in TOKENIZER_SAMPLES:
+        assert encode_text(text) == hf(text)["input_ids"][1:-1], text
+
+
 # ---------------------------------------------------------------- embeddings
 
 
