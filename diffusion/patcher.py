@@ -186,7 +186,8 @@ class ModelHandle:
         return total + sum(b.numel() * b.element_size() for b in self.model.buffers())
 
     def patched_copy_of(self, key: str) -> Tensor:
-        """The patched value of one weight, computed apart from the module (for tests and inspection)."""
+        """The patched value of one weight, computed apart from the module (for tests and inspection); call it
+        while the module holds its base weights (not inside the manager's `use` of a patched clone)."""
         base = self.model.state_dict(keep_vars=True)[key].detach()
         return apply_patches(base, self.patches.get(key, []))
 

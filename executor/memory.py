@@ -255,13 +255,12 @@ class ModelManager:
     def _load(self, entries: list[LoadedModule], handles: list[ModelHandle], working_memory: int) -> None:
         extra = working_memory + self.reserve_bytes()
         if self.state not in ("cpu", "gpu_only", "high"):
-            missing = sum(e.total_bytes - e.device_bytes for e in entries)
+            missing = 0 if self.state == "none" else sum(e.total_bytes - e.device_bytes for e in entries)
             self._make_room(missing + extra, keep=entries)
         for entry, handle in zip(entries, handles):
             self._place(entry, extra)
             if entry.weights_key != handle.weights_key():
-                if entry.weights_key is not None:
-                    entry.restore()
+                entry.restore()
                 entry.apply(handle)
             entry.last_used = next(self._tick)
 
@@ -291,26 +290,27 @@ class ModelManager:
 
     def _reload_full(self, entry: LoadedModule) -> None:
         """A partially placed entry that now fits is moved whole (its patches are redone on the new placement)."""
-        if entry.weights_key is not None:
-            entry.restore()
+        entry.restore()
         entry.unplace()
         entry.place(None)
 
     def _make_room(self, needed: int, keep: list[LoadedModule]) -> None:
         """Offload least recently used models not in use until `needed` bytes are free or none is left."""
+        evicted = False
         while self.device.free_memory() < needed:
             victims = [e for e in self._entries.values()
                        if e.placed and e.device_bytes > 0 and not e.in_use and e not in keep]
             if not victims:
                 break
             self._unload(min(victims, key=lambda e: e.last_used))
-        self.device.empty_cache()
+            evicted = True
+        if evicted:
+            self.device.empty_cache()
 
     def _unload(self, entry: LoadedModule) -> None:
         if entry.ref() is None:
             return
-        if entry.weights_key is not None:
-            entry.restore()
+        entry.restore()
         if entry.placed:
             entry.unplace()
 

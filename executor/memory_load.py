@@ -249,7 +249,16 @@ class LoadedModule:
 
     # --- patches ------------------------------------------------------------------------------------------------
     def apply(self, handle: ModelHandle) -> None:
-        """Apply the handle's weight and object patches where the weights now live, keeping bitwise backups."""
+        """Apply the handle's weight and object patches where the weights now live, keeping bitwise backups.
+        A patch that fails (e.g. a delta of the wrong shape) undoes the ones already applied before raising."""
+        try:
+            self._apply(handle)
+        except BaseException:
+            self.restore()
+            raise
+        self.weights_key = handle.weights_key()
+
+    def _apply(self, handle: ModelHandle) -> None:
         mod = self.module()
         with torch.no_grad():
             for key, patches in handle.patches.items():
@@ -265,7 +274,6 @@ class LoadedModule:
             owner, attr = _resolve(mod, path)
             self.object_originals[path] = getattr(owner, attr)
             setattr(owner, attr, obj)
-        self.weights_key = handle.weights_key()
 
     def restore(self) -> None:
         """Put back the base weights (bitwise, from the backups) and the objects that object patches replaced."""

@@ -371,3 +371,25 @@ def test_oom_during_place_evicts_and_streams_more() -> None:
     with mm.use([b]):
         assert not mm.is_loaded(a) and mm.loaded_models()[0]["partial"]
     assert dev.used <= dev.budget
+
+
+def test_failing_patch_leaves_base_weights_intact() -> None:
+    mm, _ = fake_manager(1)
+    net = SmallNet()
+    snap = snapshot(net)
+    bad = ModelHandle(net).clone()
+    bad.add_patches({"lin2.weight": lora_like((8, 32), 1),
+                     "lin1.weight": WeightPatch(compute_delta=lambda w: torch.ones(3), strength=1.0)})
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            with mm.use([bad]):
+                pass
+    mm.unload_all()
+    assert_bitwise(net, snap)
+    good = ModelHandle(net).clone()
+    good.add_patches({"lin2.weight": lora_like((8, 32), 1)})
+    expected = good.patched_copy_of("lin2.weight")
+    with mm.use([good]):
+        assert torch.equal(net.lin2.weight.detach(), expected)
+    mm.unload_all()
+    assert_bitwise(net, snap)
