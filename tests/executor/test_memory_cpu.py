@@ -158,3 +158,14 @@ def test_cpu_use_is_cheap() -> None:
         with mm.use([h]):
             pass
     assert len(calls) == 1 and time.perf_counter() - start < 2.0
+
+
+def test_policy_from_the_real_config() -> None:
+    config = pytest.importorskip("config")
+    cfg = config.parse_args(["--lowvram", "--reserve-vram", "1.5", "--precision", "bf16", "--vae-precision", "fp32"],
+                            {})
+    policy = MemoryPolicy.from_config(cfg)
+    assert policy.lowvram and policy.reserve_vram == 1.5 and policy.vae_precision == "fp32"
+    mm = ModelManager(policy, device=FakeDevice(10 ** 9))
+    assert mm.state == "low" and mm.reserve_bytes() == int(1.5 * 1024 ** 3)
+    assert mm.dtype_for("unet") == torch.bfloat16 and mm.dtype_for("vae") == torch.float32
