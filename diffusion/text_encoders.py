@@ -131,6 +131,11 @@ class TextEncoder(nn.Module):
         """Token plus position embeddings in fp32; ids >= vocab_size index rows of `extra_embeddings`."""
         weight = self.model.token_embedding.weight
         vocab = weight.shape[0]
+        n_extra = 0 if extra_embeddings is None else extra_embeddings.shape[0]
+        if tokens.numel() and int(tokens.max()) >= vocab + n_extra:
+            raise ValueError(
+                f"token id {int(tokens.max())} is beyond the vocabulary ({vocab}) and the {n_extra} extra rows"
+            )
         x = F.embedding(tokens.clamp(max=vocab - 1), weight).float()
         if extra_embeddings is not None and extra_embeddings.shape[0] > 0:
             is_extra = tokens >= vocab
@@ -358,6 +363,16 @@ class CLIP:
             pad_token=model.config.pad_token,
             max_length=model.config.context_length,
         )
+
+    @property
+    def cond_stage_model(self) -> TextEncoder:
+        """ComfyUI's name for the text module, for custom nodes that reach for it."""
+        return self.model
+
+    @property
+    def patcher(self) -> object | None:
+        """ComfyUI's name for the model handle."""
+        return self.handle
 
     def clone(self) -> CLIP:
         """A CLIP sharing the same module, with its own copy of the layer choice and patch records."""

@@ -179,6 +179,16 @@ def test_unknown_layout_is_a_clear_error() -> None:
         build_text_encoder({"decoder.conv_in.weight": torch.zeros(1), "encoder.conv_in.weight": torch.zeros(1)})
 
 
+def test_token_ids_beyond_the_table_are_an_error() -> None:
+    encoder = build_text_encoder(tiny_text_encoder_state_dict("sd1"))
+    tokens = _ids("cat", EOS_TOKEN)
+    tokens[0, 1] = 49408
+    with pytest.raises(ValueError, match="beyond the vocabulary"):
+        encoder(tokens)
+    hidden, _ = encoder(tokens, extra_embeddings=torch.zeros(1, 128))
+    assert torch.isfinite(hidden).all()
+
+
 def test_missing_weight_is_reported() -> None:
     sd = tiny_text_encoder_state_dict("sd2")
     del sd["cond_stage_model.model.transformer.resblocks.1.mlp.c_fc.bias"]
