@@ -115,6 +115,7 @@ class _Run:
         self._deps: dict[str, list[str]] = {}
         self._order: list[str] = []
         self._known: dict[str, NodeSpec | None] = {}
+        self._readers: dict[str, int] | None = None
 
     # ---- events ---------------------------------------------------------------------------
 
@@ -177,6 +178,7 @@ class _Run:
                 return
             if done:
                 scheduler.finish(node_id)
+                self._release_sources(node_id)
 
     # ---- preparation: specs, working copy, order, signatures ------------------------------
 
@@ -226,6 +228,26 @@ class _Run:
             return float("nan")
 
     # ---- scheduling helpers ---------------------------------------------------------------
+
+    def _release_sources(self, node_id: str) -> None:
+        """With the cache off (`--cache-none`), drop an output once every node reading it is
+        done, so a long graph does not hold all its intermediate images and latents."""
+        if self.ex.cache.enabled:
+            return
+        if self._readers is None:
+            self._readers = {}
+            for consumer, node in self.work.items():
+                for value in node["inputs"].values():
+                    link = as_link(value)
+                    if link is not None:
+                        self._readers[link[0]] = self._readers.get(link[0], 0) + 1
+        for value in self.work[node_id]["inputs"].values():
+            link = as_link(value)
+            if link is None or link[0] not in self._readers:
+                continue
+            self._readers[link[0]] -= 1
+            if self._readers[link[0]] == 0:
+                self.results.pop(link[0], None)
 
     def _cached_entry(self, node_id: str) -> CachedOutput | None:
         entry = self.results.get(node_id)

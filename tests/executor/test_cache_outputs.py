@@ -121,3 +121,15 @@ def test_signatures_are_pure_and_depend_on_ancestors() -> None:
     sigs1 = signatures_in_order(chain(1), ["1", "2", "3"], {})
     sigs2 = signatures_in_order(chain(2), ["1", "2", "3"], {})
     assert all(sigs1[k] != sigs2[k] for k in "123")
+
+
+def test_cache_none_releases_outputs_once_read() -> None:
+    executor = Executor(fake_registry(), cache=OutputCache(enabled=False))
+    n = 50
+    prompt = {"0": {"class_type": "FInt", "inputs": {"value": 0}}}
+    for i in range(1, n):
+        prompt[str(i)] = {"class_type": "FAdd", "inputs": {"a": [str(i - 1), 0], "b": 1}}
+    prompt["out"] = {"class_type": "FOut", "inputs": {"value": [str(n - 1), 0]}}
+    seen: list[Any] = []
+    result = executor.execute(prompt, "p", emit=seen.append)
+    assert result.status == "success" and result.outputs["out"] == {"text": [str(n - 1)]}

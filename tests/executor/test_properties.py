@@ -143,7 +143,7 @@ def mutated_document(draw: Any) -> dict[str, Any]:
             node = draw(st.sampled_from(doc["nodes"]))
             key = draw(st.sampled_from(["id", "type", "mode", "inputs", "outputs", "widgets_values", "title"]))
             node[key] = draw(json_values)
-        elif target == "link" and doc["links"]:
+        elif target == "link" and isinstance(doc["links"], list) and doc["links"]:
             index = draw(st.integers(0, len(doc["links"]) - 1))
             doc["links"][index] = draw(json_values)
         else:
