@@ -8,6 +8,7 @@ headless runner. Nothing here is global: tests build their own runtimes.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import logging
 import os
 from dataclasses import dataclass, field
@@ -77,7 +78,12 @@ def load_custom_nodes(config: Config, registry: NodeRegistry, runtime: Runtime) 
         return
     from nodes import custom_loader
 
-    result = custom_loader.load_packs(config=config, registry=registry)
+    offered = {"config": config, "registry": registry, "folders": runtime.folders}
+    try:
+        accepted = inspect.signature(custom_loader.load_packs).parameters
+    except (TypeError, ValueError):
+        accepted = {}
+    result = custom_loader.load_packs(**{k: v for k, v in offered.items() if k in accepted})
     for pack, folder in dict(getattr(result, "web_directories", None) or {}).items():
         runtime.web_directories[pack] = Path(folder)
     runtime.server_hooks.extend(getattr(result, "server_hooks", None) or ())
