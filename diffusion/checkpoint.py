@@ -1,8 +1,8 @@
 """Reading model files into state dicts, and splitting single-file checkpoints into their components.
 
 Owns:
-- `read_state_dict` / `read_metadata`: `.safetensors` read tensor by tensor straight into the final tensors (cast
-  while reading, several threads), `.ckpt/.pt/.pth/.bin` through `torch.load(weights_only=True)` — a pickle that
+- `read_state_dict` / `read_metadata`: `.safetensors` memory-mapped and copied tensor by tensor straight into the
+  final tensors (cast while copying, several threads), `.ckpt/.pt/.pth/.bin` through `torch.load(weights_only=True)` — a pickle that
   would need to run code is refused with `CheckpointError`, never executed;
 - `split_components`: a single-file SD checkpoint's keys sorted into UNet (`model.diffusion_model.`), VAE
   (`first_stage_model.`) and text encoder (`cond_stage_model.`) with the prefixes stripped, the known extras
@@ -10,12 +10,15 @@ Owns:
 - `CheckpointError`, the one error type of the loading path, whose message says what was found and what to do.
 
 The safetensors layout (8-byte little-endian header length, JSON header, raw little-endian data) is documented at
-https://github.com/huggingface/safetensors#format; reading it with positional reads rather than a memory map keeps
-the file's pages out of the process's resident set, so a fp16 file cast to fp32 peaks at the fp32 size.
+https://github.com/huggingface/safetensors#format. The file is mapped privately and each tensor's pages are released
+(`madvise(MADV_DONTNEED)`) once it is copied out, so the file never sits in the resident set beside its copy: a fp16
+file cast to fp32 peaks at about the fp32 size, and no fp32 copy exists when the target is fp16/bf16.
 """
 from __future__ import annotations
 
 import json
+import math
+import mmap
 import os
 import pickle
 import struct
@@ -139,17 +142,6 @@ def _safetensors_header(path: Path) -> tuple[dict, int]:
     return header, 8 + length
 
 
-def _pread_into(fd: int, tensor: torch.Tensor, offset: int) -> None:
-    """Fill `tensor`'s memory with the bytes at `offset` of the file."""
-    view = memoryview(tensor.reshape(-1).view(torch.uint8).numpy())
-    done = 0
-    while done < len(view):
-        n = os.preadv(fd, [view[done:]], offset + done)
-        if n <= 0:
-            raise CheckpointError(f"unexpected end of file while reading {len(view)} bytes at offset {offset}")
-        done += n
-
-
 def _target_dtype(dtype: DTypeChoice, key: str) -> torch.dtype | None:
     return dtype(key) if callable(dtype) else dtype
 
@@ -161,19 +153,35 @@ def _cast(tensor: torch.Tensor, dtype: torch.dtype | None, device: torch.device 
 
 
 def _read_one(
-    fd: int, info: dict, base: int, dtype: torch.dtype | None, device: torch.device | str
+    mapped: mmap.mmap, info: dict, base: int, dtype: torch.dtype | None, device: torch.device | str
 ) -> torch.Tensor:
+    """One tensor copied (and cast) out of the mapped file; its pages are then dropped from this process."""
     try:
         file_dtype = _ST_DTYPES[info["dtype"]]
     except KeyError as err:
         raise CheckpointError(f"unsupported safetensors dtype {info['dtype']!r}") from err
     start, end = info["data_offsets"]
-    tensor = torch.empty(info["shape"], dtype=file_dtype)
-    if tensor.numel() * tensor.element_size() != end - start:
-        raise CheckpointError(f"tensor of shape {info['shape']} does not match its {end - start} bytes")
-    if end > start:
-        _pread_into(fd, tensor, base + start)
-    return _cast(tensor, dtype, device)
+    shape = info["shape"]
+    numel = math.prod(shape)
+    if numel * file_dtype.itemsize != end - start or base + end > len(mapped):
+        raise CheckpointError(f"tensor of shape {shape} does not match its bytes {start}..{end}")
+    if numel == 0:
+        return _cast(torch.empty(shape, dtype=file_dtype), dtype, device)
+    source = torch.frombuffer(mapped, dtype=file_dtype, count=numel, offset=base + start).view(shape)
+    target = dtype if dtype is not None and source.is_floating_point() else file_dtype
+    # Straight from the page cache into the final tensor: a cast when the dtype changes, one copy otherwise.
+    tensor = source.to(target, copy=True)
+    del source
+    _release(mapped, base + start, base + end)
+    return tensor.to(device) if str(device) != "cpu" else tensor
+
+
+def _release(mapped: mmap.mmap, start: int, end: int) -> None:
+    """Drop the mapped pages of [start, end) from the resident set (they stay in the OS page cache)."""
+    first = start - start % mmap.PAGESIZE
+    length = end - first
+    if hasattr(mapped, "madvise") and length > 0:
+        mapped.madvise(mmap.MADV_DONTNEED, first, min(length, len(mapped) - first))
 
 
 def _read_safetensors(path: Path, dtype: DTypeChoice, device: torch.device | str) -> dict[str, torch.Tensor]:
@@ -181,13 +189,17 @@ def _read_safetensors(path: Path, dtype: DTypeChoice, device: torch.device | str
     entries = sorted(
         ((k, v) for k, v in header.items() if k != "__metadata__"), key=lambda kv: kv[1]["data_offsets"][0]
     )
-    fd = os.open(path, os.O_RDONLY)
+    with open(path, "rb") as f:
+        # A private (copy-on-write) mapping: writable for torch.frombuffer, never written back to the file.
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
     try:
-        # preadv and the casts release the GIL, so a few threads overlap copying and converting.
+        # The casts and copies release the GIL, so a few threads overlap page faults and conversion.
         with ThreadPoolExecutor(_READ_THREADS) as pool:
-            tensors = list(pool.map(lambda kv: _read_one(fd, kv[1], base, _target_dtype(dtype, kv[0]), device), entries))
+            tensors = list(
+                pool.map(lambda kv: _read_one(mapped, kv[1], base, _target_dtype(dtype, kv[0]), device), entries)
+            )
     finally:
-        os.close(fd)
+        mapped.close()
     return {k: t for (k, _), t in zip(entries, tensors)}
 
 
