@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,23 +84,35 @@ def loom_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoomServer
         yield LoomServer(os.environ["LOOM_WEB_TEST_URL"], None)
         return
     _prerequisites()
+    base = tmp_path_factory.mktemp("loom-base")
+    with start_server(base) as url:
+        yield LoomServer(url, base)
+
+
+@contextmanager
+def start_server(base: Path, extra_args: tuple[str, ...] = ()) -> Iterator[str]:
+    """Run `python main.py` on a free port with `base` as base directory (a tiny SD1.5
+    checkpoint is written there first); yields the URL; stops the server after."""
     from tests.fixtures.tiny_checkpoints import write_tiny_checkpoint
 
-    base = tmp_path_factory.mktemp("loom-base")
     ckpts = base / "models" / "checkpoints"
-    ckpts.mkdir(parents=True)
-    write_tiny_checkpoint(ckpts / "tiny_sd15.safetensors", family="sd15")
+    ckpts.mkdir(parents=True, exist_ok=True)
+    if not (ckpts / "tiny_sd15.safetensors").exists():
+        write_tiny_checkpoint(ckpts / "tiny_sd15.safetensors", family="sd15")
     port = _free_port()
-    log = open(base / "server.log", "w")
+    log_path = base / f"server-{port}.log"
+    log = open(log_path, "w")
     proc = subprocess.Popen(
         [sys.executable, "main.py", "--port", str(port), "--base-directory", str(base), "--cpu",
-         "--preview-method", "latent2rgb"],
+         "--preview-method", "latent2rgb", *extra_args],
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}/"
+    token = dict(zip(extra_args, extra_args[1:])).get("--auth-token")
+    probe = url + "api/object_info" + (f"?token={token}" if token else "")
     try:
-        _wait_http(url + "api/object_info", proc, timeout=180)
-        yield LoomServer(url, base)
+        _wait_http(probe, proc, timeout=180)
+        yield url
     finally:
         proc.terminate()
         try:
@@ -109,7 +122,7 @@ def loom_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoomServer
             proc.wait()
         log.close()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        (ARTIFACTS / "server.log").write_text((base / "server.log").read_text())
+        (ARTIFACTS / log_path.name).write_text(log_path.read_text())
 
 
 @pytest.fixture(scope="session")

@@ -96,7 +96,9 @@ export class LoomApp {
       console.warn('could not list web extensions', err);
     }
     for (const url of urls) {
-      const href = new URL(String(url).replace(/^\/+/, ''), this.api.base).toString();
+      const target = new URL(String(url).replace(/^\/+/, ''), this.api.base);
+      if (this.api.token) target.searchParams.set('token', this.api.token);
+      const href = target.toString();
       try {
         await import(/* @vite-ignore */ href);
       } catch (err) {

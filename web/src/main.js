@@ -63,7 +63,13 @@ async function start() {
   document.body.dataset.ready = 'true';
 }
 
-start().catch((err) => {
-  console.error('the editor failed to start', err);
-  toast(`The editor failed to start: ${err.message}`, 'error', 60000);
-});
+function boot() {
+  start().catch((err) => {
+    console.error('the editor failed to start', err);
+    toast(`The editor failed to start: ${err.message}`, 'error', 60000);
+  });
+}
+
+// The bundle is loaded by an async loader script, so the DOM may still be parsing.
+if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', boot);
+else boot();
