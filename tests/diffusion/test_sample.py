@@ -3,10 +3,6 @@ semantics, img2img denoise, noise-mask inpainting, callbacks and interrupt; k-di
 composed model; and (slow) ComfyUI parity on the shared reference checkpoint."""
 from __future__ import annotations
 
-import hashlib
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,7 +19,6 @@ from tests.diffusion.test_sampling_support import load_k_diffusion_sampling
 from tests.fixtures.tiny_checkpoints import tiny_unet_config, tiny_unet_state_dict
 from tests.fixtures.tiny_text_encoders import TINY_WIDTH
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -170,19 +165,6 @@ def test_inpaint_unet_gets_mask_and_masked_latent():
     assert torch.isfinite(out).all()
 
 
-def _reference_checkpoint(shared: Path) -> Path:
-    """The shared recipe's SD1.5 checkpoint under .cache/reference (built there when absent)."""
-    path = REPO / ".cache" / "reference" / "loom-ref-sd15.safetensors"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, str(shared / "reference" / "make_random_checkpoint.py"),
-                        str(shared / "reference" / "sd15_keys.json"), str(path)], check=True)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != "3b89364bd97355200f47033b2d5da4cf7daeecba7eb47b8acd6a5109b99d402c":
-        pytest.fail(f"{path} has sha256 {digest}, not the recipe's; delete it to rebuild")
-    return path
-
-
 @pytest.mark.slow
 def test_comfyui_reference_parity(shared_dir):
     """Euler/normal/4 steps/cfg 7/seed 42 on the reference checkpoint with ComfyUI's conditioning tensors:
@@ -191,8 +173,10 @@ def test_comfyui_reference_parity(shared_dir):
 
     from diffusion.checkpoint import read_state_dict, split_components
     from diffusion.families import detect_checkpoint
+    # The shared recipe's checkpoint, built under .cache/reference and hash-checked by the text-encoder tests' helper.
+    from tests.diffusion.test_text_encoders import _reference_checkpoint
     ref = load_file(str(shared_dir / "reference" / "p00_intermediates.safetensors"))
-    sd = read_state_dict(_reference_checkpoint(shared_dir), dtype=torch.float32)
+    sd = read_state_dict(_reference_checkpoint(shared_dir, "loom-ref-sd15.safetensors", "sd15_keys.json"), dtype=torch.float32)
     info = detect_checkpoint(sd)
     unet = build_unet(info.unet, split_components(sd).unet, dtype=torch.float32)
     del sd
