@@ -133,12 +133,19 @@ def _read_link(raw: UiLink | list[Any], path: str) -> UiLink:
 Source = tuple[str, int]
 
 
+_NO_VALUE = object()
+
+
 @dataclass
 class FlatInput:
+    """An input after flattening: its source output, or (subgraph inputs only) a promoted
+    widget value the instance holds."""
+
     name: str
     type: Any
     widget: str | None
     source: Source | None
+    value: Any = _NO_VALUE
 
 
 @dataclass
@@ -206,6 +213,7 @@ class _Flattener:
     def _expand(self, instance: FlatNode, subgraph: UiSubgraph, path: str, depth: int) -> None:
         """Replace a subgraph instance by its inner nodes (ids `instance:inner`)."""
         inner_in = f"{instance.key}:{SUBGRAPH_INPUT_NODE}"
+        _apply_promoted_values(instance, subgraph)
         self.nodes[inner_in] = FlatNode(inner_in, "SubgraphInput", instance.mode, None, None, instance.inputs,
                                         [i.type for i in instance.inputs], kind="pass")
         before = set(self.nodes)
@@ -218,6 +226,36 @@ class _Flattener:
         passthrough = [FlatInput(f"out{i}", None, None, outputs.get(i)) for i in range(count)]
         self.nodes[instance.key] = FlatNode(instance.key, "SubgraphOutput", instance.mode, instance.title, None,
                                             passthrough, list(instance.output_types), kind="pass")
+
+
+def _promoted_inputs(subgraph: UiSubgraph) -> list[int]:
+    """The subgraph inputs that feed an interior widget, in order: each owns one slot of the
+    instance's `widgets_values` (the frontend's promoted widgets)."""
+    inner = {str(n.id): n for n in subgraph.nodes}
+    promoted: set[int] = set()
+    for raw in subgraph.links:
+        if raw is None:
+            continue
+        try:
+            link = _read_link(raw, "")
+        except WorkflowError:
+            continue
+        if str(link.origin_id) != str(SUBGRAPH_INPUT_NODE):
+            continue
+        target = inner.get(str(link.target_id))
+        if target is not None and 0 <= link.target_slot < len(target.inputs) \
+                and target.inputs[link.target_slot].widget is not None:
+            promoted.add(link.origin_slot)
+    return sorted(promoted)
+
+
+def _apply_promoted_values(instance: FlatNode, subgraph: UiSubgraph) -> None:
+    """Give unlinked promoted inputs the value the instance holds (the host's value wins over
+    the interior widget's, as in ComfyUI's frontend)."""
+    values = instance.widgets if isinstance(instance.widgets, list) else []
+    for position, slot in enumerate(_promoted_inputs(subgraph)):
+        if position < len(values) and slot < len(instance.inputs) and instance.inputs[slot].source is None:
+            instance.inputs[slot].value = values[position]
 
 
 # ---- resolving sources through reroutes, primitives, bypass and mute ----------------------------
@@ -255,7 +293,10 @@ def resolve(nodes: dict[str, FlatNode], source: Source | None) -> Resolved:
         if node is None or node.mode == MUTED:
             return None
         if node.kind == "pass":
-            source = node.inputs[slot].source if 0 <= slot < len(node.inputs) else None
+            entry = node.inputs[slot] if 0 <= slot < len(node.inputs) else None
+            if entry is not None and entry.source is None and entry.value is not _NO_VALUE:
+                return "const", entry.value
+            source = entry.source if entry is not None else None
         elif node.type == "Reroute":
             source = node.inputs[0].source if node.inputs else None
         elif node.mode == BYPASSED:

@@ -220,3 +220,19 @@ def test_load_workflow_files(tmp_path: Path) -> None:
         load_workflow_file(tmp_path / "bad.json", REG)
     with pytest.raises(WorkflowError, match="cannot read"):
         load_workflow_file(tmp_path / "missing.json", REG)
+
+
+def test_promoted_widget_value_on_the_instance_wins() -> None:
+    """A subgraph input linked to an interior widget is a promoted widget: the instance's
+    `widgets_values` hold its value (one slot per such input, in order)."""
+    doc = subgraph_document()
+    adder = doc["definitions"]["subgraphs"][0]
+    adder["inputs"].append({"name": "b", "type": "INT", "linkIds": [3]})
+    adder["nodes"][0]["inputs"][1]["link"] = 3
+    adder["links"].append(link(3, -10, 1, 1, 1))
+    instance = doc["nodes"][1]
+    instance["inputs"].append({**inp("b", "INT", None), "widget": {"name": "b"}})
+    instance["widgets_values"] = [0, 100]  # slot 0 belongs to the linked x, slot 1 to b
+    api = ui_to_api(doc, REG)
+    assert api["2:1"]["inputs"] == {"a": ["1", 0], "b": 100}
+    assert api["4:1:1"]["inputs"]["b"] == 5  # instances without a held value keep the interior one
