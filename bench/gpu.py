@@ -167,11 +167,11 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def markdown(r: dict) -> str:
-    """The RESULTS.md section for one run."""
+    """One run's figures, as a subsection of RESULTS.md's `## GPU (bench/gpu.py)`."""
     b1, b4, lv = r["batch1"], r["batch4"], r["lowvram_batch1"]
     sw, lsw = r["switching"], r["lowvram_switching"]
     lines = [
-        "## GPU (bench/gpu.py)", "",
+        f"### {r['device']}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
         f"Device: {r['device']}, torch {r['torch']}, UNet {r['dtype_unet']}, {r['size']}×{r['size']}, euler/normal, "
         f"cfg 7, {r['steps']} steps, SD1.5-size random-weight reference checkpoint (fp16 weights as read).", "",
         "| figure | value |", "| --- | --- |",
