@@ -201,3 +201,21 @@ def test_500_node_graph_loads_and_pans(basic_page):
     assert fps > 5, f"panning 500 nodes ran at {fps:.1f} frames/s"
     shot(page, "07_500_nodes")
     assert page.errors == []
+
+
+def test_comfyui_workflow_file_round_trips(page, shared_dir):
+    path = shared_dir / "workflows" / "default_sd15_ui.json"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    doc = json.loads(path.read_text())
+    ui.drop_file(page, path.name, "application/json", path.read_bytes())
+    page.wait_for_function("(n) => window.loomApp.graph._nodes.length === n", arg=len(doc["nodes"]))
+    saved = page.evaluate("() => window.loomApp.serialize()")
+    by_id = {n["id"]: n for n in saved["nodes"]}
+    for node in doc["nodes"]:
+        assert by_id[node["id"]].get("widgets_values", []) == node.get("widgets_values", []), node["type"]
+    assert sorted(map(tuple, saved["links"])) == sorted(map(tuple, doc["links"]))
+    prompt = page.evaluate("() => window.loomApp.graphToPrompt().output")
+    assert sorted(prompt) == ["3", "4", "5", "6", "7", "8", "9"]
+    assert prompt["3"]["inputs"]["seed"] == 685468484323813
+    shot(page, "14_comfyui_default_workflow")
