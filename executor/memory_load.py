@@ -139,6 +139,7 @@ class LoadedModule:
         self.stash: dict[str, list[tuple[dict[str, Any], str, Tensor]]] = {}
         self.backups: dict[str, Tensor] = {}
         self.object_originals: dict[str, Any] = {}
+        self.object_tensors: list[tuple[dict[str, Any], str]] = []
         self.weights_key: Hashable | None = None
         self.patched_keys: list[str] = []
         self.last_used = 0
@@ -273,11 +274,30 @@ class LoadedModule:
         for path, obj in handle.object_patches.items():
             owner, attr = _resolve(mod, path)
             self.object_originals[path] = getattr(owner, attr)
+            if isinstance(obj, nn.Module):
+                self._object_to_device(obj)
             setattr(owner, attr, obj)
+
+    def _object_to_device(self, obj: nn.Module) -> None:
+        """An object patch that is a module (e.g. a replacement `model_sampling` with schedule buffers) goes to the
+        compute device with the model, and back on restore."""
+        with torch.no_grad():
+            for sub in obj.modules():
+                for container, name in _own_tensors(sub):
+                    t = _get_tensor(container, name)
+                    _set_tensor(container, name, self.device.to_compute(t))
+                    self.object_tensors.append((container, name))
+                    self.device_bytes += tensor_bytes(t)
 
     def restore(self) -> None:
         """Put back the base weights (bitwise, from the backups) and the objects that object patches replaced."""
         mod = self.module()
+        with torch.no_grad():
+            for container, name in self.object_tensors:
+                t = _get_tensor(container, name)
+                self.device_bytes -= tensor_bytes(t)
+                _set_tensor(container, name, self.device.to_offload(t))
+        self.object_tensors.clear()
         for path, original in reversed(list(self.object_originals.items())):
             owner, attr = _resolve(mod, path)
             setattr(owner, attr, original)

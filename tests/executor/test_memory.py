@@ -393,3 +393,24 @@ def test_failing_patch_leaves_base_weights_intact() -> None:
         assert torch.equal(net.lin2.weight.detach(), expected)
     mm.unload_all()
     assert_bitwise(net, snap)
+
+
+def test_module_object_patch_goes_to_the_device_with_the_model() -> None:
+    """A replacement submodule with its own tensors (like a new `model_sampling`) is placed and returned too."""
+    net = SmallNet()
+    budget = ModelHandle(net).nbytes() + 4096
+    mm, dev = fake_manager(budget / GIB)
+    replacement = nn.LayerNorm(32)
+    with torch.no_grad():
+        replacement.weight.fill_(2.0)
+    h = ModelHandle(net).clone()
+    h.add_object_patch("ln", replacement)
+    x, tok = inputs()
+    with mm.use([h]), torch.no_grad():
+        assert net.ln is replacement
+        extra = 2 * 32 * 4  # the replacement's weight and bias; the replaced LayerNorm stays placed too
+        assert dev.used == (budget - 4096) + extra == mm.loaded_models()[0]["device_bytes"]
+        net(x, tok)
+    mm.unload_all()
+    assert dev.used == 0 and isinstance(net.ln, nn.LayerNorm) and net.ln is not replacement
+    assert torch.equal(replacement.weight, torch.full((32,), 2.0))
