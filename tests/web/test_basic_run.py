@@ -102,3 +102,18 @@ def test_tooltips_show_descriptions(basic_page):
     page.mouse.move(*ui.title_xy(page, ids["save"]))
     tip = page.wait_for_selector(".loom-tooltip", state="visible", timeout=5000)
     assert "Saves the input images" in tip.text_content()
+
+
+def test_batch_count_queues_several_prompts(basic_page):
+    page = basic_page
+    build_image_graph(page)
+    before = len(page.evaluate("() => window.loomApp.api.getHistory()"))
+    page.fill("#batch-count", "3")
+    page.press("#batch-count", "Tab")
+    page.click("[data-tab=queue]")
+    page.click("#queue-button")
+    ui.wait_for(page, "(n) => window.loomApp.api.getHistory().then((h) => Object.keys(h).length >= n)",
+                before + 3, timeout=120)
+    page.click("[data-tab=history]")
+    page.wait_for_function("(n) => document.querySelectorAll('.hitem').length >= n", arg=before + 3, timeout=10_000)
+    assert page.errors == []

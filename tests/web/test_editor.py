@@ -78,8 +78,12 @@ def test_build_default_graph_by_ui_and_run_it(page):
     ks = prompt[str(ids["sampler"])]["inputs"]
     assert ks["steps"] == 3 and ks["model"] == [str(ids["ckpt"]), 0]
     seed_before = ui.widget_value(page, ids["sampler"], "seed")
-    page.evaluate("""() => { window.__progress = []; window.loomApp.api.addEventListener('progress',
-        (e) => window.__progress.push(e.detail)); }""")
+    page.evaluate("""() => { const app = window.loomApp; window.__progress = []; window.__seen = new Set();
+        window.__previews = 0;
+        app.api.addEventListener('progress', (e) => window.__progress.push(e.detail));
+        app.api.addEventListener('b_preview', () => { window.__previews++; });
+        // Sample what the canvas shows as executing (the highlighted node) while it runs.
+        window.__sampler = setInterval(() => { if (app.exec.node) window.__seen.add(app.exec.node); }, 5); }""")
     page.click("#graph-canvas", position={"x": 5, "y": 5})
     page.keyboard.press("Control+Enter")
     ui.wait_for(page, """(id) => { const n = window.loomApp.graph.getNodeById(id);
@@ -87,6 +91,11 @@ def test_build_default_graph_by_ui_and_run_it(page):
                 ids["save"], timeout=300)
     progress = page.evaluate("() => window.__progress")
     assert progress and progress[-1]["value"] == progress[-1]["max"] == 3
+    seen = page.evaluate("() => { clearInterval(window.__sampler); return [...window.__seen]; }")
+    assert str(ids["sampler"]) in seen, f"the sampler was never shown as executing: {seen}"
+    previews = page.evaluate("() => window.__previews")
+    (ARTIFACTS / "previews.txt").write_text(f"{previews} latent preview frames during a 3-step run\n")
+    assert previews >= 1, "no latent preview frames (the server runs with --preview-method latent2rgb)"
     assert ui.widget_value(page, ids["sampler"], "seed") != seed_before, "randomize after queueing"
     page.wait_for_timeout(500)
     shot(page, "03_output_on_save_node")
