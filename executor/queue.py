@@ -212,8 +212,10 @@ class PromptQueue:
     def _trim_history(self) -> None:
         if self.max_history <= 0:
             return
-        self._db.execute("DELETE FROM history WHERE seq NOT IN "
-                         "(SELECT seq FROM history ORDER BY seq DESC LIMIT ?)", (self.max_history,))
+        # The newest `max_history` entries stay: delete up to the seq of the first one beyond them
+        # (a walk of the primary-key index, not a scan of the table).
+        self._db.execute("DELETE FROM history WHERE seq <= "
+                         "(SELECT seq FROM history ORDER BY seq DESC LIMIT 1 OFFSET ?)", (self.max_history,))
 
     def _transaction(self) -> "_Tx":
         return _Tx(self._db)
