@@ -39,7 +39,7 @@ def build_text_to_image(page) -> dict[str, int]:
     page.wait_for_function("() => window.loomApp.graph._nodes.length === 0")
     page.evaluate("() => { window.loomApp.canvas.ds.offset = [0, 0]; window.loomApp.canvas.ds.scale = 0.6; }")
     spots = {
-        "ckpt": ("checkpoint loader", "CheckpointLoaderSimple", 0.03, 0.30),
+        "ckpt": ("load checkpoint", "CheckpointLoaderSimple", 0.03, 0.30),
         "pos": ("clip text encode", "CLIPTextEncode", 0.30, 0.05),
         "neg": ("clip text encode", "CLIPTextEncode", 0.30, 0.45),
         "latent": ("empty latent", "EmptyLatentImage", 0.30, 0.80),

@@ -222,6 +222,14 @@ test('an API prompt rebuilds into a UI graph that converts back', async () => {
   assert.equal(ks.inputs.model.length, 2);
 });
 
+test('deprecated nodes rank below the others', () => {
+  const defs = {
+    CheckpointLoader: { display_name: 'Load Checkpoint With Config (DEPRECATED)', category: 'advanced/loaders', deprecated: true },
+    CheckpointLoaderSimple: { display_name: 'Load Checkpoint', category: 'loaders' },
+  };
+  assert.equal(searchNodeDefs(defs, 'checkpointloader')[0].name, 'CheckpointLoaderSimple');
+});
+
 test('fuzzy search ignores spaces between words', () => {
   assert.equal(searchNodeDefs(OBJECT_INFO, 'checkpoint loader')[0].name, 'CheckpointLoaderSimple');
   assert.equal(searchNodeDefs(OBJECT_INFO, 'empty latent')[0].name, 'EmptyLatentImage');

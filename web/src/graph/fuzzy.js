@@ -52,7 +52,9 @@ export function searchNodeDefs(defs, query, limit = 50) {
       fuzzyScore(query, def.display_name ?? name),
       fuzzyScore(query, def.category ?? '') - 100,
     );
-    if (score > -Infinity) out.push({ name, def, score });
+    // Deprecated and experimental nodes rank below the others, as in ComfyUI's search.
+    const demote = def.deprecated || /DEPRECATED/.test(def.display_name ?? '') ? 300 : def.experimental ? 50 : 0;
+    if (score > -Infinity) out.push({ name, def, score: score - demote });
   }
   out.sort((a, b) => b.score - a.score || a.name.localeCompare(b.name));
   return out.slice(0, limit);
