@@ -11,7 +11,6 @@ from __future__ import annotations
 import gc
 import itertools
 import threading
-import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence, TypeVar
@@ -123,7 +122,6 @@ class ModelManager:
         self._tick = itertools.count(1)
         self._dead: list[int] = []
         self._pending_unload = False
-        self._wrapped: "weakref.WeakKeyDictionary[nn.Module, ModelHandle]" = weakref.WeakKeyDictionary()
 
     # --- devices and precision ----------------------------------------------------------------------------------
     @property
@@ -170,7 +168,7 @@ class ModelManager:
     # --- loading ------------------------------------------------------------------------------------------------
     def handle_for(self, obj: Any) -> ModelHandle:
         """The ModelHandle behind a handle, a wrapper with `.handle` or `.patcher`, or a wrapper/module with
-        `.model` (one shared handle per bare module)."""
+        `.model` (then an unpatched handle on it)."""
         if isinstance(obj, ModelHandle):
             return obj
         for attr in ("handle", "patcher"):
@@ -181,12 +179,8 @@ class ModelManager:
         if not isinstance(module, nn.Module):
             raise TypeError(f"cannot load {type(obj).__name__}: expected a ModelHandle, a wrapper with .handle, or an "
                             f"nn.Module")
-        with self._lock:
-            handle = self._wrapped.get(module)
-            if handle is None:
-                handle = ModelHandle(module, kind="other")
-                self._wrapped[module] = handle
-            return handle
+        # A fresh unpatched handle: the manager's record is per module, so nothing needs to remember it.
+        return ModelHandle(module, name=type(obj).__name__, kind=getattr(obj, "kind", "other"))
 
     @contextmanager
     def use(self, handles: Sequence[Any], working_memory: int = 0) -> Iterator[torch.device]:

@@ -320,9 +320,14 @@ def test_wrappers_with_model_or_handle_are_accepted() -> None:
 
     vae, clip = VAELike(), CLIPLike()
     with mm.use([vae, clip]):
-        assert mm.handle_for(vae) is mm.handle_for(vae) and mm.handle_for(clip) is clip.handle
+        assert mm.handle_for(vae).model is vae.model and mm.handle_for(clip) is clip.handle
+        assert mm.is_loaded(vae) and mm.is_loaded(clip)
     with pytest.raises(TypeError):
         mm.handle_for(42)
+    del vae
+    import gc
+    gc.collect()
+    assert [m["kind"] for m in mm.loaded_models()] == ["text_encoder"]
 
 
 def test_stats_and_working_memory_estimate() -> None:
