@@ -58,7 +58,7 @@ export class Panels {
     const q = await this.app.api.getQueue();
     const api = this.app.api;
     const row = (item, running) => h('div', { class: `qitem ${running ? 'running' : 'pending'}`, 'data-prompt-id': item[1] },
-      h('span', {}, `${running ? '▶ running' : '⏳ pending'} #${item[0]}`),
+      h('span', {}, `${running ? '▶ running' : '• pending'} #${item[0]}`),
       h('button', { onclick: async () => {
         if (running) await api.interrupt();
         else await api.deleteQueueItems([item[1]]);
