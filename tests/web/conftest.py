@@ -61,7 +61,7 @@ def _prerequisites(need_server: bool = True) -> None:
     if need_server and not all(f.is_file() for f in server_files):
         pytest.skip("the Loom server (server/app.py, main.py) is not in this checkout yet")
     if not (REPO / "web" / "dist" / "index.html").is_file():
-        pytest.skip("web/dist is not built: run `npm ci && npm run build` in web/")
+        pytest.skip("web/dist is not built: run `npm install && npm run build` in web/")
     if not CHROMIUM.is_file():
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
     pytest.importorskip("playwright.sync_api", reason="pip install playwright")

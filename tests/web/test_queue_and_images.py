@@ -51,7 +51,7 @@ def test_load_image_upload_preview_and_mask(basic_page, tmp_path):
     page.click("#clear-button")
     node = ui.add_node_by_search(page, "load image", ui.canvas_point(page, 0.2, 0.2), "LoadImage")
     picture = tmp_path / "upload_me.png"
-    picture.write_bytes(_png(40, 30))
+    picture.write_bytes(_png(256, 192))
     with page.expect_file_chooser() as chooser:
         page.mouse.click(*ui.widget_xy(page, node, "upload"))
     chooser.value.set_files(str(picture))

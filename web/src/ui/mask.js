@@ -22,22 +22,31 @@ function paintHandlers(view, mask, size) {
     const r = view.getBoundingClientRect();
     return [(e.clientX - r.left) * (view.width / r.width), (e.clientY - r.top) * (view.height / r.height)];
   };
-  const dab = (e) => {
-    const [x, y] = at(e);
-    const erase = e.buttons === 2 || e.shiftKey;
+  const stamp = (x, y, r, erase) => {
     ctxM.globalCompositeOperation = erase ? 'source-over' : 'destination-out';
     ctxM.beginPath();
-    ctxM.arc(x, y, size(), 0, Math.PI * 2);
+    ctxM.arc(x, y, r, 0, Math.PI * 2);
     ctxM.fill();
     ctxV.globalCompositeOperation = erase ? 'destination-out' : 'source-over';
     ctxV.fillStyle = 'rgba(255,255,255,0.7)';
     ctxV.beginPath();
-    ctxV.arc(x, y, size(), 0, Math.PI * 2);
+    ctxV.arc(x, y, r, 0, Math.PI * 2);
     ctxV.fill();
   };
-  view.addEventListener('pointerdown', (e) => { drawing = true; dab(e); });
+  let last = null;
+  // Stamps are spaced a quarter radius apart along the stroke, so fast moves leave no gaps.
+  const dab = (e) => {
+    const [x, y] = at(e);
+    const r = size();
+    const erase = e.buttons === 2 || e.shiftKey;
+    const [x0, y0] = last ?? [x, y];
+    const n = Math.max(1, Math.ceil(Math.hypot(x - x0, y - y0) / (r / 4)));
+    for (let i = 1; i <= n; i++) stamp(x0 + ((x - x0) * i) / n, y0 + ((y - y0) * i) / n, r, erase);
+    last = [x, y];
+  };
+  view.addEventListener('pointerdown', (e) => { drawing = true; last = null; dab(e); });
   view.addEventListener('pointermove', (e) => { if (drawing) dab(e); });
-  window.addEventListener('pointerup', () => { drawing = false; }, { once: false });
+  window.addEventListener('pointerup', () => { drawing = false; last = null; });
   view.addEventListener('contextmenu', (e) => e.preventDefault());
 }
 
@@ -64,7 +73,8 @@ export function openMaskEditor(app, node) {
   stage.append(base, view);
   const sizeInput = document.createElement('input');
   Object.assign(sizeInput, { type: 'range', min: 2, max: 200, value: 24, title: 'brush size' });
-  paintHandlers(view, mask, () => Number(sizeInput.value));
+  // The brush size is in screen pixels, whatever the image's scale on screen.
+  paintHandlers(view, mask, () => Number(sizeInput.value) * (view.width / (view.getBoundingClientRect().width || view.width)));
   const save = async () => {
     const blob = await new Promise((r) => mask.toBlob(r, 'image/png'));
     const file = new File([blob], `clipspace-mask-${Date.now()}.png`, { type: 'image/png' });
@@ -93,4 +103,11 @@ export function openMaskEditor(app, node) {
   }), button('Cancel', () => dlg.remove()), button('Save mask', save));
   dlg.append(stage, bar);
   document.body.appendChild(dlg);
+  // Show the image as large as the stage allows (small images are scaled up too).
+  const r = stage.getBoundingClientRect();
+  const s = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight);
+  for (const el of [base, view]) {
+    el.style.width = `${img.naturalWidth * s}px`;
+    el.style.height = `${img.naturalHeight * s}px`;
+  }
 }
