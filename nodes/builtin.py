@@ -9,4 +9,10 @@ from __future__ import annotations
 BUILTIN_MODULES: list[str] = [
     "nodes.primitives",
     "nodes.image",
+    "nodes.loaders",
+    "nodes.conditioning",
+    "nodes.latent",
+    "nodes.vae_nodes",
+    "nodes.sampling",
+    "nodes.sampling_custom",
 ]

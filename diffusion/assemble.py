@@ -1,0 +1,120 @@
+"""From model files to the socket values the loader nodes output: MODEL, CLIP and VAE.
+
+Owns the assembly step between `diffusion/loading.py` (networks from files) and the nodes:
+- `Precision`: the dtype of each component, chosen by the caller (the memory manager's `dtype_for`);
+- `load_checkpoint_modules` / `load_unet_module` / `load_vae_module` / `load_text_encoder_module`: the shareable
+  base modules of one file (a `DiffusionModel` — UNet + schedule + parameterisation + latent format —, the text
+  tower, the `AutoencoderKL`), read in the requested precisions on the CPU; the memory manager moves them later;
+- `model_socket` / `clip_socket` / `vae_socket`: fresh socket values around shared base modules — a `ModelHandle`
+  (kind "unet"), a `CLIP` whose `.handle` is a "text_encoder" handle, a `VAE` whose `.handle` is a "vae" handle —
+  so every loader call returns new handles while the weights stay shared (the file cache keeps one copy);
+- `model_sampling_of(handle)`: the schedule a MODEL handle samples with (its `model_sampling` object patch, else
+  the one the file was loaded with), readable without loading the weights.
+
+Nothing here chooses devices or caches: callers pass precisions in and keep what they want shared.
+"""
+from __future__ import annotations
+
+import os
+import weakref
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from diffusion.checkpoint import CheckpointError, read_state_dict
+from diffusion.diffusion_model import DiffusionModel
+from diffusion.latent_formats import latent_format_for
+from diffusion.loading import load_checkpoint, load_unet_file, load_vae_file
+from diffusion.model_sampling import ModelSampling
+from diffusion.patcher import ModelHandle
+from diffusion.text_encoders import CLIP, TextEncoder, build_text_encoder
+from diffusion.vae import VAE, AutoencoderKL
+
+SD_VAE_SCALE = 0.18215  # Rombach et al. (2022): the KL-f8 latent's scale factor for SD1.x/2.x
+_PREDICTIONS = {"eps": "eps", "v": "v_prediction"}
+# The schedule each assembled DiffusionModel was built with, so a clone's view of it never depends on which clone
+# the memory manager last patched into the shared module.
+_BASE_SAMPLING: "weakref.WeakKeyDictionary[nn.Module, ModelSampling]" = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The dtype each component's weights are read in."""
+
+    unet: torch.dtype = torch.float32
+    vae: torch.dtype = torch.float32
+    text_encoder: torch.dtype = torch.float32
+
+    def key(self) -> str:
+        """A short stable text naming the combination (for the file cache's key)."""
+        return f"unet={self.unet},vae={self.vae},te={self.text_encoder}"
+
+
+def diffusion_model(unet: nn.Module, family: str, prediction: str) -> DiffusionModel:
+    """A `DiffusionModel` of a UNet: the SD discrete schedule with the given prediction ("eps"/"v"/"v_prediction")
+    and the family's latent format."""
+    ms = ModelSampling(prediction=_PREDICTIONS.get(prediction, prediction))
+    model = DiffusionModel(unet, ms, latent_format_for(family))
+    _BASE_SAMPLING[model] = ms
+    return model
+
+
+def load_checkpoint_modules(path: str | os.PathLike[str], precision: Precision,
+                            prediction: str | None = None) -> dict[str, nn.Module | None]:
+    """The base modules of a single-file checkpoint: {"unet": DiffusionModel, "clip": TextEncoder | None,
+    "vae": AutoencoderKL | None}, read on the CPU in `precision` (cast while reading)."""
+    loaded = load_checkpoint(path, dtype=precision.unet, vae_dtype=precision.vae,
+                             text_encoder_dtype=precision.text_encoder, prediction=prediction)
+    model = diffusion_model(loaded.unet, loaded.info.family, loaded.info.prediction)
+    return {"unet": model, "clip": loaded.text_encoder, "vae": loaded.vae.model if loaded.vae is not None else None}
+
+
+def load_unet_module(path: str | os.PathLike[str], dtype: torch.dtype) -> DiffusionModel:
+    """A `DiffusionModel` from a UNet-only file (or a checkpoint's UNet); the family is read off the shapes."""
+    unet, prediction = load_unet_file(path, dtype=dtype)
+    family = "sd2" if unet.config.num_head_channels > 0 else "sd1"
+    return diffusion_model(unet, family, prediction)
+
+
+def load_vae_module(path: str | os.PathLike[str], dtype: torch.dtype) -> AutoencoderKL:
+    """The `AutoencoderKL` of a VAE-only file (or a checkpoint's VAE)."""
+    return load_vae_file(path, dtype=dtype).model
+
+
+def load_text_encoder_module(path: str | os.PathLike[str], dtype: torch.dtype) -> TextEncoder:
+    """The text tower of a text-encoder file (SD1's CLIP-L in the HF layout or SD2's OpenCLIP-H, any prefix)."""
+    state_dict = read_state_dict(path, dtype=dtype)
+    try:
+        return build_text_encoder(state_dict, dtype=dtype)
+    except ValueError as err:
+        raise CheckpointError(f"{os.fspath(path)}: not a CLIP text encoder Loom knows ({err})") from err
+
+
+def model_socket(model: DiffusionModel, name: str = "") -> ModelHandle:
+    """A new MODEL value (a "unet" handle) on a shared `DiffusionModel`."""
+    return ModelHandle(model, name=name or "model", kind="unet")
+
+
+def clip_socket(encoder: TextEncoder, name: str = "", embedding_directories: list[str] | None = None) -> CLIP:
+    """A new CLIP value on a shared text tower, with its "text_encoder" handle in `.handle`."""
+    clip = CLIP(encoder, embedding_directories=embedding_directories)
+    clip.handle = ModelHandle(encoder, name=name or "clip", kind="text_encoder")
+    return clip
+
+
+def vae_socket(autoencoder: AutoencoderKL, name: str = "", scale_factor: float = SD_VAE_SCALE) -> VAE:
+    """A new VAE value on a shared `AutoencoderKL`, with its "vae" handle in `.handle`."""
+    vae = VAE(autoencoder, scale_factor=scale_factor)
+    vae.handle = ModelHandle(autoencoder, name=name or "vae", kind="vae")  # type: ignore[attr-defined]
+    return vae
+
+
+def model_sampling_of(handle: ModelHandle) -> ModelSampling:
+    """The schedule `handle` samples with: its `model_sampling` object patch (ModelSamplingDiscrete), else the
+    schedule its model was assembled with, else the module's current attribute."""
+    patched = handle.object_patches.get("model_sampling")
+    if patched is not None:
+        return patched
+    base = _BASE_SAMPLING.get(handle.model)
+    return base if base is not None else handle.model.model_sampling

@@ -1,0 +1,207 @@
+"""Model loader nodes: CheckpointLoaderSimple, CheckpointLoader, VAELoader, CLIPLoader and UNETLoader.
+
+Names, inputs, outputs, categories and display names are ComfyUI's (`nodes.py`). Each loader resolves the file
+through the running node's folders, reads it in the precision the memory manager chooses (`dtype_for`), and goes
+through the manager's file cache (`models.files`), so a file already held by any cached output is never read
+twice. The base modules are shared; every call returns fresh socket values (handles) around them
+(`diffusion/assemble.py`). Weights are read on the CPU: the manager places them when a node uses them.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from diffusion.assemble import (Precision, clip_socket, load_checkpoint_modules, load_text_encoder_module,
+                                load_unet_module, load_vae_module, model_socket, vae_socket)
+from diffusion.patcher import ModelHandle
+from diffusion.text_encoders import CLIP
+from diffusion.vae import VAE
+from nodes.context import FoldersLike, NodeContext, current_or_none
+from nodes.spec import Combo, FileList, Node, Output
+
+log = logging.getLogger(__name__)
+
+# ComfyUI's CLIPLoader `type` choices; Loom builds the SD1/SD2 towers (type "stable_diffusion", the tower found
+# from the keys) and says so for the others.
+CLIP_TYPES = ("stable_diffusion", "stable_cascade", "sd3", "stable_audio", "mochi", "ltxv", "pixart", "cosmos",
+              "lumina2", "wan", "hidream", "chroma", "ace", "omnigen2", "qwen_image", "hunyuan_image")
+SUPPORTED_CLIP_TYPES = ("stable_diffusion",)
+UNET_WEIGHT_DTYPES = ("default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2")
+_FP8 = {"fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e4m3fn_fast": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
+
+
+def node_context() -> NodeContext:
+    """The running node's context, with a clear error outside the executor."""
+    ctx = current_or_none()
+    if ctx is None:
+        raise RuntimeError("this node must run through the executor (it needs the node context's folders and "
+                           "model manager)")
+    return ctx
+
+
+def _folders(ctx: NodeContext) -> FoldersLike:
+    if ctx.folders is None:
+        raise RuntimeError("loader nodes need the folders of a Loom instance; the executor was given none")
+    return ctx.folders
+
+
+def dtype_for(ctx: NodeContext, kind: str) -> torch.dtype:
+    """The memory manager's precision for a component ("unet", "vae", "text_encoder"); fp32 without a manager."""
+    return ctx.models.dtype_for(kind) if ctx.models is not None else torch.float32
+
+
+def precision(ctx: NodeContext) -> Precision:
+    """The precisions of all three components under the manager's policy."""
+    return Precision(unet=dtype_for(ctx, "unet"), vae=dtype_for(ctx, "vae"),
+                     text_encoder=dtype_for(ctx, "text_encoder"))
+
+
+def cached_parts(ctx: NodeContext, path: Path, parts: tuple[str, ...], load: Callable[[], dict[str, Any]],
+                 key: str) -> dict[str, Any]:
+    """`load()`'s modules, or the live ones the manager's file cache already holds for this file and key."""
+    files = getattr(ctx.models, "files", None)
+    if files is None:
+        return load()
+    return files.get_or_load_parts(path, parts, load, dtype=key)
+
+
+def cached_one(ctx: NodeContext, path: Path, load: Callable[[], Any], key: str, part: str) -> Any:
+    """One module from the file cache, or loaded."""
+    files = getattr(ctx.models, "files", None)
+    if files is None:
+        return load()
+    return files.get_or_load(path, load, dtype=key, part=part)
+
+
+def embedding_directories(folders: FoldersLike) -> list[str]:
+    """The folders searched for `embedding:NAME` (models/embeddings and extra paths)."""
+    try:
+        return [str(p) for p in folders.folder_paths("embeddings")]
+    except KeyError:
+        return []
+
+
+def load_checkpoint_sockets(ckpt_name: str) -> tuple[ModelHandle, CLIP | None, VAE | None]:
+    """MODEL, CLIP and VAE of a checkpoint file in models/checkpoints (CLIP/VAE None when the file lacks them)."""
+    ctx = node_context()
+    folders = _folders(ctx)
+    path = folders.full_path("checkpoints", ckpt_name)
+    chosen = precision(ctx)
+    modules = cached_parts(ctx, path, ("unet", "clip", "vae"), lambda: load_checkpoint_modules(path, chosen),
+                           "checkpoint:" + chosen.key())
+    clip = None
+    if modules.get("clip") is not None:
+        clip = clip_socket(modules["clip"], ckpt_name, embedding_directories(folders))
+    vae = vae_socket(modules["vae"], ckpt_name) if modules.get("vae") is not None else None
+    return model_socket(modules["unet"], ckpt_name), clip, vae
+
+
+_CKPT_OUTPUTS = (
+    Output("MODEL", tooltip="The model used for denoising latents."),
+    Output("CLIP", tooltip="The CLIP model used for encoding text prompts."),
+    Output("VAE", tooltip="The VAE model used for encoding and decoding images to and from latent space."),
+)
+
+
+class CheckpointLoaderSimple(Node):
+    """Loads a diffusion model checkpoint, diffusion models are used to denoise latents."""
+
+    DISPLAY_NAME = "Load Checkpoint"
+    CATEGORY = "loaders"
+    INPUTS = (Combo("ckpt_name", FileList("checkpoints"), tooltip="The name of the checkpoint (model) to load."),)
+    OUTPUTS = _CKPT_OUTPUTS
+
+    def execute(self, ckpt_name: str) -> tuple[ModelHandle, CLIP | None, VAE | None]:
+        return load_checkpoint_sockets(ckpt_name)
+
+
+class CheckpointLoader(Node):
+    """Loads a checkpoint; the config file is ignored (the architecture is read off the weights), as ComfyUI does."""
+
+    DISPLAY_NAME = "Load Checkpoint With Config (DEPRECATED)"
+    CATEGORY = "advanced/loaders"
+    DEPRECATED = True
+    INPUTS = (Combo("config_name", FileList("configs")), Combo("ckpt_name", FileList("checkpoints")))
+    OUTPUTS = (Output("MODEL"), Output("CLIP"), Output("VAE"))
+
+    def execute(self, config_name: str, ckpt_name: str) -> tuple[ModelHandle, CLIP | None, VAE | None]:
+        return load_checkpoint_sockets(ckpt_name)
+
+
+class VAELoader(Node):
+    """Loads a VAE file from models/vae (with or without the `first_stage_model.` prefix)."""
+
+    DISPLAY_NAME = "Load VAE"
+    CATEGORY = "loaders"
+    INPUTS = (Combo("vae_name", FileList("vae")),)
+    OUTPUTS = (Output("VAE"),)
+
+    def execute(self, vae_name: str) -> tuple[VAE]:
+        ctx = node_context()
+        path = _folders(ctx).full_path("vae", vae_name)
+        dtype = dtype_for(ctx, "vae")
+        module = cached_one(ctx, path, lambda: load_vae_module(path, dtype), f"vae:{dtype}", "vae")
+        return (vae_socket(module, vae_name),)
+
+
+class CLIPLoader(Node):
+    """Loads a text encoder file from models/text_encoders (models/clip).
+
+    [Recipes]
+
+    stable_diffusion: clip-l (SD1.x) or OpenCLIP-H (SD2.x), told apart by the file's keys.
+    The other types are ComfyUI's for model families Loom does not run yet. `device` "cpu" is accepted and ignored:
+    the memory manager places the text encoder."""
+
+    DISPLAY_NAME = "Load CLIP"
+    CATEGORY = "advanced/loaders"
+    INPUTS = (
+        Combo("clip_name", FileList("text_encoders")),
+        Combo("type", CLIP_TYPES),
+        Combo("device", ("default", "cpu"), optional=True, advanced=True),
+    )
+    OUTPUTS = (Output("CLIP"),)
+
+    def execute(self, clip_name: str, type: str = "stable_diffusion", device: str = "default") -> tuple[CLIP]:
+        if type not in SUPPORTED_CLIP_TYPES:
+            raise ValueError(f"CLIPLoader type {type!r} is not supported by Loom yet; supported: "
+                             f"{', '.join(SUPPORTED_CLIP_TYPES)} (SD1.x CLIP-L and SD2.x OpenCLIP-H files)")
+        ctx = node_context()
+        folders = _folders(ctx)
+        path = folders.full_path("text_encoders", clip_name)
+        dtype = dtype_for(ctx, "text_encoder")
+        module = cached_one(ctx, path, lambda: load_text_encoder_module(path, dtype), f"clip:{dtype}", "clip")
+        return (clip_socket(module, clip_name, embedding_directories(folders)),)
+
+
+class UNETLoader(Node):
+    """Loads a diffusion model (UNet) file from models/diffusion_models (models/unet).
+
+    The fp8 weight types round the weights through fp8 (the same values ComfyUI computes with) and compute in the
+    default precision; the memory saving of fp8 storage is not implemented."""
+
+    DISPLAY_NAME = "Load Diffusion Model"
+    CATEGORY = "advanced/loaders"
+    INPUTS = (Combo("unet_name", FileList("diffusion_models")), Combo("weight_dtype", UNET_WEIGHT_DTYPES))
+    OUTPUTS = (Output("MODEL"),)
+
+    def execute(self, unet_name: str, weight_dtype: str = "default") -> tuple[ModelHandle]:
+        ctx = node_context()
+        path = _folders(ctx).full_path("diffusion_models", unet_name)
+        dtype = dtype_for(ctx, "unet")
+        fp8 = _FP8.get(weight_dtype)
+
+        def load() -> Any:
+            model = load_unet_module(path, fp8 if fp8 is not None else dtype)
+            if fp8 is not None:
+                model.to(dtype)  # fp8-rounded values, computed in the compute precision
+            return model
+
+        module = cached_one(ctx, path, load, f"unet:{weight_dtype}:{dtype}", "unet")
+        return (model_socket(module, unet_name),)
+
+
+NODES: list[type] = [CheckpointLoaderSimple, CheckpointLoader, VAELoader, CLIPLoader, UNETLoader]
