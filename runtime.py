@@ -8,7 +8,6 @@ headless runner. Nothing here is global: tests build their own runtimes.
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import logging
 import os
 from dataclasses import dataclass, field
@@ -42,6 +41,8 @@ class Runtime:
     executor: Executor
     server_hooks: list[Callable[[Any], None]] = field(default_factory=list)
     web_directories: dict[str, Path] = field(default_factory=dict)
+    custom_packs: list[Any] = field(default_factory=list)
+    compat: Any = None
 
 
 def _total_ram() -> int | None:
@@ -73,20 +74,21 @@ def build_models(config: Config) -> Any:
 
 
 def load_custom_nodes(config: Config, registry: NodeRegistry, runtime: Runtime) -> None:
-    """Register the custom node packs (`nodes/custom_loader.py`), when that loader exists."""
-    if config.disable_all_custom_nodes or importlib.util.find_spec("nodes.custom_loader") is None:
-        return
+    """Install the ComfyUI compatibility modules, import the custom node packs
+    (`nodes/custom_loader.py`), register their nodes after the built-ins and log import times."""
+    from compat import install_compat
     from nodes import custom_loader
 
-    offered = {"config": config, "registry": registry, "folders": runtime.folders}
-    try:
-        accepted = inspect.signature(custom_loader.load_packs).parameters
-    except (TypeError, ValueError):
-        accepted = {}
-    result = custom_loader.load_packs(**{k: v for k, v in offered.items() if k in accepted})
-    for pack, folder in dict(getattr(result, "web_directories", None) or {}).items():
-        runtime.web_directories[pack] = Path(folder)
-    runtime.server_hooks.extend(getattr(result, "server_hooks", None) or ())
+    if not config.disable_all_custom_nodes:
+        runtime.compat = install_compat(runtime)
+    packs = custom_loader.load_packs(custom_loader.pack_directories(config, runtime.folders),
+                                     disabled=config.disabled_custom_nodes,
+                                     disable_all=config.disable_all_custom_nodes)
+    custom_loader.register_packs(registry, packs)
+    runtime.custom_packs = packs
+    runtime.web_directories.update(custom_loader.web_directories(packs))
+    if packs:
+        log.info("%s", custom_loader.import_times_report(packs))
 
 
 def build_runtime(config: Config) -> Runtime:

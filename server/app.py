@@ -92,6 +92,8 @@ def create_app(runtime: Any, *, settings: ServerSettings | None = None, queue: P
     for module in ROUTE_MODULES:
         add_api_routes(app, module.ROUTES)
     add_api_routes(app, [("GET", "/ws", websocket_handler)])
+    from server import routes_custom_nodes  # imports this module, so not at the top
+    routes_custom_nodes.setup(app)
     for hook in (*setup_hooks, *(getattr(runtime, "server_hooks", None) or ())):
         hook(app)
     for name, directory in app[EXTENSION_DIRS].items():

@@ -1,0 +1,128 @@
+"""The compatibility layer for ComfyUI custom node packs: modules under ComfyUI's import names.
+
+`install_compat(runtime)` puts fresh copies of these modules into `sys.modules`, bound to one
+runtime (its folders, model manager, interrupt flag and config), before packs are imported:
+
+| ComfyUI name | Loom source |
+| --- | --- |
+| `folder_paths` | `compat/folder_paths.py` over `folders.Folders` |
+| `comfy`, `comfy.utils` | `compat/comfy_utils.py` (ProgressBar → NodeContext progress, common_upscale, load_torch_file) |
+| `comfy.model_management` | `compat/model_management.py` over the model manager and the interrupt flag |
+| `comfy.samplers` | `compat/samplers.py` (KSampler.SAMPLERS / SCHEDULERS from diffusion/) |
+| `node_helpers` | `compat/node_helpers.py` (pillow, conditioning_set_values) |
+| `comfy_api`, `comfy_api.latest` (+ `.io`, `.ui`) | `nodes/comfy_api/` |
+| `server.PromptServer` | `compat/prompt_server.py`, re-exported lazily by Loom's own `server` package |
+
+During a node call the modules read the running node's context (`nodes.context.current_or_none`)
+first, so they follow the executor that runs the node. Nothing global is kept beyond those
+`sys.modules` entries and `PromptServer.instance`, which ComfyUI's API defines as a class
+attribute. What is not covered is listed in docs/custom-nodes.md.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compat.prompt_server import PromptServer
+from nodes.context import InterruptFlag, current_or_none
+
+_HERE = Path(__file__).resolve().parent
+# ComfyUI module name -> the compat source file executed under that name (None: a bare package).
+SOURCE_MODULES: dict[str, str | None] = {
+    "folder_paths": "folder_paths.py",
+    "comfy": None,
+    "comfy.utils": "comfy_utils.py",
+    "comfy.model_management": "model_management.py",
+    "comfy.samplers": "samplers.py",
+    "node_helpers": "node_helpers.py",
+}
+
+
+@dataclass
+class CompatBinding:
+    """What the compatibility modules of one runtime reach."""
+
+    folders: Any
+    models: Any
+    interrupt: InterruptFlag
+    config: Any
+    prompt_server: PromptServer
+
+    def current_folders(self) -> Any:
+        """The running node's folders, else the runtime's."""
+        ctx = current_or_none()
+        return ctx.folders if ctx is not None and ctx.folders is not None else self.folders
+
+    def current_models(self) -> Any:
+        ctx = current_or_none()
+        return ctx.models if ctx is not None and ctx.models is not None else self.models
+
+    def current_interrupt(self) -> InterruptFlag:
+        ctx = current_or_none()
+        return ctx.interrupt if ctx is not None else self.interrupt
+
+
+def _load_source(name: str, filename: str, binding: CompatBinding) -> types.ModuleType:
+    """A fresh module `name` executed from `compat/<filename>` with `BINDING` set beforehand."""
+    spec = importlib.util.spec_from_file_location(name, _HERE / filename)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load compatibility module {filename}")
+    module = importlib.util.module_from_spec(spec)
+    module.BINDING = binding  # type: ignore[attr-defined]
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
+
+
+def _package(name: str, doc: str) -> types.ModuleType:
+    module = types.ModuleType(name, doc)
+    module.__path__ = []  # a package, so `import comfy.utils` finds the submodule in sys.modules
+    return module
+
+
+def _comfy_api_modules() -> dict[str, types.ModuleType]:
+    from nodes.comfy_api import io, ui
+    from nodes.comfy_api.extension import ComfyExtension
+
+    latest = _package("comfy_api.latest", "Loom's implementation of ComfyUI's comfy_api.latest (schema API).")
+    for attr, value in {"io": io, "ui": ui, "IO": io, "UI": ui, "ComfyExtension": ComfyExtension}.items():
+        setattr(latest, attr, value)
+    root = _package("comfy_api", "Loom's implementation of ComfyUI's comfy_api package.")
+    root.latest = latest  # type: ignore[attr-defined]
+    return {"comfy_api": root, "comfy_api.latest": latest, "comfy_api.latest.io": io, "comfy_api.latest.ui": ui,
+            "comfy_api.latest._io": io, "comfy_api.latest._ui": ui}
+
+
+def _link_parent(name: str, module: types.ModuleType) -> None:
+    parent, _, child = name.rpartition(".")
+    if parent and parent in sys.modules:
+        setattr(sys.modules[parent], child, module)
+
+
+def install_compat(runtime: Any) -> CompatBinding:
+    """Install the compatibility modules for `runtime` (`.folders`, `.models`, `.interrupt`,
+    `.config`) into `sys.modules` and make a fresh `PromptServer.instance`; returns the binding."""
+    prompt_server = PromptServer()
+    PromptServer.instance = prompt_server
+    binding = CompatBinding(folders=runtime.folders, models=getattr(runtime, "models", None),
+                            interrupt=getattr(runtime, "interrupt", None) or InterruptFlag(),
+                            config=getattr(runtime, "config", None), prompt_server=prompt_server)
+    for name, filename in SOURCE_MODULES.items():
+        if filename is None:
+            module = _package(name, f"Loom's compatibility package for ComfyUI's {name}.")
+            sys.modules[name] = module
+        else:
+            module = _load_source(name, filename, binding)
+        _link_parent(name, module)
+    for name, module in _comfy_api_modules().items():
+        sys.modules[name] = module
+        _link_parent(name, module)
+    return binding

@@ -1,0 +1,3 @@
+"""A pack whose package does not parse."""
+def broken(:
+    pass

@@ -1,0 +1,2 @@
+// classic pack editor script
+export const CLASSIC = 1;
