@@ -9,7 +9,9 @@ Graphs (N = 500, 2000, 10000 by default):
 
 For each: `first` (a fresh executor and cache), `rerun` (nothing changed), `changed` (the first
 node's value changed, so everything downstream reruns). Each figure is the median of `--repeat`
-runs of `validate_prompt` + `Executor.execute`, what the server does for one prompt.
+runs of `validate_prompt` + `Executor.execute`, what the server does for one prompt; with
+`--server`, also through POST /prompt on a loopback server. Wall-clock and process CPU seconds
+are both reported: on a shared machine the CPU time is what a quiet machine's wall time would be.
 
     python bench/executor.py [--sizes 500 2000 10000] [--repeat 5] [--write bench/RESULTS.md]
 """
@@ -75,13 +77,14 @@ GRAPHS: dict[str, tuple[Callable[..., dict[str, Any]], Callable[[int], Any]]] = 
 }
 
 
-def run_once(executor: Executor, prompt: dict[str, Any], registry: Any, folders: Any) -> float:
-    start = time.perf_counter()
+def run_once(executor: Executor, prompt: dict[str, Any], registry: Any, folders: Any) -> tuple[float, float]:
+    """Wall-clock and CPU seconds of one validate + execute."""
+    start, cpu = time.perf_counter(), time.process_time()
     checked = validate_prompt(prompt, registry, folders)
     if not checked.ok:
         raise RuntimeError(f"benchmark graph invalid: {checked.error}")
     result = executor.execute(checked.prompt, "bench", outputs_to_execute=checked.outputs)
-    elapsed = time.perf_counter() - start
+    elapsed = time.perf_counter() - start, time.process_time() - cpu
     if result.status != "success":
         raise RuntimeError(f"benchmark graph failed: {result.error}")
     return elapsed
@@ -89,15 +92,21 @@ def run_once(executor: Executor, prompt: dict[str, Any], registry: Any, folders:
 
 def measure(name: str, n: int, repeat: int, registry: Any, folders: Any) -> dict[str, float]:
     build, changed_value = GRAPHS[name]
-    firsts, reruns, changed = [], [], []
+    runs: dict[str, list[tuple[float, float]]] = {"first": [], "rerun": [], "changed": []}
     for rep in range(repeat):
         executor = Executor(registry, folders=folders)
-        prompt = build(n)
-        firsts.append(run_once(executor, prompt, registry, folders))
-        reruns.append(run_once(executor, build(n), registry, folders))
-        changed.append(run_once(executor, build(n, changed_value(rep)), registry, folders))
-    return {"nodes": len(build(n)), "first": statistics.median(firsts), "rerun": statistics.median(reruns),
-            "changed": statistics.median(changed)}
+        runs["first"].append(run_once(executor, build(n), registry, folders))
+        runs["rerun"].append(run_once(executor, build(n), registry, folders))
+        runs["changed"].append(run_once(executor, build(n, changed_value(rep)), registry, folders))
+    return _medians(len(build(n)), runs)
+
+
+def _medians(nodes: int, runs: dict[str, list[tuple[float, float]]]) -> dict[str, float]:
+    out: dict[str, float] = {"nodes": nodes}
+    for key, pairs in runs.items():
+        out[key] = statistics.median(p[0] for p in pairs)
+        out[key + "_cpu"] = statistics.median(p[1] for p in pairs)
+    return out
 
 
 async def _server_times(build: Callable[..., dict[str, Any]], n: int, changed_value: Callable[[int], Any],
@@ -114,7 +123,7 @@ async def _server_times(build: Callable[..., dict[str, Any]], n: int, changed_va
     from nodes.registry import build_builtin_registry
     from server.app import create_app
 
-    firsts, reruns, changed = [], [], []
+    runs: dict[str, list[tuple[float, float]]] = {"first": [], "rerun": [], "changed": []}
     for rep in range(repeat):
         folders = Folders.for_base(base / f"server{rep}")
         registry = build_builtin_registry()
@@ -129,19 +138,18 @@ async def _server_times(build: Callable[..., dict[str, Any]], n: int, changed_va
         url = f"http://127.0.0.1:{port}"
         try:
             async with aiohttp.ClientSession() as session, session.ws_connect(f"{url}/ws?clientId=bench") as ws:
-                for times, prompt in ((firsts, build(n)), (reruns, build(n)), (changed, build(n, changed_value(rep)))):
-                    start = time.perf_counter()
+                for key, prompt in (("first", build(n)), ("rerun", build(n)), ("changed", build(n, changed_value(rep)))):
+                    start, cpu = time.perf_counter(), time.process_time()
                     async with session.post(f"{url}/prompt", json={"prompt": prompt, "client_id": "bench"}) as reply:
                         body = await reply.json()
                         if reply.status != 200:
                             raise RuntimeError(f"POST /prompt failed: {body}")
                     await _wait_done(ws, body["prompt_id"])
                     await _wait_history(session, url, body["prompt_id"])
-                    times.append(time.perf_counter() - start)
+                    runs[key].append((time.perf_counter() - start, time.process_time() - cpu))
         finally:
             await runner.cleanup()
-    return {"nodes": len(build(n)), "first": statistics.median(firsts), "rerun": statistics.median(reruns),
-            "changed": statistics.median(changed)}
+    return _medians(len(build(n)), runs)
 
 
 async def _wait_done(ws: Any, prompt_id: str) -> None:
@@ -191,16 +199,18 @@ def machine() -> str:
 
 
 def table(rows: list[tuple[str, int, dict[str, float]]]) -> str:
-    lines = ["| graph | N | nodes | first run (s) | rerun, nothing changed (s) | rerun, first value changed (s) |",
+    lines = ["| graph | N | nodes | first run: wall (CPU) s | rerun, nothing changed: wall (CPU) s | "
+             "rerun, first value changed: wall (CPU) s |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, n, r in rows:
-        lines.append(f"| {name} | {n} | {int(r['nodes'])} | {r['first']:.3f} | {r['rerun']:.4f} | {r['changed']:.3f} |")
+        cells = [f"{r[k]:.3f} ({r[k + '_cpu']:.3f})" for k in ("first", "rerun", "changed")]
+        lines.append(f"| {name} | {n} | {int(r['nodes'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _report(where: str, name: str, n: int, result: dict[str, float]) -> None:
-    print(f"{where:>12} {name:>15} N={n:>6}: first {result['first']:.3f} s  rerun {result['rerun']:.4f} s  "
-          f"changed {result['changed']:.3f} s", flush=True)
+def _report(where: str, name: str, n: int, r: dict[str, float]) -> None:
+    print(f"{where:>12} {name:>15} N={n:>6}: first {r['first']:.3f} ({r['first_cpu']:.3f} CPU) s  rerun "
+          f"{r['rerun']:.4f} ({r['rerun_cpu']:.4f}) s  changed {r['changed']:.3f} ({r['changed_cpu']:.3f}) s", flush=True)
 
 
 def write_section(path: Path, body: str) -> None:
@@ -240,10 +250,12 @@ def main(argv: list[str] | None = None) -> int:
                     result = measure_server(name, n, args.repeat, Path(base))
                     server_rows.append((name, n, result))
                     _report("POST /prompt", name, n, result)
+    load = os.getloadavg()
     command = (f"python bench/executor.py --sizes {' '.join(map(str, args.sizes))} --repeat {args.repeat}"
                + (" --server" if args.server else ""))
     body = (f"{SECTION}\n\nMachine: {machine()}. Command: `{command}`. Each figure is the median of "
-            f"{args.repeat} runs.\n\nIn-process: `validate_prompt` + `Executor.execute`, what the server does per "
+            f"{args.repeat} runs. Load average when it finished: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min; "
+            f"above 2 the two cores were shared and wall-clock figures are inflated).\n\nIn-process: `validate_prompt` + `Executor.execute`, what the server does per "
             f"prompt, without HTTP.\n\n{table(rows)}\n")
     if server_rows:
         body += (f"\nThrough the server: `POST /prompt` on a loopback port until the websocket's `executing` "
