@@ -93,7 +93,9 @@ def apply_timestep_ranges(conds: list[dict], percent_to_sigma: Callable[[float],
 
 
 def _area_inside(a, outer) -> bool:
-    return a[2] >= outer[2] and a[3] >= outer[3] and a[0] + a[2] <= outer[0] + outer[2] and a[1] + a[3] <= outer[1] + outer[3]
+    """Whether area a = (h, w, y, x) lies inside `outer`."""
+    return (a[2] >= outer[2] and a[3] >= outer[3]
+            and a[0] + a[2] <= outer[0] + outer[2] and a[1] + a[3] <= outer[1] + outer[3])
 
 
 def create_cond_with_same_area_if_none(conds: list[dict], c: dict) -> None:
@@ -119,7 +121,8 @@ def create_cond_with_same_area_if_none(conds: list[dict], c: dict) -> None:
 
 def apply_control_to_uncond(positive: list[dict], negative: list[dict]) -> None:
     """Copy `control` objects of positive conds marked control_apply_to_uncond onto area-less negative conds."""
-    cnets = [c["control"] for c in positive if "area" not in c and c.get("control_apply_to_uncond") and c.get("control") is not None]
+    cnets = [c["control"] for c in positive
+             if "area" not in c and c.get("control_apply_to_uncond") and c.get("control") is not None]
     if not cnets or any("area" not in c and c.get("control") is not None for c in negative):
         return
     others = [(c, i) for i, c in enumerate(negative) if "area" not in c]

@@ -196,7 +196,8 @@ class ModelSampling(nn.Module):
         """c_in: scale the noisy latent x (variance sigma²+1) to unit variance for the network."""
         return self.parameterization.calculate_input(sigma, x)
 
-    def calculate_denoised(self, sigma: torch.Tensor, model_output: torch.Tensor, model_input: torch.Tensor) -> torch.Tensor:
+    def calculate_denoised(self, sigma: torch.Tensor, model_output: torch.Tensor,
+                           model_input: torch.Tensor) -> torch.Tensor:
         """Turn the network's raw output into the denoised prediction x0 (sampler latent space)."""
         timestep = self.timestep(sigma) if self.prediction == "lcm" else sigma
         return self.parameterization.calculate_denoised(sigma, model_output, model_input, timestep)

@@ -113,7 +113,8 @@ def sample_sa_solver(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, 
         h = lambdas[i + 1] - lambdas[i]
         x_pred = sigmas[i + 1] / sigmas[i] * (-(tau_t ** 2) * h).exp() * x + _combine(preds[-p_order:], b)
         if tau_t > 0 and s_noise > 0:
-            added_noise = noise(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * tau_t ** 2 * h).expm1().neg().sqrt() * s_noise
+            amplitude = sigmas[i + 1] * (-2 * tau_t ** 2 * h).expm1().neg().sqrt() * s_noise
+            added_noise = noise(sigmas[i], sigmas[i + 1]) * amplitude
             x_pred = x_pred + added_noise
     return x_pred
 

@@ -181,7 +181,8 @@ def test_comfyui_reference_parity(shared_dir):
     # The shared recipe's checkpoint, built under .cache/reference and hash-checked by the text-encoder tests' helper.
     from tests.diffusion.test_text_encoders import _reference_checkpoint
     ref = load_file(str(shared_dir / "reference" / "p00_intermediates.safetensors"))
-    sd = read_state_dict(_reference_checkpoint(shared_dir, "loom-ref-sd15.safetensors", "sd15_keys.json"), dtype=torch.float32)
+    path = _reference_checkpoint(shared_dir, "loom-ref-sd15.safetensors", "sd15_keys.json")
+    sd = read_state_dict(path, dtype=torch.float32)
     info = detect_checkpoint(sd)
     unet = build_unet(info.unet, split_components(sd).unet, dtype=torch.float32)
     del sd

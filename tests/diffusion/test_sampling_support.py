@@ -1,5 +1,6 @@
-"""Support for the sampler tests (no tests here): test oracles, k-diffusion's sampling module (PyPI `k-diffusion`, imported by file
-path so its heavy package __init__ is skipped) and an analytic denoiser for Gaussian data."""
+"""Support for the sampler tests (no tests here): test oracles, k-diffusion's sampling module (PyPI
+`k-diffusion`, imported by file path so its heavy package __init__ is skipped) and an analytic denoiser for
+Gaussian data."""
 from __future__ import annotations
 
 import importlib.util
