@@ -109,3 +109,24 @@ def brownian_noise_sampler(x: torch.Tensor, sigmas: torch.Tensor, seed: int | No
     """The Brownian tree noise sampler ComfyUI's SDE samplers build: over [min positive sigma, max sigma]."""
     sigma_min, sigma_max = sigmas[sigmas > 0].min(), sigmas.max()
     return BrownianTreeNoiseSampler(x, sigma_min, sigma_max, seed=seed, cpu=cpu)
+
+
+class RandomNoise:
+    """The NOISE socket value of RandomNoise: `generate_noise(latent)` = prepare_noise with the latent's
+    batch_index; `seed` is also what seeds the samplers' extra noise."""
+
+    def __init__(self, seed: int):
+        self.seed = int(seed)
+
+    def generate_noise(self, latent: dict) -> torch.Tensor:
+        return prepare_noise(latent["samples"], self.seed, latent.get("batch_index"))
+
+
+class DisableNoise:
+    """The NOISE socket value of DisableNoise: all zeros (the latent is sampled as it is)."""
+
+    seed = 0
+
+    def generate_noise(self, latent: dict) -> torch.Tensor:
+        samples = latent["samples"]
+        return torch.zeros(samples.shape, dtype=samples.dtype, layout=samples.layout, device="cpu")

@@ -219,3 +219,26 @@ def sdturbo_schedule(ms: ModelSampling, steps: int, denoise: float = 1.0) -> tor
     start = 10 - int(10 * denoise)
     timesteps = torch.flip(torch.arange(1, 11) * 100 - 1, (0,))[start:start + steps]
     return _append_zero(ms.sigma(timesteps))
+
+
+def split_sigmas(sigmas: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """SplitSigmas: (sigmas[:step+1], sigmas[step:]) — the two halves share the sigma at `step`."""
+    return sigmas[:step + 1], sigmas[step:]
+
+
+def split_sigmas_denoise(sigmas: torch.Tensor, denoise: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """SplitSigmasDenoise: the last round(steps·denoise) steps as the low part, the sigmas before them as the
+    high part (empty when that rounds to 0 steps, as ComfyUI's `sigmas[:-0]`)."""
+    steps = max(sigmas.shape[-1] - 1, 0)
+    total = round(steps * denoise)
+    return sigmas[:-total] if total else sigmas[:0], sigmas[-(total + 1):]
+
+
+def flip_sigmas(sigmas: torch.Tensor) -> torch.Tensor:
+    """FlipSigmas: reverse the order (for unsampling); a leading 0 becomes 0.0001 so the first step is defined."""
+    if len(sigmas) == 0:
+        return sigmas
+    sigmas = sigmas.flip(0).clone()
+    if sigmas[0] == 0:
+        sigmas[0] = 0.0001
+    return sigmas

@@ -11,7 +11,7 @@ from diffusion.diffusion_model import DiffusionModel
 from diffusion.guidance import CFGGuider
 from diffusion.latent_formats import latent_to_rgb_preview
 from diffusion.model_sampling import ModelSampling
-from diffusion.noise import prepare_noise
+from diffusion.noise import DisableNoise, RandomNoise, prepare_noise
 from diffusion.sample import ksampler_sigmas, sample, sample_custom, sampler_object
 from diffusion.schedules import calculate_sigmas
 from diffusion.unet import build_unet
@@ -54,6 +54,12 @@ def test_prepare_noise_follows_design_seeding():
     draws = [torch.randn((1, 4, 8, 8), generator=gen) for _ in range(4)]
     out = prepare_noise(torch.zeros(2, 4, 8, 8), 7, batch_index=[3, 1])
     assert torch.equal(out, torch.cat([draws[3], draws[1]]))
+
+
+def test_noise_socket_values():
+    latent = {"samples": torch.zeros(2, 4, 8, 8), "batch_index": [1, 0]}
+    assert torch.equal(RandomNoise(9).generate_noise(latent), prepare_noise(latent["samples"], 9, [1, 0]))
+    assert torch.count_nonzero(DisableNoise().generate_noise(latent)) == 0
 
 
 def test_reference_initial_noise_and_first_step(shared_dir):

@@ -9,8 +9,8 @@ import torch
 
 from diffusion.model_sampling import ModelSampling, rescale_zero_terminal_snr_sigmas
 from diffusion.schedules import (DISCARD_PENULTIMATE_SIGMA_SAMPLERS, SCHEDULES, align_your_steps, calculate_sigmas,
-                                 get_sigmas_exponential, get_sigmas_karras, get_sigmas_polyexponential,
-                                 loglinear_interp, sdturbo_schedule)
+                                 flip_sigmas, get_sigmas_exponential, get_sigmas_karras, get_sigmas_polyexponential,
+                                 loglinear_interp, sdturbo_schedule, split_sigmas, split_sigmas_denoise)
 from tests.diffusion.test_sampling_support import load_k_diffusion_sampling
 
 MS = ModelSampling()
@@ -168,3 +168,13 @@ def test_lcm_distilled_schedule_and_boundary_conditions():
     t = 9990.0
     c_skip, c_out = 0.25 / (t ** 2 + 0.25), t / (t ** 2 + 0.25) ** 0.5
     torch.testing.assert_close(out, c_out * x0 + c_skip * x)
+
+
+def test_split_and_flip_sigmas():
+    s = torch.tensor([5.0, 3.0, 2.0, 1.0, 0.0])
+    high, low = split_sigmas(s, 2)
+    assert high.tolist() == [5.0, 3.0, 2.0] and low.tolist() == [2.0, 1.0, 0.0]
+    high, low = split_sigmas_denoise(s, 0.25)
+    assert high.tolist() == [5.0, 3.0, 2.0, 1.0] and low.tolist() == [1.0, 0.0]
+    assert split_sigmas_denoise(s, 0.0)[0].numel() == 0
+    assert flip_sigmas(s).tolist() == pytest.approx([0.0001, 1.0, 2.0, 3.0, 5.0])
