@@ -30,6 +30,7 @@ def slot_xy(page: Any, node_id: int, is_input: bool, slot: int) -> tuple[float, 
 def widget_xy(page: Any, node_id: int, name: str, dx: float = 0.5) -> tuple[float, float]:
     """Screen position inside a widget (dx: fraction of the node's width)."""
     x, y = page.evaluate("""([id, name, dx]) => {
+      window.loomApp.canvas.draw(true, true);  // widgets get their positions when drawn
       const n = window.loomApp.graph.getNodeById(id);
       const w = n.widgets.find((w) => w.name === name);
       return [n.pos[0] + n.size[0] * dx, n.pos[1] + (w.last_y ?? w.y) + 10];
