@@ -236,3 +236,18 @@ def test_promoted_widget_value_on_the_instance_wins() -> None:
     api = ui_to_api(doc, REG)
     assert api["2:1"]["inputs"] == {"a": ["1", 0], "b": 100}
     assert api["4:1:1"]["inputs"]["b"] == 5  # instances without a held value keep the interior one
+
+
+def test_default_document_with_the_builtin_registry() -> None:
+    """The same conversion against Loom's real node declarations (titles from display names)."""
+    from nodes.registry import build_builtin_registry
+
+    registry = build_builtin_registry()
+    if not all(c.__name__ in registry for c in SD_NODES):
+        pytest.skip("the SD nodes are not registered in this checkout")
+    api = ui_to_api(shared_workflow("default_sd15_ui.json"), registry)
+    assert {k: v["inputs"] for k, v in api.items()} == EXPECTED_DEFAULT
+    assert api["4"]["_meta"]["title"] == registry.get("CheckpointLoaderSimple").display_name
+    checked = validate_prompt(api, registry)
+    assert list(checked.node_errors) == ["4"]  # the checkpoint file is not installed here
+    assert checked.node_errors["4"]["errors"][0]["type"] == "value_not_in_list"
