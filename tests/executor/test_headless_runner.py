@@ -116,3 +116,33 @@ def test_main_runs_a_workflow_with_builtin_nodes(tmp_path: Path, capsys: pytest.
         "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}}}))
     code = main.main(["run", str(path), "--set", 'greeting.value="bye"', "--base-directory", str(tmp_path)], {})
     assert code == 0 and "node 3: bye world" in capsys.readouterr().err
+
+
+def test_main_saves_images_and_prints_their_paths(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Real EmptyImage → ImageInvert → SaveImage from a UI document: the printed path is a PNG
+    carrying the prompt and the workflow."""
+    import main
+    from PIL import Image
+
+    from nodes.registry import build_builtin_registry
+
+    if not all(c in build_builtin_registry() for c in ("EmptyImage", "ImageInvert", "SaveImage")):
+        pytest.skip("image nodes not registered")
+    ui = {"version": 0.4, "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 2, 0, 3, 0, "IMAGE"]], "groups": [],
+          "nodes": [{"id": 1, "type": "EmptyImage", "mode": 0, "widgets_values": [8, 4, 1, 0],
+                     "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [1]}]},
+                    {"id": 2, "type": "ImageInvert", "mode": 0, "inputs": [{"name": "image", "type": "IMAGE", "link": 1}],
+                     "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [2]}]},
+                    {"id": 3, "type": "SaveImage", "mode": 0, "title": "out", "widgets_values": ["run/test"],
+                     "inputs": [{"name": "images", "type": "IMAGE", "link": 2}]}]}
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps(ui))
+    code = main.main(["run", str(path), "--base-directory", str(tmp_path), "--set", "out.filename_prefix=x/y"], {})
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0 and len(out) == 1
+    saved = Path(out[0])
+    assert saved.is_file() and saved.parent == tmp_path / "output" / "x"
+    with Image.open(saved) as image:
+        assert image.size == (8, 4) and image.getpixel((0, 0))[:3] == (255, 255, 255)
+        assert json.loads(image.text["prompt"])["3"]["inputs"]["filename_prefix"] == "x/y"
+        assert json.loads(image.text["workflow"]) == ui
