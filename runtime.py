@@ -98,7 +98,9 @@ def build_runtime(config: Config) -> Runtime:
     models = build_models(config)
     cache = build_cache(config)
     interrupt = InterruptFlag()
-    executor = Executor(registry, folders=folders, models=models, cache=cache, interrupt=interrupt)
+    # The worker announces the end of each prompt after storing its history (ComfyUI's order).
+    executor = Executor(registry, folders=folders, models=models, cache=cache, interrupt=interrupt,
+                        announce_done=False)
     runtime = Runtime(config=config, folders=folders, registry=registry, models=models, cache=cache,
                       interrupt=interrupt, executor=executor)
     load_custom_nodes(config, registry, runtime)

@@ -55,8 +55,13 @@ class Executor:
     """Runs prompts against a registry; keeps the output cache and node instances between them."""
 
     def __init__(self, registry: Any, *, folders: FoldersLike | None = None, models: ModelManagerLike | None = None,
-                 cache: OutputCache | None = None, interrupt: InterruptFlag | None = None) -> None:
+                 cache: OutputCache | None = None, interrupt: InterruptFlag | None = None,
+                 announce_done: bool = True) -> None:
+        """`announce_done`: end each prompt with ComfyUI's `executing` event with `node: None`.
+        The server's worker sends that itself once the history is stored (ComfyUI's order, which
+        clients rely on before fetching /history), so the runtime turns it off here."""
         self.registry = registry
+        self.announce_done = announce_done
         self.folders = folders
         self.models = models
         self.cache = cache if cache is not None else OutputCache()
@@ -151,7 +156,8 @@ class _Run:
         return self._finish()
 
     def _finish(self) -> ExecutionResult:
-        self.emit(ev.Event(ev.EXECUTING, {"node": None, "prompt_id": self.prompt_id}))
+        if self.ex.announce_done:
+            self.emit(ev.Event(ev.EXECUTING, {"node": None, "prompt_id": self.prompt_id}))
         return self.result
 
     def _loop(self, scheduler: Scheduler) -> None:

@@ -207,3 +207,8 @@ def test_a_broken_event_sink_does_not_stop_the_prompt() -> None:
 
     result = Executor(fake_registry()).execute(SIMPLE, "s", emit=sink)
     assert result.status == "success"
+
+
+def test_end_announcement_can_be_left_to_the_worker() -> None:
+    result, seen = run(Executor(fake_registry(), announce_done=False), SIMPLE)
+    assert result.status == "success" and types(seen)[-1] == "execution_success"
