@@ -93,11 +93,21 @@ def _levels(unet: dict[str, torch.Tensor], mc: int) -> tuple[list[int], list[int
     return mults, counts, attention
 
 
+def unet_family(context_dim: int, linear: bool, hint: str | None = None) -> str:
+    """The heads rule a UNet follows: its context width decides for real models (768 → SD1's CLIP-L, 1024 → SD2's
+    OpenCLIP-H, whatever layout the text tower is stored in); other widths (tiny test models) follow `hint`, the
+    text tower's family, or else the projection type."""
+    if context_dim == 768:
+        return "sd1"
+    if context_dim == 1024:
+        return "sd2"
+    return hint or ("sd2" if linear else "sd1")
+
+
 def unet_config_from_state_dict(unet: dict[str, torch.Tensor], family: str | None = None) -> UNetConfig:
     """The `UNetConfig` of UNet weights (keys without `model.diffusion_model.`), read off their shapes.
 
-    `family` picks the heads rule ("sd1": 8 heads, "sd2": 64-channel heads); when None it is guessed from the
-    context width (1024 → sd2) and the projection type (linear → sd2).
+    The heads rule ("sd1": 8 heads, "sd2": 64-channel heads) follows `unet_family`, with `family` as the hint.
     """
     try:
         conv_in = unet["input_blocks.0.0.weight"]
@@ -112,11 +122,11 @@ def unet_config_from_state_dict(unet: dict[str, torch.Tensor], family: str | Non
         ) from err
     if len(set(counts)) != 1:
         raise CheckpointError(f"UNet has uneven residual blocks per level {counts}; not an SD1/SD2 UNet")
-    depth = len(_indices(unet, r"input_blocks\.1\.1\.transformer_blocks\.(\d+)\."))
+    first = next(k for k in sorted(unet) if k.endswith(".1.proj_in.weight")).rsplit(".proj_in.", 1)[0]
+    depth = len(_indices(unet, re.escape(first) + r"\.transformer_blocks\.(\d+)\."))
     context_dim = to_k.shape[1]
     linear = proj_in.ndim == 2
-    if family is None:
-        family = "sd2" if context_dim == 1024 or (linear and context_dim != 768) else "sd1"
+    family = unet_family(context_dim, linear, family)
     base = UNetConfig.sd2(in_channels) if family == "sd2" else UNetConfig.sd1(in_channels)
     adm = unet["label_emb.0.0.weight"].shape[1] if "label_emb.0.0.weight" in unet else None
     return UNetConfig(
@@ -173,7 +183,7 @@ def detect_checkpoint(state_dict: dict[str, torch.Tensor], metadata: dict[str, s
         )
     te_family = text_encoder_family(parts.text_encoder)
     unet = unet_config_from_state_dict(parts.unet, te_family)
-    family = te_family or ("sd2" if unet.num_head_channels > 0 else "sd1")
+    family = "sd2" if unet.num_head_channels > 0 else "sd1"
     return ModelInfo(
         family=family,
         inpaint=unet.in_channels == 9,

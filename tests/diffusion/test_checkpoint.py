@@ -262,3 +262,14 @@ def test_reference_key_lists_map_onto_the_networks(name: str, expected: UNetConf
     for module, tensors in ((unet, parts.unet), (vae, parts.vae)):
         expected_shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
         assert expected_shapes == {k: tuple(v.shape) for k, v in tensors.items()}
+
+
+def test_unet_heads_rule_follows_context_width_not_text_tower_layout() -> None:
+    # An SD2 checkpoint whose text tower was re-saved in the HF layout is still an SD2 UNet (64-channel heads).
+    _, sd21 = _meta_state_dict("sd21_keys.json")
+    _, sd15 = _meta_state_dict("sd15_keys.json")
+    mixed = {k: v for k, v in sd21.items() if not k.startswith("cond_stage_model.")}
+    mixed.update({k: v for k, v in sd15.items() if k.startswith("cond_stage_model.")})
+    info = detect_checkpoint(mixed, {"modelspec.prediction_type": "v"})
+    assert info.unet == UNetConfig.sd2() and info.family == "sd2" and info.text_encoder == "sd1"
+    assert info.prediction == "v" and info.name == "sd2-v"
