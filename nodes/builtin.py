@@ -15,4 +15,8 @@ BUILTIN_MODULES: list[str] = [
     "nodes.vae_nodes",
     "nodes.sampling",
     "nodes.sampling_custom",
+    "nodes.conditioning_ops",
+    "nodes.latent_ops",
+    "nodes.mask",
+    "nodes.image_ops",
 ]
