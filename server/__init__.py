@@ -8,6 +8,6 @@ application and `server.app.serve(runtime)` runs it.
 def __getattr__(name: str) -> object:
     """`server.PromptServer` for ComfyUI custom node packs, imported only when asked for."""
     if name == "PromptServer":
-        from server.prompt_server_compat import PromptServer
+        from compat.prompt_server import PromptServer  # light: no aiohttp app is built for it
         return PromptServer
     raise AttributeError(f"module 'server' has no attribute {name!r}")
