@@ -4,7 +4,8 @@ cheap latent -> RGB preview projection.
 `process_in` multiplies the raw VAE latent by the family's scale factor (SD1/SD2: 0.18215, Rombach et al.
 2022; SDXL: 0.13025), `process_out` divides. Previews project a sampler-space latent (e.g. a step's x0)
 to RGB with a fixed 4×3 factor matrix (and bias), ComfyUI's approximation, or with a TAESD-like decoder
-module when one is given (its output in [0, 1] or [-1, 1] as the module declares).
+module when one is given (its output in [0, 1] or [-1, 1] as the module declares). `taesd_decoder()` builds
+the Tiny AutoEncoder decoder (madebyollin/taesd, MIT) whose `taesd_decoder.safetensors` keys load directly.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -80,3 +82,43 @@ def latent_to_rgb_preview(latent: torch.Tensor, family: str | LatentFormat = "sd
         else:
             image = (latent_to_rgb(latent[:1], fmt)[0] + 1.0) / 2.0
         return image.clamp(0, 1).mul(255).to(device="cpu", dtype=torch.uint8).numpy()
+
+
+class _TAESDClamp(nn.Module):
+    """Soft clamp of the input latent to about ±3 (TAESD's first layer)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x / 3) * 3
+
+
+class _TAESDBlock(nn.Module):
+    """Three 3×3 convolutions with ReLUs plus a (1×1 when the width changes) skip, then ReLU."""
+
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(n_in, n_out, 3, padding=1), nn.ReLU(), nn.Conv2d(n_out, n_out, 3, padding=1),
+                                  nn.ReLU(), nn.Conv2d(n_out, n_out, 3, padding=1))
+        self.skip = nn.Conv2d(n_in, n_out, 1, bias=False) if n_in != n_out else nn.Identity()
+        self.fuse = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fuse(self.conv(x) + self.skip(x))
+
+
+def taesd_decoder(latent_channels: int = 4, width: int = 64) -> nn.Sequential:
+    """The TAESD decoder (Bohan, madebyollin/taesd): sampler-space latent -> RGB in [0, 1] at 8× the size.
+    Layer indices match the published `taesd_decoder` weight files (`load_state_dict` directly)."""
+    layers: list[nn.Module] = [_TAESDClamp(), nn.Conv2d(latent_channels, width, 3, padding=1), nn.ReLU()]
+    for _ in range(3):
+        layers += [_TAESDBlock(width, width) for _ in range(3)]
+        layers += [nn.Upsample(scale_factor=2), nn.Conv2d(width, width, 3, padding=1, bias=False)]
+    layers += [_TAESDBlock(width, width), nn.Conv2d(width, 3, 3, padding=1)]
+    return nn.Sequential(*layers)
+
+
+def load_taesd_decoder(path: str, latent_channels: int = 4) -> nn.Sequential:
+    """A TAESD decoder with the weights of a `models/vae_approx/taesd_decoder.safetensors`-style file."""
+    from safetensors.torch import load_file
+    decoder = taesd_decoder(latent_channels)
+    decoder.load_state_dict(load_file(path), strict=True)
+    return decoder.eval().requires_grad_(False)

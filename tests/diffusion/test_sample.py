@@ -202,3 +202,20 @@ def test_comfyui_reference_parity(shared_dir):
     for i, x0 in enumerate(steps):
         torch.testing.assert_close(x0, ref["denoised_per_step"][i], rtol=1e-4, atol=2e-3)
     torch.testing.assert_close(out, ref["latent_final"], rtol=1e-4, atol=1e-2)
+
+
+def test_latent_previews(tmp_path):
+    from safetensors.torch import save_file
+
+    from diffusion.latent_formats import SD15, load_taesd_decoder, taesd_decoder
+    latent = torch.zeros(1, 4, 2, 3)
+    latent[0, 0] = 1.0  # channel 0 alone maps to its factor row (0.3512, 0.2297, 0.3227)
+    rgb = latent_to_rgb_preview(latent, "sd1")
+    expected = ((torch.tensor(SD15.rgb_factors[0]) + 1) / 2 * 255).to(torch.uint8)
+    assert rgb.shape == (2, 3, 3) and rgb[0, 0].tolist() == expected.tolist()
+    weights = {k: torch.randn(v.shape, generator=torch.Generator().manual_seed(0)) * 0.05
+               for k, v in taesd_decoder().state_dict().items()}
+    save_file(weights, str(tmp_path / "taesd_decoder.safetensors"))
+    decoder = load_taesd_decoder(str(tmp_path / "taesd_decoder.safetensors"))
+    preview = latent_to_rgb_preview(torch.randn(1, 4, 8, 8), "sd1", taesd_decoder=decoder)
+    assert preview.shape == (64, 64, 3) and preview.dtype.name == "uint8"
