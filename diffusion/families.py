@@ -164,13 +164,14 @@ def detect_prediction(unet: dict[str, torch.Tensor], family: str, metadata: dict
     for key in ("modelspec.prediction_type", "prediction_type"):
         if meta.get(key):
             return "v" if meta[key].strip().lower() in _V_VALUES else "eps"
-    if family != "sd2":
-        return "eps"
+    conv_in = unet.get("input_blocks.0.0.weight")
+    if family != "sd2" or (conv_in is not None and conv_in.shape[1] != 4):
+        return "eps"  # ComfyUI applies the heuristic to SD2 only, and SD2 inpainting models are ε-prediction
     last = max(_indices(unet, r"output_blocks\.(\d+)\.1\.transformer_blocks\.0\.norm1\.bias"), default=None)
     if last is None:
         return "eps"
     bias = unet[f"output_blocks.{last}.1.transformer_blocks.0.norm1.bias"]
-    return "v" if bias.float().std().item() > V_PREDICTION_STD_THRESHOLD else "eps"
+    return "v" if bias.float().std(correction=0).item() > V_PREDICTION_STD_THRESHOLD else "eps"
 
 
 def detect_checkpoint(state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> ModelInfo:

@@ -108,7 +108,7 @@ def test_reference_checkpoint_loads_completely(reference_files: dict[str, Path],
         assert torch.equal(p, raw[f"model.diffusion_model.{name}"].float()), name
     if family == "sd21":  # random weights: ComfyUI's heuristic decides, as it would on this file
         bias = raw["model.diffusion_model.output_blocks.11.1.transformer_blocks.0.norm1.bias"].float()
-        assert info.prediction == ("v" if bias.std().item() > V_PREDICTION_STD_THRESHOLD else "eps")
+        assert info.prediction == ("v" if bias.std(correction=0).item() > V_PREDICTION_STD_THRESHOLD else "eps")
     del raw
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, 4, 16, 16, generator=g)
