@@ -156,8 +156,9 @@ def test_common_upscale_matches_torch_and_crops_the_centre(env) -> None:
     assert torch.equal(cropped, samples[:, :, :, 4:12])
     lanczos = utils.common_upscale(torch.full((1, 3, 8, 8), 0.5), 16, 12, "lanczos", "disabled")
     assert lanczos.shape == (1, 3, 12, 16) and torch.allclose(lanczos, torch.full_like(lanczos, 127 / 255), atol=1e-6)
-    with pytest.raises(ValueError, match="bislerp"):
-        utils.common_upscale(samples, 4, 4, "bislerp", "disabled")
+    assert utils.common_upscale(samples, 5, 3, "bislerp", "disabled").shape == (2, 3, 3, 5)
+    with pytest.raises(ValueError, match="unknown upscale method"):
+        utils.common_upscale(samples, 4, 4, "sinc", "disabled")
     assert utils.repeat_to_batch_size(torch.arange(2), 5).tolist() == [0, 1, 0, 1, 0]
 
 
