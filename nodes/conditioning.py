@@ -38,7 +38,8 @@ def encode_text(clip: CLIP, text: str) -> Conditioning:
 
 
 class CLIPTextEncode(Node):
-    """Encodes a text prompt using a CLIP model into an embedding that can be used to guide the diffusion model towards generating specific images."""  # noqa: E501  (ComfyUI's description, one line)
+    __doc__ = ("Encodes a text prompt using a CLIP model into an embedding that can be used to guide the diffusion "
+               "model towards generating specific images.")  # ComfyUI's description, kept on one line
 
     DISPLAY_NAME = "CLIP Text Encode (Prompt)"
     CATEGORY = "conditioning"

@@ -20,7 +20,8 @@ from diffusion.patcher import ModelHandle
 from diffusion.text_encoders import CLIP
 from diffusion.vae import VAE
 from nodes.context import FoldersLike, NodeContext, current_or_none
-from nodes.spec import Combo, FileList, Node, Output
+from nodes.previews import find_approx_file
+from nodes.spec import Combo, FileIndex, FileList, Node, Output
 
 log = logging.getLogger(__name__)
 
@@ -131,16 +132,47 @@ class CheckpointLoader(Node):
         return load_checkpoint_sockets(ckpt_name)
 
 
+TAESD = "taesd"  # the VAELoader entry for TAESD (SD1/SD2 latents), listed when both halves are in vae_approx
+
+
+class VAEFileList(FileList):
+    """The files of models/vae, plus "taesd" when `taesd_encoder.*` and `taesd_decoder.*` are in vae_approx."""
+
+    def resolve(self, files: FileIndex | None) -> list[str]:
+        names = super().resolve(files)
+        if files is None:
+            return names
+        try:
+            stems = {name.rsplit("/", 1)[-1].split(".", 1)[0] for name in files.list_files("vae_approx")}
+        except KeyError:
+            return names
+        return names + [TAESD] if {"taesd_encoder", "taesd_decoder"} <= stems else names
+
+
+def load_taesd_vae(ctx: NodeContext) -> VAE:
+    """TAESD as a VAE (both halves from models/vae_approx)."""
+    from diffusion.taesd import load_taesd_autoencoder
+
+    enc, dec = find_approx_file(ctx, "taesd_encoder"), find_approx_file(ctx, "taesd_decoder")
+    if enc is None or dec is None:
+        raise FileNotFoundError("taesd needs taesd_encoder and taesd_decoder files in models/vae_approx")
+    dtype = dtype_for(ctx, "vae")
+    module = cached_one(ctx, dec, lambda: load_taesd_autoencoder(enc, dec, dtype), f"taesd:{enc}:{dtype}", "taesd")
+    return vae_socket(module, TAESD)
+
+
 class VAELoader(Node):
-    """Loads a VAE file from models/vae (with or without the `first_stage_model.` prefix)."""
+    """Loads a VAE file from models/vae (with or without the `first_stage_model.` prefix), or TAESD."""
 
     DISPLAY_NAME = "Load VAE"
     CATEGORY = "loaders"
-    INPUTS = (Combo("vae_name", FileList("vae")),)
+    INPUTS = (Combo("vae_name", VAEFileList("vae")),)
     OUTPUTS = (Output("VAE"),)
 
     def execute(self, vae_name: str) -> tuple[VAE]:
         ctx = node_context()
+        if vae_name == TAESD:
+            return (load_taesd_vae(ctx),)
         path = _folders(ctx).full_path("vae", vae_name)
         dtype = dtype_for(ctx, "vae")
         module = cached_one(ctx, path, lambda: load_vae_module(path, dtype), f"vae:{dtype}", "vae")
@@ -197,7 +229,7 @@ class UNETLoader(Node):
         def load() -> Any:
             model = load_unet_module(path, fp8 if fp8 is not None else dtype)
             if fp8 is not None:
-                model.to(dtype)  # fp8-rounded values, computed in the compute precision
+                model.diffusion_model.to(dtype)  # fp8-rounded values, computed in the compute precision
             return model
 
         module = cached_one(ctx, path, load, f"unet:{weight_dtype}:{dtype}", "unet")

@@ -82,6 +82,8 @@ def progress_callback(ctx: NodeContext | None, model: DiffusionModel,
 
 def _preview_image(x0: torch.Tensor, model: DiffusionModel, decoder: torch.nn.Module | None) -> Image.Image | None:
     try:
+        if decoder is not None:
+            x0 = x0.to(next(decoder.parameters()).device)
         return Image.fromarray(latent_to_rgb_preview(x0, model.latent_format, decoder))
     except (RuntimeError, ValueError) as err:  # a preview must never stop sampling
         log.warning("preview failed: %s", err)

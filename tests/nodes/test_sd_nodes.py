@@ -15,7 +15,8 @@ from diffusion.diffusion_model import DiffusionModel
 from diffusion.patcher import ModelHandle
 from diffusion.text_encoders import CLIP
 from diffusion.vae import VAE
-from tests.fixtures.tiny_checkpoints import write_tiny_checkpoint, write_tiny_text_encoder, write_tiny_unet, write_tiny_vae
+from tests.fixtures.tiny_checkpoints import (write_tiny_checkpoint, write_tiny_text_encoder, write_tiny_unet,
+                                             write_tiny_vae)
 from tests.fixtures.tiny_text_encoders import TINY_WIDTH
 from tests.nodes.sd_env import CKPT, SDEnv, txt2img
 
@@ -234,3 +235,39 @@ def test_interrupt_stops_sampling_at_the_next_step(env: SDEnv) -> None:
     assert steps == [1]
     assert not env.executor.interrupt.is_set()  # cleared for the next prompt
     env.ok(txt2img(steps=2))
+
+
+# ---- TAESD --------------------------------------------------------------------------------------------------------
+
+def write_taesd(folder: Path, seed: int = 0) -> None:
+    """Random-weight TAESD halves in the published files' key layout (Sequential indices)."""
+    from safetensors.torch import save_file
+
+    from diffusion.taesd import decoder, encoder
+
+    gen = torch.Generator().manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, net in (("taesd_encoder", encoder()), ("taesd_decoder", decoder())):
+        tensors = {}
+        for key, value in net.state_dict().items():
+            r = torch.randn(value.shape, generator=gen)
+            tensors[key] = (r / max(1, r[0].numel()) ** 0.5 if value.ndim > 1 else 0.02 * r).contiguous()
+        save_file(tensors, str(folder / f"{name}.safetensors"))
+
+
+def test_taesd_vae_and_previews(env: SDEnv) -> None:
+    assert "taesd" not in info(env, "VAELoader")["input"]["required"]["vae_name"][0]
+    write_taesd(env.base / "models" / "vae_approx")
+    assert info(env, "VAELoader")["input"]["required"]["vae_name"][0] == ["taesd"]
+    prompt = txt2img(steps=2)
+    prompt["50"] = {"class_type": "VAELoader", "inputs": {"vae_name": "taesd"}}
+    prompt["8"]["inputs"]["vae"] = ["50", 0]
+    prompt["51"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["8", 0], "vae": ["50", 0]}}
+    image = env.value(prompt, "8", 0)
+    assert image.shape == (1, 32, 32, 3) and 0.0 <= image.min() and image.max() <= 1.0
+    assert env.value(prompt, "51", 0)["samples"].shape == (1, 4, 4, 4)
+    env.run(txt2img(steps=2, seed=11))
+    previews = env.previews()
+    assert previews
+    with Image.open(__import__("io").BytesIO(previews[-1].data)) as frame:
+        assert frame.size == (32, 32)  # TAESD decodes to full resolution
