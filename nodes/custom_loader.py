@@ -71,7 +71,8 @@ class LoadedPack:
         """The pack as `GET /loom/custom_nodes` lists it."""
         return {"name": self.name, "path": str(self.path), "state": self.state,
                 "import_seconds": round(self.seconds, 4), "error": self.error, "api": list(self.api_styles),
-                "nodes": list(self.registered) if self.registered else [s.class_type for s in self.specs],
+                "nodes": list(self.registered) or [s.class_type for s in self.specs
+                                                   if s.class_type not in self.collisions],
                 "node_errors": dict(self.node_errors), "collisions": list(self.collisions),
                 "web_directory": f"/extensions/{self.name}" if self.web_directory else None}
 
