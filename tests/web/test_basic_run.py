@@ -21,7 +21,7 @@ def build_image_graph(page) -> dict[str, int]:
     page.evaluate("() => { window.loomApp.canvas.ds.offset = [0, 0]; window.loomApp.canvas.ds.scale = 1; }")
     ids = {
         "empty": ui.add_node_by_search(page, "empty image", ui.canvas_point(page, 0.05, 0.1), "EmptyImage"),
-        "invert": ui.add_node_by_search(page, "invert", ui.canvas_point(page, 0.35, 0.1), "ImageInvert"),
+        "invert": ui.add_node_by_search(page, "invert image", ui.canvas_point(page, 0.35, 0.1), "ImageInvert"),
         "save": ui.add_node_by_search(page, "save image", ui.canvas_point(page, 0.6, 0.1), "SaveImage"),
     }
     ui.connect(page, ids["empty"], 0, ids["invert"], 0)
