@@ -176,7 +176,11 @@ class ImageBatch(Node):
     OUTPUTS = (Output("IMAGE"),)
 
     def execute(self, image1: torch.Tensor, image2: torch.Tensor) -> tuple[torch.Tensor]:
-        image1, image2 = alpha_fix(image1, image2)
+        # Different channel counts: the image without alpha gets an opaque one.
+        if image1.shape[-1] > image2.shape[-1]:
+            image2 = F.pad(image2, (0, 1), value=1.0)
+        elif image1.shape[-1] < image2.shape[-1]:
+            image1 = F.pad(image1, (0, 1), value=1.0)
         if image1.shape[1:] != image2.shape[1:]:
             image2 = scale_image(image2, image1.shape[2], image1.shape[1], "bilinear", "center")
         return (torch.cat((image1, image2), dim=0),)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import safetensors.torch
 import torch
+import torch.nn.functional as F
 from safetensors import safe_open
 
 from tests.nodes.ops_env import OpsEnv
@@ -213,3 +214,17 @@ def test_save_and_load_latent(env: OpsEnv) -> None:
     bad = env.run(env.prompt("LoadLatent", {"latent": "missing.latent"}) | {
         "grab": {"class_type": "Grab", "inputs": {"value": ["n", 0]}}})
     assert bad.status != "success"
+
+
+def test_common_upscale_frames_and_grey_lanczos() -> None:
+    from nodes.upscaling_math import common_upscale
+    video = torch.randn(2, 4, 3, 5, 6)  # B×C×T×H×W: every frame resized alike
+    out = common_upscale(video, 9, 7, "bicubic", "disabled")
+    assert out.shape == (2, 4, 3, 7, 9)
+    for t in range(3):
+        assert torch.allclose(out[:, :, t], F.interpolate(video[:, :, t], size=(7, 9), mode="bicubic"), atol=1e-6)
+    grey = torch.rand(1, 1, 5, 5)
+    small = common_upscale(grey, 3, 3, "lanczos", "disabled")
+    assert small.shape == (1, 1, 3, 3) and 0.0 <= float(small.min()) and float(small.max()) <= 1.0
+    with pytest.raises(ValueError, match="unknown upscale method"):
+        common_upscale(grey, 3, 3, "cubic", "disabled")
