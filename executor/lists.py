@@ -8,6 +8,8 @@ marked is-list contributes its items, any other output one item per call.
 """
 from __future__ import annotations
 
+import asyncio
+import inspect
 from typing import Any, Callable, Mapping
 
 from nodes.spec import NodeOutput, NodeSpec, normalize_result
@@ -46,7 +48,10 @@ def map_calls(spec: NodeSpec, func: Callable[..., Any], inputs: Mapping[str, lis
     for index in range(call_count(spec, inputs)):
         if index and between is not None:
             between()
-        results.append(normalize_result(spec, func(**slice_inputs(spec, inputs, index))))
+        result = func(**slice_inputs(spec, inputs, index))
+        if inspect.iscoroutine(result):  # an `async def` node function (newer ComfyUI allows them)
+            result = asyncio.run(result)
+        results.append(normalize_result(spec, result))
     return results
 
 

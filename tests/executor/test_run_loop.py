@@ -212,3 +212,19 @@ def test_a_broken_event_sink_does_not_stop_the_prompt() -> None:
 def test_end_announcement_can_be_left_to_the_worker() -> None:
     result, seen = run(Executor(fake_registry(), announce_done=False), SIMPLE)
     assert result.status == "success" and types(seen)[-1] == "execution_success"
+
+
+def test_async_node_functions_are_awaited() -> None:
+    class Later(Node):
+        INPUTS = [Int("value", 1)]
+        OUTPUTS = [Output("INT")]
+
+        async def execute(self, value: int) -> tuple[int]:
+            import asyncio
+            await asyncio.sleep(0)
+            return (value * 10,)
+
+    prompt = {"1": {"class_type": "Later", "inputs": {"value": 4}},
+              "2": {"class_type": "FOut", "inputs": {"value": ["1", 0]}}}
+    result, _ = run(Executor(fake_registry(Later)), prompt)
+    assert result.outputs == {"2": {"text": ["40"]}}
