@@ -166,3 +166,47 @@ def test_basic_and_dual_cfg_guiders():
     dual.prepare(X, None, None)
     # negative 1.5, middle 3.5, positive 5.5: (1.5 + (3.5-1.5)·4) + (5.5-3.5)·2
     torch.testing.assert_close(dual(X, SIGMA), torch.full_like(X, 9.5 + 4.0))
+
+
+class AddControl:
+    """A ControlNet-like object following conditioning.Control: its residual shifts the prediction."""
+
+    def __init__(self, shift: float):
+        self.shift, self.calls = shift, []
+
+    def get_control(self, x, sigma, cond, batch_chunks, transformer_options=None):
+        self.calls.append((x.shape[0], batch_chunks, tuple(transformer_options["cond_or_uncond"])))
+        return {"shift": self.shift}
+
+
+def test_control_objects_reach_the_model_and_apply_to_uncond():
+    seen = []
+
+    def apply(x, sigma, c_crossattn=None, control=None, **_):
+        seen.append(control)
+        shift = control["shift"] if control else 0.0
+        return 0.5 * x + c_crossattn.mean(dim=(1, 2)).view(-1, 1, 1, 1) + shift
+    m = ContextModel()
+    m.apply_model = apply
+    control = AddControl(10.0)
+    guider = CFGGuider(m)
+    guider.set_conds([cond(3.0, control=control, control_apply_to_uncond=True)], [cond(1.0)])
+    guider.set_cfg(2.0)
+    guider.prepare(X, None, None)
+    out = guider(X, SIGMA)
+    # The negative cond got the same control, so both share one batched call with the residual.
+    assert control.calls == [(2, 2, (1, 0))]
+    torch.testing.assert_close(out, torch.full_like(X, 11.5 + 2.0 * 2.0))
+
+
+def test_model_function_wrapper_sees_the_batch():
+    m = ContextModel()
+    seen = {}
+
+    def wrapper(apply_model, args):
+        seen.update(args)
+        return apply_model(args["input"], args["timestep"], **args["c"]) * 2
+    out = sampling_function(m.apply_model, X, SIGMA, convert_cond([cond(1.0)]), convert_cond([cond(3.0)]), 1.5,
+                            {"model_function_wrapper": wrapper})
+    assert seen["cond_or_uncond"] == [1, 0] and seen["cond_scale"] == 1.5
+    torch.testing.assert_close(out, torch.full_like(X, 2 * 1.5 + 2 * 2.0 * 1.5))
