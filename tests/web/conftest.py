@@ -90,7 +90,7 @@ def loom_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoomServer
 
 
 @contextmanager
-def start_server(base: Path, extra_args: tuple[str, ...] = ()) -> Iterator[str]:
+def start_server(base: Path, extra_args: tuple[str, ...] = (), port: int | None = None) -> Iterator[str]:
     """Run `python main.py` on a free port with `base` as base directory (a tiny SD1.5
     checkpoint is written there first); yields the URL; stops the server after."""
     from tests.fixtures.tiny_checkpoints import write_tiny_checkpoint
@@ -99,7 +99,7 @@ def start_server(base: Path, extra_args: tuple[str, ...] = ()) -> Iterator[str]:
     ckpts.mkdir(parents=True, exist_ok=True)
     if not (ckpts / "tiny_sd15.safetensors").exists():
         write_tiny_checkpoint(ckpts / "tiny_sd15.safetensors", family="sd15")
-    port = _free_port()
+    port = port or _free_port()
     log_path = base / f"server-{port}.log"
     log = open(log_path, "w")
     proc = subprocess.Popen(

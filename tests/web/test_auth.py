@@ -1,12 +1,14 @@
-"""The editor on a server started with `--auth-token`: the page opened with
-`?token=` loads its bundle, reads /object_info with the Bearer header,
-connects the websocket and shows output images (token on /view URLs)."""
+"""The editor on servers it does not share with other tests: one started with
+`--auth-token` (the page opened with `?token=` loads its bundle, reads
+/object_info with the Bearer header, connects the websocket and shows output
+images with the token on /view URLs), and one that restarts under the page
+(the websocket reconnects by itself)."""
 from __future__ import annotations
 
 import pytest
 
 from tests.web import editor_page as ui
-from tests.web.conftest import ARTIFACTS, _prerequisites, start_server
+from tests.web.conftest import ARTIFACTS, _free_port, _prerequisites, start_server
 
 pytestmark = pytest.mark.slow
 
@@ -40,3 +42,22 @@ def test_editor_works_with_an_auth_token(browser, tmp_path):
         response = bare.goto(url)
         assert response.status == 401
         context.close()
+
+
+def test_websocket_reconnects_after_a_server_restart(browser, tmp_path):
+    _prerequisites()
+    port = _free_port()
+    context = browser.new_context(viewport={"width": 1400, "height": 850})
+    page = context.new_page()
+    with start_server(tmp_path, port=port) as url:
+        page.goto(url)
+        page.wait_for_selector("body[data-ready=true]", timeout=30_000)
+        page.wait_for_selector("#connection.ok", timeout=15_000)
+    page.wait_for_selector("#connection.bad", timeout=15_000)
+    with start_server(tmp_path, port=port):
+        page.wait_for_selector("#connection.ok", timeout=60_000)
+        page.wait_for_selector(".loom-toast:text('Reconnected to the server')", timeout=5000)
+        page.screenshot(path=str(ARTIFACTS / "17_reconnected.png"))
+        # The page still talks to the new server.
+        assert page.evaluate("() => window.loomApp.api.getQueue().then((q) => Array.isArray(q.queue_pending))")
+    context.close()
