@@ -98,6 +98,9 @@ class LCMPrediction(EpsPrediction):
         return c_out * x0 + c_skip * model_input
 
 
+# Names other modules use for the same parameterisations (diffusion/families.py says "v").
+_ALIASES = {"v": "v_prediction", "epsilon": "eps"}
+
 _PARAMETERIZATIONS: dict[str, type] = {
     "eps": EpsPrediction, "v_prediction": VPrediction, "x0": X0Prediction, "lcm": LCMPrediction,
 }
@@ -107,7 +110,7 @@ class ModelSampling(nn.Module):
     """The discrete schedule plus a parameterisation.
 
     Args:
-        prediction: one of "eps", "v_prediction", "x0", "lcm" (ComfyUI's ModelSamplingDiscrete choices).
+        prediction: one of "eps", "v_prediction" (or "v"), "x0", "lcm" (ComfyUI's ModelSamplingDiscrete choices).
         zsnr: rescale the schedule to zero terminal SNR.
         timesteps, beta_start, beta_end: the scaled-linear beta schedule.
         original_timesteps: keep only this many evenly spaced table entries (LCM distillation uses 50);
@@ -117,6 +120,7 @@ class ModelSampling(nn.Module):
     def __init__(self, prediction: str = "eps", zsnr: bool = False, timesteps: int = 1000,
                  beta_start: float = 0.00085, beta_end: float = 0.012, original_timesteps: int | None = None):
         super().__init__()
+        prediction = _ALIASES.get(prediction, prediction)
         if prediction not in _PARAMETERIZATIONS:
             raise ValueError(f"unknown prediction type {prediction!r}; choose one of {PREDICTION_TYPES}")
         self.prediction = prediction
