@@ -46,15 +46,34 @@ def unet_working_memory(shape: tuple[int, ...], dtype: torch.dtype, cond_batch: 
     return int(b * cond_batch * h * w * size * 20_000) + 256 * 1024 ** 2
 
 
+def cond_models(*conditionings: list | None) -> list[ModelHandle]:
+    """The extra models conditioning needs on the device while sampling (ControlNets and the like).
+
+    The contract for such objects, stored under a cond dict's "control" key: they expose the `ModelHandle` to place
+    as `.handle` and chain to the next one through `.previous_controlnet` (ComfyUI's attribute name)."""
+    found: list[ModelHandle] = []
+    for conditioning in conditionings:
+        for entry in conditioning or []:
+            control = entry[1].get("control") if len(entry) > 1 and isinstance(entry[1], dict) else None
+            while control is not None:
+                handle = getattr(control, "handle", None)
+                if isinstance(handle, ModelHandle) and all(handle is not h for h in found):
+                    found.append(handle)
+                control = getattr(control, "previous_controlnet", None)
+    return found
+
+
 def run_with_model(handle: Any, latent_shape: tuple[int, ...], fn: Callable[[DiffusionModel, torch.device], T],
-                   cond_batch: int = 2) -> T:
-    """Call `fn(diffusion_model, device)` with the model placed (and patched) by the memory manager."""
+                   cond_batch: int = 2, extra: list[ModelHandle] | None = None) -> T:
+    """Call `fn(diffusion_model, device)` with the model (and the `extra` models conditioning needs) placed and
+    patched by the memory manager."""
     ctx = current_or_none()
     module = handle.model if isinstance(handle, ModelHandle) else getattr(handle, "model", handle)
     if ctx is None or ctx.models is None:
         return fn(module, torch.device("cpu"))
     dtype = next(module.parameters()).dtype
-    with ctx.models.use([handle], working_memory=unet_working_memory(latent_shape, dtype, cond_batch)) as device:
+    working = unet_working_memory(latent_shape, dtype, cond_batch)
+    with ctx.models.use([handle, *(extra or [])], working_memory=working) as device:
         return fn(module, torch.device(device) if device is not None else torch.device("cpu"))
 
 
@@ -126,7 +145,7 @@ def common_ksampler(model: ModelHandle, seed: int, steps: int, cfg: float, sampl
                       interrupt_check=ctx.check_interrupted if ctx is not None else None)
 
     with torch.no_grad():
-        samples = run_with_model(model, tuple(latent_image.shape), run)
+        samples = run_with_model(model, tuple(latent_image.shape), run, extra=cond_models(positive, negative))
     return ({**latent, "samples": samples},)
 
 

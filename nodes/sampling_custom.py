@@ -26,7 +26,7 @@ from diffusion.samplers import SAMPLER_NAMES
 from diffusion.schedules import (AYS_NOISE_LEVELS, SCHEDULER_NAMES, align_your_steps, get_sigmas_exponential,
                                  get_sigmas_karras, get_sigmas_polyexponential, scheduler_sigmas, sdturbo_schedule)
 from nodes.context import current_or_none
-from nodes.sampling import (SEED_MAX, Latent, cfg_input, fix_empty_latent_channels, initial_noise,
+from nodes.sampling import (SEED_MAX, Latent, cfg_input, cond_models, fix_empty_latent_channels, initial_noise,
                             progress_callback, run_with_model)
 from nodes.spec import Boolean, Combo, Float, Input, Int, Node, Output
 
@@ -68,8 +68,10 @@ def _sampling_run(handle: Any, model: DiffusionModel, guider: Any, sampler: Samp
                              callback=progress_callback(ctx, dm, sink), seed=seed, device=device,
                              interrupt_check=ctx.check_interrupted if ctx is not None else None)
 
+    conds = getattr(guider, "original_conds", None) or {}
+    extra = cond_models(*[[[None, c] for c in cond_list] for cond_list in conds.values()])
     with torch.no_grad():
-        samples = run_with_model(handle, tuple(latent_image.shape), run)
+        samples = run_with_model(handle, tuple(latent_image.shape), run, extra=extra)
     out = {**latent, "samples": samples}
     denoised = out
     if "x0" in sink:

@@ -214,3 +214,41 @@ def test_set_latent_noise_mask_keeps_the_unmasked_latent(env: SDEnv) -> None:
     out = env.value(prompt, "3", 0)["samples"]
     torch.testing.assert_close(out[..., :2], source["samples"][..., :2], rtol=1e-5, atol=1e-5)
     assert not torch.allclose(out[..., 2:], source["samples"][..., 2:])
+
+
+class RecordingControl:
+    """A control object by the `nodes.sampling.cond_models` contract: a handle to place, a chain, and
+    `get_control` (adding no residuals) that records whether its model was placed when the sampler asked."""
+
+    def __init__(self, manager: Any, previous: "RecordingControl | None" = None) -> None:
+        from diffusion.patcher import ModelHandle
+
+        self.handle = ModelHandle(torch.nn.Linear(2, 2), name="control", kind="other")
+        self.previous_controlnet = previous
+        self.manager = manager
+        self.placed: list[bool] = []
+
+    def get_control(self, x: torch.Tensor, sigma: torch.Tensor, cond: dict, batch_chunks: int,
+                    transformer_options: dict) -> None:
+        self.placed.append(self.manager.is_loaded(self.handle))
+        if self.previous_controlnet is not None:
+            self.previous_controlnet.get_control(x, sigma, cond, batch_chunks, transformer_options)
+        return None
+
+
+def test_models_in_conditioning_are_placed_while_sampling(env: SDEnv) -> None:
+    from nodes.context import InterruptFlag, NodeContext, running
+    from nodes.sampling import common_ksampler
+
+    prompt = base()
+    model, positive, negative = env.value(prompt, "4", 0), env.value(prompt, "6", 0), env.value(prompt, "7", 0)
+    first = RecordingControl(env.models)
+    second = RecordingControl(env.models, previous=first)
+    positive = [[positive[0][0], {**positive[0][1], "control": second}]]
+    ctx = NodeContext(prompt_id="c", node_id="3", class_type="KSampler", interrupt=InterruptFlag(),
+                      models=env.models, folders=env.folders)
+    with running(ctx):
+        (out,) = common_ksampler(model, 1, 2, 5.0, "euler", "normal", positive, negative,
+                                 {"samples": torch.zeros(1, 4, 4, 4)})
+    assert out["samples"].shape == (1, 4, 4, 4)
+    assert first.placed and all(first.placed) and second.placed and all(second.placed)

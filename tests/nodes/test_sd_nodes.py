@@ -271,3 +271,20 @@ def test_taesd_vae_and_previews(env: SDEnv) -> None:
     assert previews
     with Image.open(__import__("io").BytesIO(previews[-1].data)) as frame:
         assert frame.size == (32, 32)  # TAESD decodes to full resolution
+
+
+def test_text_encode_finds_embeddings_in_the_models_folder(env: SDEnv) -> None:
+    from safetensors.torch import save_file
+
+    (env.base / "models" / "embeddings").mkdir(parents=True)
+    vectors = torch.randn(2, TINY_WIDTH, generator=torch.Generator().manual_seed(4))
+    save_file({"emb_params": vectors}, str(env.base / "models" / "embeddings" / "shiny.safetensors"))
+    prompt = txt2img()
+    prompt["6"]["inputs"]["text"] = "a embedding:shiny cube"
+    prompt["7"]["inputs"]["text"] = "a embedding:absent cube"
+    with_embedding, missing = env.value(prompt, "6", 0)[0][0], env.value(prompt, "7", 0)[0][0]
+    clip = env.value(prompt, "4", 1)
+    plain, _ = clip.encode("a cube")
+    assert with_embedding.shape == missing.shape == (1, 77, TINY_WIDTH)
+    assert not torch.allclose(with_embedding, plain)
+    assert env.ok(prompt).status == "success"  # a missing embedding is a warning, not an error
