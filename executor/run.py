@@ -24,7 +24,8 @@ from executor.cache import CachedOutput, OutputCache, estimate_size, signatures_
 from executor.lists import call_count, map_calls, merge_outputs, slice_inputs
 from executor.plan import CycleError, Scheduler, as_link, reachable, topological_order
 from executor.validate_checks import coerce_constant
-from nodes.context import FoldersLike, InterruptFlag, Interrupted, ModelManagerLike, NodeContext, running
+from nodes.context import (FoldersLike, InterruptFlag, Interrupted, ModelManagerLike, NodeContext, hook_context,
+                           running)
 from nodes.spec import NodeSpec
 
 log = logging.getLogger(__name__)
@@ -228,7 +229,9 @@ class _Run:
         spec = self.specs[node_id]
         constants = {k: v for k, v in self.work[node_id]["inputs"].items() if as_link(v) is None}
         try:
-            return spec.is_changed(**_accepted(spec.is_changed, constants))  # type: ignore[misc]
+            with hook_context(node_id, spec.class_type, folders=self.ex.folders, models=self.ex.models,
+                              interrupt=self.ex.interrupt, prompt_id=self.prompt_id):
+                return spec.is_changed(**_accepted(spec.is_changed, constants))  # type: ignore[misc]
         except Exception as ex:  # node code: report and rerun rather than fail the prompt
             log.warning("IS_CHANGED of node %s (%s) failed: %s", node_id, spec.class_type, ex)
             return float("nan")

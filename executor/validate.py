@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from executor import validate_checks as checks
 from executor.plan import find_cycles, reachable, topological_partial
+from nodes.context import hook_context
 from nodes.spec import FileIndex, NodeSpec
 
 
@@ -137,7 +138,7 @@ def _check_nodes(work: dict[str, Any], specs: Mapping[str, NodeSpec | None], nod
         if spec is None:
             bad.add(node_id)
             continue
-        errors = check_node(spec, work[node_id]["inputs"], work, lookup, files)
+        errors = check_node(spec, work[node_id]["inputs"], work, lookup, files, node_id=node_id)
         if errors:
             _add_errors(node_errors, node_id, spec.class_type, errors)
             bad.add(node_id)
@@ -148,8 +149,11 @@ def _check_nodes(work: dict[str, Any], specs: Mapping[str, NodeSpec | None], nod
 
 def check_node(spec: NodeSpec, inputs: dict[str, Any], prompt: Mapping[str, Any],
                lookup: Callable[[str], NodeSpec | None],
-               files: FileIndex | None = None) -> list[dict[str, Any]]:
-    """All errors of one node; converts its constant inputs in place (ComfyUI's coercions)."""
+               files: FileIndex | None = None, node_id: str = "") -> list[dict[str, Any]]:
+    """All errors of one node; converts its constant inputs in place (ComfyUI's coercions).
+
+    The node's own VALIDATE_INPUTS runs inside a hook context holding the folders, so hooks that
+    look files up (LoadImage, LoadLatent) can check them at validation time."""
     errors: list[dict[str, Any]] = []
     custom_args, custom_kwargs = checks.custom_validation_args(spec)
     received_types: dict[str, str] = {}
@@ -174,7 +178,8 @@ def check_node(spec: NodeSpec, inputs: dict[str, Any], prompt: Mapping[str, Any]
         if name in custom_args or custom_kwargs:
             continue
         errors += checks.check_range(ispec, value) or checks.check_combo(ispec, value, files)
-    errors += checks.check_custom(spec, constants, received_types, custom_args, custom_kwargs)
+    with hook_context(node_id, spec.class_type, folders=files if hasattr(files, "full_path") else None):
+        errors += checks.check_custom(spec, constants, received_types, custom_args, custom_kwargs)
     return errors
 
 

@@ -369,8 +369,6 @@ def test_hooks_work_in_the_hook_context(env: Env) -> None:
         assert LoadImage.validate("nothere.png") == "Invalid image file: nothere.png"
 
 
-@pytest.mark.xfail(reason="needs the executor to call IS_CHANGED/VALIDATE_INPUTS hooks inside "
-                          "nodes.context.hook_context (with folders)", strict=False)
 def test_executor_reuses_an_unchanged_load_and_rejects_a_missing_file(env: Env) -> None:
     from executor.validate import validate_prompt
 
