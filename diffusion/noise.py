@@ -3,9 +3,10 @@
 Owns the seeding contract of DESIGN.md (same seed -> same image as ComfyUI):
 - `prepare_noise`: `torch.randn` of the latent's shape on the CPU from a generator seeded with the seed;
   for `batch_index` latents one draw per index 0..max(index) in order, keeping the requested ones.
-- `default_noise_sampler`: ancestral noise from a generator on the latent's device. ComfyUI seeds it
-  with seed+1 when that device is the CPU (so the extra noise is not the initial noise again) and
-  with the seed itself on an accelerator; we do the same.
+- `default_noise_sampler`: ancestral noise from a generator on the latent's device seeded with the seed,
+  as ComfyUI at the reference commit (0.3.64) does. On the CPU its first draw therefore repeats the
+  initial noise (ComfyUI issue #9819); later ComfyUI (PR #11528) seeds the CPU generator with seed+1.
+  `CPU_ANCESTRAL_SEED_OFFSET` selects the behaviour; 0 keeps parity with the reference outputs.
 - `BrownianTreeNoiseSampler`: SDE noise from a torchsde BrownianTree seeded with the seed, normalised
   to unit variance per interval (k-diffusion's sampler of the same name), optionally kept on the CPU.
 A noise sampler is a callable `(sigma, sigma_next) -> Tensor` shaped like the latent.
@@ -19,6 +20,9 @@ import torch
 import torchsde
 
 NoiseSampler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+# Added to the seed of the ancestral generator when it lives on the CPU: 0 = ComfyUI 0.3.64, 1 = later ComfyUI.
+CPU_ANCESTRAL_SEED_OFFSET = 0
 
 
 def prepare_noise(latent: torch.Tensor, seed: int, batch_index: list[int] | None = None) -> torch.Tensor:
@@ -36,13 +40,14 @@ def prepare_noise(latent: torch.Tensor, seed: int, batch_index: list[int] | None
     return torch.cat([draws[int(i)] for i in np.ravel(inverse)], dim=0)
 
 
-def default_noise_sampler(x: torch.Tensor, seed: int | None = None) -> NoiseSampler:
-    """Gaussian noise like x from a generator on x's device (seed+1 on the CPU, as ComfyUI); unseeded
-    (global RNG) when seed is None."""
+def default_noise_sampler(x: torch.Tensor, seed: int | None = None,
+                          cpu_seed_offset: int = CPU_ANCESTRAL_SEED_OFFSET) -> NoiseSampler:
+    """Gaussian noise like x from a generator on x's device seeded with seed (+cpu_seed_offset on the CPU);
+    unseeded (global RNG) when seed is None."""
     generator = None
     if seed is not None:
         if x.device == torch.device("cpu"):
-            seed = seed + 1
+            seed = seed + cpu_seed_offset
         generator = torch.Generator(device=x.device)
         generator.manual_seed(int(seed))
 
