@@ -83,7 +83,8 @@ def progress_callback(ctx: NodeContext | None, model: DiffusionModel,
     """The sampler's step callback: progress (value = steps done) and, every few steps and at the last one, a
     preview of the step's denoised prediction. `sink["x0"]` keeps the last prediction (SamplerCustom's
     denoised_output). Reporting progress also raises `Interrupted` when the user interrupted."""
-    decoder = preview_decoder(ctx, model) if ctx is not None else None
+    method = preview_method(ctx)
+    decoder = preview_decoder(ctx, model) if ctx is not None and method in ("auto", "taesd") else None
 
     def callback(step: int, x0: torch.Tensor, x: torch.Tensor, total: int) -> None:
         if sink is not None:
@@ -92,11 +93,22 @@ def progress_callback(ctx: NodeContext | None, model: DiffusionModel,
             return
         interval = max(1, total // PREVIEWS_PER_RUN)
         preview = None
-        if ctx.on_progress is not None and (step % interval == 0 or step + 1 == total):
+        if ctx.on_progress is not None and method != "none" and (step % interval == 0 or step + 1 == total):
             preview = _preview_image(x0, model, decoder)
         ctx.progress(step + 1, total, preview)
 
     return callback
+
+
+def preview_method(ctx: NodeContext | None) -> str:
+    """ComfyUI's preview methods: "none", "latent2rgb", "taesd" (when a decoder file exists, else latent2rgb) or
+    "auto" (the same as taesd). Read from the prompt's `extra_data["preview_method"]`, else the executor's
+    `ctx.extra["preview_method"]` (the --preview-method flag), else "auto"."""
+    if ctx is None:
+        return "none"
+    extra_data = ctx.extra.get("extra_data") or {}
+    method = extra_data.get("preview_method") or ctx.extra.get("preview_method") or "auto"
+    return method if method in ("none", "latent2rgb", "taesd", "auto") else "auto"
 
 
 def _preview_image(x0: torch.Tensor, model: DiffusionModel, decoder: torch.nn.Module | None) -> Image.Image | None:

@@ -288,3 +288,10 @@ def test_text_encode_finds_embeddings_in_the_models_folder(env: SDEnv) -> None:
     assert with_embedding.shape == missing.shape == (1, 77, TINY_WIDTH)
     assert not torch.allclose(with_embedding, plain)
     assert env.ok(prompt).status == "success"  # a missing embedding is a warning, not an error
+
+
+def test_preview_method_from_the_prompt(env: SDEnv) -> None:
+    prompt = txt2img(steps=2)
+    result = env.executor.execute(prompt, "np", extra_data={"preview_method": "none"}, emit=env.events.append)
+    assert result.status == "success"
+    assert env.event_data("progress") and not env.previews()
