@@ -287,7 +287,11 @@ def main(argv: list[str] | None = None) -> int:
             results = asyncio.run(measure(url, proc.pid, args.sizes, args.repeat))
         finally:
             proc.terminate()
-            proc.wait(10)
+            try:
+                proc.wait(60)  # torch's teardown at interpreter exit takes seconds on a busy machine
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     body = report(results, args, startup)
     print(body)
     if args.write:

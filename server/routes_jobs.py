@@ -1,11 +1,11 @@
 """The jobs API that ComfyUI's current frontend polls: GET /jobs, GET /jobs/{id},
-POST /jobs/{id}/cancel (served under /api/ like every route).
+POST /jobs/{id}/cancel, POST /jobs/cancel `{"job_ids"}` (served under /api/ like every route).
 
 A job is one prompt seen through one lens: `pending` and `in_progress` come from the queue,
-`completed` and `failed` from history. The list answer is `{"jobs": [...], "pagination":
+`completed`, `failed` and `cancelled` (interrupted) from history. The list answer is `{"jobs": [...], "pagination":
 {"offset", "limit", "total", "has_more"}}`; a job carries `id`, `status`, `priority` (the queue
 number), `create_time` (ms), `outputs_count`, and for finished jobs `execution_start_time`,
-`execution_end_time`, `execution_error`, `preview_output`; `GET /jobs/{id}` adds `outputs`,
+`execution_end_time`, `execution_error`, `preview_output`; `previewable_outputs_count`; `GET /jobs/{id}` adds `outputs`,
 `execution_status` and `workflow` ({prompt, extra_data}) for finished ones.
 """
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Any
 
 from aiohttp import web
 
-from server.http import BadRequest, int_query
+from server.http import BadRequest, int_query, read_json
 from server.keys import QUEUE
 from server.routes_prompt import interrupt
 
-STATUSES = ("pending", "in_progress", "completed", "failed")
+STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled")
 _PREVIEWABLE = frozenset({"images", "video", "audio"})
 
 
@@ -35,13 +35,14 @@ def _pruned(job: dict[str, Any]) -> dict[str, Any]:
 def queued_job(entry: list[Any], status: str) -> dict[str, Any]:
     """A job from a 5-element queue entry."""
     number, prompt_id, _prompt, extra, _outs = entry
-    return _pruned({"id": prompt_id, "status": status, "priority": number, "create_time": extra.get("create_time"),
-                    "outputs_count": 0, "workflow_id": _workflow_id(extra)})
+    return _pruned({"id": prompt_id, "status": status, "priority": number, "create_time": extra.get("create_time", 0),
+                    "outputs_count": 0, "previewable_outputs_count": 0, "workflow_id": _workflow_id(extra)})
 
 
-def _outputs_summary(outputs: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
-    """How many output items there are, and the first previewable one (type "output" first)."""
-    count, best, fallback = 0, None, None
+def _outputs_summary(outputs: dict[str, Any]) -> tuple[int, int, dict[str, Any] | None]:
+    """How many output items there are, how many can be previewed, and the first previewable
+    one (type "output" first)."""
+    count, previewable, best, fallback = 0, 0, None, None
     for node_id, node_out in outputs.items():
         if not isinstance(node_out, dict):
             continue
@@ -52,13 +53,14 @@ def _outputs_summary(outputs: dict[str, Any]) -> tuple[int, dict[str, Any] | Non
                 if not isinstance(item, dict):
                     continue
                 count += 1
+                previewable += media in _PREVIEWABLE
                 if media in _PREVIEWABLE and best is None:
                     candidate = {**item, "nodeId": node_id, "mediaType": media}
                     if item.get("type") == "output":
                         best = candidate
                     elif fallback is None:
                         fallback = candidate
-    return count, best or fallback
+    return count, previewable, best or fallback
 
 
 def history_job(prompt_id: str, entry: dict[str, Any], full: bool = False) -> dict[str, Any]:
@@ -67,6 +69,7 @@ def history_job(prompt_id: str, entry: dict[str, Any], full: bool = False) -> di
     status = entry.get("status") or {}
     failed = status.get("status_str") == "error"
     start = end = error = None
+    state = "failed" if failed else "completed"
     for message in status.get("messages") or []:
         if not (isinstance(message, list) and len(message) >= 2 and isinstance(message[1], dict)):
             continue
@@ -77,11 +80,14 @@ def history_job(prompt_id: str, entry: dict[str, Any], full: bool = False) -> di
             end = data.get("timestamp")
             if name == "execution_error":
                 error = data
+            elif name == "execution_interrupted":
+                state = "cancelled"
     outputs = entry.get("outputs") or {}
-    count, preview = _outputs_summary(outputs)
-    job = _pruned({"id": prompt_id, "status": "failed" if failed else "completed", "priority": number,
-                   "create_time": extra.get("create_time"), "execution_start_time": start,
+    count, previewable, preview = _outputs_summary(outputs)
+    job = _pruned({"id": prompt_id, "status": state, "priority": number,
+                   "create_time": extra.get("create_time", 0), "execution_start_time": start,
                    "execution_end_time": end, "execution_error": error, "outputs_count": count,
+                   "previewable_outputs_count": previewable,
                    "preview_output": preview, "workflow_id": _workflow_id(extra)})
     if full:
         job.update({"outputs": outputs, "execution_status": status,
@@ -124,7 +130,7 @@ async def get_jobs(request: web.Request) -> web.Response:
         jobs += [queued_job(i.as_list(), "in_progress") for i in queue.running()]
     if "pending" in wanted:
         jobs += [queued_job(i.as_list(), "pending") for i in queue.pending()]
-    if "completed" in wanted or "failed" in wanted:
+    if {"completed", "failed", "cancelled"} & set(wanted):
         for pid, entry in queue.history().items():
             job = history_job(pid, entry)
             if job["status"] in wanted:
@@ -135,8 +141,9 @@ async def get_jobs(request: web.Request) -> web.Response:
     jobs.sort(key=_sort_key(sort_by), reverse=order == "desc")
     total = len(jobs)
     page = jobs[offset:] if limit is None else jobs[offset:offset + limit]
-    return web.json_response({"jobs": page, "pagination": {"offset": offset, "limit": limit, "total": total,
-                                                           "has_more": offset + len(page) < total}})
+    # The frontend's schema wants a number for `limit`: without one, it is everything.
+    return web.json_response({"jobs": page, "pagination": {"offset": offset, "limit": total if limit is None else limit,
+                                                           "total": total, "has_more": offset + len(page) < total}})
 
 
 def find_job(app: web.Application, job_id: str) -> dict[str, Any] | None:
@@ -170,7 +177,18 @@ async def cancel_job(request: web.Request) -> web.Response:
     return web.json_response({"id": job_id, "status": "cancelled" if outcome == "removed" else "cancelling"})
 
 
+async def cancel_jobs(request: web.Request) -> web.Response:
+    """`{"job_ids": [...]}` (1 to 100): cancel each pending or running one; `{"cancelled": [...]}`."""
+    body = await read_json(request)
+    ids = body.get("job_ids")
+    if not isinstance(ids, list) or not 1 <= len(ids) <= 100 or not all(isinstance(i, str) for i in ids):
+        raise BadRequest("'job_ids' must be a list of 1 to 100 job ids")
+    cancelled = [job_id for job_id in ids if interrupt(request.app, job_id) != "not_found"]
+    return web.json_response({"cancelled": cancelled})
+
+
 ROUTES = [
+    ("POST", "/jobs/cancel", cancel_jobs),
     ("GET", "/jobs", get_jobs),
     ("GET", "/jobs/{job_id}", get_job),
     ("POST", "/jobs/{job_id}/cancel", cancel_job),

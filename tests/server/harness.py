@@ -34,11 +34,12 @@ class SlowSteps(Node):
     CATEGORY = "testing"
     OUTPUT_NODE = True
     INPUTS = (Int("steps", 5, min=1, max=10000), Float("delay", 0.01, min=0.0, max=10.0), String("text", ""),
-              Boolean("busy", False, optional=True))
+              Boolean("busy", False, optional=True), Boolean("previews", False, optional=True))
     OUTPUTS = (Output("STRING"),)
 
-    def execute(self, steps: int, delay: float, text: str, busy: bool = False) -> NodeOutput:
-        """`busy` spins in Python instead of sleeping: it holds the GIL like a pure-Python loop."""
+    def execute(self, steps: int, delay: float, text: str, busy: bool = False, previews: bool = False) -> NodeOutput:
+        """`busy` spins in Python instead of sleeping: it holds the GIL like a pure-Python loop;
+        `previews` sends a preview at every step (else only at the first)."""
         ctx = current()
         preview = Image.new("RGB", (8, 8), (255, 0, 0))
         for i in range(steps):
@@ -48,7 +49,7 @@ class SlowSteps(Node):
                     pass
             else:
                 time.sleep(delay)
-            ctx.progress(i + 1, steps, preview if i == 0 else None)
+            ctx.progress(i + 1, steps, preview if i == 0 or previews else None)
         return NodeOutput(values=(text,), ui={"text": [text]})
 
 
@@ -138,8 +139,10 @@ def png_bytes(size: tuple[int, int] = (4, 4), color: tuple[int, ...] = (0, 255, 
     return buffer.getvalue()
 
 
-def slow_prompt(steps: int = 5, delay: float = 0.01, text: str = "x", busy: bool = False) -> dict[str, Any]:
-    return {"1": {"class_type": "SlowSteps", "inputs": {"steps": steps, "delay": delay, "text": text, "busy": busy}}}
+def slow_prompt(steps: int = 5, delay: float = 0.01, text: str = "x", busy: bool = False,
+                previews: bool = False) -> dict[str, Any]:
+    return {"1": {"class_type": "SlowSteps", "inputs": {"steps": steps, "delay": delay, "text": text, "busy": busy,
+                                                        "previews": previews}}}
 
 
 def concat_prompt(a: str, b: str) -> dict[str, Any]:

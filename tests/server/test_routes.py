@@ -80,16 +80,25 @@ def test_prompt_id_number_front_and_queue_controls(tmp_path: Path) -> None:
             async with srv.session.get(f"{srv.url}/api/jobs?status=pending") as r:
                 jobs = await r.json()
             assert [j["id"] for j in jobs["jobs"]] == ["d", "c", "mine-a"]  # newest first
-            assert jobs["pagination"] == {"offset": 0, "limit": None, "total": 3, "has_more": False}
+            assert jobs["pagination"] == {"offset": 0, "limit": 3, "total": 3, "has_more": False}
             async with srv.session.get(f"{srv.url}/api/jobs/{blocker}") as r:
                 assert (await r.json())["status"] == "in_progress"
             async with srv.session.post(f"{srv.url}/api/jobs/d/cancel") as r:
                 assert (await r.json())["status"] == "cancelled"
+            async with srv.session.post(f"{srv.url}/api/jobs/cancel", json={"job_ids": ["mine-a", "zzz"]}) as r:
+                assert await r.json() == {"cancelled": ["mine-a"]}
+            async with srv.session.post(f"{srv.url}/api/jobs/cancel", json={"job_ids": []}) as r:
+                assert r.status == 400
             async with srv.session.post(f"{srv.url}/queue", json={"clear": True}) as r:
                 assert r.status == 200
             async with srv.session.post(f"{srv.url}/api/jobs/{blocker}/cancel") as r:
                 assert r.status == 200
             await srv.wait_history(blocker)
+            async with srv.session.get(f"{srv.url}/api/jobs/{blocker}") as r:
+                job = await r.json()
+            assert job["status"] == "cancelled" and job["create_time"] > 0
+            async with srv.session.get(f"{srv.url}/api/jobs?status=cancelled") as r:
+                assert [j["id"] for j in (await r.json())["jobs"]] == [blocker]
             async with srv.session.post(f"{srv.url}/api/jobs/{blocker}/cancel") as r:
                 assert r.status == 409
             async with srv.session.post(f"{srv.url}/api/jobs/nonexistent/cancel") as r:
