@@ -219,3 +219,9 @@ def test_latent_previews(tmp_path):
     decoder = load_taesd_decoder(str(tmp_path / "taesd_decoder.safetensors"))
     preview = latent_to_rgb_preview(torch.randn(1, 4, 8, 8), "sd1", taesd_decoder=decoder)
     assert preview.shape == (64, 64, 3) and preview.dtype.name == "uint8"
+
+
+def test_diffusion_model_state_dict_keys(tiny_model):
+    keys = list(tiny_model.state_dict())
+    assert keys and all(k.startswith("diffusion_model.") for k in keys)
+    assert tiny_model.model_sampling.prediction == "eps" and not tiny_model.is_inpaint
