@@ -1,5 +1,6 @@
 """Read-only information routes: /object_info, /object_info/{class}, /embeddings, /models,
-/models/{folder}, /system_stats, /extensions, /features, /i18n.
+/models/{folder}, /system_stats, /extensions, /features, /i18n, /global_subgraphs,
+/workflow_templates.
 
 Everything is derived from the runtime's registry, folders and model manager at request time
 (files added to a folder appear without a restart). torch is only imported when
@@ -132,6 +133,16 @@ async def get_i18n(request: web.Request) -> web.Response:
     return web.json_response({})
 
 
+async def get_global_subgraphs(request: web.Request) -> web.Response:
+    """Subgraph blueprints shipped by node packs (none): ComfyUI's frontend asks on load."""
+    return web.json_response({})
+
+
+async def get_workflow_templates(request: web.Request) -> web.Response:
+    """Example workflows shipped by node packs, by pack (none yet)."""
+    return web.json_response({})
+
+
 ROUTES = [
     ("GET", "/object_info", get_object_info),
     ("GET", "/object_info/{node_class}", get_object_info_node),
@@ -142,4 +153,6 @@ ROUTES = [
     ("GET", "/extensions", get_extensions),
     ("GET", "/features", get_features),
     ("GET", "/i18n", get_i18n),
+    ("GET", "/global_subgraphs", get_global_subgraphs),
+    ("GET", "/workflow_templates", get_workflow_templates),
 ]
