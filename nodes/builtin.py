@@ -19,4 +19,9 @@ BUILTIN_MODULES: list[str] = [
     "nodes.latent_ops",
     "nodes.mask",
     "nodes.image_ops",
+    "nodes.lora",
+    "nodes.model_merging",
+    "nodes.model_patches",
+    "nodes.inpaint",
+    "nodes.controlnet",
 ]
