@@ -24,7 +24,6 @@ import re
 from dataclasses import dataclass
 
 import torch
-from open_clip.transformer import QuickGELU, TextTransformer
 from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
@@ -86,21 +85,26 @@ SD1_CLIP_L = TextEncoderConfig(family="sd1", width=768, layers=12, heads=12)
 SD2_OPENCLIP_H = TextEncoderConfig(family="sd2", width=1024, layers=24, heads=16, projection_dim=1024)
 
 
-class OpenClipTextTower(TextTransformer):
-    """open_clip's text transformer plus the `logit_scale` scalar SD2 files carry, so their keys load as they are."""
+def open_clip_tower(config: TextEncoderConfig) -> nn.Module:
+    """open_clip's text transformer plus the `logit_scale` scalar SD2 files carry, so their keys load as they are.
 
-    def __init__(self, config: TextEncoderConfig) -> None:
-        super().__init__(
-            context_length=config.context_length,
-            vocab_size=config.vocab_size,
-            width=config.width,
-            heads=config.heads,
-            layers=config.layers,
-            mlp_ratio=config.mlp_ratio,
-            output_dim=config.projection_dim,
-            act_layer=QuickGELU if config.activation == "quick_gelu" else nn.GELU,
-        )
-        self.logit_scale = nn.Parameter(torch.ones([])) if config.family == "sd2" else None
+    open_clip is imported here, not at module level: importing it pulls torchvision and torch._dynamo (seconds), and
+    start-up must not pay that before a text tower is built.
+    """
+    from open_clip.transformer import QuickGELU, TextTransformer
+
+    tower = TextTransformer(
+        context_length=config.context_length,
+        vocab_size=config.vocab_size,
+        width=config.width,
+        heads=config.heads,
+        layers=config.layers,
+        mlp_ratio=config.mlp_ratio,
+        output_dim=config.projection_dim,
+        act_layer=QuickGELU if config.activation == "quick_gelu" else nn.GELU,
+    )
+    tower.logit_scale = nn.Parameter(torch.ones([])) if config.family == "sd2" else None
+    return tower
 
 
 class TextEncoder(nn.Module):
@@ -109,7 +113,7 @@ class TextEncoder(nn.Module):
     def __init__(self, config: TextEncoderConfig) -> None:
         super().__init__()
         self.config = config
-        self.model = OpenClipTextTower(config)
+        self.model = open_clip_tower(config)
 
     @property
     def num_layers(self) -> int:

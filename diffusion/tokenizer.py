@@ -12,8 +12,10 @@ from __future__ import annotations
 import re
 import unicodedata
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from open_clip.tokenizer import SimpleTokenizer
+if TYPE_CHECKING:
+    from open_clip.tokenizer import SimpleTokenizer
 
 BOS_TOKEN = 49406  # <|startoftext|>
 EOS_TOKEN = 49407  # <|endoftext|>
@@ -28,7 +30,9 @@ def _clean(text: str) -> str:
 
 @lru_cache(maxsize=1)
 def clip_bpe() -> SimpleTokenizer:
-    """The process-wide CLIP tokenizer."""
+    """The process-wide CLIP tokenizer (open_clip is imported on first use: it pulls torchvision, seconds of start-up)."""
+    from open_clip.tokenizer import SimpleTokenizer
+
     tokenizer = SimpleTokenizer()
     if (tokenizer.sot_token_id, tokenizer.eot_token_id) != (BOS_TOKEN, EOS_TOKEN):
         raise RuntimeError("open_clip's bundled vocabulary does not have CLIP's start/end token ids")
