@@ -59,6 +59,7 @@ class QueueItem:
     outputs_to_execute: list[str]
     seq: int = 0
     created: float = field(default_factory=time.time)
+    raw: str | None = field(default=None, repr=False)  # the stored JSON of as_list(public=False)
 
     @property
     def client_id(self) -> str | None:
@@ -112,7 +113,7 @@ class PromptQueue:
             for number, seq, item, created in self._db.execute(
                     "SELECT number, seq, item, created FROM queue"):
                 num, pid, prompt, extra, outs = json.loads(item)
-                self._pending[pid] = QueueItem(float(number), pid, prompt, extra, outs, seq, created)
+                self._pending[pid] = QueueItem(float(number), pid, prompt, extra, outs, seq, created, item)
             row = self._db.execute("SELECT value FROM meta WHERE key = 'counter'").fetchone()
             self._counter = int(row[0]) if row else 0
 
@@ -156,9 +157,9 @@ class PromptQueue:
                 number = self.next_number(front)
             seq = self._next_seq()
             item = QueueItem(float(number), prompt_id, prompt, dict(extra_data), list(outputs_to_execute), seq)
+            item.raw = json.dumps(item.as_list(public=False))
             self._db.execute("INSERT INTO queue(prompt_id, number, seq, running, item, created) "
-                             "VALUES (?, ?, ?, 0, ?, ?)",
-                             (prompt_id, item.number, seq, json.dumps(item.as_list(public=False)), item.created))
+                             "VALUES (?, ?, ?, 0, ?, ?)", (prompt_id, item.number, seq, item.raw, item.created))
             self._pending[prompt_id] = item
             self._cond.notify()
         self._changed()
@@ -197,6 +198,10 @@ class PromptQueue:
                   meta: dict[str, Any] | None = None) -> dict[str, Any]:
         """Move a finished prompt from the queue to history in one transaction; returns the entry."""
         entry = {"prompt": item.as_list(), "outputs": outputs, "status": status, "meta": meta or {}}
+        # The prompt (the bulk of an entry) is reused as it was stored when queued, not re-encoded.
+        public = item.raw if item.raw and not SENSITIVE_EXTRA_KEYS & item.extra_data.keys() else None
+        text = (f'{{"prompt": {public or json.dumps(entry["prompt"])}, "outputs": {json.dumps(outputs)}, '
+                f'"status": {json.dumps(status)}, "meta": {json.dumps(entry["meta"])}}}')
         with self._lock:
             self._running.pop(item.prompt_id, None)
             if not self._closed:
@@ -204,7 +209,7 @@ class PromptQueue:
                     self._db.execute("DELETE FROM queue WHERE prompt_id = ?", (item.prompt_id,))
                     self._db.execute("INSERT OR REPLACE INTO history(prompt_id, status_str, entry, created) "
                                      "VALUES (?, ?, ?, ?)",
-                                     (item.prompt_id, status.get("status_str"), json.dumps(entry), time.time()))
+                                     (item.prompt_id, status.get("status_str"), text, time.time()))
                     self._trim_history()
         self._changed()
         return entry

@@ -121,17 +121,22 @@ class Worker:
         return dict(getattr(result, "outputs", {}) or {}), dict(getattr(result, "meta", {}) or {}), status
 
     def _apply_flags(self) -> None:
-        """Carry out `/free` requests: unload models from the device, drop cached outputs."""
+        """Carry out `/free` requests: unload models from the device (the model manager's
+        `free`), drop the executor's node objects and cached outputs."""
         flags = self.queue.take_flags()
         if not flags:
             return
-        if flags.get("unload_models") and self.models is not None:
+        unload, free = bool(flags.get("unload_models")), bool(flags.get("free_memory"))
+        if unload and hasattr(self.executor, "forget_instances"):
+            self.executor.forget_instances()
+        if free and self.cache is not None and hasattr(self.cache, "clear"):
+            self.cache.clear()
+        if self.models is None:
+            return
+        if hasattr(self.models, "free"):
+            self.models.free(unload_models=unload, free_memory=free)
+        elif unload:
             _call_first(self.models, ("unload_all", "unload_all_models", "unload_models"))
-        if flags.get("free_memory"):
-            if self.cache is not None and hasattr(self.cache, "clear"):
-                self.cache.clear()
-            if self.models is not None:
-                _call_first(self.models, ("free_memory", "empty_cache", "soft_empty_cache"))
 
 
 def _call_first(obj: Any, names: tuple[str, ...]) -> None:

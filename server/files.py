@@ -25,7 +25,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from folders import UnsafePathError, resolve_inside
+from folders import UnsafePathError, resolve_inside, split_annotation
 from server.http import BadRequest
 from server.keys import RUNTIME, SETTINGS
 
@@ -56,9 +56,10 @@ def folder_of(request: web.Request, type_name: str) -> Path:
     return Path(base)
 
 
-def safe_path(base: Path, subfolder: str, filename: str) -> Path:
-    """`base/subfolder/filename` inside `base`, or Forbidden."""
-    if not filename or "/" in filename:
+def safe_path(base: Path, subfolder: str, filename: str, *, nested: bool = False) -> Path:
+    """`base/subfolder/filename` inside `base`, or Forbidden. `nested` lets the file name hold
+    folders itself ("sub/x.png", as /view accepts); uploads never do."""
+    if not filename or (not nested and "/" in filename) or filename.endswith("/"):
         raise Forbidden(f"invalid file name {filename!r}")
     try:
         resolve_inside(base, subfolder)
@@ -117,9 +118,9 @@ def _converted(path: Path, preview: str | None, channel: str | None) -> tuple[by
 async def view(request: web.Request) -> web.StreamResponse:
     """GET /view?filename=&subfolder=&type=output&preview=&channel=."""
     query = request.query
-    filename = query.get("filename", "")
-    base = folder_of(request, query.get("type") or "output")
-    path = safe_path(base, query.get("subfolder", ""), filename)
+    filename, annotated = split_annotation(query.get("filename", ""))
+    base = folder_of(request, annotated or query.get("type") or "output")
+    path = safe_path(base, query.get("subfolder", ""), filename, nested=True)
     if not path.is_file():
         return web.json_response({"error": {"type": "not_found", "message": f"no file {filename!r}"}}, status=404)
     converted = _converted(path, query.get("preview"), query.get("channel"))

@@ -115,6 +115,15 @@ class LiveServer:
             assert r.status == 200, body
             return body
 
+    async def wait_running(self, prompt_id: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            async with self.session.get(f"{self.url}/queue") as r:
+                if prompt_id in [e[1] for e in (await r.json())["queue_running"]]:
+                    return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"prompt {prompt_id} did not start in {timeout} s")
+
     async def wait_history(self, prompt_id: str, timeout: float = 30.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -90,6 +90,8 @@ def test_view_of_a_generated_image(tmp_path: Path) -> None:
                 assert (await r.read())[8:12] == b"WEBP"
             async with srv.session.get(f"{srv.url}/view", params={**image, "preview": "jpeg;90"}) as r:
                 assert r.content_type == "image/jpeg" and (await r.read())[:2] == b"\xff\xd8"
+            async with srv.session.get(f"{srv.url}/view", params={"filename": "v.png [output]", "type": "input"}) as r:
+                assert r.status == 200 and r.content_type == "image/png", "the annotation names the folder"
             for channel in ("rgb", "a", "rgba"):
                 async with srv.session.get(f"{srv.url}/view", params={**image, "channel": channel}) as r:
                     assert r.status == 200 and r.content_type == "image/png", channel
@@ -148,6 +150,7 @@ def test_interrupt_a_pending_prompt_removes_it(tmp_path: Path) -> None:
         async with LiveServer(build_test_runtime(tmp_path)) as srv:
             first = (await srv.post_prompt(slow_prompt(steps=100, delay=0.02, text="1")))["prompt_id"]
             second = (await srv.post_prompt(slow_prompt(steps=1, text="2")))["prompt_id"]
+            await srv.wait_running(first)
             async with srv.session.post(f"{srv.url}/api/interrupt", json={"prompt_id": second}) as r:
                 assert r.status == 200
             async with srv.session.get(f"{srv.url}/queue") as r:

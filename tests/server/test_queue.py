@@ -34,6 +34,8 @@ def test_entries_are_five_element_lists_without_secrets(tmp_path: Path) -> None:
     entry = q.pending()[0].as_list()
     assert len(entry) == 5 and entry[1] == "a" and entry[4] == ["1"]
     assert "api_key_comfy_org" not in entry[3]
+    q.task_done(q.get(), {}, _status())
+    assert q.history_item("a")["prompt"][3] == {"client_id": "c"}
     q.close()
 
 
