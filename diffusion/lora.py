@@ -1,0 +1,285 @@
+"""LoRA and its relatives as weight patches: reading the adapters of a file and turning them into `WeightPatch`es.
+
+Owns the maths of each adapter kind and the matching of a file's keys against a key map
+(`diffusion.lora_formats`):
+
+- LoRA (Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models"): ΔW = (α/r)·up@down, with the key
+  spellings of kohya/A1111 (`.lora_up/.lora_down` + `.alpha`), diffusers (`_lora.up/_lora.down`,
+  `.lora.up/.lora.down`, `.lora_linear_layer.up/down`) and PEFT (`.lora_B/.lora_A`, no alpha: scale 1);
+  LoCon's convolution LoRA is the same product with the down matrix a k×k kernel, and a `.lora_mid` core makes it
+  the Tucker-decomposed form of LyCORIS;
+- LoHa (Hyeon-Woo et al. 2022, "FedPara"; LyCORIS `hada_*`): ΔW = (α/r)·(w1a@w1b)⊙(w2a@w2b), optionally with
+  Tucker cores `hada_t1/t2`;
+- LoKr (Yeh et al. 2023, "Navigating Text-To-Image Customization: From LyCORIS Fine-Tuning to Model Evaluation";
+  LyCORIS `lokr_*`): ΔW = (α/r)·kron(w1, w2), each factor whole or a low-rank product;
+- full differences (`.diff` for the weight, `.diff_b` for the bias), as written by LyCORIS "full" and model-diff
+  exports.
+
+Scaling conventions (α/rank; no alpha → 1) follow LyCORIS and ComfyUI `comfy/weight_adapter/*`. Deltas are
+computed in float32 on the weight's device when the memory manager patches the weight; nothing here touches a
+module. Keys of a file that no adapter consumed are returned so callers can report them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Hashable, Mapping
+
+import torch
+from torch import Tensor
+
+from diffusion.lora_formats import Target
+from diffusion.patcher import ModelHandle, WeightPatch
+
+StateDict = Mapping[str, Tensor]
+# (up, down) spellings of plain LoRA, kohya first.
+_LORA_PAIRS = ((".lora_up.weight", ".lora_down.weight"), ("_lora.up.weight", "_lora.down.weight"),
+               (".lora_B.weight", ".lora_A.weight"), (".lora.up.weight", ".lora.down.weight"),
+               (".lora_linear_layer.up.weight", ".lora_linear_layer.down.weight"))
+_LOHA = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2")
+_LOKR = ("lokr_w1", "lokr_w2", "lokr_w1_a", "lokr_w1_b", "lokr_w2_a", "lokr_w2_b", "lokr_t2")
+
+
+def _f32(t: Tensor, like: Tensor) -> Tensor:
+    return t.to(device=like.device, dtype=torch.float32)
+
+
+def _scale(alpha: Tensor | None, rank: int | None) -> float:
+    return float(alpha) / rank if alpha is not None and rank else 1.0
+
+
+def _tucker(core: Tensor, b: Tensor, a: Tensor) -> Tensor:
+    """Rebuild a Tucker-decomposed kernel: core (r×r×k×k) contracted with b (r×in) and a (r×out) -> out×in×k×k
+    (LyCORIS `make_weight_cp`)."""
+    return torch.einsum("i j k l, j r, i p -> p r k l", core, b, a)
+
+
+@dataclass(frozen=True)
+class LoraDelta:
+    """ΔW = (α/r)·up@down, with an optional LoCon Tucker core `mid`."""
+
+    up: Tensor
+    down: Tensor
+    alpha: Tensor | None = None
+    mid: Tensor | None = None
+
+    def __call__(self, weight: Tensor) -> Tensor:
+        up, down = _f32(self.up, weight), _f32(self.down, weight)
+        rank = down.shape[0]
+        if self.mid is not None:
+            mid = _f32(self.mid, weight)
+            shape = [down.shape[1], down.shape[0], mid.shape[2], mid.shape[3]]
+            down = torch.mm(down.transpose(0, 1).flatten(1), mid.transpose(0, 1).flatten(1))
+            down = down.reshape(shape).transpose(0, 1)
+        delta = torch.mm(up.flatten(1), down.flatten(1))
+        return delta.reshape(weight.shape) * _scale(self.alpha, rank)
+
+
+@dataclass(frozen=True)
+class LohaDelta:
+    """ΔW = (α/r)·(w1a@w1b)⊙(w2a@w2b), or with Tucker cores t1/t2."""
+
+    w1a: Tensor
+    w1b: Tensor
+    w2a: Tensor
+    w2b: Tensor
+    alpha: Tensor | None = None
+    t1: Tensor | None = None
+    t2: Tensor | None = None
+
+    def __call__(self, weight: Tensor) -> Tensor:
+        w1a, w1b, w2a, w2b = (_f32(t, weight) for t in (self.w1a, self.w1b, self.w2a, self.w2b))
+        if self.t1 is not None and self.t2 is not None:
+            m1 = _tucker(_f32(self.t1, weight), w1b, w1a)
+            m2 = _tucker(_f32(self.t2, weight), w2b, w2a)
+        else:
+            m1, m2 = w1a @ w1b, w2a @ w2b
+        return (m1 * m2).reshape(weight.shape) * _scale(self.alpha, self.w1b.shape[0])
+
+
+@dataclass(frozen=True)
+class LokrDelta:
+    """ΔW = (α/r)·kron(w1, w2), each factor given whole or as a low-rank product (r from the product's inner
+    size; a file with both factors whole has scale 1)."""
+
+    w1: Tensor | None = None
+    w2: Tensor | None = None
+    w1a: Tensor | None = None
+    w1b: Tensor | None = None
+    w2a: Tensor | None = None
+    w2b: Tensor | None = None
+    t2: Tensor | None = None
+    alpha: Tensor | None = None
+
+    def __call__(self, weight: Tensor) -> Tensor:
+        rank = None
+        if self.w1 is not None:
+            w1 = _f32(self.w1, weight)
+        else:
+            rank = self.w1b.shape[0]
+            w1 = _f32(self.w1a, weight) @ _f32(self.w1b, weight)
+        if self.w2 is not None:
+            w2 = _f32(self.w2, weight)
+        else:
+            rank = self.w2b.shape[0]
+            if self.t2 is not None:
+                w2 = _tucker(_f32(self.t2, weight), _f32(self.w2b, weight), _f32(self.w2a, weight))
+            else:
+                w2 = _f32(self.w2a, weight) @ _f32(self.w2b, weight)
+        if w2.ndim == 4:
+            w1 = w1[:, :, None, None]
+        return torch.kron(w1, w2).reshape(weight.shape) * _scale(self.alpha, rank)
+
+
+@dataclass(frozen=True)
+class FullDelta:
+    """ΔW given whole (`.diff` / `.diff_b`)."""
+
+    diff: Tensor
+
+    def __call__(self, weight: Tensor) -> Tensor:
+        return _f32(self.diff, weight).reshape(weight.shape)
+
+
+@dataclass(frozen=True)
+class SliceDelta:
+    """A delta that covers a slice (dim, start, length) of a stacked weight, e.g. q of open_clip's in_proj."""
+
+    inner: Callable[[Tensor], Tensor]
+    offset: tuple[int, int, int]
+
+    def __call__(self, weight: Tensor) -> Tensor:
+        dim, start, length = self.offset
+        out = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        part = out.narrow(dim, start, length)
+        part.copy_(self.inner(weight.narrow(dim, start, length)).reshape(part.shape))
+        return out
+
+
+@dataclass
+class LoadedLora:
+    """What matching a file against a key map found: module key -> patch deltas, and the file keys used."""
+
+    deltas: dict[str, list[tuple[str, Callable[[Tensor], Tensor]]]] = field(default_factory=dict)
+    used: set[str] = field(default_factory=set)
+
+    def add(self, target: Target, name: str, delta: Callable[[Tensor], Tensor]) -> None:
+        wrapped = SliceDelta(delta, target.offset) if target.offset is not None else delta
+        self.deltas.setdefault(target.key, []).append((name, wrapped))
+
+
+def _take(sd: StateDict, used: set[str], *keys: str) -> list[Tensor | None]:
+    values = []
+    for key in keys:
+        value = sd.get(key)
+        if value is not None:
+            used.add(key)
+        values.append(value)
+    return values
+
+
+def _match_lora(sd: StateDict, name: str, out: LoadedLora) -> Callable[[Tensor], Tensor] | None:
+    for up_suffix, down_suffix in _LORA_PAIRS:
+        if name + up_suffix in sd and name + down_suffix in sd:
+            up, down, mid, alpha = _take(sd, out.used, name + up_suffix, name + down_suffix,
+                                         name + ".lora_mid.weight", name + ".alpha")
+            return LoraDelta(up, down, alpha, mid)
+    return None
+
+
+def _match_loha(sd: StateDict, name: str, out: LoadedLora) -> Callable[[Tensor], Tensor] | None:
+    if name + ".hada_w1_a" not in sd:
+        return None
+    w1a, w1b, w2a, w2b, t1, t2 = _take(sd, out.used, *(f"{name}.{k}" for k in _LOHA))
+    (alpha,) = _take(sd, out.used, name + ".alpha")
+    return LohaDelta(w1a, w1b, w2a, w2b, alpha, t1, t2)
+
+
+def _match_lokr(sd: StateDict, name: str, out: LoadedLora) -> Callable[[Tensor], Tensor] | None:
+    if not any(f"{name}.{k}" in sd for k in _LOKR):
+        return None
+    w1, w2, w1a, w1b, w2a, w2b, t2 = _take(sd, out.used, *(f"{name}.{k}" for k in _LOKR))
+    (alpha,) = _take(sd, out.used, name + ".alpha")
+    return LokrDelta(w1, w2, w1a, w1b, w2a, w2b, t2, alpha)
+
+
+_MATCHERS = (_match_lora, _match_loha, _match_lokr)
+
+
+def match_adapters(sd: StateDict, key_map: Mapping[str, Target]) -> LoadedLora:
+    """Every adapter of `sd` whose module name is in `key_map`, as deltas on the mapped module keys."""
+    out = LoadedLora()
+    for name, target in key_map.items():
+        for matcher in _MATCHERS:
+            delta = matcher(sd, name, out)
+            if delta is not None:
+                out.add(target, name, delta)
+                break
+        for suffix, tgt in ((".diff", target), (".diff_b", target.bias())):
+            (diff,) = _take(sd, out.used, name + suffix)
+            if diff is not None:
+                out.add(tgt, name + suffix, FullDelta(diff))
+    return out
+
+
+def add_lora_patches(handle: ModelHandle, loaded: LoadedLora, strength: float, source: Hashable) -> list[str]:
+    """Append `loaded`'s deltas to `handle` (a clone) at `strength`; returns the module keys patched. `source`
+    names the file (path, mtime) so patch identities differ between files and strengths."""
+    applied = []
+    for key, deltas in loaded.deltas.items():
+        for name, delta in deltas:
+            patch = WeightPatch(delta, float(strength), key_hint=key, ident=(source, name))
+            applied += handle.add_patches({key: patch})
+    return applied
+
+
+def unused_keys(sd: StateDict, *loads: LoadedLora) -> list[str]:
+    """The keys of `sd` that no load consumed, sorted."""
+    used: set[str] = set().union(*(load.used for load in loads)) if loads else set()
+    return sorted(k for k in sd if k not in used)
+
+
+def unet_map_for(handle: ModelHandle) -> dict[str, Target]:
+    """The key map of a MODEL handle (a `DiffusionModel`)."""
+    from diffusion.lora_formats import unet_key_map
+
+    config = getattr(getattr(handle.model, "diffusion_model", None), "config", None)
+    return unet_key_map(handle.state_keys(), config)
+
+
+def clip_map_for(handle: ModelHandle) -> dict[str, Target]:
+    """The key map of a CLIP's text-encoder handle (a `TextEncoder`)."""
+    from diffusion.lora_formats import clip_key_map
+
+    config = handle.model.config
+    return clip_key_map(handle.state_keys(), config.width, config.layers)
+
+
+@dataclass
+class LoraResult:
+    """LoraLoader's outcome: the patched clones (None where not requested) and the file keys nothing used."""
+
+    model: ModelHandle | None
+    clip_handle: ModelHandle | None
+    unknown: list[str]
+    patched_model_keys: list[str] = field(default_factory=list)
+    patched_clip_keys: list[str] = field(default_factory=list)
+
+
+def apply_lora(sd: StateDict, model: ModelHandle | None, clip_handle: ModelHandle | None, strength_model: float,
+               strength_clip: float, source: Hashable) -> LoraResult:
+    """Clones of `model` and `clip_handle` with the LoRA `sd` added at the given strengths (ComfyUI
+    `load_lora_for_models`); a None handle is skipped. Keys neither model uses are returned in `unknown`."""
+    loads = []
+    result = LoraResult(None, None, [])
+    if model is not None:
+        load = match_adapters(sd, unet_map_for(model))
+        loads.append(load)
+        result.model = model.clone()
+        result.patched_model_keys = add_lora_patches(result.model, load, strength_model, source)
+    if clip_handle is not None:
+        load = match_adapters(sd, clip_map_for(clip_handle))
+        loads.append(load)
+        result.clip_handle = clip_handle.clone()
+        result.patched_clip_keys = add_lora_patches(result.clip_handle, load, strength_clip, source)
+    result.unknown = unused_keys(sd, *loads)
+    return result
