@@ -26,7 +26,7 @@ from executor.worker import Worker
 from server import files, routes_info, routes_jobs, routes_prompt, routes_user
 from server.auth import error_middleware, security_middleware
 from server.comfy_frontend import MISSING_PAGE, web_root
-from server.keys import EXTENSION_DIRS, QUEUE, RUNTIME, SETTINGS, WORKER, ServerSettings
+from server.keys import EXTENSION_DIRS, QUEUE, RUNTIME, SETTINGS, WEB_ROOT, WORKER, ServerSettings
 from server.ws import HUB, WebSocketHub, websocket_handler
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,7 @@ def create_app(runtime: Any, *, settings: ServerSettings | None = None, queue: P
 
 def _add_front_end(app: web.Application, root: Path | None) -> None:
     """Serve the editor at `/` (its index.html) and its files; or the how-to-build page."""
+    app[WEB_ROOT] = root
     if root is None:
         async def missing(request: web.Request) -> web.Response:
             return web.Response(text=MISSING_PAGE, content_type="text/html")

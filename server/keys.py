@@ -58,3 +58,4 @@ SETTINGS: web.AppKey[ServerSettings] = web.AppKey("loom_settings", ServerSetting
 QUEUE: web.AppKey[PromptQueue] = web.AppKey("loom_queue", PromptQueue)
 WORKER: web.AppKey[Worker] = web.AppKey("loom_worker", Worker)
 EXTENSION_DIRS: web.AppKey[dict] = web.AppKey("loom_extension_dirs", dict)
+WEB_ROOT: web.AppKey[Any] = web.AppKey("loom_web_root", object)  # the served front-end folder or None

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from server.keys import EXTENSION_DIRS, RUNTIME, SETTINGS
+from server.keys import EXTENSION_DIRS, RUNTIME, SETTINGS, WEB_ROOT
 
 LOOM_VERSION = "0.1.0"
 FEATURES: dict[str, Any] = {"supports_preview_metadata": False}
@@ -115,8 +115,13 @@ async def get_system_stats(request: web.Request) -> web.Response:
 
 
 async def get_extensions(request: web.Request) -> web.Response:
-    """The JavaScript files of custom node packs' web directories, as URLs under /extensions/."""
+    """The front-end's own `extensions/**/*.js` (ComfyUI's frontend ships its core extensions
+    there) and the JavaScript files of custom node packs' web directories, as URLs."""
     files: list[str] = []
+    web_root = request.app.get(WEB_ROOT)
+    if web_root is not None and (Path(web_root) / "extensions").is_dir():
+        own = sorted((Path(web_root) / "extensions").rglob("*.js"))
+        files += [f"/{path.relative_to(web_root).as_posix()}" for path in own]
     for name, directory in sorted(request.app[EXTENSION_DIRS].items()):
         root = Path(directory)
         for path in sorted(root.rglob("*.js")):

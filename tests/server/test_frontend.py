@@ -34,6 +34,11 @@ def test_comfyui_frontend_is_served_with_its_load_endpoints(tmp_path: Path) -> N
                 async with srv.session.get(f"{srv.url}/{asset}") as r:
                     assert r.status == 200, asset
                     assert r.content_type in ("application/javascript", "text/javascript", "text/css"), asset
+            async with srv.session.get(srv.url + "/api/extensions") as r:
+                extensions = await r.json()
+            assert "/extensions/core/groupNode.js" in extensions, "the frontend's core extensions are listed"
+            async with srv.session.get(srv.url + extensions[0]) as r:
+                assert r.status == 200
             for path in LOAD_ENDPOINTS:
                 async with srv.session.get(srv.url + path) as r:
                     assert r.status == 200, (path, r.status)
