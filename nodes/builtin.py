@@ -24,4 +24,5 @@ BUILTIN_MODULES: list[str] = [
     "nodes.model_patches",
     "nodes.inpaint",
     "nodes.controlnet",
+    "nodes.upscale",
 ]
