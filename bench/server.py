@@ -256,7 +256,8 @@ def report(results: dict[str, Any], args: argparse.Namespace, startup: float) ->
               f"Server RSS with 100 idle websocket clients: {before:.0f} MiB → {after:.0f} MiB "
               f"(**{(after - before) * 1024 / 100:.0f} KiB per client**).", "",
               f"bench/executor.py's ImageInvert chain through POST /prompt (POST to `executing` null; median of "
-              f"{args.repeat}; targets of issue 2: 500 ≤ 0.25 s / ≤ 0.05 s, 2000 ≤ 1 s / ≤ 0.1 s, 10,000 ≤ 5 s):", "",
+              f"{args.repeat}; targets of issue 2: 500 ≤ 0.25 s / ≤ 0.05 s, 2000 ≤ 1 s / ≤ 0.1 s, "
+              f"10,000 ≤ 5 s):", "",
               "| nodes | first run (s) | cached rerun (s) |", "| ---: | ---: | ---: |"]
     for n, first, rerun in results["graphs"]:
         lines.append(f"| {n} | {first:.3f} | {rerun:.4f} |")

@@ -148,9 +148,8 @@ async def _read_part(part: BodyPartReader, limit: int) -> bytes:
             return b"".join(chunks)
         size += len(chunk)
         if size > limit:
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size,
-                                                text=json.dumps({"error": {"type": "too_large",
-                                                                           "message": f"upload is over the limit of {limit} bytes"}}),
+            body = {"error": {"type": "too_large", "message": f"upload is over the limit of {limit} bytes"}}
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size, text=json.dumps(body),
                                                 content_type="application/json")
         chunks.append(chunk)
 

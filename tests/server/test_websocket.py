@@ -45,7 +45,8 @@ def test_a_stalled_client_is_cut_off_and_blocks_nobody(tmp_path: Path) -> None:
                     steps = 2000
                     start = time.monotonic()
                     # No client_id: everything is broadcast, to the stalled client too.
-                    pid = (await srv.post_prompt(slow_prompt(steps=steps, delay=0.0005, text="x", previews=True)))["prompt_id"]
+                    prompt = slow_prompt(steps=steps, delay=0.0005, text="x", previews=True)
+                    pid = (await srv.post_prompt(prompt))["prompt_id"]
                     progress, frames = 0, 0
                     while True:
                         msg = await good.receive(timeout=30)
