@@ -70,7 +70,9 @@ def build_models(config: Config) -> Any:
         return None
     from executor.memory import MemoryPolicy, ModelManager
 
-    return ModelManager(MemoryPolicy.from_config(config))
+    manager = ModelManager(MemoryPolicy.from_config(config))
+    manager.configure_threads()
+    return manager
 
 
 def load_custom_nodes(config: Config, registry: NodeRegistry, runtime: Runtime) -> None:

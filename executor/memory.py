@@ -18,8 +18,9 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 import torch
 from torch import nn
 
+from diffusion.compile import compile_model
 from diffusion.patcher import ModelHandle
-from executor.devices import OFFLOAD, DeviceModel, cpu_supports_bf16, detect_device, ram_info
+from executor.devices import OFFLOAD, DeviceModel, cpu_supports_bf16, cpu_threads, detect_device, ram_info
 from executor.memory_files import ModelFileCache
 from executor.memory_load import LoadedModule
 
@@ -49,6 +50,7 @@ class MemoryPolicy:
     vae_precision: str | None = None
     text_enc_precision: str | None = None
     cache_ram: float | None = None
+    compile: bool = False
 
     @classmethod
     def from_config(cls, config: Any) -> "MemoryPolicy":
@@ -108,6 +110,8 @@ class ModelManager:
        encoder on CUDA/MPS (the VAE bf16 where supported, else fp32), fp32 on the CPU; `--precision bf16`
        anywhere, or `auto` on CPUs with AMX-BF16/AVX512-BF16 for the UNet; per-component overrides win.
     6. On CPU compute, loading moves nothing but patches are still applied and removed.
+    7. `--compile` (`policy.compile`): a fully placed UNet is compiled in place on its first load
+       (`diffusion/compile.py`; one graph per input shape); text encoders, VAEs and streamed models stay eager.
     One worker thread calls `use`; `free` may come from the server thread: a lock guards all state, and models in
     use are never unloaded (a free request for them is carried out when their block ends).
     """
@@ -164,6 +168,14 @@ class ModelManager:
         if choice == "auto" and kind == "unet" and cpu_supports_bf16():
             return torch.bfloat16
         return torch.float32
+
+    def configure_threads(self) -> int:
+        """Once at start-up (runtime.build_runtime): give torch's intra-op pool one thread per core this process may
+        use (its affinity mask), so convolutions and matmuls use the whole CPU; returns the count."""
+        threads = cpu_threads()
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        return threads
 
     # --- loading ------------------------------------------------------------------------------------------------
     def handle_for(self, obj: Any) -> ModelHandle:
@@ -256,6 +268,8 @@ class ModelManager:
             if entry.weights_key != handle.weights_key():
                 entry.restore()
                 entry.apply(handle)
+            if self.policy.compile and handle.kind == "unet" and not entry.partial:
+                compile_model(handle.model)  # in place, once; streamed (partial) models stay eager
             entry.last_used = next(self._tick)
 
     def _place(self, entry: LoadedModule, extra: int) -> None:
