@@ -61,6 +61,10 @@ class Worker:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            # Cleared before the prompt is marked running, so an interrupt that arrives as soon
+            # as it shows in /queue is never lost.
+            if self.interrupt is not None:
+                self.interrupt.clear()
             try:
                 item = self.queue.get(timeout=0.5)
             except QueueClosed:
@@ -74,8 +78,6 @@ class Worker:
 
     def run_one(self, item: QueueItem) -> dict[str, Any]:
         """Run one prompt to completion and store its history entry (returned)."""
-        if self.interrupt is not None:
-            self.interrupt.clear()
         self.current = item
         client_id = item.client_id
         collected: list[list[Any]] = []
