@@ -1,0 +1,154 @@
+"""Merging and saving nodes through the real executor on two tiny SD1.5 checkpoints: merged weights checked against
+the files' tensors, CLIP merges, CheckpointSave/VAESave files that load back through the real loaders (and sample
+the same image) with ComfyUI's metadata."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from diffusion.checkpoint import read_state_dict
+from diffusion.loading import load_checkpoint, load_vae_file
+from tests.fixtures.tiny_checkpoints import write_tiny_checkpoint
+from tests.fixtures.tiny_loras import write_tiny_lora
+from tests.nodes.sd_env import CKPT, SDEnv, txt2img
+
+OTHER = "other-sd15.safetensors"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> SDEnv:
+    env = SDEnv(tmp_path_factory.mktemp("merge"))
+    write_tiny_checkpoint(env.base / "models" / "checkpoints" / OTHER, seed=1)
+    write_tiny_lora(env.base / "models" / "loras" / "kohya.safetensors", "kohya")
+    return env
+
+
+@pytest.fixture(scope="module")
+def files(env: SDEnv) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    folder = env.base / "models" / "checkpoints"
+    return (read_state_dict(folder / CKPT, dtype=torch.float32), read_state_dict(folder / OTHER, dtype=torch.float32))
+
+
+def loaders() -> dict[str, Any]:
+    return {"a": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
+            "b": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": OTHER}}}
+
+
+def loaded_state(env: SDEnv, handle: Any) -> dict[str, torch.Tensor]:
+    with env.models.use([handle]):
+        return {k: v.detach().cpu().clone() for k, v in handle.model.state_dict().items()}
+
+
+def unet_of(sd: dict[str, torch.Tensor], key: str) -> torch.Tensor:
+    return sd["model." + key]
+
+
+def test_merge_simple_is_ratio_weighted(env: SDEnv, files: tuple) -> None:
+    prompt = loaders()
+    prompt["m"] = {"class_type": "ModelMergeSimple", "inputs": {"model1": ["a", 0], "model2": ["b", 0], "ratio": 0.3}}
+    state = loaded_state(env, env.value(prompt, "m"))
+    a, b = files
+    keys = [k for k in state if k.startswith("diffusion_model.")]
+    assert len(keys) > 100
+    for key in keys:
+        torch.testing.assert_close(state[key], 0.3 * unet_of(a, key) + 0.7 * unet_of(b, key), rtol=1e-6, atol=1e-6)
+
+
+def test_merge_blocks_uses_comfyui_prefix_rule(env: SDEnv, files: tuple) -> None:
+    prompt = loaders()
+    prompt["m"] = {"class_type": "ModelMergeBlocks",
+                   "inputs": {"model1": ["a", 0], "model2": ["b", 0], "input": 0.2, "middle": 0.5, "out": 0.9}}
+    state = loaded_state(env, env.value(prompt, "m"))
+    a, b = files
+    for key, ratio in (("diffusion_model.input_blocks.4.1.proj_in.weight", 0.2),
+                       ("diffusion_model.middle_block.0.in_layers.2.weight", 0.5),
+                       ("diffusion_model.output_blocks.3.0.out_layers.3.weight", 0.9),
+                       ("diffusion_model.out.2.weight", 0.9),
+                       ("diffusion_model.time_embed.0.weight", 0.2)):  # no block name: the first ratio
+        torch.testing.assert_close(state[key], ratio * unet_of(a, key) + (1 - ratio) * unet_of(b, key))
+
+
+def test_subtract_then_add_gives_back_model1(env: SDEnv, files: tuple) -> None:
+    prompt = loaders()
+    prompt["s"] = {"class_type": "ModelMergeSubtract", "inputs": {"model1": ["a", 0], "model2": ["b", 0],
+                                                                  "multiplier": 2.0}}
+    prompt["p"] = {"class_type": "ModelMergeAdd", "inputs": {"model1": ["s", 0], "model2": ["b", 0]}}
+    diff = loaded_state(env, env.value(prompt, "s"))
+    summed = loaded_state(env, env.value(prompt, "p"))
+    a, b = files
+    key = "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
+    torch.testing.assert_close(diff[key], 2.0 * unet_of(a, key) - 2.0 * unet_of(b, key))
+    torch.testing.assert_close(summed[key], 2.0 * unet_of(a, key) - unet_of(b, key))
+
+
+def test_clip_merges(env: SDEnv, files: tuple) -> None:
+    a, b = files
+    hf = "cond_stage_model.transformer.text_model.encoder.layers.1."
+    cases = {"CLIPMergeSimple": ({"ratio": 0.25}, lambda x, y: 0.25 * x + 0.75 * y),
+             "CLIPMergeSubtract": ({"multiplier": 0.5}, lambda x, y: 0.5 * x - 0.5 * y),
+             "CLIPMergeAdd": ({}, lambda x, y: x + y)}
+    for class_type, (inputs, rule) in cases.items():
+        prompt = loaders()
+        prompt["c"] = {"class_type": class_type, "inputs": {"clip1": ["a", 1], "clip2": ["b", 1], **inputs}}
+        clip = env.value(prompt, "c")
+        state = loaded_state(env, clip.handle)
+        q = state["model.transformer.resblocks.1.attn.in_proj_weight"][:128]
+        torch.testing.assert_close(q, rule(a[hf + "self_attn.q_proj.weight"], b[hf + "self_attn.q_proj.weight"]))
+        fc2 = state["model.transformer.resblocks.1.mlp.c_proj.bias"]
+        torch.testing.assert_close(fc2, rule(a[hf + "mlp.fc2.bias"], b[hf + "mlp.fc2.bias"]))
+
+
+def _saved(env: SDEnv, folder: str) -> Path:
+    found = sorted((env.base / "output" / folder).glob("*.safetensors"))
+    assert found, f"nothing saved in output/{folder}"
+    return found[-1]
+
+
+def test_checkpoint_save_round_trip(env: SDEnv) -> None:
+    graph = txt2img(steps=2)
+    graph["b"] = loaders()["b"]
+    graph["l"] = {"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "clip": ["4", 1],
+                                                         "lora_name": "kohya.safetensors", "strength_model": 0.8,
+                                                         "strength_clip": 0.6}}
+    graph["m"] = {"class_type": "ModelMergeSimple", "inputs": {"model1": ["l", 0], "model2": ["b", 0], "ratio": 0.6}}
+    graph["3"]["inputs"]["model"] = ["m", 0]
+    for node in ("6", "7"):
+        graph[node]["inputs"]["clip"] = ["l", 1]
+    graph["save"] = {"class_type": "CheckpointSave", "inputs": {"model": ["m", 0], "clip": ["l", 1], "vae": ["4", 2],
+                                                                "filename_prefix": "checkpoints/merged"}}
+    workflow = {"nodes": [], "links": [], "version": 0.4}
+    env.count += 1
+    result = env.executor.execute({**graph, "grab": {"class_type": "Grab", "inputs": {"value": ["8", 0]}}},
+                                  f"save{env.count}", extra_data={"extra_pnginfo": {"workflow": workflow}})
+    assert result.status == "success", result.error
+    image = env.grabbed[-1]
+    path = _saved(env, "checkpoints")
+    assert path.name == "merged_00001_.safetensors"
+    with safe_open(str(path), "pt") as f:
+        metadata = f.metadata()
+    assert json.loads(metadata["prompt"])["m"]["class_type"] == "ModelMergeSimple"
+    assert json.loads(metadata["workflow"]) == workflow
+    loaded = load_checkpoint(path)
+    assert loaded.report.unknown == [] and loaded.text_encoder is not None and loaded.vae is not None
+    shutil.copy(path, env.base / "models" / "checkpoints" / "merged.safetensors")
+    again = env.value(txt2img(ckpt="merged.safetensors", steps=2), "8")
+    torch.testing.assert_close(again, image, rtol=0, atol=1e-5)
+
+
+def test_vae_save_loads_back(env: SDEnv) -> None:
+    prompt = loaders()
+    prompt["v"] = {"class_type": "VAESave", "inputs": {"vae": ["a", 2], "filename_prefix": "vae/tiny"}}
+    env.ok(prompt)
+    path = _saved(env, "vae")
+    vae = load_vae_file(path)
+    reference = read_state_dict(env.base / "models" / "checkpoints" / CKPT, dtype=torch.float32)
+    for key, value in vae.model.state_dict().items():
+        assert torch.equal(value.float(), reference["first_stage_model." + key]), key
+    with safe_open(str(path), "pt") as f:
+        assert json.loads(f.metadata()["prompt"])["v"]["class_type"] == "VAESave"
