@@ -57,6 +57,13 @@ class Declaration:
     widgets: list[tuple[str, bool, Any]]
     outputs: list[tuple[str, str]]
     display_name: str
+    order: list[str] = field(default_factory=list)
+
+    def linked(self, step: Step) -> list[str]:
+        """The step's linked inputs in declaration order (the editor's input slots)."""
+        names = [n for n, v in step.inputs.items() if isinstance(v, list)]
+        rank = {n: i for i, n in enumerate(self.order)}
+        return sorted(names, key=lambda n: rank.get(n, len(rank)))
 
 
 def declaration(registry: Any, class_type: str) -> Declaration:
@@ -67,7 +74,7 @@ def declaration(registry: Any, class_type: str) -> Declaration:
     if spec is not None:
         widgets = [(w.name, is_seed_like(w), w.default) for w in widget_inputs(spec)]
         outputs = [(o.name or str(o.type), str(o.type)) for o in spec.outputs]
-        return Declaration(widgets, outputs, spec.display_name or class_type)
+        return Declaration(widgets, outputs, spec.display_name or class_type, [i.name for i in spec.inputs])
     if class_type not in FALLBACK:
         raise KeyError(f"{class_type} is neither registered nor in FALLBACK")
     names, types, display = FALLBACK[class_type]
@@ -111,15 +118,13 @@ def _ui(steps: list[Step], groups: dict[str, str], decls: dict[str, Declaration]
     out_links: dict[tuple[int, int], list[int]] = {}
     in_links: dict[tuple[int, str], int] = {}
     for step in steps:
-        for name, value in step.inputs.items():
-            if isinstance(value, list):
-                source, slot = int(value[0]), int(value[1])
-                link_id = len(doc.links) + 1
-                socket = decls[by_id[source].class_type].outputs[slot][1]
-                target_slot = [n for n, v in step.inputs.items() if isinstance(v, list)].index(name)
-                doc.links.append([link_id, source, slot, step.id, target_slot, socket])
-                out_links.setdefault((source, slot), []).append(link_id)
-                in_links[(step.id, name)] = link_id
+        for target_slot, name in enumerate(decls[step.class_type].linked(step)):
+            source, slot = int(step.inputs[name][0]), int(step.inputs[name][1])
+            link_id = len(doc.links) + 1
+            socket = decls[by_id[source].class_type].outputs[slot][1]
+            doc.links.append([link_id, source, slot, step.id, target_slot, socket])
+            out_links.setdefault((source, slot), []).append(link_id)
+            in_links[(step.id, name)] = link_id
     order = _execution_order(steps)
     for step in steps:
         doc.nodes.append(_ui_node(step, order[step.id], decls, by_id, out_links, in_links))
@@ -142,10 +147,10 @@ def _ui_node(step: Step, order: int, decls: dict[str, Declaration], by_id: dict[
              out_links: dict[tuple[int, int], list[int]], in_links: dict[tuple[int, str], int]) -> dict[str, Any]:
     decl = decls[step.class_type]
     inputs = []
-    for name, value in step.inputs.items():
-        if isinstance(value, list):
-            socket = decls[by_id[int(value[0])].class_type].outputs[int(value[1])][1]
-            inputs.append({"name": name, "type": socket, "link": in_links[(step.id, name)]})
+    for name in decl.linked(step):
+        value = step.inputs[name]
+        socket = decls[by_id[int(value[0])].class_type].outputs[int(value[1])][1]
+        inputs.append({"name": name, "type": socket, "link": in_links[(step.id, name)]})
     outputs = [{"name": name, "type": socket, "links": out_links.get((step.id, slot), []), "slot_index": slot}
                for slot, (name, socket) in enumerate(decl.outputs)]
     node: dict[str, Any] = {
