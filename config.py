@@ -93,7 +93,7 @@ class Config:
     vae_precision: str | None = None
     text_enc_precision: str | None = None
     compile: bool = False
-    preview_method: str = "none"
+    preview_method: str = "auto"
     # custom nodes
     custom_nodes_directories: tuple[Path, ...] = ()
     disable_all_custom_nodes: bool = False
@@ -177,7 +177,9 @@ def _add_device_flags(p: argparse.ArgumentParser) -> None:
     for part in ("unet", "vae", "text-enc"):
         g.add_argument(f"--{part}-precision", choices=PRECISIONS, default=None, help=f"{part} precision")
     g.add_argument("--compile", action="store_true", help="torch.compile the diffusion model")
-    g.add_argument("--preview-method", choices=PREVIEW_METHODS, default="none", help="sampler preview method")
+    g.add_argument("--preview-method", choices=PREVIEW_METHODS, default="auto",
+                   help="sampler preview method (default auto: TAESD when models/vae_approx has it, else latent2rgb; "
+                        "ComfyUI's default is none)")
     # ComfyUI's precision aliases, mapped onto the flags above in `_precisions`.
     for alias in ("--force-fp16", "--force-fp32", "--fp16-unet", "--bf16-unet", "--fp32-unet", "--fp16-vae",
                   "--fp32-vae", "--bf16-vae", "--fp16-text-enc", "--fp32-text-enc", "--bf16-text-enc"):

@@ -102,7 +102,7 @@ def build_runtime(config: Config) -> Runtime:
     interrupt = InterruptFlag()
     # The worker announces the end of each prompt after storing its history (ComfyUI's order).
     executor = Executor(registry, folders=folders, models=models, cache=cache, interrupt=interrupt,
-                        announce_done=False)
+                        announce_done=False, node_options={"preview_method": config.preview_method})
     runtime = Runtime(config=config, folders=folders, registry=registry, models=models, cache=cache,
                       interrupt=interrupt, executor=executor)
     load_custom_nodes(config, registry, runtime)

@@ -57,11 +57,14 @@ class Executor:
 
     def __init__(self, registry: Any, *, folders: FoldersLike | None = None, models: ModelManagerLike | None = None,
                  cache: OutputCache | None = None, interrupt: InterruptFlag | None = None,
-                 announce_done: bool = True) -> None:
+                 announce_done: bool = True, node_options: Mapping[str, Any] | None = None) -> None:
         """`announce_done`: end each prompt with ComfyUI's `executing` event with `node: None`.
         The server's worker sends that itself once the history is stored (ComfyUI's order, which
-        clients rely on before fetching /history), so the runtime turns it off here."""
+        clients rely on before fetching /history), so the runtime turns it off here.
+        `node_options`: run-wide settings nodes read from `NodeContext.extra` (e.g. the
+        `preview_method` of the --preview-method flag); a prompt's extra_data can override them."""
         self.registry = registry
+        self.node_options = dict(node_options or {})
         self.announce_done = announce_done
         self.folders = folders
         self.models = models
@@ -377,7 +380,7 @@ class _Run:
                           interrupt=self.ex.interrupt, models=self.ex.models, folders=self.ex.folders,
                           on_progress=lambda value, total, preview=None: self._progress(node_id, value, total, preview),
                           on_message=lambda kind, data: self.emit(ev.Event(kind, data)),
-                          extra={"prompt": self.prompt, "extra_data": self.extra_data})
+                          extra={**self.ex.node_options, "prompt": self.prompt, "extra_data": self.extra_data})
         with running(ctx):
             results = map_calls(spec, func, inputs, between=self.ex.interrupt.check)
         return merge_outputs(spec, results)

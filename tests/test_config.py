@@ -17,7 +17,7 @@ def test_defaults_put_every_folder_under_the_repository() -> None:
         assert getattr(config, f"{name}_directory") == REPO_ROOT / name
     assert config.command == "serve" and config.workflow is None and config.overrides == ()
     assert config.max_upload_size == 100 and config.max_history == 10000
-    assert config.precision is None and config.vram_mode == "auto" and config.preview_method == "none"
+    assert config.precision is None and config.vram_mode == "auto" and config.preview_method == "auto"
     assert config.warnings == ()
 
 
