@@ -13,7 +13,6 @@ import math
 from typing import Callable
 
 import numpy as np
-import scipy.stats
 import torch
 
 from diffusion.model_sampling import ModelSampling
@@ -95,9 +94,11 @@ def sgm_uniform_schedule(ms: ModelSampling, steps: int) -> torch.Tensor:
 def beta_schedule(ms: ModelSampling, steps: int, alpha: float = 0.6, beta: float = 0.6) -> torch.Tensor:
     """Beta-distribution timestep spacing (Lee et al. 2024, arXiv:2407.12173): timesteps at the Beta(α,β)
     quantiles of an even grid, rounded to table entries, duplicates dropped."""
+    from scipy import stats  # here, not at module level: scipy.stats costs start-up time
+
     total = len(ms.sigmas) - 1
     ts = 1 - np.linspace(0, 1, steps, endpoint=False)
-    ts = np.rint(scipy.stats.beta.ppf(ts, alpha, beta) * total)
+    ts = np.rint(stats.beta.ppf(ts, alpha, beta) * total)
     sigs: list[float] = []
     last_t = -1.0
     for t in ts:

@@ -8,7 +8,6 @@ MASK values are B×H×W float tensors (1 = selected); a 2-D H×W mask is read as
 from __future__ import annotations
 
 import numpy as np
-import scipy.ndimage
 import torch
 import torch.nn.functional as F
 
@@ -219,7 +218,9 @@ class GrowMask(Node):
     def execute(self, mask: torch.Tensor, expand: int, tapered_corners: bool) -> tuple[torch.Tensor]:
         corner = 0 if tapered_corners else 1
         footprint = np.array([[corner, 1, corner], [1, 1, 1], [corner, 1, corner]])
-        step = scipy.ndimage.grey_erosion if expand < 0 else scipy.ndimage.grey_dilation
+        from scipy import ndimage  # here, not at module level: scipy costs start-up time
+
+        step = ndimage.grey_erosion if expand < 0 else ndimage.grey_dilation
         out = []
         for single in as_batch(mask):
             array = single.detach().cpu().numpy()

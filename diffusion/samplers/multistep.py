@@ -3,7 +3,6 @@ DEIS, RES multistep (with ancestral and CFG++ forms) and gradient estimation."""
 from __future__ import annotations
 
 import torch
-from scipy import integrate
 
 from diffusion.noise import NoiseSampler
 from diffusion.samplers.common import (Callback, Denoiser, UncondCapture, ancestral_noise, get_ancestral_step,
@@ -22,6 +21,8 @@ def linear_multistep_coeff(order: int, t, i: int, j: int) -> float:
             if j != k:
                 prod *= (tau - t[i - k]) / (t[i - j] - t[i - k])
         return prod
+    from scipy import integrate  # here, not at module level: scipy costs start-up time
+
     return integrate.quad(basis, t[i], t[i + 1], epsrel=1e-4)[0]
 
 
