@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -144,15 +145,18 @@ def _check_outputs(paths: list[Path], name: str, sets: list[str], from_ui: bool)
 
 @pytest.mark.parametrize("suffix", [".api.json", ".json"])
 @pytest.mark.parametrize("name", NAMES)
-def test_example_runs_on_tiny_models(name: str, suffix: str, registry: Any,
-                                     base: tuple[Path, ExampleModels]) -> None:
+def test_example_runs_on_tiny_models(name: str, suffix: str, registry: Any, base: tuple[Path, ExampleModels],
+                                     caplog: pytest.LogCaptureFixture) -> None:
     _skip_unimplemented(name, registry)
     folder, models = base
     absent = [f for f in _model_files(name) if f in models.missing]
     assert not absent, f"fixture generators missing for {absent}: {[models.missing[f] for f in absent]}"
     sets = SMALL[name][0]
-    paths = _run(folder, EXAMPLES / f"{name}{suffix}", sets)
+    with caplog.at_level(logging.WARNING):
+        paths = _run(folder, EXAMPLES / f"{name}{suffix}", sets)
     _check_outputs(paths, name, sets, from_ui=suffix == ".json")
+    # every embedding reference resolved and every LoRA key found a weight
+    assert "was not found" not in caplog.text and "lora key not loaded" not in caplog.text
     if name == "model_merging":
         saved = sorted((folder / "output" / "checkpoints").glob("merged_*.safetensors"))
         assert saved, "CheckpointSave wrote no file"
