@@ -25,4 +25,5 @@ BUILTIN_MODULES: list[str] = [
     "nodes.inpaint",
     "nodes.controlnet",
     "nodes.upscale",
+    "nodes.clip_vision",
 ]
