@@ -26,4 +26,5 @@ BUILTIN_MODULES: list[str] = [
     "nodes.controlnet",
     "nodes.upscale",
     "nodes.clip_vision",
+    "nodes.safety",
 ]
