@@ -12,8 +12,10 @@ import torch
 from diffusion.checkpoint import read_state_dict
 from diffusion.clip_vision import ClipVisionModel, ClipVisionOutput, load_clip_vision
 from diffusion.patcher import ModelHandle
+from diffusion.assemble import model_socket
 from diffusion.style_model import StyleModel, load_style_model
-from nodes.loaders import cached_one, dtype_for, node_context
+from diffusion.unclip import UnCLIPModel, split_unclip_checkpoint
+from nodes.loaders import cached_one, cached_parts, dtype_for, load_checkpoint_sockets, node_context
 from nodes.spec import Combo, FileList, Float, Input, Node, Output
 
 
@@ -47,6 +49,32 @@ class CLIPVisionLoader(Node):
         model = cached_one(ctx, path, lambda: load_clip_vision(read_state_dict(path), dtype), f"clipvision:{dtype}",
                            "clip_vision")
         return (ClipVision(model, clip_name),)
+
+
+class unCLIPCheckpointLoader(Node):  # noqa: N801 (ComfyUI's class name)
+    """Loads an unCLIP checkpoint (SD 2.1 unCLIP): model, CLIP, VAE and its CLIP vision image tower."""
+
+    DISPLAY_NAME = "unCLIPCheckpointLoader"
+    CATEGORY = "loaders"
+    INPUTS = (Combo("ckpt_name", FileList("checkpoints")),)
+    OUTPUTS = (Output("MODEL"), Output("CLIP"), Output("VAE"), Output("CLIP_VISION"))
+
+    def execute(self, ckpt_name: str) -> tuple:
+        ctx = node_context()
+        model, clip, vae = load_checkpoint_sockets(ckpt_name)
+        path = ctx.folders.full_path("checkpoints", ckpt_name)  # type: ignore[union-attr]
+        dtype = dtype_for(ctx, "text_encoder")
+
+        def load() -> dict:
+            tower, augmentor = split_unclip_checkpoint(read_state_dict(path), dtype)
+            return {"tower": tower, "unclip": UnCLIPModel(model.model, augmentor)}
+
+        parts = cached_parts(ctx, path, ("tower", "unclip"), load, f"unclip:{dtype}")
+        # The unCLIP model shares the checkpoint loader's UNet; rebuild the wrapper if that UNet was reloaded.
+        if parts["unclip"].diffusion_model is not model.model.diffusion_model:
+            parts["unclip"] = UnCLIPModel(model.model, parts["unclip"].noise_augmentor)
+        unclip = model_socket(parts["unclip"], ckpt_name)
+        return unclip, clip, vae, ClipVision(parts["tower"], ckpt_name)
 
 
 class CLIPVisionEncode(Node):
@@ -125,4 +153,4 @@ class unCLIPConditioning(Node):  # noqa: N801 (ComfyUI's class name)
         return (out,)
 
 
-NODES: list[type] = [CLIPVisionLoader, CLIPVisionEncode, StyleModelLoader, StyleModelApply, unCLIPConditioning]
+NODES: list[type] = [CLIPVisionLoader, unCLIPCheckpointLoader, CLIPVisionEncode, StyleModelLoader, StyleModelApply, unCLIPConditioning]

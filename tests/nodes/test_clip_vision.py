@@ -129,3 +129,50 @@ def test_unclip_conditioning_records_the_embedding(env: OpsEnv) -> None:
     assert [(e["strength"], e["noise_augmentation"]) for e in entries] == [(0.8, 0.1), (0.3, 0.0)]
     assert entries[0]["clip_vision_output"].image_embeds.shape == (2, 48)
     assert "unclip_conditioning" not in cond[0][1]
+
+
+def test_unclip_checkpoint_samples_with_image_conditioning(tmp_path: Path) -> None:
+    from tests.fixtures.tiny_clip_vision import tiny_unclip_checkpoint_state_dict
+    from tests.nodes.sd_env import SDEnv, txt2img
+
+    env = SDEnv(tmp_path, family="sd21")
+    save_file(tiny_unclip_checkpoint_state_dict(), str(tmp_path / "models" / "checkpoints" / "unclip.safetensors"))
+    env.fed = {"img": image(64, 80)}
+    from tests.nodes.ops_env import _feed_node
+    env.registry.register(_feed_node(env.fed))
+    prompt = txt2img(ckpt="unclip.safetensors")
+    prompt["4"]["class_type"] = "unCLIPCheckpointLoader"
+    prompt["img"] = {"class_type": "Feed", "inputs": {"key": "img"}}
+    prompt["enc"] = {"class_type": "CLIPVisionEncode", "inputs": {"clip_vision": ["4", 3], "image": ["img", 0],
+                                                                  "crop": "center"}}
+    prompt["un"] = {"class_type": "unCLIPConditioning", "inputs": {
+        "conditioning": ["6", 0], "clip_vision_output": ["enc", 0], "strength": 1.0, "noise_augmentation": 0.0}}
+    prompt["3"]["inputs"]["positive"] = ["un", 0]
+    with_image = env.value(prompt, "3")["samples"]
+    encoded = env.value(prompt, "enc")
+    reference = tiny_clip_vision_model()
+    with torch.no_grad():
+        ref = reference(pixel_values=clip_preprocess(env.fed["img"]))
+    # The checkpoint stores the tower in fp16; the HF reference holds the fp32 weights.
+    torch.testing.assert_close(encoded.image_embeds, ref.image_embeds, atol=3e-2, rtol=3e-2)
+    prompt["un"]["inputs"]["strength"] = 0.0
+    without = env.value(prompt, "3")["samples"]
+    assert torch.isfinite(with_image).all() and (with_image - without).abs().max() > 1e-3
+
+
+def test_unclip_adm_noise_levels() -> None:
+    from diffusion.unclip import NoiseAugmentor, unclip_adm
+    from diffusion.unet_blocks import timestep_embedding
+
+    aug = NoiseAugmentor(4)
+    embeds = torch.randn(1, 4)
+    out = ClipVisionOutput(last_hidden_state=torch.zeros(1), image_embeds=embeds,
+                           penultimate_hidden_states=torch.zeros(1))
+    clean = unclip_adm([{"clip_vision_output": out, "strength": 2.0, "noise_augmentation": 0.0}], aug)
+    # level 0 of the cosine schedule: √ᾱ₀ ≈ 1, so the embedding passes almost unchanged; the level embedding is t=0's
+    torch.testing.assert_close(clean[:, :4], 2.0 * embeds, atol=0.05, rtol=0.05)
+    torch.testing.assert_close(clean[:, 4:], 2.0 * timestep_embedding(torch.zeros(1), 4))
+    noisy = unclip_adm([{"clip_vision_output": out, "strength": 1.0, "noise_augmentation": 1.0}], aug)
+    assert float((noisy[:, :4] - embeds).abs().mean()) > 0.3  # level 999: almost pure noise
+    merged = unclip_adm([{"clip_vision_output": out, "strength": 1.0, "noise_augmentation": 0.0}] * 2, aug)
+    torch.testing.assert_close(merged[:, 4:], timestep_embedding(torch.tensor([float(round(999 * 0.05))]), 4))
