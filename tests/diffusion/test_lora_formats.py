@@ -144,3 +144,29 @@ def test_fp16_file_on_fp32_model(tmp_path: Path, handles: tuple[ModelHandle, Mod
     result = apply_lora(loaded, handles[0], handles[1], 1.0, 1.0, "fp16")
     key, _ = TARGETS_SD1["lora_unet_down_blocks_1_attentions_1_proj_in"]
     assert result.model.patched_copy_of(key).dtype == torch.float32
+
+
+def test_sd2_linear_proj_in_and_open_clip_text_slices(tmp_path: Path) -> None:
+    """SD2: the UNet's proj_in is a Linear and the text tower is stored in open_clip's layout; HF-named q/k/v
+    LoRAs patch the right rows of `in_proj_weight`."""
+    modules = load_checkpoint_modules(write_tiny_checkpoint(tmp_path / "sd21.safetensors", family="sd21"),
+                                      Precision())
+    unet, clip = ModelHandle(modules["unet"]), ModelHandle(modules["clip"], kind="text_encoder")
+    width = modules["clip"].config.width
+    gen = torch.Generator().manual_seed(5)
+    proj_key = "diffusion_model.input_blocks.1.1.proj_in.weight"
+    out_dim, in_dim = unet.model.state_dict()[proj_key].shape
+    names = {"lora_unet_down_blocks_0_attentions_0_proj_in": ((out_dim, in_dim), proj_key, None),
+             "lora_te_text_model_encoder_layers_1_self_attn_k_proj":
+                 ((width, width), "model.transformer.resblocks.1.attn.in_proj_weight", (0, width, width))}
+    sd = {}
+    for name, ((o, i), _, _) in names.items():
+        sd.update({f"{name}.lora_up.weight": torch.randn(o, 2, generator=gen),
+                   f"{name}.lora_down.weight": torch.randn(2, i, generator=gen), f"{name}.alpha": torch.tensor(1.0)})
+    result = apply_lora(sd, unet, clip, 1.0, 1.0, "sd2")
+    assert result.unknown == []
+    for name, (_, key, offset) in names.items():
+        handle = result.clip_handle if key.startswith("model.") else result.model
+        base = handle.model.state_dict()[key]
+        base = base.narrow(*offset) if offset else base
+        _check(handle, key, offset, _expected_lora(sd, name, ".lora_up.weight", ".lora_down.weight", base), 1.0)

@@ -4,7 +4,6 @@ strength, loaded weights equal to W + s·(α/r)·up@down, unknown keys reported.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import pytest
