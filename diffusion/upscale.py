@@ -9,17 +9,39 @@ by `diffusion.tiling.tiled_apply`). What happens on out-of-memory (smaller tiles
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from diffusion.checkpoint import CheckpointError
+from diffusion.checkpoint import CheckpointError, read_state_dict
 from diffusion.tiling import tiled_apply
 
 DEFAULT_TILE = 512
 DEFAULT_OVERLAP = 32
 MIN_TILE = 128
 SWINIR_PREFIXED_KEY = "module.layers.0.residual_group.blocks.0.norm1.weight"
+# Where BasicSR-trained releases (RealESRGAN_x4plus.pth, SwinIR, ...) keep their weights inside the pickle; the EMA
+# weights are the released ones when both are there.
+WRAPPER_KEYS = ("params_ema", "params", "model", "state_dict")
+PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
+
+
+def read_upscale_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The tensors of an upscaler file: safetensors, a bare pickled state dict, or one wrapped under
+    `params_ema`/`params`/`model`/`state_dict` (read with `weights_only`, so no code in the file runs)."""
+    try:
+        return read_state_dict(path)
+    except CheckpointError:
+        if Path(path).suffix.lower() not in PICKLE_SUFFIXES:
+            raise
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj, dict) and isinstance(obj.get(k), dict)), None)
+        tensors = {k: v for k, v in (inner or {}).items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+        if not tensors:
+            raise
+        return tensors
 
 
 def load_upscale_model(state_dict: dict[str, torch.Tensor], name: str = "") -> Any:

@@ -11,10 +11,9 @@ from typing import Any
 
 import torch
 
-from diffusion.checkpoint import read_state_dict
 from diffusion.patcher import ModelHandle
-from diffusion.upscale import (DEFAULT_OVERLAP, DEFAULT_TILE, load_upscale_model, tile_steps,
-                               upscale_with_retries)
+from diffusion.upscale import (DEFAULT_OVERLAP, DEFAULT_TILE, load_upscale_model, read_upscale_state_dict,
+                               tile_steps, upscale_with_retries)
 from nodes.loaders import cached_one, node_context
 from nodes.spec import Combo, FileList, Input, Node, Output
 
@@ -46,7 +45,7 @@ class UpscaleModelLoader(Node):
         if ctx.folders is None:
             raise RuntimeError("UpscaleModelLoader needs the folders of a Loom instance")
         path = ctx.folders.full_path("upscale_models", model_name)
-        model = cached_one(ctx, path, lambda: UpscaleModel(load_upscale_model(read_state_dict(path), model_name),
+        model = cached_one(ctx, path, lambda: UpscaleModel(load_upscale_model(read_upscale_state_dict(path), model_name),
                                                            model_name), "upscale", "upscale")
         return (model,)
 

@@ -19,6 +19,7 @@ FILES = {
     "esrgan_x4.pth": lambda: tiny_esrgan_state_dict(4, seed=1),
     "realesrgan_x4.safetensors": tiny_real_esrgan_state_dict,
     "swinir_x2.pth": lambda: tiny_swinir_state_dict(prefixed=True),
+    "realesrgan_params_ema.pth": tiny_real_esrgan_state_dict,  # saved wrapped, as BasicSR releases are
 }
 
 
@@ -30,7 +31,9 @@ def env(tmp_path: Path) -> OpsEnv:
     folder.mkdir(parents=True)
     for name, make in FILES.items():
         sd = make()
-        if name.endswith(".pth"):
+        if "params_ema" in name:
+            torch.save({"params": {k: v * 0 for k, v in sd.items()}, "params_ema": sd}, folder / name)
+        elif name.endswith(".pth"):
             torch.save(sd, folder / name)
         else:
             save_file({k: v.contiguous() for k, v in sd.items()}, str(folder / name))
@@ -61,6 +64,7 @@ def test_declarations_match_comfyui(env: OpsEnv) -> None:
 
 @pytest.mark.parametrize("name,scale,arch", [("esrgan_x2.safetensors", 2, "ESRGAN"), ("esrgan_x4.pth", 4, "ESRGAN"),
                                              ("realesrgan_x4.safetensors", 4, "ESRGAN"),
+                                             ("realesrgan_params_ema.pth", 4, "ESRGAN"),
                                              ("swinir_x2.pth", 2, "SwinIR")])
 def test_upscale_through_executor_equals_spandrel_forward(env: OpsEnv, name: str, scale: int, arch: str) -> None:
     img = image()
