@@ -13,7 +13,8 @@ Owns the maths of each adapter kind and the matching of a file's keys against a 
 - LoKr (Yeh et al. 2023, "Navigating Text-To-Image Customization: From LyCORIS Fine-Tuning to Model Evaluation";
   LyCORIS `lokr_*`): ΔW = (α/r)·kron(w1, w2), each factor whole or a low-rank product;
 - full differences (`.diff` for the weight, `.diff_b` for the bias), as written by LyCORIS "full" and model-diff
-  exports.
+  exports;
+- DoRA's `.dora_scale` magnitude on top of any of the above.
 
 Scaling conventions (α/rank; no alpha → 1) follow LyCORIS and ComfyUI `comfy/weight_adapter/*`. Deltas are
 computed in float32 on the weight's device when the memory manager patches the weight; nothing here touches a
@@ -155,6 +156,31 @@ class SliceDelta:
         return out
 
 
+@dataclass(frozen=True)
+class DoraDelta:
+    """Weight-decomposed LoRA (Liu et al. 2024, "DoRA: Weight-Decomposed Low-Rank Adaptation"): W' = m·(W + ΔW)/‖·‖,
+    the magnitude `m` being the file's `dora_scale`; returned as W' − W so the patch strength blends it in.
+
+    The norm runs along the axis `dora_scale` spans; on the output axis it is taken of W itself, as ComfyUI
+    (`weight_decompose`) does."""
+
+    inner: Callable[[Tensor], Tensor]
+    scale: Tensor
+
+    def __call__(self, weight: Tensor) -> Tensor:
+        calc = weight + self.inner(weight).reshape(weight.shape)
+        scale = _f32(self.scale, weight)
+        ones = [1] * (weight.dim() - 1)
+        if scale.shape[0] == weight.shape[0]:
+            norm = weight.reshape(weight.shape[0], -1).norm(dim=1, keepdim=True).reshape(weight.shape[0], *ones)
+        else:
+            cols = calc.transpose(0, 1)
+            norm = cols.reshape(cols.shape[0], -1).norm(dim=1, keepdim=True).reshape(cols.shape[0], *ones)
+            norm = norm.transpose(0, 1)
+        norm = norm + torch.finfo(weight.dtype).eps
+        return calc * (scale / norm) - weight
+
+
 @dataclass
 class LoadedLora:
     """What matching a file against a key map found: module key -> patch deltas, and the file keys used."""
@@ -212,7 +238,8 @@ def match_adapters(sd: StateDict, key_map: Mapping[str, Target]) -> LoadedLora:
         for matcher in _MATCHERS:
             delta = matcher(sd, name, out)
             if delta is not None:
-                out.add(target, name, delta)
+                (dora,) = _take(sd, out.used, name + ".dora_scale")
+                out.add(target, name, DoraDelta(delta, dora) if dora is not None else delta)
                 break
         for suffix, tgt in ((".diff", target), (".diff_b", target.bias())):
             (diff,) = _take(sd, out.used, name + suffix)

@@ -170,3 +170,21 @@ def test_sd2_linear_proj_in_and_open_clip_text_slices(tmp_path: Path) -> None:
         base = handle.model.state_dict()[key]
         base = base.narrow(*offset) if offset else base
         _check(handle, key, offset, _expected_lora(sd, name, ".lora_up.weight", ".lora_down.weight", base), 1.0)
+
+
+def test_dora_scale_rescales_columns(handles: tuple[ModelHandle, ModelHandle]) -> None:
+    unet, clip = handles
+    name = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
+    key, _ = TARGETS_SD1[name]
+    base = unet.model.state_dict()[key].float()
+    gen = torch.Generator().manual_seed(9)
+    up, down = torch.randn(base.shape[0], 2, generator=gen), torch.randn(2, base.shape[1], generator=gen)
+    magnitude = 1.0 + torch.rand(1, base.shape[1], generator=gen)
+    sd = {f"{name}.lora_up.weight": up, f"{name}.lora_down.weight": down, f"{name}.alpha": torch.tensor(1.0),
+          f"{name}.dora_scale": magnitude}
+    result = apply_lora(sd, unet, clip, 0.6, 1.0, "dora")
+    assert result.unknown == []
+    calc = base + 0.5 * up @ down
+    decomposed = calc * magnitude / calc.norm(dim=0, keepdim=True)
+    torch.testing.assert_close(result.model.patched_copy_of(key), base + 0.6 * (decomposed - base),
+                               rtol=1e-5, atol=1e-5)
