@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Hashable
 
+import torch
+
 from diffusion.checkpoint import read_state_dict
 from diffusion.lora import LoraResult, apply_lora
 from diffusion.patcher import ModelHandle
@@ -29,16 +31,32 @@ def lora_source(path: Path) -> Hashable:
     return ("lora", os.fspath(path), stat.st_mtime_ns, stat.st_size)
 
 
+class LoraFileCache:
+    """The last LoRA file a node read, kept on the node object (which the executor keeps between prompts) so that
+    changing only a strength does not read the file again — ComfyUI's `self.loaded_lora`."""
+
+    def __init__(self) -> None:
+        self.source: Hashable | None = None
+        self.tensors: dict[str, torch.Tensor] = {}
+
+    def read(self, path: Path) -> tuple[Hashable, dict[str, torch.Tensor]]:
+        source = lora_source(path)
+        if source != self.source:
+            self.tensors, self.source = read_state_dict(path), source
+        return source, self.tensors
+
+
 def load_lora_file(lora_name: str, model: ModelHandle | None, clip: CLIP | None, strength_model: float,
-                   strength_clip: float) -> LoraResult:
-    """Read models/loras/`lora_name` and patch clones of `model` and of `clip`'s handle; logs unknown keys."""
+                   strength_clip: float, cache: LoraFileCache | None = None) -> LoraResult:
+    """Read models/loras/`lora_name` (through `cache` when given) and patch clones of `model` and of `clip`'s
+    handle; logs unknown keys."""
     ctx = node_context()
     if ctx.folders is None:
         raise RuntimeError("LoRA loading needs the folders of a Loom instance; the executor was given none")
     path = ctx.folders.full_path("loras", lora_name)
-    sd = read_state_dict(path)
+    source, sd = (cache or LoraFileCache()).read(path)
     clip_handle = getattr(clip, "handle", None) if clip is not None else None
-    result = apply_lora(sd, model, clip_handle, strength_model, strength_clip, lora_source(path))
+    result = apply_lora(sd, model, clip_handle, strength_model, strength_clip, source)
     for key in result.unknown:
         log.warning("lora key not loaded: %s", key)
     return result
@@ -76,7 +94,8 @@ class LoraLoader(Node):
                 strength_clip: float = 1.0) -> tuple[ModelHandle, CLIP | None]:
         if strength_model == 0 and strength_clip == 0:
             return (model, clip)
-        result = load_lora_file(lora_name, model, clip, strength_model, strength_clip)
+        self.files = getattr(self, "files", None) or LoraFileCache()
+        result = load_lora_file(lora_name, model, clip, strength_model, strength_clip, self.files)
         new_clip = _clip_with(clip, result.clip_handle) if clip is not None else None
         return (result.model or model, new_clip)
 
@@ -95,7 +114,8 @@ class LoraLoaderModelOnly(Node):
     def execute(self, model: ModelHandle, lora_name: str, strength_model: float = 1.0) -> tuple[ModelHandle]:
         if strength_model == 0:
             return (model,)
-        result = load_lora_file(lora_name, model, None, strength_model, 0.0)
+        self.files = getattr(self, "files", None) or LoraFileCache()
+        result = load_lora_file(lora_name, model, None, strength_model, 0.0, self.files)
         return (result.model or model,)
 
 

@@ -4,6 +4,7 @@ strength, loaded weights equal to W + s·(α/r)·up@down, unknown keys reported.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -138,3 +139,21 @@ def test_other_layouts_sample(env: SDEnv, name: str) -> None:
     base = _image(env, txt2img(steps=1))
     patched = _image(env, with_lora(name, 1.0, 1.0, steps=1))
     assert torch.isfinite(patched).all() and (patched - base).abs().max() > 1e-4
+
+
+def test_file_cache_rereads_only_a_changed_file(tmp_path: Path) -> None:
+    import os
+
+    from nodes.lora import LoraFileCache
+
+    path = tmp_path / "l.safetensors"
+    write_tiny_lora(path, "peft", seed=1)
+    cache = LoraFileCache()
+    source, first = cache.read(path)
+    assert cache.read(path)[1] is first
+    write_tiny_lora(path, "peft", seed=2)
+    os.utime(path, ns=(1, 1))  # a different stamp even on coarse-clock file systems
+    new_source, second = cache.read(path)
+    assert new_source != source and second is not first
+    key = next(iter(second))
+    assert not torch.equal(second[key], first[key])
