@@ -10,7 +10,8 @@ Owns:
   `CLIPTextModel` layout and SD2's in open_clip's), so a saved file loads back through `diffusion.loading`.
 
 `other`'s weight is read from its module when the memory manager patches `target`, not copied now: a merge costs
-no memory until it is loaded (as in ComfyUI, it reads the other model's current weights).
+no memory until it is loaded. The base weight is read through the manager's `base_weight(module, key)` when it has
+one (ComfyUI reads its patcher's backups), since `other`'s module may be loaded with another clone's patches.
 """
 from __future__ import annotations
 
@@ -43,16 +44,21 @@ class OtherWeight:
     module: nn.Module
     key: str
     patches: tuple[WeightPatch, ...]
+    reader: Callable[[nn.Module, str], Tensor] | None = None
 
     def __call__(self, weight: Tensor) -> Tensor:
-        value = tensor_at(self.module, self.key).detach().to(device=weight.device)
+        read = self.reader if self.reader is not None else tensor_at
+        value = read(self.module, self.key).detach().to(device=weight.device)
         return apply_patches(value, list(self.patches)).to(torch.float32)
 
 
 def merge_into(target: ModelHandle, other: ModelHandle, weights_for: Callable[[str], tuple[float, float] | None],
-               prefix: str = "") -> ModelHandle:
+               prefix: str = "", reader: Callable[[nn.Module, str], Tensor] | None = None) -> ModelHandle:
     """A clone of `target` with, for each key of `other` under `prefix` that `target` has too, the patch
-    `w·strength_model + strength·w_other`; `weights_for(key)` gives (strength, strength_model), or None to skip."""
+    `w·strength_model + strength·w_other`; `weights_for(key)` gives (strength, strength_model), or None to skip.
+
+    `reader(module, key)` returns a module's base (unpatched) weight — the memory manager's, which knows whether
+    `other`'s module is loaded with some clone's patches; without it the module's live tensor is read."""
     merged = target.clone()
     tag = ("merge", id(other.model), other.weights_key())
     for key in sorted(other.state_keys()):
@@ -61,7 +67,7 @@ def merge_into(target: ModelHandle, other: ModelHandle, weights_for: Callable[[s
         weights = weights_for(key)
         if weights is None:
             continue
-        delta = OtherWeight(other.model, key, tuple(other.patches.get(key, ())))
+        delta = OtherWeight(other.model, key, tuple(other.patches.get(key, ())), reader)
         merged.add_patches({key: WeightPatch(delta, weights[0], weights[1], key_hint=key, ident=(tag, key))})
     return merged
 

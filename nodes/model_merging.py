@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from safetensors.torch import save_file
-from torch import Tensor
+from torch import Tensor, nn
 
 from diffusion.merge import CLIP_SKIP_SUFFIXES, UNET_PREFIX, block_ratio, checkpoint_layout, merge_into
 from diffusion.patcher import ModelHandle, apply_patches
@@ -30,13 +30,24 @@ _RATIO = dict(min=0.0, max=1.0, step=0.01)
 _MULTIPLIER = dict(min=-10.0, max=10.0, step=0.01)
 
 
+def base_reader() -> Callable[[nn.Module, str], Tensor] | None:
+    """The memory manager's reader of unpatched weights (`base_weight(module, key)`), if it has one."""
+    ctx = current_or_none()
+    return getattr(ctx.models, "base_weight", None) if ctx is not None and ctx.models is not None else None
+
+
+def _merge(model1: ModelHandle, model2: ModelHandle, weights: Callable[[str], tuple[float, float] | None]
+           ) -> ModelHandle:
+    return merge_into(model1, model2, weights, UNET_PREFIX, base_reader())
+
+
 def _clip_merge(clip1: CLIP, clip2: CLIP, strength: float, strength_model: float) -> CLIP:
     """clip1's clone with every text-tower weight w1 → w1·strength_model + strength·w2 (ids and scale kept)."""
     def weights(key: str) -> tuple[float, float] | None:
         return None if key.endswith(CLIP_SKIP_SUFFIXES) else (strength, strength_model)
 
     twin = clip1.clone()
-    twin.handle = merge_into(clip1.handle, clip2.handle, weights)
+    twin.handle = merge_into(clip1.handle, clip2.handle, weights, reader=base_reader())
     return twin
 
 
@@ -48,7 +59,7 @@ class ModelMergeSimple(Node):
     OUTPUTS = (Output("MODEL"),)
 
     def execute(self, model1: ModelHandle, model2: ModelHandle, ratio: float = 1.0) -> tuple[ModelHandle]:
-        return (merge_into(model1, model2, lambda key: (1.0 - ratio, ratio), UNET_PREFIX),)
+        return (_merge(model1, model2, lambda key: (1.0 - ratio, ratio)),)
 
 
 class ModelMergeBlocks(Node):
@@ -67,7 +78,7 @@ class ModelMergeBlocks(Node):
             ratio = block_ratio(key, ratios)
             return (1.0 - ratio, ratio)
 
-        return (merge_into(model1, model2, weights, UNET_PREFIX),)
+        return (_merge(model1, model2, weights),)
 
 
 class ModelMergeSubtract(Node):
@@ -78,7 +89,7 @@ class ModelMergeSubtract(Node):
     OUTPUTS = (Output("MODEL"),)
 
     def execute(self, model1: ModelHandle, model2: ModelHandle, multiplier: float = 1.0) -> tuple[ModelHandle]:
-        return (merge_into(model1, model2, lambda key: (-multiplier, multiplier), UNET_PREFIX),)
+        return (_merge(model1, model2, lambda key: (-multiplier, multiplier)),)
 
 
 class ModelMergeAdd(Node):
@@ -89,7 +100,7 @@ class ModelMergeAdd(Node):
     OUTPUTS = (Output("MODEL"),)
 
     def execute(self, model1: ModelHandle, model2: ModelHandle) -> tuple[ModelHandle]:
-        return (merge_into(model1, model2, lambda key: (1.0, 1.0), UNET_PREFIX),)
+        return (_merge(model1, model2, lambda key: (1.0, 1.0)),)
 
 
 class CLIPMergeSimple(Node):

@@ -152,3 +152,50 @@ def test_vae_save_loads_back(env: SDEnv) -> None:
         assert torch.equal(value.float(), reference["first_stage_model." + key]), key
     with safe_open(str(path), "pt") as f:
         assert json.loads(f.metadata()["prompt"])["v"]["class_type"] == "VAESave"
+
+
+def test_merge_reads_the_other_models_base_weights_while_it_is_loaded_patched(env: SDEnv, files: tuple) -> None:
+    """model2 + LoRA is still loaded (patched in place) when the merge of model1 with that clone is loaded: the
+    merge must use model2's base weights plus the LoRA once, not the patched weights plus the LoRA again."""
+    prompt = loaders()
+    prompt["l"] = {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["b", 0],
+                                                                   "lora_name": "kohya.safetensors",
+                                                                   "strength_model": 1.0}}
+    prompt["m"] = {"class_type": "ModelMergeSimple", "inputs": {"model1": ["a", 0], "model2": ["l", 0],
+                                                                "ratio": 0.5}}
+    env.models.unload_all()
+    lora_model = env.value(prompt, "l")
+    key = "diffusion_model.input_blocks.5.1.proj_in.weight"
+    expected_other = lora_model.patched_copy_of(key).float()
+    merged = env.value(prompt, "m")
+    with env.models.use([lora_model]):  # leaves model2's module patched in place (CPU policy)
+        pass
+    state = loaded_state(env, merged)
+    a, _ = files
+    expected = 0.5 * unet_of(a, key) + 0.5 * expected_other
+    if not torch.allclose(state[key], expected, atol=1e-5) and not hasattr(env.models, "base_weight"):
+        pytest.xfail("the model manager has no base_weight(module, key): a merge reads the other model's live "
+                     "(here patched) weights")
+    torch.testing.assert_close(state[key], expected)
+
+
+def test_merge_reader_supplies_base_weights(env: SDEnv, files: tuple) -> None:
+    """With a base-weight reader (what the manager's `base_weight` provides), a merge ignores the other module's
+    in-place patches."""
+    from diffusion.merge import merge_into
+
+    prompt = loaders()
+    prompt["l"] = {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["b", 0],
+                                                                   "lora_name": "kohya.safetensors",
+                                                                   "strength_model": 1.0}}
+    env.models.unload_all()
+    model_a, lora_model = env.value(prompt, "a"), env.value(prompt, "l")
+    base = {k: v.detach().clone() for k, v in lora_model.model.state_dict().items()}
+    key = "diffusion_model.input_blocks.5.1.proj_in.weight"
+    expected_other = lora_model.patched_copy_of(key).float()
+    merged = merge_into(model_a, lora_model, lambda k: (0.5, 0.5), "diffusion_model.", reader=lambda m, k: base[k])
+    with env.models.use([lora_model]):  # model2's module now holds its patched weights
+        pass
+    state = loaded_state(env, merged)
+    torch.testing.assert_close(state[key], 0.5 * unet_of(files[0], key) + 0.5 * expected_other)
+    env.models.unload_all()
