@@ -43,6 +43,7 @@ DEFAULT_MODEL_KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "hypernetworks": (("hypernetworks",), MODEL_SUFFIXES),
     "photomaker": (("photomaker",), MODEL_SUFFIXES),
     "classifiers": (("classifiers",), ()),
+    "safety_checker": (("safety_checker",), ()),
 }
 # Other names for the same kind (ComfyUI's legacy names).
 KIND_ALIASES = {"unet": "diffusion_models", "text_encoders": "clip"}

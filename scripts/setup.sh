@@ -20,6 +20,8 @@ if [ ! -f "$stamp" ]; then
   echo "setup: installing Python packages from $REQ (pinned by constraints.txt)"
   python -m pip install -q --upgrade pip
   python -m pip install -q -r "$REQ" -c constraints.txt
+  # invisible-watermark's declared dependencies (opencv-python, onnx, onnxruntime) are not what it needs.
+  python -m pip install -q --no-deps -c constraints.txt invisible-watermark
   if [ "$DEV" = 1 ]; then
     # k-diffusion is a test oracle only; its full dependency set (clip, wandb, ...) is not needed.
     python -m pip install -q --no-deps -c constraints.txt k-diffusion
