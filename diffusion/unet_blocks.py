@@ -8,7 +8,8 @@ Layer and attribute names follow CompVis' latent-diffusion `openaimodel.py` / `a
 - ``"attention_mode"``: "sdpa" (default) or "sliced", see `diffusion.attention`;
 - ``"patches"``: ``{"attn1_patch": [fn], "attn2_patch": [fn]}``, each ``fn(x, context, value, options) -> (x,
   context, value)`` applied to the normalised input before self- (attn1) or cross-attention (attn2), the hook
-  point ComfyUI's attention patches use.
+  point ComfyUI's attention patches use; and ``"middle_patch"``: ``[fn(x, options) -> x]`` run on the residual
+  stream between self- and cross-attention (GLIGEN's fusers, `diffusion.gligen`).
 """
 from __future__ import annotations
 
@@ -160,6 +161,8 @@ class BasicTransformerBlock(nn.Module):
         mode = options.get("attention_mode", "sdpa")
         n, ctx, val = _apply_patches("attn1_patch", self.norm1(x), None, None, options)
         x = x + self.attn1(n, ctx, val, mode=mode)
+        for patch in options.get("patches", {}).get("middle_patch", ()):
+            x = patch(x, options)
         n, ctx, val = _apply_patches("attn2_patch", self.norm2(x), context, context, options)
         x = x + self.attn2(n, ctx, val, mode=mode)
         return x + self.ff(self.norm3(x))
