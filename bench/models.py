@@ -4,7 +4,8 @@
 
 Each measurement runs in a fresh subprocess so its peak resident set (VmHWM of /proc/self/status) belongs to it
 alone. Loading is `diffusion.loading.load_checkpoint` (read, detect, build UNet + VAE + text tower on `meta`,
-assign) of the fp16 reference file into fp32, into bf16, and in ComfyUI's CPU placement (UNet/VAE fp32, CLIP fp16).
+assign) of the fp16 reference file into fp32, into bf16, and in ComfyUI's CPU placement (UNet/VAE fp32, CLIP fp16);
+modules (torch, open_clip) are imported before the clock starts, as a server imports them at start-up.
 The forward figures are the median of `--runs` UNet calls at batch 2 (a cfg pair) after one warm-up call.
 `--write` replaces the "## Models (bench/models.py)" section of bench/RESULTS.md with the table.
 The checkpoint is built with shared/reference/make_random_checkpoint.py into <repo>/.cache/reference when missing.
@@ -50,6 +51,7 @@ def _cpu_seconds() -> float:
 
 def child_load(dtype: str, te_dtype: str | None) -> dict:
     """Load the checkpoint once; time it and report the peak RSS (run in a fresh process)."""
+    import open_clip  # noqa: F401  (imported at server start-up; `diffusion.text_encoders` imports it lazily)
     import torch
 
     from diffusion.loading import load_checkpoint
@@ -153,6 +155,11 @@ def _table(load: dict[str, dict], forward: dict[tuple[int, str], dict], machine:
         lines.append(
             f"| {size}×{size} ({size * 8}px) | {dtype} | {r['median']:.2f} | {runs_s} | {r['load_average']:.1f} |"
         )
+    lines += [
+        "", "A load average above the core count means other processes were sharing the CPU, which inflates every "
+        "wall time above (the forward runs most); the CPU-seconds column of the load table is the figure that "
+        "contention hardly moves.",
+    ]
     return "\n".join(lines) + "\n"
 
 
