@@ -172,7 +172,8 @@ class UNetModel(nn.Module):
         input block's output, the middle one to the middle block's output, an output one to the skip tensor an
         output block takes. `transformer_options` is copied and passed to every transformer (see `unet_blocks`);
         its "block" entry says ("input"|"middle"|"output", index) while a block runs, and its "patches" may hold
-        "input_block_patch" ``fn(h, options) -> h`` and "output_block_patch" ``fn(h, skip, options) -> (h, skip)``
+        "input_block_patch" ``fn(h, options) -> h`` (before the skip is kept), "input_block_patch_after_skip"
+        (after it: Kohya deep shrink's default) and "output_block_patch" ``fn(h, skip, options) -> (h, skip)``
         (the FreeU hook).
         """
         options = dict(transformer_options or {})
@@ -192,6 +193,8 @@ class UNetModel(nn.Module):
             for patch in patches.get("input_block_patch", ()):
                 h = patch(h, options)
             skips.append(h)
+            for patch in patches.get("input_block_patch_after_skip", ()):
+                h = patch(h, options)
         options["block"] = ("middle", 0)
         h = _add_control(self.middle_block(h, emb, context, options), control, "middle", 0)
         for i, block in enumerate(self.output_blocks):

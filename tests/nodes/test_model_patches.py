@@ -123,6 +123,10 @@ def test_deep_shrink_node(env: SDEnv) -> None:
                                                  "inputs": {**inputs, "downscale_after_skip": True}}}, "p")
     patches = after.options["transformer_options"]["patches"]
     assert set(patches) == {"input_block_patch_after_skip", "output_block_patch"}
+    shrunk_after = _sample(env, {"class_type": "PatchModelAddDownscale",
+                                 "inputs": {**inputs, "downscale_after_skip": True}}, size=64)
+    assert shrunk_after.shape == base.shape and torch.isfinite(shrunk_after).all()
+    assert (shrunk_after - base).abs().max() > 1e-3 and (shrunk_after - shrunk).abs().max() > 1e-3
     info = env.registry.object_info(env.folders)["PatchModelAddDownscale"]
     assert info["display_name"] == "PatchModelAddDownscale (Kohya Deep Shrink)"
     assert info["input"]["required"]["downscale_method"][0] == ["bicubic", "nearest-exact", "bilinear", "area",
