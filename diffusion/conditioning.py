@@ -2,7 +2,9 @@
 
 A CONDITIONING is a list of `[tensor B×T×C, options]`; options may hold `pooled_output`, `area`
 (`(h, w, y, x)` in latent pixels or `("percentage", h, w, y, x)`), `strength`, `mask` (+`mask_strength`,
-`set_area_to_bounds`), `start_percent`/`end_percent`, `control`, `concat_latent_image`, `concat_mask`.
+`set_area_to_bounds`), `start_percent`/`end_percent`, `control`, `concat_latent_image`, `concat_mask`,
+`gligen` (made into a per-call "middle_patch" in transformer_options, see `diffusion.gligen`; such a chunk shares
+a model call with no other, as in ComfyUI).
 
 Owns: converting those entries to cond dicts (`convert_cond`), resolving areas and masks to the latent
 size, timestep ranges (percent -> sigma), giving every area an opposite with the same area, and
@@ -20,6 +22,8 @@ from typing import Any, Callable, NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
+
+from diffusion.gligen import gligen_patches
 
 COND, UNCOND = 0, 1
 
@@ -141,6 +145,7 @@ class CondChunk(NamedTuple):
     model_conds: dict[str, torch.Tensor]
     area: tuple[int, int, int, int] | None
     control: Any
+    patches: dict[str, list] | None = None
 
 
 def _feather(mult: torch.Tensor, area, size: tuple[int, int]) -> None:
@@ -184,7 +189,8 @@ def get_area_and_mult(c: dict, x: torch.Tensor, sigma: torch.Tensor) -> CondChun
         if key == "c_concat" and area is not None:
             value = value.narrow(2, area[2], area[0]).narrow(3, area[3], area[1])
         model_conds[key] = repeat_to_batch_size(value, x.shape[0])
-    return CondChunk(input_x, mult, model_conds, area, c.get("control"))
+    patches = gligen_patches(c["gligen"], input_x) if c.get("gligen") is not None else None
+    return CondChunk(input_x, mult, model_conds, area, c.get("control"), patches)
 
 
 def _crossattn_compatible(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -197,7 +203,7 @@ def _crossattn_compatible(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 def can_concat(a: CondChunk, b: CondChunk) -> bool:
     """Whether two chunks can share one model call: same input shape, same control, compatible inputs."""
-    if a.input_x.shape != b.input_x.shape or a.control is not b.control:
+    if a.input_x.shape != b.input_x.shape or a.control is not b.control or a.patches is not b.patches:
         return False
     if a.model_conds.keys() != b.model_conds.keys():
         return False
@@ -244,6 +250,11 @@ def _run_chunk_batch(apply_model, to_run: list, picked: list[int], sigma: torch.
     sigma_ = torch.cat([sigma] * len(chunks))
     transformer_options = dict(model_options.get("transformer_options", {}))
     transformer_options.update(cond_or_uncond=which[:], sigmas=sigma)
+    if chunks[0].patches is not None:
+        merged = dict(transformer_options.get("patches", {}))
+        for name, fns in chunks[0].patches.items():
+            merged[name] = list(merged.get(name, [])) + list(fns)
+        transformer_options["patches"] = merged
     c["transformer_options"] = transformer_options
     control = chunks[0].control
     if control is not None:

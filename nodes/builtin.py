@@ -26,5 +26,6 @@ BUILTIN_MODULES: list[str] = [
     "nodes.controlnet",
     "nodes.upscale",
     "nodes.clip_vision",
+    "nodes.gligen",
     "nodes.safety",
 ]

@@ -50,11 +50,16 @@ def cond_models(*conditionings: list | None) -> list[ModelHandle]:
     """The extra models conditioning needs on the device while sampling (ControlNets and the like).
 
     The contract for such objects, stored under a cond dict's "control" key: they expose the `ModelHandle` to place
-    as `.handle` and chain to the next one through `.previous_controlnet` (ComfyUI's attribute name)."""
+    as `.handle` and chain to the next one through `.previous_controlnet` (ComfyUI's attribute name). A GLIGEN
+    model is the handle in a "gligen" entry `(kind, handle, boxes)`."""
     found: list[ModelHandle] = []
     for conditioning in conditionings:
         for entry in conditioning or []:
-            control = entry[1].get("control") if len(entry) > 1 and isinstance(entry[1], dict) else None
+            options = entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
+            gligen = options.get("gligen")
+            if gligen is not None and isinstance(gligen[1], ModelHandle) and all(gligen[1] is not h for h in found):
+                found.append(gligen[1])
+            control = options.get("control")
             while control is not None:
                 handle = getattr(control, "handle", None)
                 if isinstance(handle, ModelHandle) and all(handle is not h for h in found):
