@@ -380,6 +380,18 @@ class ModelManager:
             entry = self._entries.get(id(h.model))
             return bool(entry and entry.ref() is h.model and entry.placed and entry.weights_key == h.weights_key())
 
+    def base_weight(self, module: nn.Module, key: str) -> torch.Tensor:
+        """`module`'s unpatched weight at state-dict `key`: the bitwise backup while a clone's patches are
+        applied to it, else the live tensor. Merges read the other model through this, so a LoRA applied
+        to that model is never counted twice."""
+        with self._lock:
+            entry = self._entries.get(id(module))
+            if entry is not None and entry.ref() is module and key in entry.backups:
+                return entry.backups[key]
+        owner_path, _, name = key.rpartition(".")
+        owner = module.get_submodule(owner_path) if owner_path else module
+        return owner._parameters[name] if name in owner._parameters else owner._buffers[name]
+
     def loaded_models(self) -> list[dict[str, Any]]:
         """One summary per placed model, most recently used first."""
         with self._lock:
