@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,11 +24,11 @@ from PIL import Image
 from executor.memory import MemoryPolicy, ModelManager
 from folders import Folders
 from nodes.context import InterruptFlag, NodeContext, running
+from tests.fixtures.reference import reference_checkpoint as build_reference_checkpoint
 from tests.fixtures.tiny_checkpoints import write_tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO / ".." / "shared"
-CACHE = REPO / ".cache" / "reference"
 CKPT = "loom-ref-sd15.safetensors"
 PSNR_FLOOR_DB = 40.0
 
@@ -45,20 +44,8 @@ def shared() -> Path:
 
 @pytest.fixture(scope="module")
 def reference_checkpoint(shared: Path) -> Path:
-    """loom-ref-sd15.safetensors, built by the shared recipe (atomically) unless cached, with its sha256 checked."""
-    from tests.diffusion.test_reference_files import _published_sha256, _sha256, _sha256_canonical_metadata
-
-    CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / CKPT
-    if not path.is_file():
-        tmp = CACHE / f"{CKPT}.{os.getpid()}.tmp"
-        script = shared / "reference" / "make_random_checkpoint.py"
-        subprocess.run([sys.executable, str(script), str(shared / "reference" / "sd15_keys.json"), str(tmp)],
-                       check=True)
-        os.replace(tmp, path)
-    expected = _published_sha256(shared, CKPT)
-    assert expected in (_sha256(path), _sha256_canonical_metadata(path)), f"{path} differs from the published file"
-    return path
+    """loom-ref-sd15.safetensors, built by the shared recipe unless cached, with its sha256 checked."""
+    return build_reference_checkpoint(shared, "sd15")
 
 
 def base_with_checkpoint(base: Path, checkpoint: Path) -> Path:

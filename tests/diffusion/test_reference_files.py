@@ -6,12 +6,6 @@ The built files are cached under <repo>/.cache/reference (git-ignored; CI rebuil
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,67 +17,17 @@ from diffusion.loading import load_checkpoint
 from diffusion.unet import UNetConfig, build_unet, count_parameters
 from diffusion.vae import VAEConfig, build_vae
 from tests.fixtures.diffusers_oracle import diffusers_unet, diffusers_vae
+from tests.fixtures.reference import REFERENCES, reference_checkpoint
 
-REPO = Path(__file__).resolve().parents[2]
-CACHE = REPO / ".cache" / "reference"
-REFERENCES = {
-    "sd15": ("sd15_keys.json", "loom-ref-sd15.safetensors"),
-    "sd21": ("sd21_keys.json", "loom-ref-sd21.safetensors"),
-}
 TEXT_ENCODER_PARAMETERS = {"sd15": 123_060_480}
 
 pytestmark = pytest.mark.slow
 
 
-def _published_sha256(shared: Path, name: str) -> str:
-    readme = (shared / "reference" / "README.md").read_text()
-    line = next(line for line in readme.splitlines() if f"`{name}`:" in line)
-    return line.split("`")[-2]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 24):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _sha256_canonical_metadata(path: Path) -> str:
-    """sha256 of the file as written with its `__metadata__` entries in sorted key order.
-
-    Newer safetensors versions write metadata entries in hash-map order, so a rebuilt file may differ from the
-    published one only in the order of "format" and "note"; hashing the sorted order compares the content.
-    """
-    with path.open("rb") as f:
-        (size,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(size))
-        meta = header.pop("__metadata__", None)
-        ordered = {"__metadata__": dict(sorted(meta.items()))} if meta else {}
-        ordered.update(header)
-        text = json.dumps(ordered, separators=(",", ":")).encode()
-        digest = hashlib.sha256(struct.pack("<Q", size) + text.ljust(size))
-        while block := f.read(1 << 24):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @pytest.fixture(scope="session")
 def reference_files(shared_dir: Path) -> dict[str, Path]:
-    """Both reference checkpoints, built once (atomically, so parallel sessions do not collide) and verified."""
-    CACHE.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for family, (keys, name) in REFERENCES.items():
-        path = CACHE / name
-        if not path.is_file():
-            tmp = CACHE / f"{name}.{os.getpid()}.tmp"
-            script = shared_dir / "reference" / "make_random_checkpoint.py"
-            subprocess.run([sys.executable, str(script), str(shared_dir / "reference" / keys), str(tmp)], check=True)
-            os.replace(tmp, path)
-        expected = _published_sha256(shared_dir, name)
-        assert expected in (_sha256(path), _sha256_canonical_metadata(path)), f"{path} differs from the published file"
-        files[family] = path
-    return files
+    """Both reference checkpoints, built once and verified (tests/fixtures/reference.py)."""
+    return {family: reference_checkpoint(shared_dir, family) for family in REFERENCES}
 
 
 @pytest.mark.parametrize("family", ["sd15", "sd21"])

@@ -184,10 +184,9 @@ def test_comfyui_reference_parity(shared_dir):
 
     from diffusion.checkpoint import read_state_dict, split_components
     from diffusion.families import detect_checkpoint
-    # The shared recipe's checkpoint, built under .cache/reference and hash-checked by the text-encoder tests' helper.
-    from tests.diffusion.test_text_encoders import _reference_checkpoint
+    from tests.fixtures.reference import reference_checkpoint
     ref = load_file(str(shared_dir / "reference" / "p00_intermediates.safetensors"))
-    path = _reference_checkpoint(shared_dir, "loom-ref-sd15.safetensors", "sd15_keys.json")
+    path = reference_checkpoint(shared_dir, "sd15")
     sd = read_state_dict(path, dtype=torch.float32)
     info = detect_checkpoint(sd)
     unet = build_unet(info.unet, split_components(sd).unet, dtype=torch.float32)

@@ -5,12 +5,7 @@ forward for SD2, and ComfyUI's recorded outputs on the SD1.5 reference checkpoin
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -29,15 +24,11 @@ from diffusion.text_encoders import (
     module_key_for_hf,
 )
 from diffusion.tokenizer import BOS_TOKEN, EOS_TOKEN, encode_text
+from tests.fixtures.reference import reference_checkpoint
 from tests.fixtures.tiny_text_encoders import TINY_LAYERS, tiny_text_encoder_state_dict
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO / ".." / "shared"
-CACHE = REPO / ".cache" / "reference"
-REFERENCE_SHA256 = {
-    "loom-ref-sd15.safetensors": "3b89364bd97355200f47033b2d5da4cf7daeecba7eb47b8acd6a5109b99d402c",
-    "loom-ref-sd21.safetensors": "fa706a7757ec240c012e82177acbc1ab78ecaa0bd0a2d2e936a36157e5927a6c",
-}
 PROMPT = "a photograph of an astronaut riding a horse"
 
 
@@ -255,42 +246,6 @@ def test_reference_key_lists_are_consumed(shared_dir: Path, keys_file: str, pref
 # ---------------------------------------------------------------- full-size reference checkpoints (slow)
 
 
-def _canonical_sha256(path: Path) -> str:
-    """sha256 of the file with its `__metadata__` keys in sorted order.
-
-    safetensors ≥ 0.5 writes metadata keys in hash-map order, so a rebuilt file can differ from the published hash
-    only in the order of "format" and "note" while every tensor byte is equal; this hashes the canonical order.
-    """
-    with path.open("rb") as f:
-        size = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(size))
-        meta = header.pop("__metadata__", None)
-        prefix = '{"__metadata__":' + json.dumps(dict(sorted(meta.items())), separators=(",", ":")) + "," if meta else "{"
-        digest = hashlib.sha256()
-        f.seek(8)
-        raw = f.read(size)
-        start = raw.index(b"}") + 2 if meta else 1  # the metadata object holds no nested braces
-        body = prefix.encode() + raw[start:]
-        assert len(body) == size
-        digest.update(struct.pack("<Q", size) + body)
-        while block := f.read(1 << 24):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _reference_checkpoint(shared: Path, name: str, keys: str) -> Path:
-    """The reference checkpoint under .cache/reference, built with the shared script when absent."""
-    CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / name
-    if not path.is_file():
-        tmp = CACHE / f"{name}.{os.getpid()}.tmp"
-        subprocess.run([sys.executable, str(shared / "reference" / "make_random_checkpoint.py"),
-                        str(shared / "reference" / keys), str(tmp)], check=True, capture_output=True)
-        os.replace(tmp, path)
-    assert _canonical_sha256(path) == REFERENCE_SHA256[name], f"{path} differs from the published reference"
-    return path
-
-
 def _text_tensors(path: Path) -> dict[str, torch.Tensor]:
     with safe_open(str(path), "pt") as f:
         return {k: f.get_tensor(k) for k in f.keys() if k.startswith("cond_stage_model.")}
@@ -299,7 +254,7 @@ def _text_tensors(path: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 def test_sd15_reference_matches_comfyui_outputs(shared_dir: Path) -> None:
     """ComfyUI's CLIPTextEncode outputs on the reference checkpoint, from fp16 weights computed in fp32."""
-    sd = _text_tensors(_reference_checkpoint(shared_dir, "loom-ref-sd15.safetensors", "sd15_keys.json"))
+    sd = _text_tensors(reference_checkpoint(shared_dir, "sd15"))
     clip = CLIP(build_text_encoder(_strip(sd, "cond_stage_model."), torch.float16), embedding_directories=[])
     ref = load_file(str(shared_dir / "reference" / "p00_intermediates.safetensors"))
     for name, text in (("positive", PROMPT), ("negative", "blurry, lowres")):
@@ -312,7 +267,7 @@ def test_sd15_reference_matches_comfyui_outputs(shared_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_sd15_reference_matches_transformers(shared_dir: Path) -> None:
-    sd = _text_tensors(_reference_checkpoint(shared_dir, "loom-ref-sd15.safetensors", "sd15_keys.json"))
+    sd = _text_tensors(reference_checkpoint(shared_dir, "sd15"))
     worst = _sd1_parity(sd, 768, 12)
     print(f"SD1.5 reference vs transformers CLIPTextModel: max abs diff {worst:.3g}")
     assert worst <= 1e-4
@@ -320,7 +275,7 @@ def test_sd15_reference_matches_transformers(shared_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_sd21_reference_matches_open_clip(shared_dir: Path) -> None:
-    sd = _text_tensors(_reference_checkpoint(shared_dir, "loom-ref-sd21.safetensors", "sd21_keys.json"))
+    sd = _text_tensors(reference_checkpoint(shared_dir, "sd21"))
     worst = _sd2_parity(sd, 1024, 24)
     print(f"SD2.1 reference vs open_clip TextTransformer: max abs diff {worst:.3g}")
     assert worst <= 1e-4
