@@ -163,16 +163,18 @@ async def post_and_wait(port: int, prompt: dict) -> float:
 
 
 def phase_startup(repeat: int) -> dict[str, Any]:
-    walls, loads = [], []
+    walls, cpus, loads = [], [], []
     for _ in range(repeat):
         base = make_base()
         loads.append(load_avg())
         proc, wall = start_server(base, free_port(), [])
         walls.append(wall)
+        cpus.append(_proc_cpu(proc.pid))
         proc.terminate()
         proc.wait(timeout=30)
         shutil.rmtree(base, ignore_errors=True)
-    return {"median_s": statistics.median(walls), "runs_s": walls, "load": max(loads)}
+    return {"median_s": statistics.median(walls), "median_cpu_s": statistics.median(cpus), "runs_s": walls,
+            "runs_cpu_s": cpus, "load": max(loads)}
 
 
 def phase_server(precision: str) -> dict[str, Any]:
