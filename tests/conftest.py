@@ -1,6 +1,8 @@
 """Test-suite wide settings: the `slow` marker and the location of ../shared."""
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,3 +21,14 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared is absent")
     return SHARED
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads(request: pytest.FixtureRequest) -> None:
+    """Tiny-model tests run single-threaded (thread start-up costs more than their small kernels gain, and
+    oversubscribed cores slow them many times over); full-size `slow` tests use every core."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    slow = request.node.get_closest_marker("slow") is not None
+    torch.set_num_threads(max(1, os.cpu_count() or 1) if slow else 1)
