@@ -11,6 +11,7 @@ A guider is called like a denoiser: guider(x, sigma, model_options=None, seed=No
 """
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Callable
 
@@ -83,19 +84,31 @@ def rescale_cfg_patch(multiplier: float = 0.7) -> Callable[[dict], torch.Tensor]
     return patch
 
 
+def _extra_conds_kwargs(model: Any, noise: torch.Tensor, latent_image: torch.Tensor | None,
+                        denoise_mask: torch.Tensor | None, seed: int | None) -> dict[str, Any]:
+    """The keyword arguments of model.extra_conds; the run's seed goes to those that take one (unCLIP's noise
+    augmentation is seeded from it, as ComfyUI's process_conds passes `seed`)."""
+    kwargs: dict[str, Any] = {"noise": noise, "latent_image": latent_image, "denoise_mask": denoise_mask}
+    if seed is not None and "seed" in inspect.signature(model.extra_conds).parameters:
+        kwargs["seed"] = seed
+    return kwargs
+
+
 def prepare_conds(model: Any, conds: dict[str, list[dict]], noise: torch.Tensor, latent_image: torch.Tensor | None,
-                  denoise_mask: torch.Tensor | None) -> dict[str, list[dict]]:
+                  denoise_mask: torch.Tensor | None, seed: int | None = None) -> dict[str, list[dict]]:
     """Per-run preparation of cond dicts (ComfyUI process_conds): areas and masks at the latent size,
-    timestep ranges, model-specific inputs (model.extra_conds), matching areas across lists, control."""
+    timestep ranges, model-specific inputs (model.extra_conds, given the run's seed where they take it),
+    matching areas across lists, control."""
     conds = {k: [dict(c) for c in v] for k, v in conds.items()}
     h, w = noise.shape[2], noise.shape[3]
+    extra = _extra_conds_kwargs(model, noise, latent_image, denoise_mask, seed) if hasattr(model, "extra_conds") \
+        else {}
     for k in conds:
         resolve_areas_and_masks(conds[k], h, w, noise.device)
         apply_timestep_ranges(conds[k], model.model_sampling.percent_to_sigma)
         if hasattr(model, "extra_conds"):
             for c in conds[k]:
-                c["model_conds"] = {**c["model_conds"], **model.extra_conds(c, noise=noise, latent_image=latent_image,
-                                                                            denoise_mask=denoise_mask)}
+                c["model_conds"] = {**c["model_conds"], **model.extra_conds(c, **extra)}
     for k in conds:
         for c in list(conds[k]):
             for kk in conds:
@@ -128,9 +141,10 @@ class CFGGuider:
     def set_cfg(self, cfg: float) -> None:
         self.cfg = cfg
 
-    def prepare(self, noise: torch.Tensor, latent_image: torch.Tensor | None, denoise_mask: torch.Tensor | None) -> None:
-        """Resolve the conds for one sampling run of this noise shape."""
-        self.conds = prepare_conds(self.model, self.original_conds, noise, latent_image, denoise_mask)
+    def prepare(self, noise: torch.Tensor, latent_image: torch.Tensor | None, denoise_mask: torch.Tensor | None,
+                seed: int | None = None) -> None:
+        """Resolve the conds for one sampling run of this noise shape (and seed)."""
+        self.conds = prepare_conds(self.model, self.original_conds, noise, latent_image, denoise_mask, seed)
 
     def predict(self, x: torch.Tensor, sigma: torch.Tensor, model_options: dict) -> torch.Tensor:
         return sampling_function(self.model.apply_model, x, sigma, self.conds.get("negative"),

@@ -100,7 +100,7 @@ def sample_custom(model: Any, noise: torch.Tensor, guider: CFGGuider, sampler: S
         denoise_mask = prepare_mask(denoise_mask, noise.shape, device)
     if torch.count_nonzero(latent_image) > 0:  # an empty latent is not shifted (ComfyUI)
         latent_image = model.process_latent_in(latent_image)
-    guider.prepare(noise, latent_image, denoise_mask)
+    guider.prepare(noise, latent_image, denoise_mask, seed=seed)
     model_options = dict(guider.model_options)
     model_options["transformer_options"] = {**model_options.get("transformer_options", {}), "sample_sigmas": sigmas}
     extra_args = {"model_options": model_options, "seed": seed, "denoise_mask": denoise_mask}

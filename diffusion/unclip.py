@@ -87,11 +87,14 @@ class UnCLIPModel(DiffusionModel):
         self.noise_augmentor = augmentor
 
     def extra_conds(self, cond: dict, *, noise: torch.Tensor, latent_image: torch.Tensor | None = None,
-                    denoise_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                    denoise_mask: torch.Tensor | None = None, seed: int | None = None) -> dict[str, torch.Tensor]:
+        """`y` from the cond's unCLIP entries, noise-augmented with the sampling seed − 10 (ComfyUI's
+        SD21UNCLIP.encode_adm; a missing seed counts as 0)."""
         out = super().extra_conds(cond, noise=noise, latent_image=latent_image, denoise_mask=denoise_mask)
         adm_channels = self.diffusion_model.config.adm_in_channels
         entries = cond.get("unclip_conditioning")
-        y = unclip_adm(entries, self.noise_augmentor) if entries else torch.zeros(1, adm_channels)
+        augment_seed = (0 if seed is None else seed) - 10
+        y = unclip_adm(entries, self.noise_augmentor, augment_seed) if entries else torch.zeros(1, adm_channels)
         out["y"] = y.to(noise.device)
         return out
 
