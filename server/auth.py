@@ -10,7 +10,10 @@ Policy (decided here, documented for users in the module):
   from queueing prompts or reading the websocket of a local server (DNS rebinding included,
   because the Host must match too).
 - With `--auth-token TOKEN` every request needs `Authorization: Bearer TOKEN`, or `?token=TOKEN`
-  on a GET (websockets and image URLs cannot set headers); else 401. CORS preflights pass.
+  on a GET (websockets and image URLs cannot set headers); else 401. CORS preflights pass, and so
+  do GET/HEAD requests for the front end's own files (`/`, the static bundle, custom packs' web
+  extension scripts): they are the code the page runs, not data, and a browser importing
+  `../../scripts/app.js` from an extension cannot attach a token.
 - Every response carries `X-Content-Type-Options: nosniff`.
 - An unexpected exception becomes a 500 JSON `{"error": {"type", "message"}}`; the traceback is
   logged, and included in the body only with `--verbose`.
@@ -77,6 +80,14 @@ def _cors_headers(settings: ServerSettings, origin: str | None) -> dict[str, str
             "Access-Control-Allow-Credentials": "true", "Vary": "Origin"}
 
 
+def _public_file(request: web.Request) -> bool:
+    """A GET/HEAD of the editor's page or of a static file (the bundle, extension scripts): no token needed."""
+    if request.method not in ("GET", "HEAD"):
+        return False
+    resource = request.match_info.route.resource
+    return isinstance(resource, web.StaticResource) or (resource is not None and resource.canonical == "/")
+
+
 def _is_websocket(request: web.Request) -> bool:
     return request.headers.get("Upgrade", "").lower() == "websocket"
 
@@ -95,7 +106,7 @@ async def security_middleware(request: web.Request, handler: Handler) -> web.Str
                                                 "message": f"requests from origin {origin!r} are not allowed; "
                                                            "start Loom with --enable-cors-header ORIGIN to allow it"}},
                                      status=403, headers=cors)
-    if settings.auth_token and not token_ok(request, settings.auth_token):
+    if settings.auth_token and not _public_file(request) and not token_ok(request, settings.auth_token):
         return web.json_response({"error": {"type": "unauthorized",
                                             "message": "missing or wrong token: send 'Authorization: Bearer TOKEN' "
                                                        "(or ?token=TOKEN on GET)"}},

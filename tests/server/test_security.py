@@ -105,6 +105,29 @@ def test_auth_token(tmp_path: Path) -> None:
     run(body)
 
 
+def test_front_end_files_need_no_token_but_the_api_does(tmp_path: Path) -> None:
+    """A web extension's `import "../../scripts/app.js"` cannot carry the token: the page and its static files are
+    served without it, while every API route, /view and the websocket still need it."""
+    web_root = tmp_path / "dist"
+    (web_root / "scripts").mkdir(parents=True)
+    (web_root / "index.html").write_text("<!doctype html><title>Loom</title>")
+    (web_root / "scripts" / "app.js").write_text("export const app = {};")
+
+    async def body() -> None:
+        async with LiveServer(build_test_runtime(tmp_path), auth_token="s3cret", web_root=web_root) as srv:
+            async with srv.session.get(f"{srv.url}/") as r:
+                assert r.status == 200 and "Loom" in await r.text()
+            async with srv.session.get(f"{srv.url}/scripts/app.js") as r:
+                assert r.status == 200 and "export const app" in await r.text()
+            async with srv.session.post(f"{srv.url}/scripts/app.js") as r:
+                assert r.status == 401
+            for path in ("/queue", "/api/object_info", "/history", "/system_stats"):
+                async with srv.session.get(srv.url + path) as r:
+                    assert r.status == 401, path
+
+    run(body)
+
+
 def test_malformed_bodies_are_400_and_the_server_keeps_serving(tmp_path: Path) -> None:
     async def body() -> None:
         async with LiveServer(build_test_runtime(tmp_path), max_json_bytes=100_000) as srv:
