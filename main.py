@@ -29,12 +29,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         from executor.headless import run_headless
 
         return run_headless(runtime, config.workflow, config.overrides)  # type: ignore[arg-type]
-    try:
-        from server.app import serve
-    except ImportError as error:
-        sys.stderr.write(f"the server is not available in this checkout ({error}); "
-                         "use 'python main.py run WORKFLOW' to run a workflow headless\n")
-        return 1
+    from server.app import serve
+
     serve(runtime)
     return 0
 

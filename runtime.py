@@ -1,13 +1,12 @@
 """The `Runtime`: the long-lived objects of one Loom process, built once from the Config.
 
 `build_runtime(config)` makes the folders, the node registry (built-ins, then custom node
-packs when the loader exists), the model manager, the output cache, the interrupt flag and the
+packs), the model manager, the output cache, the interrupt flag and the
 executor, and bundles them so that `main.py` can hand one object to the server or the
 headless runner. Nothing here is global: tests build their own runtimes.
 """
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Any, Callable
 
 from config import Config
 from executor.cache import OutputCache
+from executor.memory import MemoryPolicy, ModelManager
 from executor.run import Executor
 from folders import Folders
 from nodes.context import InterruptFlag
@@ -35,7 +35,7 @@ class Runtime:
     config: Config
     folders: Folders
     registry: NodeRegistry
-    models: Any
+    models: ModelManager
     cache: OutputCache
     interrupt: InterruptFlag
     executor: Executor
@@ -64,12 +64,8 @@ def build_cache(config: Config) -> OutputCache:
     return OutputCache(ram_budget_bytes=budget, lru_size=lru)
 
 
-def build_models(config: Config) -> Any:
-    """The model manager (`executor.memory`), or None where that module is not available."""
-    if importlib.util.find_spec("executor.memory") is None:
-        return None
-    from executor.memory import MemoryPolicy, ModelManager
-
+def build_models(config: Config) -> ModelManager:
+    """The one model manager (`executor.memory`): device and memory policy from the flags; sets torch's threads."""
     manager = ModelManager(MemoryPolicy.from_config(config))
     manager.configure_threads()
     return manager
