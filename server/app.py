@@ -5,7 +5,7 @@ Owns start-up and shutdown. State lives under `web.AppKey`s (server/keys.py); th
 thread starts in a `cleanup_ctx` and stops there, websockets are closed on shutdown. Every
 route is registered twice, bare and under `/api/` (ComfyUI's frontend uses the latter).
 
-Hook points for custom-node support (H9): `create_app(..., setup_hooks=[fn])` or a
+Hook points for custom-node support: `create_app(..., setup_hooks=[fn])` or a
 `runtime.server_hooks` sequence — each `fn(app)` is called after Loom's routes are added and
 before the static front-end, so it may add routes (`app.router`, or `add_api_routes(app,
 route_table)` for bare + /api/); `app[HUB].send(event, data, client_id=None)` is the thread-safe

@@ -75,10 +75,10 @@ def _classes(name: str) -> list[str]:
     return sorted({node["class_type"] for node in _load(EXAMPLES / f"{name}.api.json").values()})
 
 
-def _skip_unimplemented(name: str, registry: Any) -> None:
+def _require_nodes(name: str, registry: Any) -> None:
+    """Every node an example uses must exist: a missing one is a failure, never a skip."""
     missing = [c for c in _classes(name) if registry.get(c) is None]
-    if missing:
-        pytest.skip(f"{', '.join(missing)} not implemented yet")
+    assert not missing, f"example {name} uses nodes Loom does not have: {', '.join(missing)}"
 
 
 def _model_files(name: str) -> list[str]:
@@ -107,7 +107,7 @@ def test_files_are_what_the_builder_writes(tmp_path: Path, registry: Any) -> Non
 
 @pytest.mark.parametrize("name", NAMES)
 def test_ui_file_converts_to_its_api_twin(name: str, registry: Any) -> None:
-    _skip_unimplemented(name, registry)
+    _require_nodes(name, registry)
     ui = _load(EXAMPLES / f"{name}.json")
     assert ui["version"] == 0.4 and ui["links"] and all("widgets_values" in n for n in ui["nodes"])
     cells = [tuple(n["pos"]) for n in ui["nodes"]]
@@ -147,7 +147,7 @@ def _check_outputs(paths: list[Path], name: str, sets: list[str], from_ui: bool)
 @pytest.mark.parametrize("name", NAMES)
 def test_example_runs_on_tiny_models(name: str, suffix: str, registry: Any, base: tuple[Path, ExampleModels],
                                      caplog: pytest.LogCaptureFixture) -> None:
-    _skip_unimplemented(name, registry)
+    _require_nodes(name, registry)
     folder, models = base
     absent = [f for f in _model_files(name) if f in models.missing]
     assert not absent, f"fixture generators missing for {absent}: {[models.missing[f] for f in absent]}"
@@ -178,7 +178,7 @@ def test_main_py_run_on_an_editor_file(name: str, registry: Any, base: tuple[Pat
 
 def test_upscaling_with_a_bare_state_dict_file(tmp_path: Path, registry: Any) -> None:
     """The example fixture is the released `params_ema` layout; most other shared .pth upscalers are bare."""
-    _skip_unimplemented("upscaling", registry)
+    _require_nodes("upscaling", registry)
     write_example_models(tmp_path, only=[])
     write_upscaler(tmp_path / "models" / "upscale_models" / "RealESRGAN_x4plus.pth", wrapped=False)
     _check_outputs(_run(tmp_path, EXAMPLES / "upscaling.api.json", []), "upscaling", [], from_ui=False)

@@ -279,7 +279,7 @@ def test_uni_pc_uses_one_evaluation_per_step():
 
 @pytest.fixture(scope="module")
 def tiny_guided():
-    """A classifier-free-guided tiny random-weight SD1 UNet (H1's UNetModel) as the denoiser."""
+    """A classifier-free-guided tiny random-weight SD1 UNet (Loom's UNetModel) as the denoiser."""
     from diffusion.diffusion_model import DiffusionModel
     from diffusion.guidance import CFGGuider
     from diffusion.unet import build_unet
