@@ -302,6 +302,14 @@ class LatentBatch(Node):
         return (out,)
 
 
+def _combine(samples1: Latent, samples2: Latent, op: Any) -> Latent:
+    """`op(samples1, samples2)` with the second resized and batch-matched to the first; samples1's other keys kept."""
+    a = samples1["samples"]
+    out = dict(samples1)
+    out["samples"] = op(a, reshape_latent_to(a.shape, samples2["samples"]))
+    return out
+
+
 class LatentAdd(Node):
     """samples1 + samples2 (the second resized and batch-matched to the first)."""
 
@@ -310,10 +318,7 @@ class LatentAdd(Node):
     OUTPUTS = (Output("LATENT"),)
 
     def execute(self, samples1: Latent, samples2: Latent) -> tuple[Latent]:
-        a = samples1["samples"]
-        out = dict(samples1)
-        out["samples"] = a + reshape_latent_to(a.shape, samples2["samples"])
-        return (out,)
+        return (_combine(samples1, samples2, torch.add),)
 
 
 class LatentSubtract(Node):
@@ -324,10 +329,7 @@ class LatentSubtract(Node):
     OUTPUTS = (Output("LATENT"),)
 
     def execute(self, samples1: Latent, samples2: Latent) -> tuple[Latent]:
-        a = samples1["samples"]
-        out = dict(samples1)
-        out["samples"] = a - reshape_latent_to(a.shape, samples2["samples"])
-        return (out,)
+        return (_combine(samples1, samples2, torch.sub),)
 
 
 class LatentMultiply(Node):

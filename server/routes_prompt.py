@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 from aiohttp import web
 
@@ -93,17 +93,21 @@ async def get_queue(request: web.Request) -> web.Response:
                               "queue_pending": [i.as_list() for i in queue.pending()]})
 
 
-async def post_queue(request: web.Request) -> web.Response:
-    """`{"clear": true}` empties the pending queue; `{"delete": [ids]}` removes some."""
-    body = await read_json(request)
-    queue = request.app[QUEUE]
+def _clear_or_delete(body: dict, clear: Callable[[], object], delete: Callable[[list], object]) -> None:
+    """ComfyUI's `{"clear": true}` / `{"delete": [ids]}` body of POST /queue and POST /history."""
     if body.get("clear"):
-        queue.clear_pending()
+        clear()
     if "delete" in body:
         ids = body["delete"]
         if not isinstance(ids, list):
             raise BadRequest("'delete' must be a list of prompt ids")
-        queue.delete_pending(ids)
+        delete(ids)
+
+
+async def post_queue(request: web.Request) -> web.Response:
+    """`{"clear": true}` empties the pending queue; `{"delete": [ids]}` removes some."""
+    queue = request.app[QUEUE]
+    _clear_or_delete(await read_json(request), queue.clear_pending, queue.delete_pending)
     return web.Response(status=200)
 
 
@@ -162,15 +166,8 @@ async def get_history_item(request: web.Request) -> web.Response:
 
 async def post_history(request: web.Request) -> web.Response:
     """`{"clear": true}` wipes history; `{"delete": [ids]}` removes entries."""
-    body = await read_json(request)
     queue = request.app[QUEUE]
-    if body.get("clear"):
-        queue.clear_history()
-    if "delete" in body:
-        ids = body["delete"]
-        if not isinstance(ids, list):
-            raise BadRequest("'delete' must be a list of prompt ids")
-        queue.delete_history(ids)
+    _clear_or_delete(await read_json(request), queue.clear_history, queue.delete_history)
     return web.Response(status=200)
 
 
