@@ -39,7 +39,8 @@ fi
 if [ -f web/package.json ]; then
   if [ ! -d web/node_modules ] || [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; then
     echo "setup: installing the editor's npm packages"
-    (cd web && npm install --no-audit --no-fund --loglevel=error)
+    # npm ci installs exactly what package-lock.json records and never rewrites it.
+    (cd web && npm ci --no-audit --no-fund --loglevel=error)
   fi
   if [ ! -f web/dist/index.html ] || [ -n "$(find web/src web/index.html web/package.json -newer web/dist/index.html 2>/dev/null | head -1)" ]; then
     echo "setup: building the editor"
