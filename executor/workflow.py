@@ -11,40 +11,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from executor.workflow_errors import WorkflowError, from_validation_error, json_path
+from executor.workflow_ui import ui_to_api
+
+__all__ = ["WorkflowError", "from_validation_error", "json_path", "parse_api", "is_ui_workflow", "load_workflow",
+           "load_workflow_file", "read_png_chunks"]
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-class WorkflowError(ValueError):
-    """A workflow document is malformed; `path` is the JSON path of the problem."""
-
-    def __init__(self, message: str, path: str = "$") -> None:
-        super().__init__(f"{path}: {message}")
-        self.path = path
-        self.reason = message
-
-
-def json_path(loc: Iterable[Any], root: str = "$") -> str:
-    """`("nodes", 3, "id")` → `$.nodes[3].id` (keys that are not identifiers are quoted)."""
-    path = root
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif isinstance(part, str) and part.isidentifier():
-            path += f".{part}"
-        else:
-            path += f"[{json.dumps(str(part))}]"
-    return path
-
-
-def from_validation_error(error: ValidationError, root: str = "$", prefix: tuple[Any, ...] = ()) -> WorkflowError:
-    """The first pydantic error as a `WorkflowError` at its JSON path."""
-    first = error.errors()[0]
-    loc = tuple(p for p in first["loc"] if p not in ("function-after", "list[...]"))
-    return WorkflowError(first["msg"], json_path(prefix + loc, root))
 
 
 class ApiNode(BaseModel):
@@ -116,8 +93,6 @@ def _load_json_text(text: str, source: str) -> Any:
 def load_workflow(obj: Any, registry: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """`(api_prompt, ui_workflow or None)` from a parsed document: an API prompt, a UI
     workflow (converted), or a `POST /prompt` body (`{"prompt": ..., "extra_data": ...}`)."""
-    from executor.workflow_ui import ui_to_api
-
     if is_ui_workflow(obj):
         return ui_to_api(obj, registry), obj
     if isinstance(obj, dict) and isinstance(obj.get("prompt"), dict) and "class_type" not in obj["prompt"]:

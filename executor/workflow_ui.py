@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from executor.workflow import WorkflowError, from_validation_error, json_path
+from executor.workflow_errors import WorkflowError, from_validation_error, json_path
 from nodes.spec import InputSpec, NodeSpec
 
 MUTED, BYPASSED = 2, 4

@@ -17,15 +17,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterable, Sequence
+from typing import Any, AsyncIterator, Callable, Sequence
 
 from aiohttp import web
 
 from executor.queue import PromptQueue
 from executor.worker import Worker
-from server import files, routes_info, routes_jobs, routes_prompt, routes_user
+from server import files, routes_custom_nodes, routes_info, routes_jobs, routes_prompt, routes_user
 from server.auth import error_middleware, security_middleware
 from server.comfy_frontend import MISSING_PAGE, web_root
+from server.http import add_api_routes
 from server.keys import EXTENSION_DIRS, QUEUE, RUNTIME, SETTINGS, WEB_ROOT, WORKER, ServerSettings
 from server.ws import HUB, WebSocketHub, websocket_handler
 
@@ -34,22 +35,6 @@ log = logging.getLogger(__name__)
 QUEUE_FILE = "loom_queue.sqlite3"
 ROUTE_MODULES = (routes_prompt, routes_jobs, routes_info, routes_user, files)
 AppHook = Callable[[web.Application], None]
-
-
-def add_api_routes(app: web.Application, routes: Iterable[Any]) -> None:
-    """Add routes both bare and under `/api/`. Items are `(method, path, handler)` tuples or
-    aiohttp `RouteDef`s (a `web.RouteTableDef`); static routes are added once, as given."""
-    for route in routes:
-        if isinstance(route, tuple):
-            method, path, handler = route
-            kwargs: dict[str, Any] = {}
-        elif isinstance(route, web.RouteDef):
-            method, path, handler, kwargs = route.method, route.path, route.handler, dict(route.kwargs)
-        else:
-            app.router.add_routes([route])
-            continue
-        app.router.add_route(method, path, handler, **kwargs)
-        app.router.add_route(method, "/api" + path, handler, **kwargs)
 
 
 def _queue_path(runtime: Any) -> Path:
@@ -92,7 +77,6 @@ def create_app(runtime: Any, *, settings: ServerSettings | None = None, queue: P
     for module in ROUTE_MODULES:
         add_api_routes(app, module.ROUTES)
     add_api_routes(app, [("GET", "/ws", websocket_handler)])
-    from server import routes_custom_nodes  # imports this module, so not at the top
     routes_custom_nodes.setup(app)
     for hook in (*setup_hooks, *(getattr(runtime, "server_hooks", None) or ())):
         hook(app)

@@ -1,4 +1,5 @@
-"""Small HTTP helpers shared by the route modules: bounded JSON bodies and error responses.
+"""Small HTTP helpers shared by the route modules: bounded JSON bodies, error responses, and
+`add_api_routes` (every route both bare and under `/api/`).
 
 A malformed body (not JSON, not the expected type, larger than the limit) is the client's
 error: 400 with a message saying what was wrong, never a 500 and never a traceback.
@@ -6,7 +7,7 @@ error: 400 with a message saying what was wrong, never a 500 and never a traceba
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Iterable
 
 from aiohttp import web
 
@@ -68,3 +69,19 @@ def int_query(request: web.Request, name: str, default: int | None, *, minimum: 
     if minimum is not None and value < minimum:
         raise BadRequest(f"query parameter {name!r} must be at least {minimum}, got {value}")
     return value
+
+
+def add_api_routes(app: web.Application, routes: Iterable[Any]) -> None:
+    """Add routes both bare and under `/api/`. Items are `(method, path, handler)` tuples or
+    aiohttp `RouteDef`s (a `web.RouteTableDef`); static routes are added once, as given."""
+    for route in routes:
+        if isinstance(route, tuple):
+            method, path, handler = route
+            kwargs: dict[str, Any] = {}
+        elif isinstance(route, web.RouteDef):
+            method, path, handler, kwargs = route.method, route.path, route.handler, dict(route.kwargs)
+        else:
+            app.router.add_routes([route])
+            continue
+        app.router.add_route(method, path, handler, **kwargs)
+        app.router.add_route(method, "/api" + path, handler, **kwargs)

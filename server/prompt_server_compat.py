@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from compat.prompt_server import PromptServer
-from server.app import add_api_routes
+from server.http import add_api_routes
 from server.ws import HUB
 
 __all__ = ["PromptServer", "attach_prompt_server"]

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from server.app import add_api_routes
+from server.http import add_api_routes
 from server.keys import RUNTIME
 from server.prompt_server_compat import attach_prompt_server
 

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from harness import LiveServer, build_test_runtime, concat_prompt, run
 from server.auth import origin_allowed
-from server.app import add_api_routes
+from server.http import add_api_routes
 
 
 async def _queue_len(srv: LiveServer) -> int:
