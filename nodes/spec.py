@@ -289,6 +289,27 @@ def check_spec(spec: NodeSpec) -> None:
             raise SpecError(f"node {node}: output {index} is malformed ({out!r})")
     if not callable(spec.instantiate):
         raise SpecError(f"node {node}: nothing to instantiate")
+    if isinstance(spec.source, type) and issubclass(spec.source, Node):
+        _check_execute_signature(node, spec)
+
+
+def _check_execute_signature(node: str, spec: NodeSpec) -> None:
+    """A typed node's `execute` takes exactly its declared inputs: every declared input is a
+    parameter (or `**kwargs` takes it), and every parameter is a declared input."""
+    execute = getattr(spec.source, spec.function_name)
+    try:
+        params = list(inspect.signature(execute).parameters.values())[1:]  # past `self`
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        raise SpecError(f"node {node}: execute must take its inputs by name, not *args")
+    named = {p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                    inspect.Parameter.KEYWORD_ONLY)}
+    declared = {item.name for item in spec.inputs}
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params) and declared - named:
+        raise SpecError(f"node {node}: execute does not take the declared input(s) {sorted(declared - named)}")
+    if named - declared:
+        raise SpecError(f"node {node}: execute takes {sorted(named - declared)}, which are not declared in INPUTS")
 
 
 def validate_args(func: Callable[..., Any] | None) -> frozenset[str] | None:

@@ -158,3 +158,35 @@ def test_normalize_result_forms() -> None:
         normalize_result(spec, (1,))
     with pytest.raises(TypeError, match="returned int"):
         normalize_result(spec, 5)
+
+
+class _TakesUndeclared(Node):
+    INPUTS = [Int("a")]
+    OUTPUTS = [Output("INT")]
+
+    def execute(self, a: int, b: int = 0) -> tuple[int]:
+        return (a + b,)
+
+
+class _MissesDeclared(Node):
+    INPUTS = [Int("a"), Int("b")]
+    OUTPUTS = [Output("INT")]
+
+    def execute(self, a: int) -> tuple[int]:
+        return (a,)
+
+
+class _TakesKwargs(Node):
+    INPUTS = [Int("a"), Hidden("unique_id", "UNIQUE_ID")]
+    OUTPUTS = [Output("INT")]
+
+    def execute(self, a: int, **rest: Any) -> tuple[int]:
+        return (a,)
+
+
+def test_execute_signature_matches_declared_inputs_both_ways() -> None:
+    with pytest.raises(SpecError, match=r"_TakesUndeclared: execute takes \['b'\], which are not declared"):
+        _TakesUndeclared.spec()
+    with pytest.raises(SpecError, match=r"_MissesDeclared: execute does not take the declared input\(s\) \['b'\]"):
+        _MissesDeclared.spec()
+    assert [i.name for i in _TakesKwargs.spec().inputs] == ["a", "unique_id"]
