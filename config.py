@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from pathlib import Path
 from typing import Mapping, NamedTuple, NoReturn, Sequence
 
@@ -75,6 +76,8 @@ class Config:
     temp_directory: Path = REPO_ROOT / "temp"
     user_directory: Path = REPO_ROOT / "user"
     extra_model_paths_config: tuple[Path, ...] = ()
+    # the environment, for `~` and `$VARS` in extra_model_paths.yaml (never shown: repr=False)
+    path_variables: Mapping[str, str] = field(default_factory=dict, repr=False)
     # cache
     cache_ram: float | None = None
     cache_none: bool = False
@@ -325,6 +328,7 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         verbose=log_level == "DEBUG",
         log_level=log_level,
         **_directories(ns, environ),
+        path_variables=MappingProxyType(dict(environ)),
         extra_model_paths_config=tuple(_expand(f, environ) for group in ns.extra_model_paths_config for f in group),
         cache_ram=ns.cache_ram,
         cache_none=ns.cache_none,

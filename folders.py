@@ -18,7 +18,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Protocol
+from typing import Any, Iterable, Mapping, Protocol
 
 import yaml
 
@@ -175,8 +175,9 @@ class Folders:
         self._kinds["custom_nodes"] = _Kind([self._base / "custom_nodes"], ())
         self._listings: dict[str, _Listing] = {}
         self._lock = threading.Lock()
+        variables = getattr(config, "path_variables", None) or {}
         for yaml_path in getattr(config, "extra_model_paths_config", ()) or ():
-            load_extra_model_paths(self, Path(yaml_path))
+            load_extra_model_paths(self, Path(yaml_path), variables)
 
     @classmethod
     def for_base(cls, base: Path) -> "Folders":
@@ -367,11 +368,23 @@ def _yaml_paths(value: Any, yaml_path: Path, section: str, kind: str) -> list[st
                             f"paths, got {type(value).__name__}")
 
 
-def _expand_user(text: str) -> Path:
-    return Path(os.path.expandvars(os.path.expanduser(text)))
+_VARIABLE = re.compile(r"\$(\w+|\{[^}]*\})")
 
 
-def load_extra_model_paths(folders: Folders, yaml_path: Path) -> None:
+def expand_path_text(text: str, variables: Mapping[str, str]) -> Path:
+    """`~` and `$NAME` / `${NAME}` expanded from `variables` (the environment as `Config`
+    read it); names that are not defined stay as written, as `os.path.expandvars` leaves them."""
+    home = variables.get("HOME") or variables.get("USERPROFILE")
+    if home and (text == "~" or text.startswith(("~/", "~\\"))):
+        text = home + text[1:]
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1).strip("{}")
+        return variables.get(name, match.group(0))
+    return Path(_VARIABLE.sub(substitute, text))
+
+
+def load_extra_model_paths(folders: Folders, yaml_path: Path, variables: Mapping[str, str] | None = None) -> None:
     """Add the folders of a ComfyUI `extra_model_paths.yaml` to `folders`.
 
     Each top-level section may hold `base_path` (`~` and `$VARS` expanded; relative to the
@@ -390,6 +403,7 @@ def load_extra_model_paths(folders: Folders, yaml_path: Path) -> None:
     if not isinstance(document, dict):
         raise FolderConfigError(f"{yaml_path}: expected sections (a mapping) at the top level")
     here = yaml_path.resolve().parent
+    variables = variables or {}
     for section, conf in document.items():
         if conf is None:
             continue
@@ -397,10 +411,10 @@ def load_extra_model_paths(folders: Folders, yaml_path: Path) -> None:
             raise FolderConfigError(f"{yaml_path}: section '{section}' must be a mapping of kind: paths")
         conf = dict(conf)
         base_value = conf.pop("base_path", None)
-        base = here / _expand_user(str(base_value)) if base_value is not None else here
+        base = here / expand_path_text(str(base_value), variables) if base_value is not None else here
         is_default = bool(conf.pop("is_default", False))
         for kind, value in conf.items():
             if value is None:
                 continue
             for line in _yaml_paths(value, yaml_path, str(section), str(kind)):
-                folders.add_folder(str(kind), base / _expand_user(line), is_default=is_default)
+                folders.add_folder(str(kind), base / expand_path_text(line, variables), is_default=is_default)

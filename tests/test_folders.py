@@ -168,7 +168,7 @@ empty:
 
 def test_comfyui_extra_model_paths_yaml(tmp_path: Path, folders: Folders, monkeypatch: pytest.MonkeyPatch) -> None:
     comfy = tmp_path / "ComfyUI"
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HOME", "/not/this/home")  # the process environment is never read: Config's is
     conf_dir = tmp_path / "conf"
     conf_dir.mkdir()
     yaml_path = conf_dir / "extra_model_paths.yaml"
@@ -176,7 +176,7 @@ def test_comfyui_extra_model_paths_yaml(tmp_path: Path, folders: Folders, monkey
     ckpt = touch(comfy / "models" / "checkpoints" / "shared.safetensors")
     touch(tmp_path / "webui" / "models" / "Lora" / "style.safetensors")
     touch(tmp_path / "webui" / "models" / "LyCORIS" / "lyco.safetensors")
-    load_extra_model_paths(folders, yaml_path)
+    load_extra_model_paths(folders, yaml_path, {"HOME": str(tmp_path / "home")})
 
     assert folders.folder_paths("checkpoints")[0] == comfy / "models" / "checkpoints"  # is_default: first
     assert folders.folder_paths("checkpoints")[-1] == tmp_path / "conf" / ".." / "webui" / "models" / "Stable-diffusion"
@@ -277,3 +277,14 @@ def test_annotated_path(tmp_path: Path, folders: Folders) -> None:
     assert folders.get_annotated_path("x.png") == (tmp_path / "input").resolve() / "x.png"
     with pytest.raises(UnsafePathError):
         folders.get_annotated_path("../x.png [temp]")
+
+
+def test_yaml_variables_come_from_the_config_environment(tmp_path: Path) -> None:
+    yaml_path = tmp_path / "extra.yaml"
+    yaml_path.write_text("shared:\n    base_path: $MODELS_ROOT/sd\n    checkpoints: ${SUB}/ckpt\n    vae: $UNSET/vae\n")
+    config = parse_args(["--base-directory", str(tmp_path), "--extra-model-paths-config", str(yaml_path)],
+                        {"MODELS_ROOT": str(tmp_path / "root"), "SUB": "deep"})
+    folders = Folders(config)
+    assert tmp_path / "root" / "sd" / "deep" / "ckpt" in folders.folder_paths("checkpoints")
+    assert tmp_path / "root" / "sd" / "$UNSET" / "vae" in folders.folder_paths("vae")
+    assert "MODELS_ROOT" not in repr(config)
