@@ -1,8 +1,11 @@
 /**
- * The graph document as plain data (ComfyUI's UI workflow format, version
- * 0.4) and the small pure functions that edit it. Each edit returns a new
- * document and never mutates its argument; the canvas only renders documents
- * and reports user edits (STYLE.md §16).
+ * Building graph documents as plain data (ComfyUI's UI workflow format,
+ * version 0.4): small pure functions, each returning a new document and never
+ * mutating its argument. They make the documents the editor loads (the
+ * default graph, API prompts imported as graphs, tests). Once a document is
+ * loaded, the live litegraph graph in app.js is the source of truth while the
+ * user edits; `App.serialize()` turns it back into this format for saving,
+ * undo history, localStorage and queueing.
  */
 
 import { describeNode, defaultWidgetValues } from './specs.js';
