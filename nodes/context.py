@@ -41,10 +41,29 @@ class InterruptFlag:
             raise Interrupted("interrupted by the user")
 
 
+class ModelFilesLike(Protocol):
+    """The part of `executor.memory_files.ModelFileCache` that loaders use: live modules kept per file."""
+
+    def get_or_load(self, path: Any, load: Callable[[], Any], dtype: Any = None, part: str = "") -> Any: ...
+
+    def get_or_load_parts(self, path: Any, parts: Sequence[str], load: Callable[[], dict[str, Any]],
+                          dtype: Any = None) -> dict[str, Any]: ...
+
+
 class ModelManagerLike(Protocol):
-    """The part of `executor.memory.ModelManager` that nodes use."""
+    """Everything of `executor.memory.ModelManager` that nodes and the compat layer use."""
+
+    files: ModelFilesLike
 
     def use(self, handles: Sequence[Any], working_memory: int = 0) -> ContextManager[None]: ...
+
+    def retry_on_oom(self, fn: Callable[[], Any], fallback: Callable[[], Any] | None = None) -> Any: ...
+
+    def base_weight(self, module: Any, key: str) -> Any: ...
+
+    def unload_all(self) -> int: ...
+
+    def free(self, unload_models: bool = True, free_memory: bool = True) -> dict[str, Any]: ...
 
     def dtype_for(self, component: str) -> Any: ...
 

@@ -63,18 +63,16 @@ def precision(ctx: NodeContext) -> Precision:
 def cached_parts(ctx: NodeContext, path: Path, parts: tuple[str, ...], load: Callable[[], dict[str, Any]],
                  key: str) -> dict[str, Any]:
     """`load()`'s modules, or the live ones the manager's file cache already holds for this file and key."""
-    files = getattr(ctx.models, "files", None)
-    if files is None:
+    if ctx.models is None:
         return load()
-    return files.get_or_load_parts(path, parts, load, dtype=key)
+    return ctx.models.files.get_or_load_parts(path, parts, load, dtype=key)
 
 
 def cached_one(ctx: NodeContext, path: Path, load: Callable[[], Any], key: str, part: str) -> Any:
     """One module from the file cache, or loaded."""
-    files = getattr(ctx.models, "files", None)
-    if files is None:
+    if ctx.models is None:
         return load()
-    return files.get_or_load(path, load, dtype=key, part=part)
+    return ctx.models.files.get_or_load(path, load, dtype=key, part=part)
 
 
 def embedding_directories(folders: FoldersLike) -> list[str]:

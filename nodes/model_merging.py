@@ -33,7 +33,7 @@ _MULTIPLIER = dict(min=-10.0, max=10.0, step=0.01)
 def base_reader() -> Callable[[nn.Module, str], Tensor] | None:
     """The memory manager's reader of unpatched weights (`base_weight(module, key)`), if it has one."""
     ctx = current_or_none()
-    return getattr(ctx.models, "base_weight", None) if ctx is not None and ctx.models is not None else None
+    return ctx.models.base_weight if ctx is not None and ctx.models is not None else None
 
 
 def _merge(model1: ModelHandle, model2: ModelHandle, weights: Callable[[str], tuple[float, float] | None]

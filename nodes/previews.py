@@ -43,11 +43,10 @@ def preview_decoder(ctx: NodeContext, model: Any) -> torch.nn.Module | None:
         from diffusion.taesd import load_taesd_decoder
     except ImportError:
         return None
-    files = getattr(ctx.models, "files", None)
     try:
-        if files is None:
+        if ctx.models is None:
             return load_taesd_decoder(path)
-        return files.get_or_load(path, lambda: load_taesd_decoder(path), dtype=torch.float32, part="taesd_decoder")
+        return ctx.models.files.get_or_load(path, lambda: load_taesd_decoder(path), dtype=torch.float32, part="taesd_decoder")
     except (OSError, ValueError, RuntimeError) as err:
         log.warning("cannot use %s for previews: %s", path, err)
         return None

@@ -35,8 +35,7 @@ def run_vae(vae: VAE, working_memory: int, fn: Callable[[], T], fallback: Callab
     if models is None:
         return fn()
     with models.use([vae], working_memory=working_memory):
-        retry = getattr(models, "retry_on_oom", None)
-        return retry(fn, fallback) if retry is not None else fn()
+        return models.retry_on_oom(fn, fallback)
 
 
 def decode(vae: VAE, latent: torch.Tensor) -> torch.Tensor:
