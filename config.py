@@ -39,7 +39,7 @@ _IGNORED_FLAGS: dict[str, str | None] = {
     "--deterministic": None, "--fast": "*", "--mmap-torch-files": None, "--disable-mmap": None,
     "--quick-test-for-ci": None, "--windows-standalone-build": None, "--disable-metadata": None,
     "--whitelist-custom-nodes": "*", "--disable-api-nodes": None, "--multi-user": None, "--log-stdout": None,
-    "--front-end-version": "?", "--front-end-root": "?", "--enable-compress-response-body": None,
+    "--enable-compress-response-body": None,
     "--comfy-api-base": "?", "--database-url": "?",
 }
 
@@ -64,6 +64,8 @@ class Config:
     max_upload_size: float = 100.0
     max_history: int = 10000
     front_end: str = "loom"
+    front_end_root: Path | None = None
+    front_end_version: str | None = None
     auto_launch: bool = False
     dont_print_server: bool = False
     verbose: bool = False
@@ -140,7 +142,14 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
                    help="require this bearer token on API requests (or set LOOM_AUTH_TOKEN)")
     g.add_argument("--max-upload-size", type=float, default=100.0, metavar="MB", help="largest upload in MB")
     g.add_argument("--max-history", type=int, default=10000, metavar="N", help="prompts kept in the history")
-    g.add_argument("--front-end", choices=("loom", "comfyui"), default="loom", help="which web editor to serve")
+    g.add_argument("--front-end", choices=("loom", "comfyui", "official"), default="loom",
+                   help="which web editor to serve: Loom's (default) or ComfyUI's official frontend ('comfyui', "
+                        "also 'official'), from the optional comfyui-frontend-package (requirements-frontend.txt)")
+    g.add_argument("--front-end-root", default=None, metavar="DIR",
+                   help="serve the frontend in DIR (ComfyUI's flag; e.g. a built ComfyUI_frontend dist folder)")
+    g.add_argument("--front-end-version", default=None, metavar="OWNER/REPO@VERSION",
+                   help="ComfyUI's flag: Loom downloads nothing, so it serves the installed comfyui-frontend-package "
+                        "(pip install comfyui-frontend-package==VERSION) and warns when another version is asked for")
     g.add_argument("--auto-launch", action="store_true", help="open the editor in a browser on start")
     g.add_argument("--disable-auto-launch", action="store_true", help="do not open a browser (the default)")
     g.add_argument("--dont-print-server", action="store_true", help="print less server output")
@@ -299,6 +308,9 @@ def parse_override(text: str, parser: argparse.ArgumentParser | None = None) -> 
 def _warnings(ns: argparse.Namespace, unknown: Sequence[str]) -> tuple[str, ...]:
     out = [f"ignoring ComfyUI flag {flag}: it has no effect in Loom"
            for flag in _IGNORED_FLAGS if getattr(ns, _ignored_dest(flag)) not in (None, False)]
+    if ns.front_end_version:
+        out.append(f"--front-end-version {ns.front_end_version}: Loom downloads no frontend; it serves the installed "
+                   "comfyui-frontend-package (pip install comfyui-frontend-package==VERSION to change it)")
     if unknown:
         out.append(f"ignoring unknown argument(s): {' '.join(unknown)}")
     return tuple(out)
@@ -322,7 +334,10 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         auth_token=ns.auth_token or environ.get("LOOM_AUTH_TOKEN") or None,
         max_upload_size=ns.max_upload_size,
         max_history=ns.max_history,
-        front_end=ns.front_end,
+        front_end="comfyui" if ns.front_end == "official" or ns.front_end_version or ns.front_end_root
+        else ns.front_end,
+        front_end_root=_expand(ns.front_end_root, environ) if ns.front_end_root else None,
+        front_end_version=ns.front_end_version,
         auto_launch=ns.auto_launch and not ns.disable_auto_launch,
         dont_print_server=ns.dont_print_server,
         verbose=log_level == "DEBUG",

@@ -23,9 +23,9 @@ from aiohttp import web
 
 from executor.queue import PromptQueue
 from executor.worker import Worker
-from server import files, routes_custom_nodes, routes_info, routes_jobs, routes_prompt, routes_user
+from server import files, routes_custom_nodes, routes_frontend, routes_info, routes_jobs, routes_prompt, routes_user
 from server.auth import error_middleware, security_middleware
-from server.comfy_frontend import MISSING_PAGE, web_root
+from server.comfy_frontend import COMFYUI_EXTENSIONS, MISSING_PAGE, web_root
 from server.http import add_api_routes
 from server.keys import EXTENSION_DIRS, QUEUE, RUNTIME, SETTINGS, WEB_ROOT, WORKER, ServerSettings
 from server.ws import HUB, WebSocketHub, websocket_handler
@@ -74,10 +74,14 @@ def create_app(runtime: Any, *, settings: ServerSettings | None = None, queue: P
     app[WORKER] = Worker(queue, runtime.executor, hub.send_event, interrupt=getattr(runtime, "interrupt", None),
                          models=getattr(runtime, "models", None), cache=getattr(runtime, "cache", None))
     app[EXTENSION_DIRS] = dict(getattr(runtime, "web_directories", None) or {})
+    if settings.front_end == "comfyui":
+        app[EXTENSION_DIRS]["loom"] = COMFYUI_EXTENSIONS
     for module in ROUTE_MODULES:
         add_api_routes(app, module.ROUTES)
     add_api_routes(app, [("GET", "/ws", websocket_handler)])
     routes_custom_nodes.setup(app)
+    routes_frontend.setup(app)
+    app[routes_frontend.LOG_BUFFER_KEY].bind(hub.send)
     for hook in (*setup_hooks, *(getattr(runtime, "server_hooks", None) or ())):
         hook(app)
     for name, directory in app[EXTENSION_DIRS].items():

@@ -15,6 +15,8 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOOM_DIST = REPO_ROOT / "web" / "dist"
+# Loom's own extension for ComfyUI's frontend (served as /extensions/loom/ with --front-end comfyui only).
+COMFYUI_EXTENSIONS = REPO_ROOT / "web" / "comfyui_extensions"
 
 MISSING_PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>Loom</title></head>

@@ -48,6 +48,7 @@ class ServerSettings:
             "max_history": int(get("max_history", cls.max_history)),
             "verbose": bool(get("verbose", False)),
             "front_end": str(get("front_end", "loom")),
+            "web_root": get("front_end_root", None),
         }
         values.update(overrides)
         return cls(**values)

@@ -27,9 +27,23 @@ SETTINGS_FILE = "comfy.settings.json"
 _settings_lock = threading.Lock()
 
 
+# Folders and files ComfyUI's frontend reads on its first visit: made with the user folder, so a new user's
+# first page load asks for nothing that is missing (ComfyUI answers those first requests with 404s).
+USER_FOLDERS = ("workflows", "subgraphs")
+USER_FILES = {"comfy.templates.json": "[]"}
+# Settings a user has not set: Loom is not ComfyUI, so ComfyUI's release notifications (fetched from its
+# release service, outside this machine) do not apply.
+DEFAULT_SETTINGS: dict[str, Any] = {"Comfy.Notification.ShowVersionUpdates": False}
+
+
 def user_root(request: web.Request) -> Path:
     root = Path(request.app[RUNTIME].folders.user_directory) / USER
-    root.mkdir(parents=True, exist_ok=True)
+    for name in USER_FOLDERS:
+        if not (root / name).is_dir():
+            (root / name).mkdir(parents=True, exist_ok=True)
+    for name, text in USER_FILES.items():
+        if not (root / name).exists():
+            (root / name).write_text(text, encoding="utf-8")
     return root
 
 
@@ -72,7 +86,7 @@ def _save_settings(request: web.Request, settings: dict[str, Any]) -> None:
 
 
 async def get_settings(request: web.Request) -> web.Response:
-    return web.json_response(_load_settings(request))
+    return web.json_response({**DEFAULT_SETTINGS, **_load_settings(request)})
 
 
 async def post_settings(request: web.Request) -> web.Response:
@@ -85,7 +99,8 @@ async def post_settings(request: web.Request) -> web.Response:
 
 
 async def get_setting(request: web.Request) -> web.Response:
-    return web.json_response(_load_settings(request).get(request.match_info["setting_id"]))
+    setting = request.match_info["setting_id"]
+    return web.json_response(_load_settings(request).get(setting, DEFAULT_SETTINGS.get(setting)))
 
 
 async def post_setting(request: web.Request) -> web.Response:
@@ -145,13 +160,21 @@ async def list_userdata_v2(request: web.Request) -> web.Response:
     return web.json_response(out)
 
 
+# Content types of user files the frontend loads itself (its page links `userdata/user.css`); anything else is
+# served as bytes.
+USERDATA_TYPES = {".json": "application/json", ".css": "text/css"}
+
+
 async def get_userdata(request: web.Request) -> web.StreamResponse:
-    path = user_path(request, request.match_info["file"])
+    relative = request.match_info["file"]
+    path = user_path(request, relative)
+    if not path.is_file() and relative == "user.css":
+        return web.Response(text="", content_type="text/css")  # no user stylesheet yet: an empty one
     if not path.is_file():
         return _not_found("file")
     return web.FileResponse(path, headers={"X-Content-Type-Options": "nosniff",
-                                           "Content-Type": "application/json" if path.suffix == ".json"
-                                           else "application/octet-stream"})
+                                           "Content-Type": USERDATA_TYPES.get(path.suffix.lower(),
+                                                                              "application/octet-stream")})
 
 
 async def post_userdata(request: web.Request) -> web.Response:

@@ -152,3 +152,13 @@ def test_unknown_and_meaningless_comfyui_flags_are_warnings() -> None:
     assert "--use-pytorch-cross-attention" in text and "--preview-size" in text and "--fast" in text
     assert "--no-such-flag" in text
     assert isinstance(config, Config)
+
+
+def test_comfyui_frontend_flags() -> None:
+    assert parse_args(["--front-end", "official"], {}).front_end == "comfyui"
+    rooted = parse_args(["--front-end-root", "/srv/frontend/dist"], {})
+    assert rooted.front_end == "comfyui" and str(rooted.front_end_root) == "/srv/frontend/dist"
+    versioned = parse_args(["--front-end-version", "Comfy-Org/ComfyUI_frontend@latest"], {})
+    assert versioned.front_end == "comfyui"
+    assert any("downloads no frontend" in w for w in versioned.warnings)
+    assert parse_args([], {}).front_end == "loom"

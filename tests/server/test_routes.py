@@ -159,7 +159,9 @@ def test_settings_and_userdata(tmp_path: Path) -> None:
             async with srv.session.post(f"{srv.url}/api/settings/Comfy.C", json=[1, 2]) as r:
                 assert r.status == 200
             async with srv.session.get(f"{srv.url}/settings") as r:
-                assert await r.json() == {"Comfy.A": 1, "Comfy.B": "x", "Comfy.C": [1, 2]}
+                # Loom's defaults for settings the user has not set come with the stored ones
+                assert await r.json() == {"Comfy.A": 1, "Comfy.B": "x", "Comfy.C": [1, 2],
+                                          "Comfy.Notification.ShowVersionUpdates": False}
             async with srv.session.get(f"{srv.url}/settings/Comfy.B") as r:
                 assert await r.json() == "x"
             url = f"{srv.url}/userdata/workflows%2Fmy%20flow.json"
@@ -182,6 +184,12 @@ def test_settings_and_userdata(tmp_path: Path) -> None:
                 assert r.status == 204
             async with srv.session.get(f"{srv.url}/userdata?dir=missing") as r:
                 assert r.status == 404
+            async with srv.session.get(f"{srv.url}/userdata?dir=subgraphs") as r:
+                assert r.status == 200 and await r.json() == []  # made with the user folder
+            async with srv.session.get(f"{srv.url}/api/userdata/comfy.templates.json") as r:
+                assert await r.json() == []
+            async with srv.session.get(f"{srv.url}/api/userdata/user.css") as r:
+                assert r.status == 200 and r.content_type == "text/css"
             (tmp_path / "user" / "secret.txt").write_text("CONTENT-OF-SECRET")
             for bad in ("..%2Fsecret.txt", "%2Fetc%2Fpasswd", "a%5C..%5C..%5Csecret.txt", "C%3A%2Fx", "x%00y"):
                 for method in ("GET", "POST", "DELETE"):
