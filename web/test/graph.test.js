@@ -236,3 +236,19 @@ test('fuzzy search ignores spaces between words', () => {
   assert.equal(searchNodeDefs(OBJECT_INFO, 'vae decode')[0].name, 'VAEDecode');
   assert.equal(searchNodeDefs(OBJECT_INFO, 'save image')[0].name, 'SaveImage');
 });
+
+test('seed control values in every saved form map by name, never shifting later values', () => {
+  const def = OBJECT_INFO.KSampler;
+  const tail = [20, 7.5, 'euler', 'normal', 1];
+  const modern = widgetValuesByName(def, [42, 'increment', ...tail]);
+  const missing = widgetValuesByName(def, [42, ...tail]);
+  const oldest = widgetValuesByName(def, [42, true, ...tail]);
+  const off = widgetValuesByName(def, [42, false, ...tail]);
+  for (const parsed of [modern, missing, oldest, off]) {
+    assert.deepEqual(parsed.values, { seed: 42, steps: 20, cfg: 7.5, sampler_name: 'euler', scheduler: 'normal', denoise: 1 });
+  }
+  assert.deepEqual(modern.controls, { seed: 'increment' });
+  assert.deepEqual(missing.controls, {});
+  assert.deepEqual(oldest.controls, { seed: 'randomize' });
+  assert.deepEqual(off.controls, { seed: 'fixed' });
+});

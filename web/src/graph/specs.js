@@ -122,10 +122,24 @@ export function widgetValuesByName(def, widgetsValues) {
   for (const w of describeNode(def).widgets) {
     if (i >= list.length) break;
     values[w.name] = list[i++];
-    if (w.control && CONTROL_VALUES.includes(list[i])) controls[w.name] = list[i++];
+    if (w.control && isControlValue(list[i])) controls[w.name] = controlMode(list[i++]);
     if (w.upload && list[i] === 'image') i++;
   }
   return { values, controls };
+}
+
+/**
+ * A seed's saved control value: a mode name, or in the oldest saves a boolean ("randomize after
+ * every generation" on or off). Saves made before seeds had a control value have none at all.
+ */
+export function isControlValue(value) {
+  return typeof value === 'boolean' || CONTROL_VALUES.includes(value);
+}
+
+/** The control mode a saved control value stands for. */
+export function controlMode(value) {
+  if (typeof value === 'boolean') return value ? 'randomize' : 'fixed';
+  return value;
 }
 
 /** Inverse of widgetValuesByName: build `widgets_values` from names. */

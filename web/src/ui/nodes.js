@@ -5,7 +5,7 @@
  */
 
 import { LiteGraph, LGraphNode, RenderShape } from '@comfyorg/litegraph';
-import { describeNode, CONTROL_VALUES } from '../graph/specs.js';
+import { describeNode, CONTROL_VALUES, controlMode, isControlValue, widgetValuesByName } from '../graph/specs.js';
 import { addWidgets, showInputPreview } from './widgets.js';
 
 /** Hide widget `w` and give the node an input socket for it. */
@@ -46,6 +46,21 @@ function widgetMenu(node) {
   return items;
 }
 
+/**
+ * Give each widget its saved value by input name, as ComfyUI's frontend does, instead of by position:
+ * a seed's control value may be missing (saves from before seeds had one), a boolean (the oldest
+ * saves) or a mode name, and positional assignment would shift every later value by one.
+ */
+export function applyWidgetValues(node, def, widgetsValues) {
+  if (widgetsValues == null) return;
+  const { values, controls } = widgetValuesByName(def, widgetsValues);
+  for (const w of node.widgets ?? []) {
+    if (w.isControl) continue;
+    if (w.name in values) w.value = values[w.name];
+    if (w.linkedControl) w.linkedControl.value = controls[w.name] ?? 'fixed';
+  }
+}
+
 /** The node class for one definition; extensions see it in beforeRegisterNodeDef. */
 export function makeNodeClass(app, name, def) {
   const desc = describeNode(def);
@@ -70,6 +85,7 @@ export function makeNodeClass(app, name, def) {
       app.invokeExtensions('nodeCreated', this);
     }
     onConfigure(info) {
+      applyWidgetValues(this, def, info.widgets_values);
       syncConvertedWidgets(this);
       if (this.isImageLoader) showInputPreview(this, this.widgets?.[0]?.value, app);
       super.onConfigure?.(info);
@@ -150,8 +166,9 @@ class PrimitiveNode extends LGraphNode {
     const [v, control] = info.widgets_values;
     const kind = typeof v === 'number' ? 'number' : typeof v === 'boolean' ? 'toggle' : 'text';
     const own = this.addWidget(kind, 'value', v, () => {}, {});
-    if (CONTROL_VALUES.includes(control)) {
-      own.linkedControl = this.addWidget('combo', 'control_after_generate', control, () => {}, { values: CONTROL_VALUES });
+    if (kind === 'number' && isControlValue(control)) {
+      own.linkedControl = this.addWidget('combo', 'control_after_generate', controlMode(control), () => {},
+        { values: CONTROL_VALUES });
     }
   }
 }
