@@ -69,8 +69,9 @@ export class LoomApi extends EventTarget {
    * POST /prompt. Resolves to the server's JSON; a 400 rejects with an Error
    * whose `body` holds `{error, node_errors}`.
    */
-  async queuePrompt(prompt, workflow, { front = false } = {}) {
+  async queuePrompt(prompt, workflow, { front = false, previewMethod = null } = {}) {
     const body = { prompt, client_id: this.clientId, extra_data: { extra_pnginfo: { workflow } } };
+    if (previewMethod) body.extra_data.preview_method = previewMethod;
     if (front) body.front = true;
     const res = await this.postJson('prompt', body);
     const json = await res.json().catch(() => ({}));
@@ -91,7 +92,7 @@ export class LoomApi extends EventTarget {
     if (overwrite) form.append('overwrite', 'true');
     for (const [k, v] of Object.entries(extra)) form.append(k, v);
     const res = await this.fetchApi(route, { method: 'POST', body: form });
-    if (!res.ok) throw new Error(`upload failed: HTTP ${res.status} ${await res.text()}`);
+    if (!res.ok) throw new Error(`upload failed (HTTP ${res.status}): ${errorText(await res.text())}`);
     return res.json();
   }
 
@@ -136,4 +137,17 @@ export class LoomApi extends EventTarget {
     if (msg.type === 'status' && msg.data?.sid) this.clientId = msg.data.sid;
     this.dispatchEvent(new CustomEvent(msg.type, { detail: msg.data }));
   }
+}
+
+/** The readable part of an error body: ComfyUI's `{error: {message}}` / `{error: "..."}`, or the text. */
+export function errorText(body) {
+  try {
+    const parsed = JSON.parse(body);
+    const error = parsed?.error ?? parsed;
+    if (typeof error === 'string') return error;
+    if (typeof error?.message === 'string') return error.message;
+  } catch {
+    // not JSON: the text itself
+  }
+  return String(body).slice(0, 300);
 }

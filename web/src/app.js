@@ -230,7 +230,7 @@ export class LoomApp {
     for (let i = 0; i < count; i++) {
       const { workflow, output } = this.graphToPrompt();
       try {
-        const res = await this.api.queuePrompt(output, workflow, { front });
+        const res = await this.api.queuePrompt(output, workflow, { front, previewMethod: this.previewMethod });
         this.marks = { message: null, nodes: {} };
         this.lastPromptId = res.prompt_id;
       } catch (err) {

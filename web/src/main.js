@@ -14,6 +14,7 @@ import { installKeys } from './ui/keys.js';
 import { installTooltips } from './ui/tooltips.js';
 import { installStatus } from './ui/status.js';
 import { toast } from './ui/toast.js';
+import { loadSettings, openSettings } from './ui/settings.js';
 
 const app = new LoomApp();
 window.loomApp = app;
@@ -42,6 +43,7 @@ function wireToolbar() {
   $('default-button').addEventListener('click', () => { app.loadGraph(app.defaultGraph()); });
   $('clear-button').addEventListener('click', () => { app.graph.clear(); app.checkpoint(); });
   $('interrupt-button').addEventListener('click', guard(() => app.api.interrupt()));
+  $('settings-button').addEventListener('click', () => openSettings(app));
 }
 
 async function start() {
@@ -49,6 +51,7 @@ async function start() {
   app.canvasEl = canvasEl;
   resize();
   await app.setup(canvasEl);
+  await loadSettings(app);
   resize();
   window.addEventListener('resize', resize);
   app.panels = new Panels(app, document.getElementById('side-panel'));

@@ -1,10 +1,29 @@
 /**
  * Workflow files: save and load UI-format JSON, export the API format, and
- * drag and drop of a JSON file or a PNG that carries a workflow.
+ * drag and drop of a JSON file or a PNG that carries a workflow. An image
+ * without a workflow becomes a LoadImage node showing the uploaded file, at
+ * the drop point, as in ComfyUI.
  */
 
+import { LiteGraph } from '@comfyorg/litegraph';
 import { workflowFromPng, isPng } from '../graph/png.js';
 import { toast } from './toast.js';
+
+const IMAGE_TYPES = ['image/png', 'image/jpeg', 'image/webp', 'image/gif', 'image/bmp'];
+
+/** Upload `file` to input/ and add a LoadImage node at canvas position `pos` showing it. */
+export async function addLoadImageNode(app, file, pos = null) {
+  const node = LiteGraph.createNode('LoadImage');
+  if (!node) throw new Error('this server has no LoadImage node');
+  const combo = node.widgets?.find((w) => w.name === 'image');
+  const value = await app.uploadToCombo(node, combo, file);
+  node.pos = pos ?? [...app.canvas.visible_area.slice(0, 2)].map((v) => v + 40);
+  app.graph.add(node);
+  app.canvas.selectNode(node);
+  app.checkpoint();
+  toast(`Uploaded ${value}`);
+  return node;
+}
 
 function download(name, text) {
   const a = document.createElement('a');
@@ -31,14 +50,16 @@ export function loadJsonValue(app, value) {
   else throw new Error('this JSON is neither a UI workflow nor an API prompt');
 }
 
-/** Load a File (JSON or PNG with metadata). */
-export async function loadFile(app, file) {
+/** Load a File (JSON, or PNG with metadata); any other image becomes a LoadImage node at `pos`. */
+export async function loadFile(app, file, pos = null) {
   const buf = await file.arrayBuffer();
-  if (isPng(buf)) {
-    const found = workflowFromPng(buf);
-    if (!found) throw new Error(`${file.name} carries no workflow`);
+  const found = isPng(buf) ? workflowFromPng(buf) : null;
+  if (found) {
     if (found.workflow) app.loadGraph(found.workflow);
     else app.loadApiPrompt(found.prompt);
+  } else if (isPng(buf) || IMAGE_TYPES.includes(file.type)) {
+    await addLoadImageNode(app, file, pos);
+    return;
   } else {
     loadJsonValue(app, JSON.parse(new TextDecoder().decode(buf)));
   }
@@ -63,8 +84,9 @@ export function installDrop(app) {
     e.preventDefault();
     const file = e.dataTransfer?.files?.[0];
     if (!file) return;
+    const pos = app.canvas?.convertEventToCanvasOffset ? app.canvas.convertEventToCanvasOffset(e) : null;
     try {
-      await loadFile(app, file);
+      await loadFile(app, file, pos);
     } catch (err) {
       toast(`Could not load ${file.name}: ${err.message}`, 'error');
     }

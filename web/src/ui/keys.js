@@ -1,9 +1,11 @@
 /**
  * Keyboard shortcuts: Ctrl+Enter queue, Ctrl+B bypass, Ctrl+M mute,
- * Ctrl+Z / Ctrl+Y (or Ctrl+Shift+Z) undo and redo, Ctrl+S save, Ctrl+O open.
+ * Ctrl+Z / Ctrl+Y (or Ctrl+Shift+Z) undo and redo, Ctrl+S save, Ctrl+O open,
+ * Escape closes dialogs, the node search and context menus.
  * Copy, paste, delete and select-all are litegraph's own.
  */
 
+import { LiteGraph } from '@comfyorg/litegraph';
 import { saveWorkflow, openWorkflowDialog } from './files.js';
 import { toast } from './toast.js';
 
@@ -27,8 +29,20 @@ const ACTIONS = {
 };
 
 /** Listen for the editor's shortcuts (ignored while typing in a field). */
+/** Close whatever overlays are open; true when something was closed. */
+export function closeOverlays() {
+  const open = [...document.querySelectorAll('.loom-dialog, .loom-search, .litecontextmenu')];
+  for (const el of document.querySelectorAll('.loom-dialog, .loom-search')) el.remove();
+  LiteGraph.closeAllContextMenus(window);
+  return open.length > 0;
+}
+
 export function installKeys(app) {
   window.addEventListener('keydown', (e) => {
+    if (e.key === 'Escape' && closeOverlays()) {
+      e.preventDefault();
+      return;
+    }
     const t = e.target;
     if (t instanceof HTMLInputElement || t instanceof HTMLTextAreaElement || t?.isContentEditable) return;
     if (!(e.ctrlKey || e.metaKey)) return;
