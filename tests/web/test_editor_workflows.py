@@ -95,3 +95,29 @@ def test_link_released_on_empty_canvas_searches_by_type(page):
     page.keyboard.press("Escape")
     page.wait_for_selector(".loom-search", state="detached")
     assert page.errors == []
+
+
+def test_add_node_menu_adds_at_the_cursor_and_node_menu_shows_once(page):
+    at = ui.canvas_point(page, 0.45, 0.92)
+    page.mouse.click(*at, button="right")
+    page.click(".litecontextmenu .litemenu-entry:has-text('Add Node')")
+    page.click(".litecontextmenu .litemenu-entry:text-is('latent')")
+    before = set(ui.node_ids(page))
+    page.click(".litecontextmenu .litemenu-entry:text-is('Empty Latent Image')")
+    page.wait_for_function("(n) => window.loomApp.graph._nodes.length === n", arg=len(before) + 1)
+    (new,) = set(ui.node_ids(page)) - before
+    assert page.evaluate("(id) => window.loomApp.graph.getNodeById(id).type", new) == "EmptyLatentImage"
+    pos = page.evaluate("(id) => window.loomApp.graph.getNodeById(id).pos", new)
+    assert ui.screen_of(page, *pos) == pytest.approx(at, abs=2)
+    assert page.query_selector_all(".litecontextmenu") == []
+
+    sampler = node_by_type(page, "KSampler")
+    page.mouse.click(*ui.title_xy(page, sampler), button="right")
+    page.wait_for_selector(".litecontextmenu")
+    entries = page.evaluate("() => [...document.querySelectorAll('.litecontextmenu .litemenu-entry')]"
+                            ".map((e) => e.innerText)")
+    assert len(page.query_selector_all(".litecontextmenu")) == 1
+    assert entries.count("Convert seed to input") == 1 and "Remove" in entries
+    page.keyboard.press("Escape")
+    page.wait_for_selector(".litecontextmenu", state="detached")
+    assert page.errors == []

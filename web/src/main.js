@@ -11,6 +11,7 @@ import { Panels } from './ui/panels.js';
 import { installSearch } from './ui/search.js';
 import { installDrop, saveWorkflow, exportApi, openWorkflowDialog } from './ui/files.js';
 import { installKeys } from './ui/keys.js';
+import { installAddNodeMenu } from './ui/menus.js';
 import { installTooltips } from './ui/tooltips.js';
 import { installStatus } from './ui/status.js';
 import { toast } from './ui/toast.js';
@@ -57,6 +58,7 @@ async function start() {
   app.panels = new Panels(app, document.getElementById('side-panel'));
   wireToolbar();
   installSearch(app);
+  installAddNodeMenu(app);
   installDrop(app);
   installKeys(app);
   installTooltips(app);

@@ -252,3 +252,19 @@ test('seed control values in every saved form map by name, never shifting later 
   assert.deepEqual(oldest.controls, { seed: 'randomize' });
   assert.deepEqual(off.controls, { seed: 'fixed' });
 });
+
+test('the Add Node menu lists folders, then the nodes of each category level', async () => {
+  const { menuLevel } = await import('../src/graph/categories.js');
+  const types = [
+    { type: 'KSampler', title: 'KSampler', category: 'sampling' },
+    { type: 'SamplerCustom', title: 'SamplerCustom', category: 'sampling/custom_sampling' },
+    { type: 'BasicScheduler', title: 'BasicScheduler', category: 'sampling/custom_sampling/schedulers' },
+    { type: 'Note', title: 'Note', category: 'utils' },
+    { type: 'Orphan', title: 'Orphan', category: '' },
+  ];
+  assert.deepEqual(menuLevel(types, '').folders, ['sampling', 'utils']);
+  assert.deepEqual(menuLevel(types, '').nodes.map((n) => n.type), ['Orphan']);
+  assert.deepEqual(menuLevel(types, 'sampling').folders, ['custom_sampling']);
+  assert.deepEqual(menuLevel(types, 'sampling').nodes.map((n) => n.type), ['KSampler']);
+  assert.deepEqual(menuLevel(types, 'sampling/custom_sampling').folders, ['schedulers']);
+});

@@ -94,8 +94,8 @@ export function makeNodeClass(app, name, def) {
       const items = widgetMenu(this);
       if (this.isImageLoader) items.push({ content: 'Open in mask editor', callback: () => app.openMaskEditor(this) });
       if (this.imgs?.length) items.push({ content: 'Open image', callback: () => window.open(this.imgs[0].src, '_blank') });
-      options.unshift(...items, null);
-      return options;
+      // litegraph puts what this returns at the top of the menu; adding to `options` too would show it twice.
+      return items;
     }
   }
   return LoomNode;
