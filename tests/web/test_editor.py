@@ -96,6 +96,9 @@ def test_build_default_graph_by_ui_and_run_it(page):
     previews = page.evaluate("() => window.__previews")
     (ARTIFACTS / "previews.txt").write_text(f"{previews} latent preview frames during a 3-step run\n")
     assert previews >= 1, "no latent preview frames (the server runs with --preview-method latent2rgb)"
+    height = page.evaluate("(id) => window.loomApp.graph.getNodeById(id).size[1]", ids["sampler"])
+    assert height >= page.evaluate("(id) => window.loomApp.graph.getNodeById(id).computeSize()[1]", ids["sampler"]) + 200, \
+        "the sampler made room below its widgets to show the live preview"
     assert ui.widget_value(page, ids["sampler"], "seed") != seed_before, "randomize after queueing"
     page.wait_for_timeout(500)
     shot(page, "03_output_on_save_node")

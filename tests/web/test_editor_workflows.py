@@ -121,3 +121,43 @@ def test_add_node_menu_adds_at_the_cursor_and_node_menu_shows_once(page):
     page.keyboard.press("Escape")
     page.wait_for_selector(".litecontextmenu", state="detached")
     assert page.errors == []
+
+
+DRAWN_TEXT = """(scale) => {
+    const app = window.loomApp;
+    const seen = [];
+    const original = CanvasRenderingContext2D.prototype.fillText;
+    CanvasRenderingContext2D.prototype.fillText = function (text, ...rest) {
+        seen.push([String(text), this.font]);
+        return original.call(this, text, ...rest);
+    };
+    try {
+        app.canvas.ds.scale = scale;
+        app.canvas.ds.offset = [20, 20];
+        app.canvas.draw(true, true);
+    } finally {
+        CanvasRenderingContext2D.prototype.fillText = original;
+    }
+    return seen;
+}"""
+
+
+def test_markdown_notes_render_and_titles_stay_readable_when_zoomed_out(page):
+    doc = page.evaluate("() => window.loomApp.defaultGraph()")
+    doc["nodes"].append({"id": 50, "type": "MarkdownNote", "pos": [30, 30], "size": [420, 220], "flags": {},
+                         "order": 9, "mode": 0, "properties": {},
+                         "widgets_values": ["## Model link\n\n**checkpoints**: put them in `models/`\n\n- first item"]})
+    doc["last_node_id"] = 50
+    page.evaluate("(doc) => window.loomApp.loadGraph(doc)", doc)
+    drawn = page.evaluate(DRAWN_TEXT, 1.0)
+    texts = [t for t, _ in drawn]
+    assert "Model" in texts and "##" not in " ".join(texts) and "**checkpoints**:" not in texts
+    fonts = {t: f for t, f in drawn}
+    assert "bold" in fonts["Model"] and "bold" in fonts["checkpoints"] and "monospace" in fonts["models/"]
+    assert "•" in texts
+    overview = page.evaluate(DRAWN_TEXT, 0.3)
+    titles = {t: f for t, f in overview}
+    assert "KSampler" in titles, "titles are drawn at overview zoom"
+    size = float(titles["KSampler"].split("px")[0].split()[-1])
+    assert size * 0.3 >= 13.5, "a title is about 14 px on screen"
+    assert page.errors == []

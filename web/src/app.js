@@ -11,7 +11,7 @@ import { typesMatch } from './graph/types.js';
 import { uiToApi } from './graph/toapi.js';
 import { apiToUi } from './graph/fromapi.js';
 import { nextSeed } from './graph/seed.js';
-import { defaultWorkflow } from './graph/defaults.js';
+import { defaultWorkflow, pickCheckpoint } from './graph/defaults.js';
 import { marksFromPromptError } from './graph/errors.js';
 import { createHistory, record, undo, redo, current } from './graph/history.js';
 import { makeNodeClass, registerVirtualNodes } from './ui/nodes.js';
@@ -137,9 +137,16 @@ export class LoomApp {
     toast('Model lists refreshed');
   }
 
+  /** The default text-to-image graph on the most suitable installed checkpoint (says so when there is none). */
   defaultGraph() {
-    const ckpts = this.defs.CheckpointLoaderSimple?.input?.required?.ckpt_name?.[0];
-    return defaultWorkflow(Array.isArray(ckpts) && ckpts.length ? ckpts[0] : undefined);
+    const spec = this.defs.CheckpointLoaderSimple?.input?.required?.ckpt_name;
+    const names = Array.isArray(spec?.[0]) ? spec[0] : spec?.[1]?.options ?? [];
+    const chosen = pickCheckpoint(names);
+    if (!chosen) {
+      toast('No checkpoint installed: put a Stable Diffusion checkpoint (.safetensors) in models/checkpoints/, '
+        + 'then press Refresh.', 'error', 15000);
+    }
+    return defaultWorkflow(chosen || undefined);
   }
 
   restoredWorkflow() {
@@ -271,9 +278,14 @@ export class LoomApp {
       img.src = src;
       return img;
     });
+    this.makeRoomForImage(node);
+    this.canvas.setDirty(true, true);
+  }
+
+  /** Grow `node` below its widgets so an image (an output or a live preview) has room to show. */
+  makeRoomForImage(node) {
     const needed = (node.computeSize()[1] ?? 100) + 220;
     if (node.size[1] < needed) node.setSize([Math.max(node.size[0], 260), needed]);
-    this.canvas.setDirty(true, true);
   }
 
   /** Upload a file for an image combo and select it. */

@@ -268,3 +268,25 @@ test('the Add Node menu lists folders, then the nodes of each category level', a
   assert.deepEqual(menuLevel(types, 'sampling').nodes.map((n) => n.type), ['KSampler']);
   assert.deepEqual(menuLevel(types, 'sampling/custom_sampling').folders, ['schedulers']);
 });
+
+test('the default graph prefers a general-purpose SD1.5 checkpoint over the alphabetically first file', async () => {
+  const { pickCheckpoint } = await import('../src/graph/defaults.js');
+  assert.equal(pickCheckpoint(['a_inpainting.safetensors', 'sd_xl_refiner_1.0.safetensors', 'sd_xl_base_1.0.safetensors',
+    'v1-5-pruned-emaonly.safetensors']), 'v1-5-pruned-emaonly.safetensors');
+  assert.equal(pickCheckpoint(['b-refiner.safetensors', 'sd_xl_base_1.0.safetensors']), 'sd_xl_base_1.0.safetensors');
+  assert.equal(pickCheckpoint(['anime_mix.safetensors', 'zz_inpaint.safetensors']), 'anime_mix.safetensors');
+  assert.equal(pickCheckpoint(['only_inpaint.safetensors']), 'only_inpaint.safetensors');
+  assert.equal(pickCheckpoint([]), '');
+});
+
+test('markdown notes parse into headings, lists, code and styled inline spans', async () => {
+  const { markdownBlocks } = await import('../src/graph/markdown.js');
+  const blocks = markdownBlocks('## Model link\n\n**checkpoints**\n\n- [v1-5.safetensors](https://x/y)\n1. first\n'
+    + '```\n📂 ComfyUI/\n```\nPositive = “Do this” <br/>\nNegative');
+  assert.deepEqual(blocks.map((b) => b.kind), ['h2', 'p', 'li', 'li', 'code', 'p']);
+  assert.deepEqual(blocks[1].spans, [{ text: 'checkpoints', bold: true }]);
+  assert.deepEqual(blocks[2].spans, [{ text: 'v1-5.safetensors' }]);
+  assert.equal(blocks[3].marker, '1.');
+  assert.equal(blocks[4].spans[0].text, '📂 ComfyUI/');
+  assert.equal(blocks[5].spans.map((s) => s.text).join(''), 'Positive = “Do this” \n Negative');
+});

@@ -18,6 +18,21 @@ function node(type, pos, size, inputs, outputs, widgetsValues, title) {
   return n;
 }
 
+// Checkpoints a text-to-image graph suits best first: SD1.5, then SD2, then SDXL, then anything else (refiners,
+// inpainting and other special-purpose files last).
+const PREFERRED_CHECKPOINTS = [/v1-?5|sd-?1\.?5|sd15/i, /v2-?1|sd-?2|sd21/i, /sd_?xl|sdxl/i];
+const SPECIAL_PURPOSE = /refiner|inpaint|instruct|pix2pix|upscal|unclip|controlnet|depth/i;
+
+/** The checkpoint the default graph should preselect from `names` ('' when there is none). */
+export function pickCheckpoint(names) {
+  const general = names.filter((n) => !SPECIAL_PURPOSE.test(n));
+  for (const pattern of PREFERRED_CHECKPOINTS) {
+    const found = general.find((n) => pattern.test(n));
+    if (found) return found;
+  }
+  return general[0] ?? names[0] ?? '';
+}
+
 /** The default workflow; `checkpoint` names the model to preselect. */
 export function defaultWorkflow(checkpoint = 'v1-5-pruned-emaonly.safetensors') {
   let doc = emptyWorkflow();

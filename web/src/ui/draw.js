@@ -83,8 +83,27 @@ function drawProgress(app, node, ctx) {
   ctx.fillRect(0, -LiteGraph.NODE_TITLE_HEIGHT - 2, node.size[0] * (p.value / p.max), 4);
 }
 
+// Below this zoom litegraph draws nodes in low quality, without readable titles.
+const OVERVIEW_SCALE = 0.6;
+const OVERVIEW_TITLE_PX = 14;
+
+/** At overview zoom, the node's title in a font that stays ~14 px on screen, on a dark band above the node. */
+function drawOverviewTitle(app, node, ctx) {
+  const scale = app.canvas.ds.scale;
+  if (scale >= OVERVIEW_SCALE || !node.title) return;
+  const size = Math.min(OVERVIEW_TITLE_PX / scale, 64);
+  ctx.font = `bold ${size}px sans-serif`;
+  const width = Math.min(ctx.measureText(node.title).width + size * 0.6, Math.max(node.size[0], size * 4));
+  const y = -LiteGraph.NODE_TITLE_HEIGHT - size * 0.3;
+  ctx.fillStyle = '#000c';
+  ctx.fillRect(0, y - size, width, size * 1.3);
+  ctx.fillStyle = '#fff';
+  ctx.fillText(node.title, size * 0.3, y, width - size * 0.6);
+}
+
 function overlays(app, node, ctx) {
   const id = String(node.id);
+  drawOverviewTitle(app, node, ctx);
   if (app.exec.node === id) outline(ctx, node, RUNNING, 3);
   drawProgress(app, node, ctx);
   const mark = app.marks.nodes[id];

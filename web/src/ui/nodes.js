@@ -7,6 +7,7 @@
 import { LiteGraph, LGraphNode, RenderShape } from '@comfyorg/litegraph';
 import { describeNode, CONTROL_VALUES, controlMode, isControlValue, widgetValuesByName } from '../graph/specs.js';
 import { addWidgets, showInputPreview } from './widgets.js';
+import { addMarkdownWidget } from './markdown_note.js';
 
 /** Hide widget `w` and give the node an input socket for it. */
 export function convertWidgetToInput(node, w) {
@@ -133,6 +134,20 @@ class NoteNode extends LGraphNode {
   }
 }
 
+/** A note whose text is Markdown, drawn formatted (ComfyUI's MarkdownNote). */
+class MarkdownNoteNode extends LGraphNode {
+  static title = 'Markdown Note';
+  constructor(title) {
+    super(title ?? 'Markdown Note');
+    this.serialize_widgets = true;
+    this.isVirtualNode = true;
+    this.color = '#333';
+    this.bgcolor = '#2a2a2a';
+    addMarkdownWidget(this);
+    this.size = [400, 200];
+  }
+}
+
 class PrimitiveNode extends LGraphNode {
   static title = 'Primitive';
   constructor(title) {
@@ -177,7 +192,7 @@ class PrimitiveNode extends LGraphNode {
 export function registerVirtualNodes() {
   LiteGraph.registerNodeType('Reroute', RerouteNode);
   LiteGraph.registerNodeType('Note', NoteNode);
-  LiteGraph.registerNodeType('MarkdownNote', class extends NoteNode { static title = 'Markdown Note'; });
+  LiteGraph.registerNodeType('MarkdownNote', MarkdownNoteNode);
   LiteGraph.registerNodeType('PrimitiveNode', PrimitiveNode);
   for (const t of ['Reroute', 'Note', 'MarkdownNote', 'PrimitiveNode']) LiteGraph.registered_node_types[t].category = 'utils';
 }

@@ -85,6 +85,9 @@ export function installStatus(app) {
     img.src = URL.createObjectURL(blob);
     if (app.exec.preview?.src) URL.revokeObjectURL(app.exec.preview.src);
     app.exec.preview = img;
+    // A default-size sampler has no room below its widgets: make some, as for output images.
+    const node = app.exec.node != null ? app.nodeById(app.exec.node) : null;
+    if (node && !node.flags?.collapsed) app.makeRoomForImage(node);
   });
   const conn = document.getElementById('connection');
   on('connected', () => { conn.textContent = 'connected'; conn.className = 'ok'; });
