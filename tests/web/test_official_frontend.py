@@ -143,3 +143,32 @@ def test_default_graph_is_loom_text_to_image_and_runs(browser: Any, tmp_path: Pa
             assert traffic.foreign == [], traffic.foreign
         finally:
             context.close()
+
+
+INVALID_AND_FAILING = """async () => {
+    const graph = window.app.graph;
+    const ckpt = graph.nodes.find((n) => n.type === 'CheckpointLoaderSimple');
+    ckpt.widgets[0].value = 'no_such_model.safetensors';
+    try { await window.app.queuePrompt(0, 1); } catch (e) { /* the frontend reports it itself */ }
+    return JSON.parse(JSON.stringify(window.app.lastNodeErrors ?? null));
+}"""
+
+
+def test_errors_land_on_the_right_node(browser: Any, tmp_path: Path) -> None:
+    user = tmp_path / "user" / "default"
+    user.mkdir(parents=True)
+    (user / "comfy.settings.json").write_text(json.dumps({"Comfy.TutorialCompleted": True}))
+    with start_server(tmp_path, ("--front-end", "comfyui")) as url:
+        context, page, traffic = _open(browser, url)
+        try:
+            page.wait_for_function("() => window.app.graph.nodes.some((n) => n.type === 'KSampler')",
+                                   timeout=60_000)
+            errors = page.evaluate(INVALID_AND_FAILING)
+            assert errors and list(errors) == ["4"], errors
+            assert errors["4"]["class_type"] == "CheckpointLoaderSimple"
+            assert errors["4"]["errors"][0]["type"] == "value_not_in_list"
+            assert page.evaluate("() => window.app.graph.getNodeById(4).has_errors") is True
+            # The rejected prompt is a 400 the frontend expects, answered: nothing else failed.
+            assert [f for f in traffic.failed if "/api/prompt" not in f] == []
+        finally:
+            context.close()
