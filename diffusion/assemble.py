@@ -24,7 +24,7 @@ from torch import nn
 
 from diffusion.checkpoint import CheckpointError, read_state_dict
 from diffusion.diffusion_model import DiffusionModel
-from diffusion.latent_formats import latent_format_for
+from diffusion.families import get_family
 from diffusion.loading import load_checkpoint, load_unet_file, load_vae_file
 from diffusion.model_sampling import ModelSampling
 from diffusion.patcher import ModelHandle
@@ -53,9 +53,11 @@ class Precision:
 
 def diffusion_model(unet: nn.Module, family: str, prediction: str) -> DiffusionModel:
     """A `DiffusionModel` of a UNet: the SD discrete schedule with the given prediction ("eps"/"v"/"v_prediction")
-    and the family's latent format."""
+    and the family's latent format and memory factor (from the family registry)."""
     ms = ModelSampling(prediction=_PREDICTIONS.get(prediction, prediction))
-    model = DiffusionModel(unet, ms, latent_format_for(family))
+    spec = get_family(family)
+    model = DiffusionModel(unet, ms, spec.latent_format, family=spec.name,
+                           memory_usage_factor=spec.memory_usage_factor)
     _BASE_SAMPLING[model] = ms
     return model
 
@@ -72,8 +74,7 @@ def load_checkpoint_modules(path: str | os.PathLike[str], precision: Precision,
 
 def load_unet_module(path: str | os.PathLike[str], dtype: torch.dtype) -> DiffusionModel:
     """A `DiffusionModel` from a UNet-only file (or a checkpoint's UNet); the family is read off the shapes."""
-    unet, prediction = load_unet_file(path, dtype=dtype)
-    family = "sd2" if unet.config.num_head_channels > 0 else "sd1"
+    unet, family, prediction = load_unet_file(path, dtype=dtype)
     return diffusion_model(unet, family, prediction)
 
 

@@ -30,11 +30,15 @@ class DiffusionModel(nn.Module):
             transformer_options=...)` returning the raw prediction.
         model_sampling: schedule + parameterisation (eps or v, zsnr, ...).
         latent_format: scale factor and preview factors of the family.
+        family: the registry name of the model's family ("sd1", "sdxl", ...; see `diffusion.families`).
+        memory_usage_factor: the family's activation memory per latent pixel relative to SD1.5's.
     """
 
     def __init__(self, diffusion_model: nn.Module, model_sampling: ModelSampling | None = None,
-                 latent_format: LatentFormat = SD15):
+                 latent_format: LatentFormat = SD15, family: str = "sd1", memory_usage_factor: float = 1.0):
         super().__init__()
+        self.family = family
+        self.memory_usage_factor = memory_usage_factor
         self.diffusion_model = diffusion_model
         self.model_sampling = model_sampling if model_sampling is not None else ModelSampling()
         self.latent_format = latent_format

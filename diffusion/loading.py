@@ -25,11 +25,12 @@ from diffusion.checkpoint import (
     strip_prefix,
 )
 from diffusion.families import (
+    Evidence,
     ModelInfo,
     detect_checkpoint,
     detect_file_kind,
-    detect_prediction,
-    unet_config_from_state_dict,
+    family_for,
+    read_unet_shapes,
     vae_config_from_state_dict,
 )
 from diffusion.unet import UNetModel, build_unet
@@ -114,19 +115,22 @@ def load_unet_file(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
     family: str | None = None,
-) -> tuple[UNetModel, str]:
+) -> tuple[UNetModel, str, str]:
     """A UNet from a UNet-only file (keys with or without `model.diffusion_model.`) or a full checkpoint's UNet.
 
-    Returns the network and the detected prediction type ("eps"/"v").
+    Returns the network, its family's registry name and the detected prediction type ("eps"/"v"); `family` is
+    the hint for widths no real model uses.
     """
     state_dict = strip_prefix(read_state_dict(path, dtype=dtype, device=device), UNET_PREFIX)
     kind = detect_file_kind(state_dict)
     if kind != "unet":
         raise CheckpointError(f"{os.fspath(path)} holds a {kind}, not a UNet")
-    config = unet_config_from_state_dict(state_dict, family)
-    detected = family or ("sd2" if config.num_head_channels > 0 else "sd1")
-    prediction = detect_prediction(state_dict, detected, read_metadata(path))
-    return build_unet(config, state_dict, dtype=dtype, device=device), prediction
+    metadata = read_metadata(path)
+    shapes = read_unet_shapes(state_dict)
+    detected = family_for(Evidence(shapes, family, metadata))
+    prediction = detected.prediction(state_dict, metadata)
+    unet = build_unet(detected.unet_config(shapes), state_dict, dtype=dtype, device=device)
+    return unet, detected.name, prediction
 
 
 def load_vae_file(

@@ -1,0 +1,27 @@
+"""The SDXL refiner: OpenCLIP ViT-bigG only (`conditioner.embedders.0.model.*`), 1280-dim context (its penultimate
+layer), the 2560-wide ADM vector (pooled ‖ height, width, crop_h, crop_w, aesthetic score), 384 channels over four
+levels with depth-4 transformers on the middle two. ComfyUI recognises it by context 1280 + ADM 2560; tiny test
+models by the bigG-only text tower beside them.
+"""
+from __future__ import annotations
+
+from diffusion.families.base import Evidence, ModelFamily
+from diffusion.families.registry import register
+from diffusion.families.sdxl import is_sdxl_layout, unet_config
+from diffusion.latent_formats import SDXL as SDXL_LATENT
+
+ADM_CHANNELS = 2560  # pooled bigG (1280) + 5 embeddings of 256
+
+
+def matches(evidence: Evidence) -> bool:
+    s = evidence.shapes
+    if s.context_dim == 1280 and s.adm_in_channels == ADM_CHANNELS:
+        return True
+    return evidence.text_encoder == "sdxl_refiner" and is_sdxl_layout(s)
+
+
+SDXL_REFINER = register(ModelFamily(
+    name="sdxl_refiner", description="SDXL refiner", priority=40, matches=matches, unet_config=unet_config,
+    text_encoders=("clip_g",), latent_format=SDXL_LATENT, clip_type="sdxl", memory_usage_factor=0.8,
+    adm_channels=ADM_CHANNELS,
+))
