@@ -65,10 +65,16 @@ def _dtype_by_component(
     return pick
 
 
-def _build_text_encoder(state_dict: dict[str, torch.Tensor], dtype: torch.dtype) -> torch.nn.Module:
-    from diffusion.text_encoders import build_text_encoder  # the text tower belongs to its own module
+def _build_text_encoder(state_dict: dict[str, torch.Tensor], dtype: torch.dtype,
+                        layout: str | None = None) -> torch.nn.Module:
+    """The text model of a checkpoint's text-encoder keys: one tower (SD1/SD2) or, for SDXL's `conditioner.`
+    embedders (`layout` "sdxl"/"sdxl_refiner"), the towers in step."""
+    from diffusion.clip_multi import build_conditioner  # the text towers belong to their own modules
+    from diffusion.text_encoders import build_text_encoder
 
     try:
+        if layout in ("sdxl", "sdxl_refiner"):
+            return build_conditioner(state_dict, layout, dtype=dtype)
         return build_text_encoder(state_dict, dtype=dtype)
     except ValueError as err:
         raise CheckpointError(f"text encoder: {err}") from err
@@ -104,7 +110,7 @@ def load_checkpoint(
         report.missing.append(f"{VAE_PREFIX}* (the file has no VAE)")
     text_encoder = None
     if parts.text_encoder and load_text_encoder:
-        text_encoder = _build_text_encoder(parts.text_encoder, text_encoder_dtype or dtype)
+        text_encoder = _build_text_encoder(parts.text_encoder, text_encoder_dtype or dtype, info.text_encoder)
     elif not parts.text_encoder:
         report.missing.append(f"{TEXT_ENCODER_PREFIX}* (the file has no text encoder)")
     return LoadedCheckpoint(info, unet, vae, text_encoder, report, metadata)
