@@ -4,8 +4,8 @@ A family says how its UNet is recognised (`matches`, from `UNetShapes`, the text
 the file's metadata), its `UNetConfig` read off the shapes (`unet_config`: the heads rule and depths), the text
 encoders it assembles (ComfyUI's names: "clip_l", "clip_h", "clip_g"), its latent format and preview factors, its
 model sampling (`prediction`: the default parameterisation and any family-specific metadata/heuristic) and its
-memory estimates (`memory_usage_factor`, relative to SD1.5's activation memory per latent pixel, and
-`parameters_hint` for messages). The registry (`diffusion.families.registry`) asks them in priority order.
+memory estimates (`memory_usage_factor`, relative to SD1.5's activation memory per latent pixel) and, for
+class-conditional UNets, how a cond becomes the ADM vector `y` (`encode_adm`). The registry (`diffusion.families.registry`) asks them in priority order.
 """
 from __future__ import annotations
 
@@ -56,6 +56,8 @@ class ModelFamily:
     prediction_heuristic: Callable[[dict[str, torch.Tensor]], str] | None = None
     memory_usage_factor: float = 1.0
     adm_channels: int | None = None
+    # (cond options, latent height px, latent width px, "positive"/"negative", the UNet's ADM width) -> its `y`
+    encode_adm: Callable[[dict, int, int, str, int], torch.Tensor] | None = None
 
     def prediction(self, unet: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
         """The file's metadata when it names a prediction type; else the family's heuristic, else "eps"."""

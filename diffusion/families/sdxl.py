@@ -10,13 +10,40 @@ Tiny test models (other widths) are recognised by the text towers beside them, o
 """
 from __future__ import annotations
 
+import torch
+
 from diffusion.families.base import Evidence, ModelFamily
 from diffusion.families.registry import register
 from diffusion.families.shapes import UNetShapes, config_from_shapes
 from diffusion.latent_formats import SDXL as SDXL_LATENT
 from diffusion.unet import UNetConfig
+from diffusion.unet_blocks import timestep_embedding
 
 ADM_CHANNELS = 2816  # pooled bigG (1280) + 6 size embeddings of 256
+SIZE_EMBEDDING = 256
+
+
+def size_embeddings(values: list[float]) -> torch.Tensor:
+    """1×(256·n): each value's sinusoidal embedding [cos(v·f_i) ..., sin(v·f_i) ...], f_i = 10000^(−i/128)."""
+    emb = timestep_embedding(torch.tensor(values, dtype=torch.float32), SIZE_EMBEDDING)
+    return emb.reshape(1, -1)
+
+
+def pooled_of(cond: dict, width: int) -> torch.Tensor:
+    """The cond's pooled text vector (zeros when it has none, as after ConditioningZeroOut without pooled)."""
+    pooled = cond.get("pooled_output")
+    return torch.zeros(1, width) if pooled is None else pooled.float().cpu()
+
+
+def encode_adm(cond: dict, height: int, width: int, prompt_type: str, adm_channels: int) -> torch.Tensor:
+    """SDXL's `y`: pooled ‖ embeddings of height, width, crop_h, crop_w, target_height, target_width. Sizes the
+    cond does not carry (plain CLIPTextEncode) are the latent's size in pixels, crops 0, target = size —
+    ComfyUI's defaults."""
+    h, w = cond.get("height", height), cond.get("width", width)
+    values = [h, w, cond.get("crop_h", 0), cond.get("crop_w", 0), cond.get("target_height", h),
+              cond.get("target_width", w)]
+    pooled = pooled_of(cond, adm_channels - 6 * SIZE_EMBEDDING)
+    return torch.cat([pooled, size_embeddings(values).repeat(pooled.shape[0], 1)], dim=1)
 
 
 def is_sdxl_layout(shapes: UNetShapes) -> bool:
@@ -41,5 +68,5 @@ def unet_config(shapes: UNetShapes) -> UNetConfig:
 SDXL = register(ModelFamily(
     name="sdxl", description="SDXL", priority=30, matches=matches, unet_config=unet_config,
     text_encoders=("clip_l", "clip_g"), latent_format=SDXL_LATENT, clip_type="sdxl", memory_usage_factor=0.8,
-    adm_channels=ADM_CHANNELS,
+    adm_channels=ADM_CHANNELS, encode_adm=encode_adm,
 ))
