@@ -23,8 +23,9 @@ import torch
 from torch import nn
 
 from diffusion.checkpoint import CheckpointError, read_state_dict
+from diffusion.clip_multi import MultiTextEncoder, build_dual
 from diffusion.diffusion_model import DiffusionModel
-from diffusion.latent_formats import latent_format_for
+from diffusion.families import get_family
 from diffusion.loading import load_checkpoint, load_unet_file, load_vae_file
 from diffusion.model_sampling import ModelSampling
 from diffusion.patcher import ModelHandle
@@ -53,9 +54,11 @@ class Precision:
 
 def diffusion_model(unet: nn.Module, family: str, prediction: str) -> DiffusionModel:
     """A `DiffusionModel` of a UNet: the SD discrete schedule with the given prediction ("eps"/"v"/"v_prediction")
-    and the family's latent format."""
+    and the family's latent format and memory factor (from the family registry)."""
     ms = ModelSampling(prediction=_PREDICTIONS.get(prediction, prediction))
-    model = DiffusionModel(unet, ms, latent_format_for(family))
+    spec = get_family(family)
+    model = DiffusionModel(unet, ms, spec.latent_format, family=spec.name,
+                           memory_usage_factor=spec.memory_usage_factor)
     _BASE_SAMPLING[model] = ms
     return model
 
@@ -72,8 +75,7 @@ def load_checkpoint_modules(path: str | os.PathLike[str], precision: Precision,
 
 def load_unet_module(path: str | os.PathLike[str], dtype: torch.dtype) -> DiffusionModel:
     """A `DiffusionModel` from a UNet-only file (or a checkpoint's UNet); the family is read off the shapes."""
-    unet, prediction = load_unet_file(path, dtype=dtype)
-    family = "sd2" if unet.config.num_head_channels > 0 else "sd1"
+    unet, family, prediction = load_unet_file(path, dtype=dtype)
     return diffusion_model(unet, family, prediction)
 
 
@@ -83,7 +85,8 @@ def load_vae_module(path: str | os.PathLike[str], dtype: torch.dtype) -> Autoenc
 
 
 def load_text_encoder_module(path: str | os.PathLike[str], dtype: torch.dtype) -> TextEncoder:
-    """The text tower of a text-encoder file (SD1's CLIP-L in the HF layout or SD2's OpenCLIP-H, any prefix)."""
+    """The text tower of a text-encoder file (CLIP-L or bigG in the HF layout, OpenCLIP-H/bigG in open_clip's, any
+    prefix)."""
     state_dict = read_state_dict(path, dtype=dtype)
     try:
         return build_text_encoder(state_dict, dtype=dtype)
@@ -91,12 +94,23 @@ def load_text_encoder_module(path: str | os.PathLike[str], dtype: torch.dtype) -
         raise CheckpointError(f"{os.fspath(path)}: not a CLIP text encoder Loom knows ({err})") from err
 
 
+def load_dual_text_encoder_module(first: str | os.PathLike[str], second: str | os.PathLike[str], dtype: torch.dtype,
+                                  family: str = "sdxl") -> MultiTextEncoder:
+    """The two-tower text model of two text-encoder files (DualCLIPLoader): for "sdxl" one CLIP-L and one bigG
+    file, in either order (bigG is recognised by its depth, as ComfyUI does)."""
+    towers = [load_text_encoder_module(path, dtype) for path in (first, second)]
+    try:
+        return build_dual(towers[0], towers[1], family)
+    except ValueError as err:
+        raise CheckpointError(f"{os.fspath(first)} + {os.fspath(second)}: {err}") from err
+
+
 def model_socket(model: DiffusionModel, name: str = "") -> ModelHandle:
     """A new MODEL value (a "unet" handle) on a shared `DiffusionModel`."""
     return ModelHandle(model, name=name or "model", kind="unet")
 
 
-def clip_socket(encoder: TextEncoder, name: str = "", embedding_directories: list[str] | None = None) -> CLIP:
+def clip_socket(encoder: TextEncoder | MultiTextEncoder, name: str = "", embedding_directories: list[str] | None = None) -> CLIP:
     """A new CLIP value on a shared text tower, with its "text_encoder" handle in `.handle`."""
     clip = CLIP(encoder, embedding_directories=embedding_directories)
     clip.handle = ModelHandle(encoder, name=name or "clip", kind="text_encoder")

@@ -41,6 +41,7 @@ PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 TEXT_ENCODER_PREFIX = "cond_stage_model."
+CONDITIONER_PREFIX = "conditioner."  # SDXL: conditioner.embedders.N.*
 
 # Top-level tensors of LDM training checkpoints that no network consumes (the DDPM schedule is recomputed by the
 # sampler from the beta range; EMA bookkeeping; the CLIP position ids, which are arange(77)).
@@ -99,7 +100,7 @@ def split_components(state_dict: dict[str, torch.Tensor]) -> Components:
     """Sort a single-file checkpoint's keys into UNet / VAE / text encoder (prefix stripped) / extras / unknown.
 
     Text-encoder keys keep everything after `cond_stage_model.` (`transformer.text_model...` for SD1,
-    `model.transformer...` for SD2).
+    `model.transformer...` for SD2); SDXL's keep everything after `conditioner.` (`embedders.N...`).
     """
     parts = Components()
     for key, tensor in state_dict.items():
@@ -111,6 +112,8 @@ def split_components(state_dict: dict[str, torch.Tensor]) -> Components:
             parts.vae[key[len(VAE_PREFIX):]] = tensor
         elif key.startswith(TEXT_ENCODER_PREFIX):
             parts.text_encoder[key[len(TEXT_ENCODER_PREFIX):]] = tensor
+        elif key.startswith(CONDITIONER_PREFIX):
+            parts.text_encoder[key[len(CONDITIONER_PREFIX):]] = tensor
         else:
             parts.unknown[key] = tensor
     return parts

@@ -30,11 +30,15 @@ class DiffusionModel(nn.Module):
             transformer_options=...)` returning the raw prediction.
         model_sampling: schedule + parameterisation (eps or v, zsnr, ...).
         latent_format: scale factor and preview factors of the family.
+        family: the registry name of the model's family ("sd1", "sdxl", ...; see `diffusion.families`).
+        memory_usage_factor: the family's activation memory per latent pixel relative to SD1.5's.
     """
 
     def __init__(self, diffusion_model: nn.Module, model_sampling: ModelSampling | None = None,
-                 latent_format: LatentFormat = SD15):
+                 latent_format: LatentFormat = SD15, family: str = "sd1", memory_usage_factor: float = 1.0):
         super().__init__()
+        self.family = family
+        self.memory_usage_factor = memory_usage_factor
         self.diffusion_model = diffusion_model
         self.model_sampling = model_sampling if model_sampling is not None else ModelSampling()
         self.latent_format = latent_format
@@ -72,13 +76,32 @@ class DiffusionModel(nn.Module):
         return self.apply_model(x, sigma, **kwargs)
 
     def extra_conds(self, cond: dict, *, noise: torch.Tensor, latent_image: torch.Tensor | None = None,
-                    denoise_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                    denoise_mask: torch.Tensor | None = None, prompt_type: str = "positive") -> dict[str, torch.Tensor]:
         """Model inputs beyond the text context for one cond dict: for inpainting UNets the concatenated
         mask and masked-image latent (from `concat_mask`/`concat_latent_image` if the cond carries them,
-        else the sampling run's noise mask and latent; a blank image and an all-ones mask without either)."""
-        if not self.is_inpaint:
-            return {}
-        return {"c_concat": self._inpaint_concat(cond, noise, latent_image, denoise_mask)}
+        else the sampling run's noise mask and latent; a blank image and an all-ones mask without either); for
+        class-conditional families (SDXL) the ADM vector `y` their registry entry builds from the cond."""
+        out: dict[str, torch.Tensor] = {}
+        if self.is_inpaint:
+            out["c_concat"] = self._inpaint_concat(cond, noise, latent_image, denoise_mask)
+        adm = self.adm_encoder()
+        if adm is not None:
+            channels = self.diffusion_model.config.adm_in_channels
+            y = adm(cond, noise.shape[2] * 8, noise.shape[3] * 8, prompt_type, channels)
+            out["y"] = y.to(noise.device)
+        return out
+
+    def adm_encoder(self) -> Any:
+        """The family's ADM builder when the UNet takes `y` and the family declares one (SDXL), else None."""
+        config = getattr(self.diffusion_model, "config", None)
+        if getattr(config, "adm_in_channels", None) is None:
+            return None
+        from diffusion.families import get_family  # the registry imports the networks, not this module
+
+        try:
+            return get_family(self.family).encode_adm
+        except KeyError:
+            return None
 
     def _inpaint_concat(self, cond, noise, latent_image, denoise_mask) -> torch.Tensor:
         mask = cond.get("concat_mask", denoise_mask)

@@ -94,6 +94,11 @@ def _extra_conds_kwargs(model: Any, noise: torch.Tensor, latent_image: torch.Ten
     return kwargs
 
 
+def _takes(fn: Any, name: str) -> bool:
+    """Whether `fn` accepts the keyword `name` (ComfyUI's extra_conds get "prompt_type": positive/negative)."""
+    return name in inspect.signature(fn).parameters
+
+
 def prepare_conds(model: Any, conds: dict[str, list[dict]], noise: torch.Tensor, latent_image: torch.Tensor | None,
                   denoise_mask: torch.Tensor | None, seed: int | None = None) -> dict[str, list[dict]]:
     """Per-run preparation of cond dicts (ComfyUI process_conds): areas and masks at the latent size,
@@ -107,8 +112,9 @@ def prepare_conds(model: Any, conds: dict[str, list[dict]], noise: torch.Tensor,
         resolve_areas_and_masks(conds[k], h, w, noise.device)
         apply_timestep_ranges(conds[k], model.model_sampling.percent_to_sigma)
         if hasattr(model, "extra_conds"):
+            typed = {**extra, "prompt_type": k} if _takes(model.extra_conds, "prompt_type") else extra
             for c in conds[k]:
-                c["model_conds"] = {**c["model_conds"], **model.extra_conds(c, **extra)}
+                c["model_conds"] = {**c["model_conds"], **model.extra_conds(c, **typed)}
     for k in conds:
         for c in list(conds[k]):
             for kk in conds:

@@ -50,15 +50,14 @@ SDXL = LatentFormat(
     taesd_decoder_name="taesdxl_decoder",
 )
 
-LATENT_FORMATS: dict[str, LatentFormat] = {"sd1": SD15, "sd15": SD15, "sd2": SD15, "sdxl": SDXL}
-
-
 def latent_format_for(family: str) -> LatentFormat:
-    """The latent format of a family name ("sd1", "sd2", "sdxl"); SD2 shares SD1's VAE."""
+    """The latent format a registered family declares ("sd1", "sd2", "sdxl", ...; see `diffusion.families`)."""
+    from diffusion.families import get_family  # the families import this module for the formats
+
     try:
-        return LATENT_FORMATS[family.lower()]
-    except KeyError:
-        raise ValueError(f"no latent format for family {family!r}; known: {sorted(LATENT_FORMATS)}") from None
+        return get_family(family).latent_format
+    except KeyError as err:
+        raise ValueError(str(err.args[0])) from None
 
 
 def latent_to_rgb(latent: torch.Tensor, fmt: LatentFormat) -> torch.Tensor:

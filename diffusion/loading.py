@@ -25,11 +25,12 @@ from diffusion.checkpoint import (
     strip_prefix,
 )
 from diffusion.families import (
+    Evidence,
     ModelInfo,
     detect_checkpoint,
     detect_file_kind,
-    detect_prediction,
-    unet_config_from_state_dict,
+    family_for,
+    read_unet_shapes,
     vae_config_from_state_dict,
 )
 from diffusion.unet import UNetModel, build_unet
@@ -64,10 +65,16 @@ def _dtype_by_component(
     return pick
 
 
-def _build_text_encoder(state_dict: dict[str, torch.Tensor], dtype: torch.dtype) -> torch.nn.Module:
-    from diffusion.text_encoders import build_text_encoder  # the text tower belongs to its own module
+def _build_text_encoder(state_dict: dict[str, torch.Tensor], dtype: torch.dtype,
+                        layout: str | None = None) -> torch.nn.Module:
+    """The text model of a checkpoint's text-encoder keys: one tower (SD1/SD2) or, for SDXL's `conditioner.`
+    embedders (`layout` "sdxl"/"sdxl_refiner"), the towers in step."""
+    from diffusion.clip_multi import build_conditioner  # the text towers belong to their own modules
+    from diffusion.text_encoders import build_text_encoder
 
     try:
+        if layout in ("sdxl", "sdxl_refiner"):
+            return build_conditioner(state_dict, layout, dtype=dtype)
         return build_text_encoder(state_dict, dtype=dtype)
     except ValueError as err:
         raise CheckpointError(f"text encoder: {err}") from err
@@ -103,7 +110,7 @@ def load_checkpoint(
         report.missing.append(f"{VAE_PREFIX}* (the file has no VAE)")
     text_encoder = None
     if parts.text_encoder and load_text_encoder:
-        text_encoder = _build_text_encoder(parts.text_encoder, text_encoder_dtype or dtype)
+        text_encoder = _build_text_encoder(parts.text_encoder, text_encoder_dtype or dtype, info.text_encoder)
     elif not parts.text_encoder:
         report.missing.append(f"{TEXT_ENCODER_PREFIX}* (the file has no text encoder)")
     return LoadedCheckpoint(info, unet, vae, text_encoder, report, metadata)
@@ -114,19 +121,22 @@ def load_unet_file(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
     family: str | None = None,
-) -> tuple[UNetModel, str]:
+) -> tuple[UNetModel, str, str]:
     """A UNet from a UNet-only file (keys with or without `model.diffusion_model.`) or a full checkpoint's UNet.
 
-    Returns the network and the detected prediction type ("eps"/"v").
+    Returns the network, its family's registry name and the detected prediction type ("eps"/"v"); `family` is
+    the hint for widths no real model uses.
     """
     state_dict = strip_prefix(read_state_dict(path, dtype=dtype, device=device), UNET_PREFIX)
     kind = detect_file_kind(state_dict)
     if kind != "unet":
         raise CheckpointError(f"{os.fspath(path)} holds a {kind}, not a UNet")
-    config = unet_config_from_state_dict(state_dict, family)
-    detected = family or ("sd2" if config.num_head_channels > 0 else "sd1")
-    prediction = detect_prediction(state_dict, detected, read_metadata(path))
-    return build_unet(config, state_dict, dtype=dtype, device=device), prediction
+    metadata = read_metadata(path)
+    shapes = read_unet_shapes(state_dict)
+    detected = family_for(Evidence(shapes, family, metadata))
+    prediction = detected.prediction(state_dict, metadata)
+    unet = build_unet(detected.unet_config(shapes), state_dict, dtype=dtype, device=device)
+    return unet, detected.name, prediction
 
 
 def load_vae_file(

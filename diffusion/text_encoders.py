@@ -1,4 +1,5 @@
-"""CLIP text towers for Stable Diffusion 1.x and 2.x, built with open_clip_torch, and the CLIP socket value.
+"""CLIP text towers (SD1's CLIP-L, SD2's OpenCLIP-H, SDXL/SD3's OpenCLIP bigG), built with open_clip_torch, and the
+CLIP socket value.
 
 Owns the network side of text conditioning: the config read off a state dict's shapes, the open_clip
 `TextTransformer` that holds the weights, the mapping of SD1's HF `CLIPTextModel` keys onto it, the `CLIP` object
@@ -9,6 +10,11 @@ forward pass with ComfyUI's layer semantics (ComfyUI `comfy/sd1_clip.py`, `comfy
   norm is applied to whichever layer is taken, including intermediate layers chosen by CLIP-skip;
 - the pooled output is the final-normed *last* layer at the first end-of-text token, unprojected for SD1 (ComfyUI's
   SD1 checkpoint model returns the unprojected pooled output) and multiplied by `text_projection` for SD2;
+- bigG ("clip_g"; Cherti et al. 2023, trained by LAION) comes in open_clip's layout inside SDXL checkpoints
+  (`conditioner.embedders.1.model.*`, `text_projection` used as `x @ P`) and in the HF CLIPTextModelWithProjection
+  layout as a separate file (`text_model.*` + `text_projection.weight`, a Linear: `x @ W.T`); ComfyUI tells it from
+  CLIP-L by its depth (a layer 30 exists). SDXL and SD3 take its and CLIP-L's penultimate layer *without* the
+  final layer norm (`norm_hidden=False`); several towers encoded in step are `diffusion/clip_multi.py`;
 - weights may be stored in fp16; the computation is always fp32 (as ComfyUI does on CPU), upcasting one block's
   weights at a time, so no permanent fp32 copy of the weights exists.
 
@@ -57,14 +63,14 @@ _KNOWN_EXTRAS = ("embeddings.position_ids", "text_projection.weight", "logit_sca
 class TextEncoderConfig:
     """Shape and ComfyUI behaviour of one CLIP text tower."""
 
-    family: str  # "sd1" (HF CLIPTextModel layout, quick-GELU) or "sd2" (open_clip layout, GELU)
+    family: str  # "sd1" (CLIP-L, quick-GELU), "sd2" (OpenCLIP-H, GELU) or "clip_g" (OpenCLIP bigG, GELU)
     width: int
     layers: int
     heads: int
     vocab_size: int = 49408
     context_length: int = 77
     mlp_ratio: float = 4.0
-    projection_dim: int | None = None  # `text_projection` columns (SD2); None: no projection (SD1)
+    projection_dim: int | None = None  # `text_projection` columns (SD2, bigG); None: no projection (SD1)
 
     @property
     def activation(self) -> str:
@@ -83,6 +89,11 @@ class TextEncoderConfig:
 
 SD1_CLIP_L = TextEncoderConfig(family="sd1", width=768, layers=12, heads=12)
 SD2_OPENCLIP_H = TextEncoderConfig(family="sd2", width=1024, layers=24, heads=16, projection_dim=1024)
+OPENCLIP_BIGG = TextEncoderConfig(family="clip_g", width=1280, layers=32, heads=20, projection_dim=1280)
+# A tower's name in ComfyUI's token dicts and textual-inversion files, per family.
+TOKEN_KEYS = {"sd1": "l", "sd2": "h", "clip_g": "g"}
+# ComfyUI's test for bigG in an HF-layout file: the tower is deeper than CLIP-L's 12 / OpenCLIP-H's 24 layers.
+BIGG_MARKER = "text_model.encoder.layers.30.mlp.fc1.weight"
 
 
 def open_clip_tower(config: TextEncoderConfig) -> nn.Module:
@@ -103,7 +114,7 @@ def open_clip_tower(config: TextEncoderConfig) -> nn.Module:
         output_dim=config.projection_dim,
         act_layer=QuickGELU if config.activation == "quick_gelu" else nn.GELU,
     )
-    tower.logit_scale = nn.Parameter(torch.ones([])) if config.family == "sd2" else None
+    tower.logit_scale = nn.Parameter(torch.ones([])) if config.family in ("sd2", "clip_g") else None
     return tower
 
 
@@ -153,11 +164,14 @@ class TextEncoder(nn.Module):
         tokens: torch.Tensor,
         layer_idx: int | None = None,
         extra_embeddings: torch.Tensor | None = None,
+        norm_hidden: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode B×T token ids; returns (hidden B×T×C, pooled B×C), both fp32.
 
         `layer_idx`: None for the family default, -1 the last layer, -2 the penultimate, ... (CLIPSetLastLayer).
         `extra_embeddings`: E×C textual-inversion rows addressed by token ids vocab_size .. vocab_size+E-1.
+        `norm_hidden`: whether an intermediate layer's output goes through the final layer norm (SD1/SD2: yes;
+        SDXL/SD3: no). The last layer (no CLIP-skip, or an index beyond the depth) is always normed.
         """
         device = self.model.token_embedding.weight.device
         tokens = tokens.to(device=device, dtype=torch.long)
@@ -171,7 +185,10 @@ class TextEncoder(nn.Module):
             if i == target:
                 hidden = x
         x = _call_fp32(self.model.ln_final, x)
-        hidden = x if hidden is None else _call_fp32(self.model.ln_final, hidden)
+        if hidden is None:
+            hidden = x
+        elif norm_hidden:
+            hidden = _call_fp32(self.model.ln_final, hidden)
         # The first end-of-text token; SD1 pads with it, so argmax over the ids would work there but not with
         # textual-inversion ids above the vocabulary.
         eos = (tokens == EOS_TOKEN).int().argmax(dim=-1)
@@ -193,8 +210,10 @@ def _prefixes(keys: list[str], suffix: str) -> list[str]:
     return [key[: -len(suffix)] for key in keys if key.endswith(suffix)]
 
 
-def detect_family(state_dict: dict[str, torch.Tensor]) -> tuple[str, str]:
-    """(family, key prefix) of a text-encoder state dict: SD1's HF layout or SD2's open_clip layout.
+def detect_family(state_dict: dict[str, torch.Tensor], family: str | None = None) -> tuple[str, str]:
+    """(family, key prefix) of a text-encoder state dict in the HF layout ("sd1", or "clip_g" when it is bigG's
+    depth) or open_clip's ("sd2", or "clip_g" at bigG's width 1280). `family` overrides the tower kind (for
+    callers that know it, such as an SDXL checkpoint's embedder slot, and tiny test towers).
 
     Several prefixes can end in the same suffix (a full open_clip file also has `visual.transformer.resblocks.*`),
     so each candidate is checked for the tower's other defining key.
@@ -202,10 +221,11 @@ def detect_family(state_dict: dict[str, torch.Tensor]) -> tuple[str, str]:
     keys = list(state_dict)
     for prefix in _prefixes(keys, "text_model.embeddings.token_embedding.weight"):
         if f"{prefix}text_model.encoder.layers.0.self_attn.q_proj.weight" in state_dict:
-            return "sd1", prefix
+            return family or ("clip_g" if f"{prefix}{BIGG_MARKER}" in state_dict else "sd1"), prefix
     for prefix in _prefixes(keys, "transformer.resblocks.0.attn.in_proj_weight"):
         if f"{prefix}token_embedding.weight" in state_dict:
-            return "sd2", prefix
+            width = state_dict[f"{prefix}token_embedding.weight"].shape[1]
+            return family or ("clip_g" if width == OPENCLIP_BIGG.width else "sd2"), prefix
     sample = ", ".join(sorted(keys)[:6])
     raise ValueError(
         f"not a CLIP text encoder of SD1.x (HF `text_model.encoder.layers.N` keys) or SD2.x (open_clip "
@@ -218,16 +238,24 @@ def _count_layers(keys: list[str], pattern: str) -> int:
     return max(found) + 1 if found else 0
 
 
-def config_from_state_dict(state_dict: dict[str, torch.Tensor]) -> tuple[TextEncoderConfig, str]:
+def is_hf_layout(state_dict: dict[str, torch.Tensor], prefix: str) -> bool:
+    """Whether the tower under `prefix` is stored in the HF CLIPTextModel layout (else open_clip's)."""
+    return f"{prefix}text_model.embeddings.token_embedding.weight" in state_dict
+
+
+def config_from_state_dict(state_dict: dict[str, torch.Tensor],
+                           family: str | None = None) -> tuple[TextEncoderConfig, str]:
     """The tower's config read off tensor shapes (heads = width // 64), and the key prefix in use."""
-    family, prefix = detect_family(state_dict)
+    family, prefix = detect_family(state_dict, family)
     keys = [k[len(prefix):] for k in state_dict if k.startswith(prefix)]
-    if family == "sd1":
+    if is_hf_layout(state_dict, prefix):
         vocab, width = state_dict[f"{prefix}text_model.embeddings.token_embedding.weight"].shape
         context = state_dict[f"{prefix}text_model.embeddings.position_embedding.weight"].shape[0]
         hidden = state_dict[f"{prefix}text_model.encoder.layers.0.mlp.fc1.weight"].shape[0]
         layers = _count_layers(keys, r"^text_model\.encoder\.layers\.(\d+)\.")
-        projection = None
+        proj = state_dict.get(f"{prefix}text_projection.weight")
+        # SD1 ignores a CLIP-L projection (SD3's clip_l file has one); bigG's pooled output is projected.
+        projection = int(proj.shape[0]) if proj is not None and family == "clip_g" else None
     else:
         vocab, width = state_dict[f"{prefix}token_embedding.weight"].shape
         context = state_dict[f"{prefix}positional_embedding"].shape[0]
@@ -293,24 +321,29 @@ def _tower_state_dict(
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
     """The tensors in TextEncoder's own layout, and the input keys the layout mapping left out."""
     local = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
-    if config.family == "sd1":
+    if is_hf_layout(state_dict, prefix):
         hf = {k[len("text_model."):]: v for k, v in local.items() if k.startswith("text_model.")}
         mapped = hf_to_open_clip(hf, config.layers)
         hf_used = set(_HF_GLOBAL_KEYS) | {k for k in hf if k.startswith("encoder.layers.")}
         unused = [prefix + k for k in local if k[len("text_model."):] not in hf_used]
+        if config.projection_dim is not None and "text_projection.weight" in local:
+            # HF stores the projection as a Linear (out × in); open_clip multiplies by its transpose.
+            mapped["model.text_projection"] = local["text_projection.weight"].t().contiguous()
     else:
         mapped = {f"model.{k}": v for k, v in local.items()}
         unused = []
     return mapped, unused
 
 
-def build_text_encoder(state_dict: dict[str, torch.Tensor], dtype: torch.dtype | None = None) -> TextEncoder:
-    """Build the SD1 or SD2 text tower that `state_dict` (checkpoint keys, any prefix) describes, in `dtype`.
+def build_text_encoder(state_dict: dict[str, torch.Tensor], dtype: torch.dtype | None = None,
+                       family: str | None = None) -> TextEncoder:
+    """Build the CLIP-L, OpenCLIP-H or bigG text tower that `state_dict` (checkpoint keys, any prefix) describes,
+    in `dtype`; `family` ("sd1", "sd2", "clip_g") overrides the kind detection reads off the keys.
 
     The module is created on the `meta` device and takes the given tensors as its parameters (no random init, no
     second copy beyond SD1's stacked q/k/v). Missing weights are an error; keys nothing uses are logged.
     """
-    config, prefix = config_from_state_dict(state_dict)
+    config, prefix = config_from_state_dict(state_dict, family)
     tensors, unused = _tower_state_dict(state_dict, config, prefix)
     with torch.device("meta"):
         encoder = TextEncoder(config)
@@ -337,39 +370,79 @@ def build_text_encoder(state_dict: dict[str, torch.Tensor], dtype: torch.dtype |
 
 
 TokenBatches = dict[str, list[Chunk]]
-_CLIP_NAMES = {"sd1": "l", "sd2": "h"}  # ComfyUI's key for each family's tokens ("clip_l", "clip_h")
+
+
+def tower_tokenizer(config: TextEncoderConfig, embedding_directories: list[str] | None) -> PromptTokenizer:
+    """The prompt tokenizer of one tower: its padding, length, embedding width and textual-inversion key
+    ("clip_l", "clip_h", "clip_g": the tensor names in multi-encoder embedding files)."""
+    return PromptTokenizer(
+        embedding_directories=embedding_directories, embedding_size=config.width, pad_token=config.pad_token,
+        max_length=config.context_length, embedding_key="clip_" + TOKEN_KEYS.get(config.family, "l"),
+    )
+
+
+@torch.no_grad()
+def encode_weighted(encoder: TextEncoder, chunks: list[Chunk], empty: Chunk, layer_idx: int | None,
+                    norm_hidden: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cond 1×(77·k)×C, pooled 1×C) on the CPU in fp32, weighting as ComfyUI's `encode_token_weights`.
+
+    A token of weight w ≠ 1 becomes z_empty + (z − z_empty)·w, z_empty being the empty prompt's (`empty`) hidden
+    state at the same position; only when some weight differs from 1 is the empty prompt encoded at all. The pooled
+    output is the first chunk's.
+    """
+    weighted = any(item[1] != 1.0 for chunk in chunks for item in chunk)
+    batch = list(chunks)
+    if weighted or not batch:
+        batch.append(empty)
+    ids, weights, extra = chunk_ids(batch, encoder.config.vocab_size)
+    hidden, pooled = encoder(ids, layer_idx, extra, norm_hidden=norm_hidden)
+    hidden, pooled = hidden.cpu(), pooled.cpu()
+    if not chunks:
+        return hidden[-1:], pooled[0:1]
+    z = hidden[: len(chunks)]
+    if weighted:
+        z_empty = hidden[-1:]
+        w = weights[: len(chunks), :, None]
+        z = torch.where(w != 1.0, (z - z_empty) * w + z_empty, z)
+    return z.reshape(1, -1, z.shape[-1]), pooled[0:1]
+
+
+def towers_of(model: nn.Module) -> dict[str, TextEncoder]:
+    """The towers of a text model by token key ("l", "h", "g"): one for a `TextEncoder`, several for a
+    `MultiTextEncoder` (diffusion/clip_multi.py)."""
+    if isinstance(model, TextEncoder):
+        return {TOKEN_KEYS.get(model.config.family, "l"): model}
+    return model.towers()
 
 
 class CLIP:
-    """The CLIP socket value: a shared text tower plus per-clone options (ComfyUI's `comfy.sd.CLIP` semantics).
+    """The CLIP socket value: a shared text model plus per-clone options (ComfyUI's `comfy.sd.CLIP` semantics).
 
-    `model` is placed by the memory manager (through `handle`, a ModelHandle the loader attaches); this class reads
-    the device from the module's parameters and never moves weights. `clone()` shares the module and copies the
-    options, so CLIPSetLastLayer on a clone leaves the original untouched.
+    The model is one `TextEncoder` (SD1, SD2) or a `MultiTextEncoder` of towers encoded in step (SDXL: CLIP-L and
+    bigG; the refiner: bigG). `model` is placed by the memory manager (through `handle`, a ModelHandle the loader
+    attaches); this class reads the device from the module's parameters and never moves weights. `clone()` shares
+    the module and copies the options, so CLIPSetLastLayer on a clone leaves the original untouched.
     """
 
     def __init__(
         self,
-        model: TextEncoder,
+        model: nn.Module,
         family: str | None = None,
         embedding_directories: list[str] | None = None,
         layer_idx: int | None = None,
     ) -> None:
         self.model = model
-        self.family = family or model.config.family
+        self.family = family or (model.config.family if isinstance(model, TextEncoder) else model.family)
         self.embedding_directories = list(embedding_directories or [])
         self.layer_idx = layer_idx
         self.patches: dict[str, list] = {}
         self.handle: object | None = None
-        self.tokenizer = PromptTokenizer(
-            embedding_directories=self.embedding_directories,
-            embedding_size=model.config.width,
-            pad_token=model.config.pad_token,
-            max_length=model.config.context_length,
-        )
+        self.tokenizers = {key: tower_tokenizer(tower.config, self.embedding_directories)
+                           for key, tower in towers_of(model).items()}
+        self.tokenizer = next(iter(self.tokenizers.values()))
 
     @property
-    def cond_stage_model(self) -> TextEncoder:
+    def cond_stage_model(self) -> nn.Module:
         """ComfyUI's name for the text module, for custom nodes that reach for it."""
         return self.model
 
@@ -387,57 +460,58 @@ class CLIP:
         return twin
 
     def clip_layer(self, layer_idx: int) -> None:
-        """Stop at layer `layer_idx` (-1 last, -2 penultimate, ...), as CLIPSetLastLayer does (on a clone)."""
+        """Stop at layer `layer_idx` (-1 last, -2 penultimate, ...) on every tower, as CLIPSetLastLayer does (on a
+        clone)."""
         self.layer_idx = layer_idx
 
     set_last_layer = clip_layer
 
     def tokenize(self, text: str, return_word_ids: bool = False, **_options: object) -> TokenBatches:
-        """The prompt as 77-token chunks of (token, weight), keyed as ComfyUI keys them ("l" SD1, "h" SD2).
+        """The prompt as 77-token chunks of (token, weight) per tower, keyed as ComfyUI keys them ("l" SD1, "h" SD2,
+        "l" and "g" SDXL). Extra keyword options ComfyUI's tokenizers accept for other families are ignored."""
+        return {key: tok.tokenize(text, return_word_ids) for key, tok in self.tokenizers.items()}
 
-        Extra keyword options ComfyUI's tokenizers accept for other model families are ignored.
-        """
-        return {_CLIP_NAMES.get(self.family, "l"): self.tokenizer.tokenize(text, return_word_ids)}
+    def _tokens_for(self, tokens: TokenBatches | list[Chunk], key: str) -> list[Chunk]:
+        if not isinstance(tokens, dict):
+            return tokens
+        if key in tokens:
+            return tokens[key]
+        if len(tokens) == 1 and len(self.tokenizers) == 1:
+            return next(iter(tokens.values()))
+        raise ValueError(f"the tokens have no {key!r} entry for this {self.family} text encoder "
+                         f"(they have {sorted(tokens)}); tokenize with the same CLIP")
 
-    @torch.no_grad()
+    def encode_tokens(self, tokens: TokenBatches | list[Chunk]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cond, pooled) of tokenized text: each tower encodes its chunks, a multi-tower model combines them."""
+        towers = towers_of(self.model)
+        if isinstance(self.model, TextEncoder):
+            key, tower = next(iter(towers.items()))
+            return encode_weighted(tower, self._tokens_for(tokens, key), self.tokenizers[key].empty_chunk(),
+                                   self.layer_idx)
+        layer_idx = self.model.default_layer_idx if self.layer_idx is None else self.layer_idx
+        outputs = {key: encode_weighted(tower, self._tokens_for(tokens, key), self.tokenizers[key].empty_chunk(),
+                                        layer_idx, norm_hidden=self.model.norm_hidden)
+                   for key, tower in towers.items()}
+        return self.model.combine(outputs)
+
     def encode_chunks(self, chunks: list[Chunk]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(cond 1×(77·k)×C, pooled 1×C) on the CPU in fp32, weighting as ComfyUI's `encode_token_weights`.
-
-        A token of weight w ≠ 1 becomes z_empty + (z − z_empty)·w, z_empty being the empty prompt's hidden state at
-        the same position; only when some weight differs from 1 is the empty prompt encoded at all. The pooled
-        output is the first chunk's.
-        """
-        weighted = any(item[1] != 1.0 for chunk in chunks for item in chunk)
-        batch = list(chunks)
-        if weighted or not batch:
-            batch.append(self.tokenizer.empty_chunk())
-        ids, weights, extra = chunk_ids(batch, self.model.config.vocab_size)
-        hidden, pooled = self.model(ids, self.layer_idx, extra)
-        hidden, pooled = hidden.cpu(), pooled.cpu()
-        if not chunks:
-            return hidden[-1:], pooled[0:1]
-        z = hidden[: len(chunks)]
-        if weighted:
-            z_empty = hidden[-1:]
-            w = weights[: len(chunks), :, None]
-            z = torch.where(w != 1.0, (z - z_empty) * w + z_empty, z)
-        return z.reshape(1, -1, z.shape[-1]), pooled[0:1]
+        """(cond 1×(77·k)×C, pooled 1×C) of chunks given to every tower."""
+        return self.encode_tokens(chunks)
 
     def encode_from_tokens(
         self, tokens: TokenBatches | list[Chunk], return_pooled: bool = False, return_dict: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor] | dict[str, torch.Tensor]:
         """Encode `tokenize`'s output: cond, or (cond, pooled) with `return_pooled`, or a dict with `return_dict`."""
-        chunks = next(iter(tokens.values())) if isinstance(tokens, dict) else tokens
-        cond, pooled = self.encode_chunks(chunks)
+        cond, pooled = self.encode_tokens(tokens)
         if return_dict:
             return {"cond": cond, "pooled_output": pooled}
         return (cond, pooled) if return_pooled else cond
 
     def encode_from_tokens_scheduled(self, tokens: TokenBatches | list[Chunk]) -> list[list]:
         """A CONDITIONING value: [[cond, {"pooled_output": pooled}]]."""
-        cond, pooled = self.encode_chunks(next(iter(tokens.values())) if isinstance(tokens, dict) else tokens)
+        cond, pooled = self.encode_tokens(tokens)
         return [[cond, {"pooled_output": pooled}]]
 
     def encode(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(cond 1×(77·k)×C, pooled 1×C) of a prompt."""
-        return self.encode_chunks(self.tokenizer.tokenize(text))
+        return self.encode_tokens(self.tokenize(text))

@@ -35,7 +35,12 @@ class UNetConfig:
 
     Heads: SD1 fixes the number of heads (`num_heads=8`), SD2 the width of a head (`num_head_channels=64`);
     the other one is −1. `attention_resolutions` lists the downsampling factors (1, 2, 4, ...) that get a
-    SpatialTransformer. `adm_in_channels` adds the "sequential" class embedding (`label_emb`, SD2 unCLIP).
+    SpatialTransformer. `adm_in_channels` adds the "sequential" class embedding (`label_emb`: SD2 unCLIP, SDXL).
+
+    Per-block depths (SDXL and its distillations): `depth_in` gives the transformer depth of every input res block
+    (levels × num_res_blocks, 0 = no transformer), `depth_out` that of every output block in `output_blocks` order (levels ×
+    (num_res_blocks + 1)), `depth_middle` the middle block's (-1: the middle block is one ResBlock, as in SSD-1B).
+    When they are None, `transformer_depth` applies wherever `attention_resolutions` puts a transformer.
     """
 
     in_channels: int = 4
@@ -50,11 +55,33 @@ class UNetConfig:
     num_head_channels: int = -1
     use_linear_in_transformer: bool = False
     adm_in_channels: int | None = None
+    depth_in: tuple[int, ...] | None = None
+    depth_out: tuple[int, ...] | None = None
+    depth_middle: int | None = None
 
     def __post_init__(self) -> None:
         # One canonical order (the LDM yamls list them large to small) so configs compare equal however built.
         object.__setattr__(self, "attention_resolutions", tuple(sorted(set(self.attention_resolutions), reverse=True)))
         object.__setattr__(self, "channel_mult", tuple(self.channel_mult))
+        for name in ("depth_in", "depth_out"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    def input_depth(self, level: int, index: int) -> int:
+        """Transformer depth of the `index`-th res block of resolution `level` on the way down (0: none)."""
+        if self.depth_in is not None:
+            return self.depth_in[level * self.num_res_blocks + index]
+        return self.transformer_depth if 2 ** level in self.attention_resolutions else 0
+
+    def output_depth(self, level: int, index: int) -> int:
+        """Transformer depth of the `index`-th block of `level` on the way up (0: none)."""
+        if self.depth_out is not None:
+            return self.depth_out[(len(self.channel_mult) - 1 - level) * (self.num_res_blocks + 1) + index]
+        return self.transformer_depth if 2 ** level in self.attention_resolutions else 0
+
+    def middle_depth(self) -> int:
+        """Transformer depth of the middle block; -1 when it has none (a single ResBlock)."""
+        return self.transformer_depth if self.depth_middle is None else self.depth_middle
 
     @classmethod
     def sd1(cls, in_channels: int = 4) -> UNetConfig:
@@ -67,6 +94,27 @@ class UNetConfig:
         return cls(
             in_channels=in_channels, context_dim=1024, num_heads=-1, num_head_channels=64,
             use_linear_in_transformer=True,
+        )
+
+    @classmethod
+    def sdxl(cls, in_channels: int = 4) -> UNetConfig:
+        """SDXL base (sd_xl_base.yaml): three levels, transformers of depth 2 and 10 on the lower two, 2048-dim
+        context (CLIP-L ‖ bigG), the 2816-wide ADM vector."""
+        return cls(
+            in_channels=in_channels, channel_mult=(1, 2, 4), attention_resolutions=(2, 4), transformer_depth=10,
+            context_dim=2048, num_heads=-1, num_head_channels=64, use_linear_in_transformer=True,
+            adm_in_channels=2816, depth_in=(0, 0, 2, 2, 10, 10), depth_out=(10, 10, 10, 2, 2, 2, 0, 0, 0),
+            depth_middle=10,
+        )
+
+    @classmethod
+    def sdxl_refiner(cls, in_channels: int = 4) -> UNetConfig:
+        """SDXL refiner (sd_xl_refiner.yaml): 384 channels, four levels, depth-4 transformers on the middle two,
+        1280-dim bigG context, the 2560-wide ADM vector."""
+        return cls(
+            in_channels=in_channels, model_channels=384, channel_mult=(1, 2, 4, 4), attention_resolutions=(2, 4),
+            transformer_depth=4, context_dim=1280, num_heads=-1, num_head_channels=64,
+            use_linear_in_transformer=True, adm_in_channels=2560,
         )
 
     @classmethod
@@ -104,52 +152,50 @@ class UNetModel(nn.Module):
             )
         skip_channels = self._build_input_blocks(config, emb_dim)
         ch = mc * config.channel_mult[-1]
-        self.middle_block = TimestepEmbedSequential(
-            ResBlock(ch, emb_dim), self._transformer(ch), ResBlock(ch, emb_dim)
-        )
+        middle: list[nn.Module] = [ResBlock(ch, emb_dim)]
+        if config.middle_depth() >= 0:
+            middle += [self._transformer(ch, config.middle_depth()), ResBlock(ch, emb_dim)]
+        self.middle_block = TimestepEmbedSequential(*middle)
         self._build_output_blocks(config, emb_dim, skip_channels)
         self.out = nn.Sequential(group_norm(mc), nn.SiLU(), nn.Conv2d(mc, config.out_channels, 3, padding=1))
 
-    def _transformer(self, channels: int) -> SpatialTransformer:
+    def _transformer(self, channels: int, depth: int) -> SpatialTransformer:
         heads, dim_head = self.config.heads(channels)
         return SpatialTransformer(
-            channels, heads, dim_head, self.config.transformer_depth, self.config.context_dim,
+            channels, heads, dim_head, depth, self.config.context_dim,
             self.config.use_linear_in_transformer,
         )
 
     def _build_input_blocks(self, config: UNetConfig, emb_dim: int) -> list[int]:
         mc = config.model_channels
         self.input_blocks = nn.ModuleList([TimestepEmbedSequential(nn.Conv2d(config.in_channels, mc, 3, padding=1))])
-        skip_channels, ch, ds = [mc], mc, 1
+        skip_channels, ch = [mc], mc
         for level, mult in enumerate(config.channel_mult):
-            for _ in range(config.num_res_blocks):
+            for i in range(config.num_res_blocks):
                 layers: list[nn.Module] = [ResBlock(ch, emb_dim, mult * mc)]
                 ch = mult * mc
-                if ds in config.attention_resolutions:
-                    layers.append(self._transformer(ch))
+                if config.input_depth(level, i) > 0:
+                    layers.append(self._transformer(ch, config.input_depth(level, i)))
                 self.input_blocks.append(TimestepEmbedSequential(*layers))
                 skip_channels.append(ch)
             if level != len(config.channel_mult) - 1:
                 self.input_blocks.append(TimestepEmbedSequential(Downsample(ch)))
                 skip_channels.append(ch)
-                ds *= 2
         return skip_channels
 
     def _build_output_blocks(self, config: UNetConfig, emb_dim: int, skip_channels: list[int]) -> None:
         mc = config.model_channels
         ch = mc * config.channel_mult[-1]
-        ds = 2 ** (len(config.channel_mult) - 1)
         self.output_blocks = nn.ModuleList()
         for level in reversed(range(len(config.channel_mult))):
             mult = config.channel_mult[level]
             for i in range(config.num_res_blocks + 1):
                 layers: list[nn.Module] = [ResBlock(ch + skip_channels.pop(), emb_dim, mc * mult)]
                 ch = mc * mult
-                if ds in config.attention_resolutions:
-                    layers.append(self._transformer(ch))
+                if config.output_depth(level, i) > 0:
+                    layers.append(self._transformer(ch, config.output_depth(level, i)))
                 if level and i == config.num_res_blocks:
                     layers.append(Upsample(ch))
-                    ds //= 2
                 self.output_blocks.append(TimestepEmbedSequential(*layers))
 
     @property

@@ -1,4 +1,4 @@
-"""Model loader nodes: CheckpointLoaderSimple, CheckpointLoader, VAELoader, CLIPLoader and UNETLoader.
+"""Model loader nodes: CheckpointLoaderSimple, CheckpointLoader, VAELoader, CLIPLoader, DualCLIPLoader, UNETLoader.
 
 Names, inputs, outputs, categories and display names are ComfyUI's (`nodes.py`). Each loader resolves the file
 through the running node's folders, reads it in the precision the memory manager chooses (`dtype_for`), and goes
@@ -14,8 +14,9 @@ from typing import Any, Callable
 
 import torch
 
-from diffusion.assemble import (Precision, clip_socket, load_checkpoint_modules, load_text_encoder_module,
-                                load_unet_module, load_vae_module, model_socket, vae_socket)
+from diffusion.assemble import (Precision, clip_socket, load_checkpoint_modules, load_dual_text_encoder_module,
+                                load_text_encoder_module, load_unet_module, load_vae_module, model_socket,
+                                vae_socket)
 from diffusion.patcher import ModelHandle
 from diffusion.text_encoders import CLIP
 from diffusion.vae import VAE
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 CLIP_TYPES = ("stable_diffusion", "stable_cascade", "sd3", "stable_audio", "mochi", "ltxv", "pixart", "cosmos",
               "lumina2", "wan", "hidream", "chroma", "ace", "omnigen2", "qwen_image", "hunyuan_image")
 SUPPORTED_CLIP_TYPES = ("stable_diffusion",)
+# ComfyUI's DualCLIPLoader `type` choices; Loom builds "sdxl" (CLIP-L + CLIP-G) and says so for the others.
+DUAL_CLIP_TYPES = ("sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_image")
+SUPPORTED_DUAL_CLIP_TYPES = ("sdxl",)
 UNET_WEIGHT_DTYPES = ("default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2")
 _FP8 = {"fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e4m3fn_fast": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
 
@@ -207,6 +211,40 @@ class CLIPLoader(Node):
         return (clip_socket(module, clip_name, embedding_directories(folders)),)
 
 
+class DualCLIPLoader(Node):
+    """Loads two text encoder files from models/text_encoders (models/clip) as one CLIP.
+
+    [Recipes]
+
+    sdxl: clip-l, clip-g (in either order; CLIP-G is recognised by its 32 layers)
+    The other types are ComfyUI's for model families Loom does not run yet. `device` "cpu" is accepted and ignored:
+    the memory manager places the text encoders."""
+
+    DISPLAY_NAME = "DualCLIPLoader"
+    CATEGORY = "advanced/loaders"
+    INPUTS = (
+        Combo("clip_name1", FileList("text_encoders")),
+        Combo("clip_name2", FileList("text_encoders")),
+        Combo("type", DUAL_CLIP_TYPES),
+        Combo("device", ("default", "cpu"), optional=True, advanced=True),
+    )
+    OUTPUTS = (Output("CLIP"),)
+
+    def execute(self, clip_name1: str, clip_name2: str, type: str = "sdxl",
+                device: str = "default") -> tuple[CLIP]:
+        if type not in SUPPORTED_DUAL_CLIP_TYPES:
+            raise ValueError(f"DualCLIPLoader type {type!r} is not supported by Loom yet; supported: "
+                             f"{', '.join(SUPPORTED_DUAL_CLIP_TYPES)} (a CLIP-L and a CLIP-G file)")
+        ctx = node_context()
+        folders = _folders(ctx)
+        first = folders.full_path("text_encoders", clip_name1)
+        second = folders.full_path("text_encoders", clip_name2)
+        dtype = dtype_for(ctx, "text_encoder")
+        module = cached_one(ctx, first, lambda: load_dual_text_encoder_module(first, second, dtype, type),
+                            f"dualclip:{type}:{second}:{dtype}", "clip")
+        return (clip_socket(module, f"{clip_name1}+{clip_name2}", embedding_directories(folders)),)
+
+
 class UNETLoader(Node):
     """Loads a diffusion model (UNet) file from models/diffusion_models (models/unet).
 
@@ -234,4 +272,4 @@ class UNETLoader(Node):
         return (model_socket(module, unet_name),)
 
 
-NODES: list[type] = [CheckpointLoaderSimple, CheckpointLoader, VAELoader, CLIPLoader, UNETLoader]
+NODES: list[type] = [CheckpointLoaderSimple, CheckpointLoader, VAELoader, CLIPLoader, DualCLIPLoader, UNETLoader]

@@ -77,7 +77,8 @@ def run_with_model(handle: Any, latent_shape: tuple[int, ...], fn: Callable[[Dif
     if ctx is None or ctx.models is None:
         return fn(module, torch.device("cpu"))
     dtype = next(module.parameters()).dtype
-    working = unet_working_memory(latent_shape, dtype, cond_batch)
+    # The model's family scales the SD1.5-size estimate (diffusion.families: memory_usage_factor).
+    working = int(unet_working_memory(latent_shape, dtype, cond_batch) * getattr(module, "memory_usage_factor", 1.0))
     with ctx.models.use([handle, *(extra or [])], working_memory=working) as device:
         return fn(module, torch.device(device) if device is not None else torch.device("cpu"))
 

@@ -215,8 +215,8 @@ def test_component_files(tmp_path: Path, prefixed: bool) -> None:
     assert detect_file_kind(read_state_dict(vae_path)) == "vae"
     assert detect_file_kind(read_state_dict(te_path)) == "text_encoder"
     assert detect_file_kind(read_state_dict(unet_path)) == ("checkpoint" if prefixed else "unet")
-    unet, prediction = load_unet_file(unet_path, dtype=torch.bfloat16)
-    assert unet.config == tiny_unet_config("sd21") and prediction == "eps"
+    unet, family, prediction = load_unet_file(unet_path, dtype=torch.bfloat16)
+    assert unet.config == tiny_unet_config("sd21") and prediction == "eps" and family == "sd2"
     assert next(unet.parameters()).dtype == torch.bfloat16
     vae = load_vae_file(vae_path)
     assert vae.model.config == VAEConfig.tiny()

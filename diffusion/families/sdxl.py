@@ -1,0 +1,72 @@
+"""SDXL base and the models built on it (fine-tunes, Turbo/Lightning, SSD-1B/Vega distillations, inpainting).
+
+Text: CLIP ViT-L (`conditioner.embedders.0.transformer.text_model.*`) and OpenCLIP ViT-bigG
+(`conditioner.embedders.1.model.*`), penultimate layers concatenated to a 2048-dim context; the pooled bigG output
+through its projection feeds the 2816-wide ADM vector with the size embeddings. Three levels, no attention on the
+first, 64-channel heads, linear projections. Latent scale 0.13025. ComfyUI recognises it by context 2048 + ADM
+2816; distillations differ only in their per-block transformer depths, inpainting UNets in their 9 input channels.
+Tiny test models (other widths) are recognised by the text towers beside them, or, UNet-only, by the SDXL layout
+(ADM embedding, no attention at the first level).
+"""
+from __future__ import annotations
+
+import torch
+
+from diffusion.families.base import Evidence, ModelFamily
+from diffusion.families.registry import register
+from diffusion.families.shapes import UNetShapes, config_from_shapes
+from diffusion.latent_formats import SDXL as SDXL_LATENT
+from diffusion.unet import UNetConfig
+from diffusion.unet_blocks import timestep_embedding
+
+ADM_CHANNELS = 2816  # pooled bigG (1280) + 6 size embeddings of 256
+SIZE_EMBEDDING = 256
+
+
+def size_embeddings(values: list[float]) -> torch.Tensor:
+    """1×(256·n): each value's sinusoidal embedding [cos(v·f_i) ..., sin(v·f_i) ...], f_i = 10000^(−i/128)."""
+    emb = timestep_embedding(torch.tensor(values, dtype=torch.float32), SIZE_EMBEDDING)
+    return emb.reshape(1, -1)
+
+
+def pooled_of(cond: dict, width: int) -> torch.Tensor:
+    """The cond's pooled text vector (zeros when it has none, as after ConditioningZeroOut without pooled)."""
+    pooled = cond.get("pooled_output")
+    return torch.zeros(1, width) if pooled is None else pooled.float().cpu()
+
+
+def encode_adm(cond: dict, height: int, width: int, prompt_type: str, adm_channels: int) -> torch.Tensor:
+    """SDXL's `y`: pooled ‖ embeddings of height, width, crop_h, crop_w, target_height, target_width. Sizes the
+    cond does not carry (plain CLIPTextEncode) are the latent's size in pixels, crops 0, target = size —
+    ComfyUI's defaults."""
+    h, w = cond.get("height", height), cond.get("width", width)
+    values = [h, w, cond.get("crop_h", 0), cond.get("crop_w", 0), cond.get("target_height", h),
+              cond.get("target_width", w)]
+    pooled = pooled_of(cond, adm_channels - 6 * SIZE_EMBEDDING)
+    return torch.cat([pooled, size_embeddings(values).repeat(pooled.shape[0], 1)], dim=1)
+
+
+def is_sdxl_layout(shapes: UNetShapes) -> bool:
+    """An ADM embedding and no transformer at the first level (SD2 unCLIP has attention everywhere)."""
+    return shapes.adm_in_channels is not None and not shapes.attention_levels[0]
+
+
+def matches(evidence: Evidence) -> bool:
+    s = evidence.shapes
+    if s.context_dim == 2048 and s.adm_in_channels == ADM_CHANNELS:
+        return True
+    if evidence.text_encoder is not None:
+        return evidence.text_encoder == "sdxl"
+    return is_sdxl_layout(s) and s.context_dim not in (768, 1024, 1280, 2048)
+
+
+def unet_config(shapes: UNetShapes) -> UNetConfig:
+    """SDXL's heads rule: 64 channels per head (narrower tiny models get one head)."""
+    return config_from_shapes(shapes, num_heads=-1, num_head_channels=64)
+
+
+SDXL = register(ModelFamily(
+    name="sdxl", description="SDXL", priority=30, matches=matches, unet_config=unet_config,
+    text_encoders=("clip_l", "clip_g"), latent_format=SDXL_LATENT, clip_type="sdxl", memory_usage_factor=0.8,
+    adm_channels=ADM_CHANNELS, encode_adm=encode_adm,
+))

@@ -1,0 +1,137 @@
+"""SDXL through the real executor on tiny files: DualCLIPLoader (type sdxl), SDXL checkpoints, the SDXL text and
+ADM conditioning nodes, with the model manager and folders of a real Loom instance."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffusion.clip_multi import MultiTextEncoder
+from diffusion.text_encoders import CLIP
+from tests.fixtures.tiny_sdxl import (G_WIDTH, L_WIDTH, REFINER_ADM, XL_ADM, tiny_clip_g_hf, tiny_clip_l_hf,
+                                      tiny_sdxl_state_dict, write)
+from tests.nodes.sd_env import SDEnv, txt2img
+
+PROMPT = "a photograph of an astronaut riding a horse"
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> SDEnv:
+    env = SDEnv(tmp_path)
+    write(tiny_clip_l_hf(), tmp_path / "models" / "text_encoders" / "clip_l.safetensors")
+    write(tiny_clip_g_hf(), tmp_path / "models" / "clip" / "clip_g.safetensors")
+    return env
+
+
+def _dual(first: str = "clip_l.safetensors", second: str = "clip_g.safetensors", kind: str = "sdxl") -> dict:
+    return {
+        "1": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": first, "clip_name2": second, "type": kind}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": ["1", 0]}},
+    }
+
+
+def _with_output(prompt: dict) -> dict:
+    return {**prompt, "out": {"class_type": "Grab", "inputs": {"value": ["2", 0]}}}
+
+
+def test_dual_clip_loader_sdxl(env: SDEnv) -> None:
+    info = env.registry.object_info()["DualCLIPLoader"]
+    assert info["input"]["required"]["type"][0][:2] == ["sdxl", "sd3"]
+    assert info["category"] == "advanced/loaders"
+    clip = env.value(_dual(), "1", 0)
+    assert isinstance(clip, CLIP) and isinstance(clip.model, MultiTextEncoder) and clip.family == "sdxl"
+    cond = env.value(_dual(), "2", 0)
+    assert cond[0][0].shape == (1, 77, L_WIDTH + G_WIDTH) and cond[0][1]["pooled_output"].shape == (1, G_WIDTH)
+    swapped = env.value(_dual("clip_g.safetensors", "clip_l.safetensors"), "2", 0)
+    assert torch.equal(swapped[0][0], cond[0][0])
+
+
+def test_dual_clip_loader_refuses_bad_input(env: SDEnv) -> None:
+    result = env.run(_with_output(_dual("clip_l.safetensors", "clip_l.safetensors")))
+    assert result.status == "error" and "needs one CLIP-L and one CLIP-G" in result.error["exception_message"]
+    assert result.error["node_type"] == "DualCLIPLoader"
+    result = env.run(_with_output(_dual(kind="flux")))
+    assert result.status == "error" and "type 'flux' is not supported" in result.error["exception_message"]
+    env.ok(_with_output(_dual()))  # nothing else was affected
+
+
+@pytest.fixture
+def xl(tmp_path: Path) -> SDEnv:
+    env = SDEnv(tmp_path)
+    write(tiny_sdxl_state_dict(), tmp_path / "models" / "checkpoints" / "tiny-xl.safetensors")
+    write(tiny_sdxl_state_dict(refiner=True, seed=3), tmp_path / "models" / "checkpoints" / "tiny-ref.safetensors")
+    return env
+
+
+def _sdxl_encode(clip: list, g: str = PROMPT, l: str = PROMPT, **sizes: int) -> dict:
+    inputs = {"clip": clip, "width": 1024, "height": 1024, "crop_w": 0, "crop_h": 0, "target_width": 1024,
+              "target_height": 1024, "text_g": g, "text_l": l}
+    inputs.update(sizes)
+    return {"class_type": "CLIPTextEncodeSDXL", "inputs": inputs}
+
+
+def test_sdxl_checkpoint_txt2img(xl: SDEnv) -> None:
+    prompt = txt2img("tiny-xl.safetensors")
+    xl.ok(prompt)
+    model = xl.value(prompt, "4", 0).model
+    assert model.family == "sdxl" and model.latent_format.scale_factor == 0.13025
+    clip = xl.value(prompt, "4", 1)
+    assert isinstance(clip.model, MultiTextEncoder) and clip.family == "sdxl"
+    image = xl.value(prompt, "8", 0)
+    assert image.shape == (1, 32, 32, 3) and torch.isfinite(image).all()
+
+
+def test_sdxl_adm_vector_defaults_and_node_values(xl: SDEnv) -> None:
+    from diffusion.families import get_family
+    from diffusion.families.sdxl import size_embeddings
+
+    cond = xl.value(txt2img("tiny-xl.safetensors"), "6", 0)
+    family = get_family("sdxl")
+    y = family.encode_adm(cond[0][1], 256, 256, "positive", XL_ADM)
+    pooled = cond[0][1]["pooled_output"]
+    assert y.shape == (1, XL_ADM) and torch.equal(y[:, :G_WIDTH], pooled)
+    assert torch.allclose(y[:, G_WIDTH:], size_embeddings([256, 256, 0, 0, 256, 256]))
+    # cos then sin of v·10000^(-i/128): the first feature of each embedding is cos(v), the 129th sin(v).
+    assert torch.allclose(y[0, G_WIDTH:G_WIDTH + 256:128], torch.tensor([math.cos(256), math.sin(256)]))
+    prompt = txt2img("tiny-xl.safetensors")
+    prompt["6"] = _sdxl_encode(["4", 1], g="a red cube", l="a red cube", width=2048, height=1536, crop_w=16,
+                               crop_h=8, target_width=1024, target_height=768)
+    sdxl_cond = xl.value(prompt, "6", 0)
+    opts = sdxl_cond[0][1]
+    assert (opts["width"], opts["height"], opts["crop_w"], opts["crop_h"]) == (2048, 1536, 16, 8)
+    y = family.encode_adm(opts, 256, 256, "positive", XL_ADM)
+    assert torch.allclose(y[:, G_WIDTH:], size_embeddings([1536, 2048, 8, 16, 768, 1024]))
+    assert torch.allclose(sdxl_cond[0][0], cond[0][0], atol=1e-5)  # same text in both towers = CLIPTextEncode
+    xl.ok(prompt)
+
+
+def test_clip_text_encode_sdxl_pads_the_shorter_prompt(xl: SDEnv) -> None:
+    prompt = txt2img("tiny-xl.safetensors")
+    prompt["6"] = _sdxl_encode(["4", 1], g=", ".join(["a horse"] * 30), l="a horse")
+    cond = xl.value(prompt, "6", 0)
+    assert cond[0][0].shape == (1, 154, L_WIDTH + G_WIDTH)
+    bad = txt2img()  # the SD1.5 checkpoint's CLIP has no G tower
+    bad["6"] = _sdxl_encode(["4", 1])
+    result = xl.run(bad)
+    assert result.status == "error" and "needs an SDXL CLIP" in result.error["exception_message"]
+
+
+def test_refiner_checkpoint_and_aesthetic_score(xl: SDEnv) -> None:
+    from diffusion.families import get_family
+    from diffusion.families.sdxl import size_embeddings
+
+    prompt = txt2img("tiny-ref.safetensors")
+    prompt["6"] = {"class_type": "CLIPTextEncodeSDXLRefiner",
+                   "inputs": {"ascore": 6.0, "width": 1024, "height": 1024, "text": PROMPT, "clip": ["4", 1]}}
+    xl.ok(prompt)
+    assert xl.value(prompt, "4", 0).model.family == "sdxl_refiner"
+    cond = xl.value(prompt, "6", 0)
+    assert cond[0][0].shape == (1, 77, G_WIDTH) and cond[0][1]["aesthetic_score"] == 6.0
+    family = get_family("sdxl_refiner")
+    y = family.encode_adm(cond[0][1], 256, 256, "positive", REFINER_ADM)
+    assert torch.allclose(y[:, G_WIDTH:], size_embeddings([1024, 1024, 0, 0, 6.0]))
+    plain = xl.value(prompt, "7", 0)  # plain CLIPTextEncode negative: score 2.5, the latent's size
+    y_neg = family.encode_adm(plain[0][1], 256, 256, "negative", REFINER_ADM)
+    assert torch.allclose(y_neg[:, G_WIDTH:], size_embeddings([256, 256, 0, 0, 2.5]))
