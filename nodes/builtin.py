@@ -28,4 +28,6 @@ BUILTIN_MODULES: list[str] = [
     "nodes.clip_vision",
     "nodes.gligen",
     "nodes.safety",
+    "nodes.latent_operations",
+    "nodes.guidance",
 ]
