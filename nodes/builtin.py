@@ -30,4 +30,6 @@ BUILTIN_MODULES: list[str] = [
     "nodes.safety",
     "nodes.latent_operations",
     "nodes.guidance",
+    "nodes.sampler_nodes",
+    "nodes.sigma_nodes",
 ]
