@@ -131,7 +131,7 @@ class APGPatch:
             guidance = guidance * torch.minimum(torch.ones_like(norm), self.norm_threshold / norm)
         parallel, orthogonal = project(guidance, cond)
         modified = orthogonal + self.eta * parallel
-        return [uncond + modified + (cond - uncond) / args["cond_scale"]] + list(conds_out[2:])
+        return [uncond + modified + (cond - uncond) / args["cond_scale"], uncond] + list(conds_out[2:])
 
 
 def optimized_scale(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
