@@ -29,4 +29,8 @@ BUILTIN_MODULES: list[str] = [
     "nodes.gligen",
     "nodes.safety",
     "nodes.conditioning_sdxl",
+    "nodes.latent_operations",
+    "nodes.guidance",
+    "nodes.sampler_nodes",
+    "nodes.sigma_nodes",
 ]
