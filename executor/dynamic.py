@@ -25,6 +25,8 @@ class DynamicGraph:
         self.ephemeral_prompt: dict[str, Any] = {}
         self.ephemeral_parents: dict[str, str] = {}
         self.ephemeral_display: dict[str, str] = {}
+        self._real: dict[str, str] = {}
+        self._display: dict[str, str] = {}
 
     def get_node(self, node_id: str) -> Any:
         """The node's API dict (`class_type`, `inputs`); raises NodeNotFoundError."""
@@ -42,23 +44,37 @@ class DynamicGraph:
         self.ephemeral_prompt[node_id] = node_info
         self.ephemeral_parents[node_id] = parent_id
         self.ephemeral_display[node_id] = display_id
+        self._real[node_id] = self._real.get(parent_id, parent_id)
 
     def get_real_node_id(self, node_id: str) -> str:
-        while node_id in self.ephemeral_parents:
-            node_id = self.ephemeral_parents[node_id]
-        return node_id
+        """The submitted node at the root of `node_id`'s parents (kept when a node is added, so
+        a loop that re-expanded itself 1,000 times answers in O(1))."""
+        return self._real.get(node_id, node_id)
 
     def get_parent_node_id(self, node_id: str) -> str | None:
         return self.ephemeral_parents.get(node_id)
 
     def get_display_node_id(self, node_id: str) -> str:
-        seen = 0
-        while node_id in self.ephemeral_display and seen <= len(self.ephemeral_display):
-            following = self.ephemeral_display[node_id]
-            if following == node_id:
+        """Follow display ids to a submitted node; every node on the way remembers the answer."""
+        known = self._display.get(node_id)
+        if known is not None:
+            return known
+        path: list[str] = []
+        seen: set[str] = set()
+        current = node_id
+        while current in self.ephemeral_display and current not in seen:
+            if current in self._display:
+                current = self._display[current]
                 break
-            node_id, seen = following, seen + 1
-        return node_id
+            seen.add(current)
+            path.append(current)
+            following = self.ephemeral_display[current]
+            if following == current:
+                break
+            current = following
+        for visited in path:
+            self._display[visited] = current
+        return current
 
     def all_node_ids(self) -> set[str]:
         return set(self.original_prompt) | set(self.ephemeral_prompt)

@@ -6,10 +6,13 @@ display_node_id, parent_node_id, real_node_id}}}` listing every node that is not
 shape of ComfyUI's `WebUIProgressHandler` (expanded nodes appear under their own ids, with the
 display/parent/real ids the frontend maps them by).
 
-A message lists every touched node, so sending one per change costs quadratic time in a long
-expansion loop. Up to `EVERY_CHANGE_LIMIT` touched nodes every change is sent; beyond that at
-most one message per `THROTTLE_S` carries the changes, and the run's last state is always sent
-when it ends (`flush`).
+ComfyUI lists every touched node in every message, which makes a long expansion loop cost
+quadratic time and bandwidth (a 100-iteration loop sent ~400 MB). Loom lists every submitted
+node that is not pending, but an expanded node only while it is running or failed and in the
+first message after it finished, so each state an expanded node reaches is still sent once and
+a message stays as small as the user's graph plus what is active. Up to `EVERY_CHANGE_LIMIT`
+touched nodes every change is sent; beyond that at most one message per `THROTTLE_S`, and the
+run's last state is always sent when it ends (`flush`).
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ class ProgressState:
         self.nodes: dict[str, dict[str, Any]] = {}
         self._last_sent = 0.0
         self._dirty = False
+        self._changed: set[str] = set()
 
     def start(self, node_id: str) -> None:
         self._set(node_id, "running", 0.0, 1.0)
@@ -67,11 +71,15 @@ class ProgressState:
         else:
             entry.update(value=value, max=maximum, state=state)
         self._dirty = True
+        self._changed.add(node_id)
         if len(self.nodes) <= EVERY_CHANGE_LIMIT or time.monotonic() - self._last_sent >= THROTTLE_S:
             self._send()
 
     def _send(self) -> None:
         self._dirty = False
         self._last_sent = time.monotonic()
-        nodes = {node_id: dict(entry) for node_id, entry in self.nodes.items()}
+        nodes = {node_id: dict(entry) for node_id, entry in self.nodes.items()
+                 if node_id in self._changed or entry["real_node_id"] == node_id
+                 or entry["state"] in ("running", "error")}
+        self._changed.clear()
         self.emit(Event(PROGRESS_STATE, {"prompt_id": self.prompt_id, "nodes": nodes}))
