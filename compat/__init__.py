@@ -10,7 +10,10 @@ runtime (its folders, model manager, interrupt flag and config), before packs ar
 | `comfy.model_management` | `compat/model_management.py` over the model manager and the interrupt flag |
 | `comfy.samplers` | `compat/samplers.py` (KSampler.SAMPLERS / SCHEDULERS from diffusion/) |
 | `node_helpers` | `compat/node_helpers.py` (pillow, conditioning_set_values) |
-| `comfy_api`, `comfy_api.latest` (+ `.io`, `.ui`) | `nodes/comfy_api/` |
+| `comfy.comfy_types`, `comfy.comfy_types.node_typing` | `compat/comfy_types.py` (IO, ComfyNodeABC, InputTypeDict, ...) |
+| `comfy_execution`, `comfy_execution.graph_utils` | `nodes/graph_builder.py` itself (GraphBuilder, Node, is_link, ExecutionBlocker) |
+| `comfy_execution.graph` | `compat/comfy_execution_graph.py` (ExecutionBlocker, DynamicPrompt = `executor.dynamic.DynamicGraph`) |
+| `comfy_api`, `comfy_api.latest`, `comfy_api.v0_0_2`, `comfy_api.v0_0_1` (+ `.io`, `.ui`) | `nodes/comfy_api/` (io, ui, ComfyExtension, ComfyAPI/ComfyAPISync of `api.py`) |
 | `server.PromptServer` | `compat/prompt_server.py`, re-exported lazily by Loom's own `server` package |
 
 During a node call the modules read the running node's context (`nodes.context.current_or_none`)
@@ -20,6 +23,7 @@ attribute. What is not covered is listed in docs/custom-nodes.md.
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import sys
 import types
@@ -39,7 +43,17 @@ SOURCE_MODULES: dict[str, str | None] = {
     "comfy.model_management": "model_management.py",
     "comfy.samplers": "samplers.py",
     "node_helpers": "node_helpers.py",
+    "comfy.comfy_types": "comfy_types.py",
+    "comfy_execution": None,
+    "comfy_execution.graph": "comfy_execution_graph.py",
 }
+# ComfyUI module name -> the module (already installed above, or one of Loom's own) it is.
+ALIASES: dict[str, str] = {
+    "comfy.comfy_types.node_typing": "comfy.comfy_types",
+    "comfy_execution.graph_utils": "nodes.graph_builder",
+}
+# The versions of comfy_api a pack may import; all are served by the one implementation.
+COMFY_API_VERSIONS = ("latest", "v0_0_2", "v0_0_1")
 
 
 @dataclass
@@ -90,15 +104,21 @@ def _package(name: str, doc: str) -> types.ModuleType:
 
 def _comfy_api_modules() -> dict[str, types.ModuleType]:
     from nodes.comfy_api import io, ui
+    from nodes.comfy_api.api import ComfyAPI, ComfyAPISync
     from nodes.comfy_api.extension import ComfyExtension
 
-    latest = _package("comfy_api.latest", "Loom's implementation of ComfyUI's comfy_api.latest (schema API).")
-    for attr, value in {"io": io, "ui": ui, "IO": io, "UI": ui, "ComfyExtension": ComfyExtension}.items():
-        setattr(latest, attr, value)
     root = _package("comfy_api", "Loom's implementation of ComfyUI's comfy_api package.")
-    root.latest = latest  # type: ignore[attr-defined]
-    return {"comfy_api": root, "comfy_api.latest": latest, "comfy_api.latest.io": io, "comfy_api.latest.ui": ui,
-            "comfy_api.latest._io": io, "comfy_api.latest._ui": ui}
+    modules = {"comfy_api": root}
+    for version in COMFY_API_VERSIONS:
+        name = f"comfy_api.{version}"
+        package = _package(name, f"Loom's implementation of ComfyUI's {name} (schema API).")
+        for attr, value in {"io": io, "ui": ui, "IO": io, "UI": ui, "ComfyExtension": ComfyExtension,
+                            "ComfyAPI": ComfyAPI, "ComfyAPISync": ComfyAPISync,
+                            f"ComfyAPI_{version}": ComfyAPI}.items():
+            setattr(package, attr, value)
+        setattr(root, version, package)
+        modules.update({name: package, f"{name}.io": io, f"{name}.ui": ui, f"{name}._io": io, f"{name}._ui": ui})
+    return modules
 
 
 def _link_parent(name: str, module: types.ModuleType) -> None:
@@ -121,6 +141,10 @@ def install_compat(runtime: Any) -> CompatBinding:
             sys.modules[name] = module
         else:
             module = _load_source(name, filename, binding)
+        _link_parent(name, module)
+    for name, target in ALIASES.items():
+        module = sys.modules.get(target) or importlib.import_module(target)
+        sys.modules[name] = module
         _link_parent(name, module)
     for name, module in _comfy_api_modules().items():
         sys.modules[name] = module

@@ -29,26 +29,38 @@ def _preview_image(preview: Any) -> Any:
     return preview
 
 
-class ProgressBar:
-    """`ProgressBar(total)`; `update(n)` advances by n, `update_absolute(value, total, preview)`
-    sets the position. Reports to the node that created it (or the one now running)."""
+def _number(value: Any) -> int | float:
+    """Steps stay ints; fractional progress (seconds waited, bytes read) stays a float."""
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else float(value)
 
-    def __init__(self, total: int, node_id: str | None = None) -> None:
-        self.total = int(total)
-        self.current = 0
-        self.node_id = node_id
+
+class ProgressBar:
+    """`ProgressBar(total, node_id=None)`; `update(n)` advances by n, `update_absolute(value,
+    total, preview)` sets the position. Reports to `node_id` when given (a node of the same
+    prompt), otherwise to the node that created it (or the one now running)."""
+
+    def __init__(self, total: int | float, node_id: str | None = None) -> None:
+        self.total = _number(total)
+        self.current: int | float = 0
+        self.node_id = None if node_id is None else str(node_id)
         self._ctx: NodeContext | None = current_or_none()
 
-    def update_absolute(self, value: int, total: int | None = None, preview: Any = None) -> None:
+    def update_absolute(self, value: int | float, total: int | float | None = None, preview: Any = None) -> None:
         if total is not None:
-            self.total = int(total)
-        self.current = min(int(value), self.total) if self.total else int(value)
+            self.total = _number(total)
+        value = _number(value)
+        self.current = min(value, self.total) if self.total else value
         ctx = current_or_none() or self._ctx
-        if ctx is not None and PROGRESS_BAR_ENABLED:
+        if ctx is None or not PROGRESS_BAR_ENABLED:
+            return
+        if self.node_id is not None and self.node_id != ctx.node_id and ctx.on_node_progress is not None:
+            ctx.interrupt.check()
+            ctx.on_node_progress(self.node_id, self.current, self.total, _preview_image(preview))
+        else:
             ctx.progress(self.current, self.total, _preview_image(preview))
 
-    def update(self, value: int) -> None:
-        self.update_absolute(self.current + int(value))
+    def update(self, value: int | float) -> None:
+        self.update_absolute(self.current + _number(value))
 
 
 def set_progress_bar_enabled(enabled: bool) -> None:

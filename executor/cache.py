@@ -85,13 +85,32 @@ class OutputCache:
         self.total_bytes = 0
 
 
+def _is_plain(value: Any, depth: int = 0) -> bool:
+    """True for JSON data (what a submitted prompt holds); node expansion may also put live
+    objects (tensors, models) into the inputs of the nodes it adds."""
+    if value is None or type(value) in (str, int, float, bool):
+        return True
+    if depth > 32:
+        return False
+    if type(value) in (list, tuple):
+        return all(_is_plain(v, depth + 1) for v in value)
+    if type(value) is dict:
+        return all(type(k) is str and _is_plain(v, depth + 1) for k, v in value.items())
+    return False
+
+
 def _canonical(value: Any) -> str:
+    """Text identifying a constant input. A live object has no stable text (its repr may
+    abbreviate), so it gets a fresh token: such a node is never taken from the cache, as
+    ComfyUI treats unhashable inputs."""
     if value is None or type(value) in (str, int, float, bool):
         return repr(value)
+    if not _is_plain(value):
+        return f"object:{uuid.uuid4().hex}"
     try:
-        return json.dumps(value, sort_keys=True, default=repr)
+        return json.dumps(value, sort_keys=True)
     except (ValueError, TypeError):
-        return repr(value)
+        return f"object:{uuid.uuid4().hex}"
 
 
 def is_nan(value: Any) -> bool:

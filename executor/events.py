@@ -8,6 +8,7 @@ headless runner draws a progress display from them. Nothing here knows about HTT
 from __future__ import annotations
 
 import io
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
@@ -24,7 +25,11 @@ EXECUTION_INTERRUPTED = "execution_interrupted"
 
 # Binary frame codes (ComfyUI's `BinaryEventTypes.PREVIEW_IMAGE` and image format ids).
 BINARY_PREVIEW_IMAGE = 1
+# ComfyUI's `PREVIEW_IMAGE_WITH_METADATA`: `>I` 4, `>I` length of a JSON header, the header
+# (node_id, display_node_id, parent_node_id, real_node_id, prompt_id, image_type), the image.
+BINARY_PREVIEW_WITH_METADATA = 4
 IMAGE_FORMAT_CODES = {"JPEG": 1, "PNG": 2}
+IMAGE_MIME_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
 
 
 @dataclass(frozen=True)
@@ -46,10 +51,18 @@ class PreviewImage:
     node_id: str
     image_format: Literal["JPEG", "PNG"]
     data: bytes
+    metadata: dict[str, Any] | None = None
 
     def to_frame(self) -> bytes:
         """The websocket binary frame: event type, image format (both 4-byte big-endian), bytes."""
         return (BINARY_PREVIEW_IMAGE.to_bytes(4, "big") + IMAGE_FORMAT_CODES[self.image_format].to_bytes(4, "big")
+                + self.data)
+
+    def to_frame_with_metadata(self) -> bytes:
+        """The event-type-4 frame, for clients that announced `supports_preview_metadata`."""
+        header = json.dumps({**(self.metadata or {"node_id": self.node_id, "prompt_id": self.prompt_id}),
+                             "image_type": IMAGE_MIME_TYPES[self.image_format]}).encode("utf-8")
+        return (BINARY_PREVIEW_WITH_METADATA.to_bytes(4, "big") + len(header).to_bytes(4, "big") + header
                 + self.data)
 
 
@@ -61,7 +74,8 @@ def timestamp_ms() -> int:
     return int(time.time() * 1000)
 
 
-def encode_preview(prompt_id: str, node_id: str, preview: Any) -> PreviewImage | None:
+def encode_preview(prompt_id: str, node_id: str, preview: Any,
+                   metadata: dict[str, Any] | None = None) -> PreviewImage | None:
     """Turn what a node passed as `preview` into a binary frame.
 
     Accepts a PIL image (sent as JPEG), ComfyUI's `("JPEG"|"PNG", image, max_size)` tuple, or
@@ -75,7 +89,7 @@ def encode_preview(prompt_id: str, node_id: str, preview: Any) -> PreviewImage |
             max_size = preview[2]
         preview = preview[1] if len(preview) > 1 else None
     if isinstance(preview, (bytes, bytearray)):
-        return PreviewImage(prompt_id, node_id, image_format, bytes(preview))  # type: ignore[arg-type]
+        return PreviewImage(prompt_id, node_id, image_format, bytes(preview), metadata)  # type: ignore[arg-type]
     if not hasattr(preview, "save") or not hasattr(preview, "size"):
         return None
     image = preview
@@ -86,7 +100,7 @@ def encode_preview(prompt_id: str, node_id: str, preview: Any) -> PreviewImage |
         image = image.convert("RGB")
     buffer = io.BytesIO()
     image.save(buffer, format=image_format, quality=95) if image_format == "JPEG" else image.save(buffer, format="PNG")
-    return PreviewImage(prompt_id, node_id, image_format, buffer.getvalue())  # type: ignore[arg-type]
+    return PreviewImage(prompt_id, node_id, image_format, buffer.getvalue(), metadata)  # type: ignore[arg-type]
 
 
 def null_sink(_: Event | PreviewImage) -> None:

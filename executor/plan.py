@@ -9,7 +9,7 @@ lazy inputs pull in their upstream only when a node asks for them.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Container, Iterable, Iterator, Mapping
 
 Prompt = Mapping[str, Any]
 
@@ -52,15 +52,18 @@ def links_of(prompt: Prompt, node_id: str) -> Iterator[tuple[str, str, int]]:
 Links = dict[str, list[tuple[str, str, int]]]
 
 
-def reachable(prompt: Prompt, roots: Iterable[str], links: Links | None = None) -> list[str]:
+def reachable(prompt: Prompt, roots: Iterable[str], links: Links | None = None,
+              known: Container[str] = ()) -> list[str]:
     """Every node the roots depend on (roots included), found by an iterative walk; links to
     nodes missing from the prompt are skipped (validation reports them). When `links` is
-    given it is filled with each visited node's links, for `topological_partial` to reuse."""
+    given it is filled with each visited node's links, for `topological_partial` to reuse.
+    The walk stops at nodes in `known` (already prepared: node expansion adds nodes to a
+    running prompt, and only the new ones need a look)."""
     seen: dict[str, None] = {}
-    stack = [r for r in roots if r in prompt]
+    stack = [r for r in roots if r in prompt and r not in known]
     while stack:
         node_id = stack.pop()
-        if node_id in seen:
+        if node_id in seen or node_id in known:
             continue
         seen[node_id] = None
         node_links = list(links_of(prompt, node_id))

@@ -169,6 +169,7 @@ def check_node(spec: NodeSpec, inputs: dict[str, Any], prompt: Mapping[str, Any]
         if isinstance(value, (list, tuple)):
             check_type = "input_types" not in custom_args
             errors += checks.check_link(ispec, value, prompt, lookup, check_type, received_types)
+            constants[name] = None  # VALIDATE_INPUTS sees a linked input as None (ComfyUI)
             continue
         value, problems = checks.coerce_constant(ispec, value)
         if problems:
@@ -178,6 +179,13 @@ def check_node(spec: NodeSpec, inputs: dict[str, Any], prompt: Mapping[str, Any]
         if name in custom_args or custom_kwargs:
             continue
         errors += checks.check_range(ispec, value) or checks.check_combo(ispec, value, files)
+    for ispec in spec.inputs:
+        if ispec.hidden:
+            constants[ispec.name] = node_id if ispec.hidden == "UNIQUE_ID" else (
+                prompt if ispec.hidden in ("PROMPT", "DYNPROMPT") else None)
+    for name, value in inputs.items():  # undeclared links (inputs a node reads from **kwargs)
+        if spec.input(name) is None and isinstance(value, list):
+            constants[name] = None
     with hook_context(node_id, spec.class_type, folders=files if hasattr(files, "full_path") else None):
         errors += checks.check_custom(spec, constants, received_types, custom_args, custom_kwargs)
     return errors

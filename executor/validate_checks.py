@@ -14,6 +14,8 @@ import traceback
 from typing import Any, Callable, Mapping
 
 from executor.plan import as_link
+from nodes.comfy_api.extension import resolve
+from nodes.graph_builder import ExecutionBlocker
 from nodes.spec import ANY, COMBO, FileIndex, InputSpec, NodeSpec
 
 Error = dict[str, Any]
@@ -167,7 +169,8 @@ def _has_varkw(func: Callable[..., Any]) -> bool:
 
 def check_custom(spec: NodeSpec, constants: Mapping[str, Any], received_types: Mapping[str, str],
                  args: frozenset[str], has_kwargs: bool) -> list[Error]:
-    """Run the node's own VALIDATE_INPUTS on its constant inputs: a result other than True is
+    """Run the node's own VALIDATE_INPUTS on its inputs (constants as given, linked ones as
+    None, hidden ones filled in), awaiting an async hook: a result other than True is
     `custom_validation_failed` (one error per input it was given, as ComfyUI reports), an
     exception is `exception_during_validation`."""
     func = spec.validate_inputs
@@ -177,12 +180,12 @@ def check_custom(spec: NodeSpec, constants: Mapping[str, Any], received_types: M
     if "input_types" in args:
         given["input_types"] = dict(received_types)
     try:
-        result = func(**given)
+        result = resolve(func(**given))  # an `async def` VALIDATE_INPUTS is awaited
     except Exception as ex:  # a node's own code may raise anything: report it, never crash
         return [make_error("exception_during_validation", "Exception when validating node", str(ex),
                            exception_type=f"{type(ex).__module__}.{type(ex).__qualname__}",
                            traceback=traceback.format_tb(ex.__traceback__))]
-    if result is True:
+    if result is True or isinstance(result, ExecutionBlocker):
         return []
     suffix = "" if result is False else f" - {result}"
     names = list(given) or [""]

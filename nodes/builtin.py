@@ -33,4 +33,5 @@ BUILTIN_MODULES: list[str] = [
     "nodes.guidance",
     "nodes.sampler_nodes",
     "nodes.sigma_nodes",
+    "nodes.rebatch",
 ]

@@ -108,11 +108,15 @@ def _input_from_entry(cls: type, class_type: str, section: str, name: Any, entry
 def _inputs(cls: type, class_type: str) -> tuple[InputSpec, ...]:
     types = _read_input_types(cls, class_type)
     specs: list[InputSpec] = []
+    seen: set[str] = set()
     for section in _SECTIONS:
         for name, entry in (types.get(section) or {}).items():
+            if name in seen:
+                continue  # in "required" and "optional" both: ComfyUI treats it as required
             spec = _input_from_entry(cls, class_type, section, name, entry)
             if spec is not None:
                 specs.append(spec)
+                seen.add(name)
     return tuple(specs)
 
 

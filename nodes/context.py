@@ -115,6 +115,10 @@ class NodeContext:
     on_progress: ProgressSink | None = None
     on_message: Callable[[str, dict[str, Any]], None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # (node_id, value, total, preview): progress for a node of this prompt chosen by id
+    # (ComfyAPI's `execution.set_progress(..., node_id=...)`); None reports nothing.
+    on_node_progress: Callable[[str, float, float, Any], None] | None = None
+    list_index: int | None = None
 
     def check_interrupted(self) -> None:
         self.interrupt.check()

@@ -201,6 +201,22 @@ class NodeSpec:
             return [result]
         return list(result)
 
+    async def lazy_status_async(self, instance: Any, **inputs: Any) -> list[str]:
+        """`lazy_status` for hooks that may be `async def` (awaited on the run's loop)."""
+        hook = self.check_lazy_status
+        if hook is None:
+            return []
+        name = getattr(hook, "__name__", None)
+        method = getattr(instance, name, None) if instance is not None and name else None
+        result = (method if callable(method) else hook)(**inputs)
+        if inspect.isawaitable(result):
+            result = await result
+        if result is None:
+            return []
+        if isinstance(result, str):
+            return [result]
+        return list(result)
+
     def input(self, name: str) -> InputSpec | None:
         for spec in self.inputs:
             if spec.name == name:

@@ -69,6 +69,8 @@ class WebSocketHub:
         self._status_scheduled = False
         self.dropped_previews = 0
         self.disconnected_slow = 0
+        # Client ids that sent feature_flags with supports_preview_metadata (type-4 previews).
+        self.preview_metadata_clients: set[str] = set()
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Bind to the server's event loop (called at start-up, on that loop)."""
@@ -86,7 +88,11 @@ class WebSocketHub:
         """The worker's sink: an `executor.events.Event` or `PreviewImage`, routed to the client
         that submitted the prompt (all clients when None)."""
         if hasattr(event, "image_format"):
-            self._call(self._dispatch_binary, encode_preview(event.image_format, event.data), client_id)
+            frame = encode_preview(event.image_format, event.data)
+            if client_id is not None and client_id in self.preview_metadata_clients \
+                    and hasattr(event, "to_frame_with_metadata"):
+                frame = event.to_frame_with_metadata()  # the client announced supports_preview_metadata
+            self._call(self._dispatch_binary, frame, client_id)
         else:
             self._call(self._dispatch_json, event.type, event.data, client_id)
 
@@ -247,4 +253,9 @@ def _on_text(hub: WebSocketHub, sid: str, text: str) -> None:
         return
     if isinstance(message, dict) and message.get("type") == "feature_flags":
         from server.routes_info import FEATURES
+        flags = message.get("data")
+        if isinstance(flags, dict) and flags.get("supports_preview_metadata"):
+            hub.preview_metadata_clients.add(sid)
+        else:
+            hub.preview_metadata_clients.discard(sid)
         hub.send("feature_flags", FEATURES, sid)

@@ -5,7 +5,8 @@ The class's classic view (`INPUT_TYPES()`, `RETURN_TYPES`, ... derived from its 
 only schema nodes have: the hooks `fingerprint_inputs` / `validate_inputs` /
 `check_lazy_status` (only when the class overrides them: ComfyUI's defaults must not replace
 the executor's default checks), hidden values delivered as `cls.hidden` rather than keyword
-arguments, async `execute`, and `io.NodeOutput` / ui helper results.
+arguments, async `execute` (handed to the executor as a coroutine), and `io.NodeOutput` / ui
+helper results, including `expand=` graphs and `block_execution=`.
 """
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from typing import Any, Callable
 
 from nodes.classic import adapt_classic
 from nodes.comfy_api import io
-from nodes.comfy_api.extension import resolve
 from nodes.comfy_api.ui import ui_dict
+from nodes.graph_builder import ExecutionBlocker
 from nodes.spec import NodeOutput, NodeSpec, SpecError, validate_args
 
 
@@ -47,11 +48,27 @@ class SchemaCall:
         hidden = {name: inputs.pop(name) for name in list(inputs) if name in self.hidden_names}
         bound = type(self.cls.__name__, (self.cls,), {"hidden": io.HiddenHolder(**hidden),
                                                       "__module__": self.cls.__module__})
-        out = io.normalize_output(resolve(bound.execute(**inputs)))
-        if out.expand is not None or out.block_execution is not None:
-            raise NotImplementedError(f"node {self.cls.__name__}: node expansion and execution blocking are not "
-                                      "supported by Loom")
-        return NodeOutput(values=tuple(out.args), ui=ui_dict(out.ui))
+        value = bound.execute(**inputs)
+        if inspect.isawaitable(value):  # an async execute: awaited on the prompt run's loop
+            return self._finish_async(value)
+        return _normalized(value)
+
+    async def _finish_async(self, pending: Any) -> Any:
+        return _normalized(await pending)
+
+
+def _normalized(value: Any) -> Any:
+    """A schema node's result in the executor's terms: an expansion dict, a blocker, or values."""
+    out = io.normalize_output(value)
+    if out.block_execution is not None:
+        return ExecutionBlocker(out.block_execution)
+    if out.expand is not None:
+        expanded: dict[str, Any] = {"result": tuple(out.args), "expand": out.expand}
+        ui = ui_dict(out.ui)
+        if ui:
+            expanded["ui"] = ui
+        return expanded
+    return NodeOutput(values=tuple(out.args), ui=ui_dict(out.ui))
 
 
 def _lazy_hook(hook: Callable[..., Any] | None, hidden_names: frozenset[str]) -> Callable[..., Any] | None:
