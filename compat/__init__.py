@@ -15,6 +15,7 @@ runtime (its folders, model manager, interrupt flag and config), before packs ar
 | `comfy_execution.graph` | `compat/comfy_execution_graph.py` (ExecutionBlocker, DynamicPrompt = `executor.dynamic.DynamicGraph`) |
 | `comfy_api`, `comfy_api.latest`, `comfy_api.v0_0_2`, `comfy_api.v0_0_1` (+ `.io`, `.ui`) | `nodes/comfy_api/` (io, ui, ComfyExtension, ComfyAPI/ComfyAPISync of `api.py`) |
 | `server.PromptServer` | `compat/prompt_server.py`, re-exported lazily by Loom's own `server` package |
+| `nodes` (ComfyUI's module API: core classes by name, NODE_CLASS_MAPPINGS, common_ksampler, ...) | `compat/nodes_module.py`, as attributes of Loom's own `nodes` package |
 
 During a node call the modules read the running node's context (`nodes.context.current_or_none`)
 first, so they follow the executor that runs the node. Nothing global is kept beyond those
@@ -149,4 +150,9 @@ def install_compat(runtime: Any) -> CompatBinding:
     for name, module in _comfy_api_modules().items():
         sys.modules[name] = module
         _link_parent(name, module)
+    registry = getattr(runtime, "registry", None)
+    if registry is not None:
+        from compat.nodes_module import install_nodes_api
+
+        install_nodes_api(registry, binding)
     return binding
