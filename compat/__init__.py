@@ -14,6 +14,10 @@ runtime (its folders, model manager, interrupt flag and config), before packs ar
 | `comfy_execution`, `comfy_execution.graph_utils` | `nodes/graph_builder.py` itself (GraphBuilder, Node, is_link, ExecutionBlocker) |
 | `comfy_execution.graph` | `compat/comfy_execution_graph.py` (ExecutionBlocker, DynamicPrompt = `executor.dynamic.DynamicGraph`) |
 | `comfy_api`, `comfy_api.latest`, `comfy_api.v0_0_2`, `comfy_api.v0_0_1` (+ `.io`, `.ui`) | `nodes/comfy_api/` (io, ui, ComfyExtension, ComfyAPI/ComfyAPISync of `api.py`) |
+| `comfy.cli_args` (`args`, LatentPreviewMethod) | `compat/cli_args.py`, a read-only view of the Config |
+| `comfy.sample` (prepare_noise, sample, sample_custom, fix_empty_latent_channels) | `compat/comfy_sample.py` |
+| `comfy.k_diffusion.sampling` (sample_*, get_sigmas_*, to_d, noise samplers) | `compat/k_diffusion_sampling.py` |
+| `latent_preview` (prepare_callback, get_previewer) | `compat/latent_preview.py` |
 | `server.PromptServer` | `compat/prompt_server.py`, re-exported lazily by Loom's own `server` package |
 | `nodes` (ComfyUI's module API: core classes by name, NODE_CLASS_MAPPINGS, common_ksampler, ...) | `compat/nodes_module.py`, as attributes of Loom's own `nodes` package |
 
@@ -47,6 +51,11 @@ SOURCE_MODULES: dict[str, str | None] = {
     "comfy.comfy_types": "comfy_types.py",
     "comfy_execution": None,
     "comfy_execution.graph": "comfy_execution_graph.py",
+    "comfy.cli_args": "cli_args.py",
+    "comfy.sample": "comfy_sample.py",
+    "comfy.k_diffusion": None,
+    "comfy.k_diffusion.sampling": "k_diffusion_sampling.py",
+    "latent_preview": "latent_preview.py",
 }
 # ComfyUI module name -> the module (already installed above, or one of Loom's own) it is.
 ALIASES: dict[str, str] = {

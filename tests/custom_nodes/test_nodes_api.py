@@ -79,3 +79,24 @@ def test_facades_follow_comfyui_signatures_and_shapes(runtime) -> None:
     with pytest.raises(AttributeError):
         nodes.NoSuchCoreNode  # noqa: B018
     assert hasattr(nodes, "spec")  # Loom's own submodules stay reachable
+
+
+def test_pack_sampling_through_comfy_sample_matches_ksampler(runtime) -> None:
+    expected, _ = run_prompt(runtime, LOOM_GRAPH, "loom-image")
+    assert expected.status == "success", expected.error
+    graph = {k: v for k, v in LOOM_GRAPH.items() if k in ("1", "2", "3", "4", "6", "7")}
+    pack = {**graph,
+            "5": {"class_type": "PackSampleLikeComfy", "inputs": {"model": ["1", 0], "positive": ["2", 0],
+                                                                  "negative": ["3", 0], "latent_image": ["4", 0],
+                                                                  "seed": 7, "custom": False}},
+            "8": {"class_type": "PreviewAny", "inputs": {"source": ["5", 1]}}}
+    result, events = run_prompt(runtime, pack, "pack-sample")
+    assert result.status == "success", result.error
+    assert np.array_equal(_preview_pixels(runtime, result, "7"), _preview_pixels(runtime, expected, "7"))
+    progress = [e.data for e in events if getattr(e, "type", None) == "progress" and e.data.get("node") == "5"]
+    assert [p["value"] for p in progress] == [1, 2, 3], "latent_preview.prepare_callback reports the steps"
+    assert result.outputs["8"]["text"] == ["8188|False|True|True"]  # comfy.cli_args and k_diffusion as packs read
+    custom = {**pack, "5": {**pack["5"], "inputs": {**pack["5"]["inputs"], "custom": True}}}
+    result, _ = run_prompt(runtime, custom, "pack-sample-custom")
+    assert result.status == "success", result.error
+    assert not np.array_equal(_preview_pixels(runtime, result, "7"), _preview_pixels(runtime, expected, "7"))

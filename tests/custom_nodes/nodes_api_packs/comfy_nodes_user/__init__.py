@@ -43,3 +43,43 @@ class InvertTwice(nodes.ImageInvert):
 
 
 NODE_CLASS_MAPPINGS = {"PackTextToImage": PackTextToImage, "InvertTwice": InvertTwice}
+
+
+import comfy.sample  # noqa: E402
+import comfy.samplers  # noqa: E402
+import latent_preview  # noqa: E402
+from comfy.cli_args import LatentPreviewMethod, args  # noqa: E402
+from comfy.k_diffusion import sampling as k_sampling  # noqa: E402
+
+
+class PackSampleLikeComfy:
+    """Sampling the way sampler packs do it: comfy.sample.sample with latent_preview's callback."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "positive": ("CONDITIONING",), "negative": ("CONDITIONING",),
+                             "latent_image": ("LATENT",), "seed": ("INT", {"default": 0, "min": 0}),
+                             "custom": ("BOOLEAN", {"default": False})}}
+
+    RETURN_TYPES = ("LATENT", "STRING")
+    FUNCTION = "run"
+    CATEGORY = "tests"
+
+    def run(self, model, positive, negative, latent_image, seed, custom):
+        latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
+        noise = comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index"))
+        callback = latent_preview.prepare_callback(model, 3)
+        if custom:
+            sigmas = k_sampling.get_sigmas_karras(3, 0.0292, 14.6146)
+            sampler = comfy.samplers.sampler_object("euler") if hasattr(comfy.samplers, "sampler_object") else None
+            out = comfy.sample.sample_custom(model, noise, 7.0, sampler, sigmas, positive, negative, latent,
+                                             callback=callback, seed=seed)
+        else:
+            out = comfy.sample.sample(model, noise, 3, 7.0, "euler", "normal", positive, negative, latent,
+                                      callback=callback, seed=seed)
+        facts = f"{args.port}|{args.disable_metadata}|{isinstance(args.preview_method, LatentPreviewMethod)}|" \
+                f"{hasattr(k_sampling, 'sample_dpmpp_2m')}"
+        return ({**latent_image, "samples": out}, facts)
+
+
+NODE_CLASS_MAPPINGS["PackSampleLikeComfy"] = PackSampleLikeComfy
