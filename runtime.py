@@ -42,6 +42,7 @@ class Runtime:
     server_hooks: list[Callable[[Any], None]] = field(default_factory=list)
     web_directories: dict[str, Path] = field(default_factory=dict)
     custom_packs: list[Any] = field(default_factory=list)
+    prestartup_runs: list[Any] = field(default_factory=list)
     compat: Any = None
 
 
@@ -76,10 +77,14 @@ def load_custom_nodes(config: Config, registry: NodeRegistry, runtime: Runtime) 
     (`nodes/custom_loader.py`), register their nodes after the built-ins and log import times."""
     from compat import install_compat
     from nodes import custom_loader
+    from nodes.prestartup import run_prestartup_scripts
 
+    directories = custom_loader.pack_directories(config, runtime.folders)
     if not config.disable_all_custom_nodes:
         runtime.compat = install_compat(runtime)
-    packs = custom_loader.load_packs(custom_loader.pack_directories(config, runtime.folders),
+    runtime.prestartup_runs = run_prestartup_scripts(directories, disabled=config.disabled_custom_nodes,
+                                                     disable_all=config.disable_all_custom_nodes)
+    packs = custom_loader.load_packs(directories,
                                      disabled=config.disabled_custom_nodes,
                                      disable_all=config.disable_all_custom_nodes)
     custom_loader.register_packs(registry, packs)

@@ -198,3 +198,27 @@ def test_runtime_reports_packs_and_serves_their_folders(tmp_path: Path) -> None:
     assert {p.state for p in off.custom_packs} == {"disabled"} and "SchemaAdd" not in off.registry
     one_off = make_runtime(tmp_path / "one", "--disable-custom-node", "classic_pack")
     assert "ClassicScale" not in one_off.registry and "SchemaAdd" in one_off.registry
+
+
+def test_prestartup_scripts_run_before_packs_import_and_failures_stay_local(tmp_path: Path) -> None:
+    import builtins
+
+    from tests.custom_nodes.cn_env import make_runtime
+
+    packs = Path(__file__).resolve().parent / "prestartup_packs"
+    try:
+        runtime = make_runtime(tmp_path, packs=packs)
+        runs = {r.pack: r for r in runtime.prestartup_runs}
+        assert set(runs) == {"early_bird", "bad_start"}
+        assert runs["early_bird"].error is None
+        assert "fails on purpose" in runs["bad_start"].error
+        states = {p.name: p.state for p in runtime.custom_packs}
+        assert states == {"early_bird": "ok", "bad_start": "ok"}
+        import sys
+        marker = next(m for name, m in sys.modules.items() if name.endswith("early_bird")).MARKER
+        assert marker == ["ran", str(tmp_path / "output")]
+        disabled = make_runtime(tmp_path, "--disable-custom-node", "early_bird", packs=packs)
+        assert [r.pack for r in disabled.prestartup_runs] == ["bad_start"]
+    finally:
+        if hasattr(builtins, "loom_test_prestartup_marker"):
+            del builtins.loom_test_prestartup_marker

@@ -1,0 +1,1 @@
+raise RuntimeError("this prestartup script fails on purpose")
