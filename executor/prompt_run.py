@@ -355,6 +355,7 @@ class PromptRun:
         for source in expansion.sources:
             self._readers[source] = self._readers.get(source, 0) + 1
         self._expansions[node_id] = expansion
+        self.progress.waiting(node_id)
         for output_id in expansion.output_nodes:
             scheduler.add(output_id)
         scheduler.block(node_id, expansion.sources)

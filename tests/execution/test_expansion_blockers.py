@@ -2,6 +2,7 @@
 websocket, with the pack in `packs/exec_pack` (imports ComfyUI's module names)."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from exec_env import Client, node, serve
@@ -29,8 +30,11 @@ def test_loop_by_expansion_ids_display_nodes_and_cache(tmp_path: Path) -> None:
         assert all(e["node"].startswith("5.0.0.") for e in ephemeral)
         assert {e["display_node"] for e in ephemeral} <= {"2", "3", "4", "5"}
         assert "5.0.0.Recurse" in [e["node"] for e in ephemeral]
-        states = run.of("progress_state")[-1]["nodes"]
+        states: dict = {}
+        for message in run.of("progress_state"):  # an expanded node is listed until it has finished
+            states.update(message["nodes"])
         assert states["5.0.0.Recurse"]["real_node_id"] == "5" and states["5.0.0.Recurse"]["parent_node_id"] == "5"
+        assert states["5.0.0.Recurse"]["display_node_id"] == "5"
         assert all(s["state"] == "finished" for s in states.values())
         again = await c.run(loop_prompt(4))
         assert again.values("6") == [4] and again.ran == [], "an unchanged loop must come from the cache"
@@ -80,7 +84,7 @@ def test_blockers_silent_through_lists_and_with_message(tmp_path: Path) -> None:
         run = await c.run(prompt)
         assert run.history["status"]["status_str"] == "success" and not run.of("execution_error")
         assert run.values("6") == [10, 30], "only the blocked list item is left out"
-        prompt["3"] = node("ExecMath", a=["2", 0], b=0, op="lt")  # every item blocked
+        prompt["3"] = node("ExecMath", a=["2", 0], b=10, op="lt")  # every item blocked
         prompt["4"]["inputs"]["message"] = "stopped here"
         run = await c.run(prompt)
         errors = run.of("execution_error")
@@ -110,9 +114,9 @@ def test_kwargs_inputs_validation_hooks_and_unique_id(tmp_path: Path) -> None:
 
 
 def test_is_changed_gets_linked_inputs_as_none_and_keeps_outputs_cached(tmp_path: Path) -> None:
-    from exec_pack import CALLS, ExecIsChangedLinked
-
     async def body(c: Client) -> None:
+        pack = next(m for name, m in sys.modules.items() if name.endswith("exec_pack"))
+        CALLS, ExecIsChangedLinked = pack.CALLS, pack.ExecIsChangedLinked  # noqa: N806
         prompt = {"1": node("ExecInt", value=4), "2": node("ExecIsChangedLinked", linked=["1", 0], salt=1),
                   "3": node("ExecRecord", value=["2", 0])}
         ExecIsChangedLinked.SEEN.clear()
