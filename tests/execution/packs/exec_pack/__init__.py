@@ -322,3 +322,41 @@ NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in (
     ExecInt, ExecMath, ExecMakeList, ExecBlock, ExecRecord, ExecVariadicSum, ExecWhileOpen, ExecWhileClose,
     ExecSleep, ExecParallelSleep, ExecFail, ExecAsyncLazySwitch, ExecAsyncValidated, ExecIsChangedLinked,
     ExecWhoAmI, ExecDynamicCycle, ExecApiProgress, SchemaExpandDouble)}
+
+
+class SlowPreview:
+    """Reports one step with a preview image (a solid 8×8 JPEG)."""
+
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+    RETURN_TYPES = ()
+    FUNCTION = "run"
+
+    def run(self):
+        from PIL import Image
+        ProgressBar(1).update_absolute(1, 1, ("JPEG", Image.new("RGB", (8, 8), (200, 10, 10)), 512))
+        return {"ui": {"values": [1]}}
+
+
+class BusyNode:
+    """Spins in Python (holding the GIL between bytecodes) for `seconds`."""
+
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seconds": ("FLOAT", {"default": 1.0, "min": 0, "max": 60})}}
+    RETURN_TYPES = ()
+    FUNCTION = "run"
+
+    def run(self, seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            sum(range(1000))
+        return {"ui": {"values": [seconds]}}
+
+
+NODE_CLASS_MAPPINGS.update({"SlowPreview": SlowPreview, "BusyNode": BusyNode})
