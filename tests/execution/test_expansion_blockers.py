@@ -143,3 +143,27 @@ def test_expansion_with_cache_none_and_cache_lru(tmp_path: Path) -> None:
         assert (await c.run(loop_prompt(5))).values("6") == [5]
         assert (await c.run(loop_prompt(5))).values("6") == [5]
     serve(tmp_path / "lru", lru, "--cache-lru", "3")
+
+
+def test_schema_autogrow_dynamic_combo_and_multitype(tmp_path: Path) -> None:
+    async def body(c: Client) -> None:
+        async with c.srv.session.get(c.srv.url + "/object_info/SchemaSumGrow") as r:
+            info = (await r.json())["SchemaSumGrow"]["input"]
+        assert list(info["required"]) == ["values.v0"] and list(info["optional"]) == [f"values.v{i}" for i in (1, 2, 3, 4)]
+        run = await c.run({"1": node("ExecInt", value=2), "2": node("ExecInt", value=5),
+                           "3": node("SchemaSumGrow", **{"values.v0": ["1", 0], "values.v3": ["2", 0]}),
+                           "4": node("ExecRecord", value=["3", 0]),
+                           "5": node("SchemaPickMode", value=["1", 0], mode="scale", **{"mode.factor": 10,
+                                                                                         "mode.amount": 7}),
+                           "6": node("ExecRecord", value=["5", 0]),
+                           "7": node("SchemaPickMode", value=["2", 0], mode="offset", **{"mode.amount": 3}),
+                           "8": node("ExecRecord", value=["7", 0])})
+        assert run.values("4") == [7] and run.values("6") == [20] and run.values("8") == [8]
+        status, refused = await c.post({"1": node("ExecInt", value=2), "3": node("SchemaSumGrow"),
+                                        "4": node("ExecRecord", value=["3", 0])})
+        assert status == 400 and refused["node_errors"]["3"]["errors"][0]["type"] == "required_input_missing"
+        status, refused = await c.post({"1": node("ExecInt", value=2),
+                                        "5": node("SchemaPickMode", value=["1", 0], mode="nope"),
+                                        "6": node("ExecRecord", value=["5", 0])})
+        assert status == 400 and refused["node_errors"]["5"]["errors"][0]["type"] == "value_not_in_list"
+    serve(tmp_path, body)

@@ -360,3 +360,39 @@ class BusyNode:
 
 
 NODE_CLASS_MAPPINGS.update({"SlowPreview": SlowPreview, "BusyNode": BusyNode})
+
+
+class SchemaSumGrow(io.ComfyNode):
+    """io.Autogrow: sums however many `values.v<i>` sockets are connected (at least one)."""
+
+    @classmethod
+    def define_schema(cls):
+        template = io.Autogrow.TemplatePrefix(io.Int.Input("v"), prefix="v", min=1, max=5)
+        return io.Schema(node_id="SchemaSumGrow", inputs=[io.Autogrow.Input("values", template=template)],
+                         outputs=[io.Int.Output()])
+
+    @classmethod
+    def execute(cls, values):
+        return io.NodeOutput(sum(values.values()))
+
+
+class SchemaPickMode(io.ComfyNode):
+    """io.DynamicCombo: "scale" brings a `factor`, "offset" an `amount`; io.MultiType input."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="SchemaPickMode", inputs=[
+            io.MultiType.Input("value", types=[io.Int, io.Float]),
+            io.DynamicCombo.Input("mode", options=[
+                io.DynamicCombo.Option("scale", [io.Int.Input("factor", default=2)]),
+                io.DynamicCombo.Option("offset", [io.Int.Input("amount", default=1)])])],
+            outputs=[io.AnyType.Output()])
+
+    @classmethod
+    def execute(cls, value, mode):
+        if mode["mode"] == "scale":
+            return io.NodeOutput(value * mode["factor"])
+        return io.NodeOutput(value + mode["amount"] + 1000 * ("factor" in mode))
+
+
+NODE_CLASS_MAPPINGS.update({"SchemaSumGrow": SchemaSumGrow, "SchemaPickMode": SchemaPickMode})
