@@ -74,9 +74,9 @@ def test_preview_frames_with_metadata_for_clients_that_ask(tmp_path: Path) -> No
     async def body(c: Client) -> None:
         await c.ws.send_str(json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}}))
         await asyncio.sleep(0.2)
-        run = await c.run({"1": node("SlowPreview")})
+        run = await c.run({"1": node("SlowPreview")}, drain=1.0)
         frames = [f for f in run.frames if struct.unpack(">I", f[:4])[0] == 4]
-        assert frames, "no type-4 preview frame"
+        assert frames, ("no type-4 preview frame", [f[:8] for f in run.frames], run.of("progress"))
         length = struct.unpack(">I", frames[0][4:8])[0]
         header = json.loads(frames[0][8:8 + length])
         assert header == {"node_id": "1", "prompt_id": run.prompt_id, "display_node_id": "1", "parent_node_id": None,
