@@ -167,3 +167,15 @@ def test_schema_autogrow_dynamic_combo_and_multitype(tmp_path: Path) -> None:
                                         "6": node("ExecRecord", value=["5", 0])})
         assert status == 400 and refused["node_errors"]["5"]["errors"][0]["type"] == "value_not_in_list"
     serve(tmp_path, body)
+
+
+def test_output_nodes_inside_an_expansion_and_history_meta(tmp_path: Path) -> None:
+    async def body(c: Client) -> None:
+        run = await c.run({"1": node("ExecInt", value=9), "2": node("ExecExpandRecord", value=["1", 0]),
+                           "3": node("ExecRecord", value=["2", 0])})
+        assert run.values("3") == [9] and run.values("2.0.0.inner") == [9]
+        assert run.history["meta"]["2.0.0.inner"] == {"node_id": "2.0.0.inner", "display_node": "2",
+                                                      "parent_node": "2", "real_node_id": "2"}
+        executed = {e["node"]: e["display_node"] for e in run.of("executed")}
+        assert executed["2.0.0.inner"] == "2"
+    serve(tmp_path, body)

@@ -396,3 +396,21 @@ class SchemaPickMode(io.ComfyNode):
 
 
 NODE_CLASS_MAPPINGS.update({"SchemaSumGrow": SchemaSumGrow, "SchemaPickMode": SchemaPickMode})
+
+
+class ExecExpandRecord:
+    """Expands into an output node (recording the value) and passes the value on."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": (IO.ANY,)}}
+    RETURN_TYPES = (IO.ANY,)
+    FUNCTION = "run"
+
+    def run(self, value):
+        graph = GraphBuilder()
+        graph.node("ExecRecord", "inner", value=value)
+        return {"result": (value,), "expand": graph.finalize()}
+
+
+NODE_CLASS_MAPPINGS["ExecExpandRecord"] = ExecExpandRecord
