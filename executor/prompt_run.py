@@ -401,7 +401,7 @@ class PromptRun:
             link = as_link(value)
             ispec = spec.input(name)
             if link is None or (ispec is not None and ispec.extra.get("rawLink")):
-                if ispec is not None:  # undeclared constants are dropped, undeclared links passed (ComfyUI)
+                if ispec is not None or spec.accepts_all_inputs:  # undeclared constants are dropped (ComfyUI)
                     inputs[name] = [value]
                 continue
             source, slot = link

@@ -114,4 +114,5 @@ def adapt_schema_node(cls: type, *, python_module: str = "nodes") -> NodeSpec:
         validate_inputs_args=validate_args(validate),
         check_lazy_status=_lazy_hook(_overridden(cls, "check_lazy_status"), hidden_names),
         info_extra=extra,
+        accepts_all_inputs=bool(getattr(schema, "accept_all_inputs", False)),
     )

@@ -365,6 +365,7 @@ class Schema:
     is_api_node: bool = False
     not_idempotent: bool = False
     enable_expand: bool = False
+    accept_all_inputs: bool = False  # execute also gets constants the schema does not declare
 
     def validate(self) -> None:
         """Raise ValueError if input or output ids repeat (ComfyUI's rule)."""

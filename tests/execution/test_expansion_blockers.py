@@ -159,6 +159,8 @@ def test_schema_autogrow_dynamic_combo_and_multitype(tmp_path: Path) -> None:
                            "7": node("SchemaPickMode", value=["2", 0], mode="offset", **{"mode.amount": 3}),
                            "8": node("ExecRecord", value=["7", 0])})
         assert run.values("4") == [7] and run.values("6") == [20] and run.values("8") == [8]
+        taken = await c.run({"1": node("SchemaTakeAll", base=1, zeta="z", alpha=2), "2": node("ExecRecord", value=["1", 0])})
+        assert taken.values("2") == ["1:alpha=2,zeta=z"]
         status, refused = await c.post({"1": node("ExecInt", value=2), "3": node("SchemaSumGrow"),
                                         "4": node("ExecRecord", value=["3", 0])})
         assert status == 400 and refused["node_errors"]["3"]["errors"][0]["type"] == "required_input_missing"

@@ -414,3 +414,19 @@ class ExecExpandRecord:
 
 
 NODE_CLASS_MAPPINGS["ExecExpandRecord"] = ExecExpandRecord
+
+
+class SchemaTakeAll(io.ComfyNode):
+    """Schema(accept_all_inputs=True): undeclared constants reach execute as keywords."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="SchemaTakeAll", inputs=[io.Int.Input("base")], outputs=[io.String.Output()],
+                         accept_all_inputs=True)
+
+    @classmethod
+    def execute(cls, base, **extra):
+        return io.NodeOutput(f"{base}:" + ",".join(f"{k}={v}" for k, v in sorted(extra.items())))
+
+
+NODE_CLASS_MAPPINGS["SchemaTakeAll"] = SchemaTakeAll
