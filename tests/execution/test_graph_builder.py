@@ -42,3 +42,14 @@ def test_dynamic_graph_real_display_and_parent_ids() -> None:
     assert graph.get_node("5.0.0.c")["class_type"] == "Z" and graph.has_node("5") and not graph.has_node("6")
     assert graph.all_node_ids() == {"5", "5.0.0.a", "5.0.0.a.0.0.b", "5.0.0.c"}
     assert graph.get_original_prompt() == {"5": {"class_type": "Close", "inputs": {}}}
+
+
+def test_link_types_honour_pack_type_classes() -> None:
+    from executor.validate_checks import types_match
+
+    class AnyType(str):  # the idiom many packs use for "accepts anything"
+        def __ne__(self, other: object) -> bool:
+            return False
+
+    assert types_match("IMAGE", AnyType("WILDCARD")) and types_match(AnyType("X"), "LATENT")
+    assert types_match("INT", "FLOAT,INT") and types_match("FOO", "*") and not types_match("INT", "FLOAT")
