@@ -474,8 +474,10 @@ class PromptRun:
 
     def _progress(self, node_id: str, value: float, total: float, preview: Any) -> None:
         self.progress.update(node_id, value, total)
+        # `node` is the node's own id (an expanded node's ephemeral id), as ComfyUI's progress
+        # hook reports it from the executing context; progress_state carries the display id.
         self.emit(ev.Event(ev.PROGRESS, {"value": value, "max": total, "prompt_id": self.prompt_id,
-                                         "node": self.display(node_id)}))
+                                         "node": node_id}))
         if preview is not None:
             metadata = {"node_id": node_id, "prompt_id": self.prompt_id, "display_node_id": self.display(node_id),
                         "parent_node_id": self.graph.get_parent_node_id(node_id),

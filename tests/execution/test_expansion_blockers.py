@@ -70,6 +70,9 @@ def test_schema_node_expansion_and_parallel_sleep_expansion(tmp_path: Path) -> N
         sleep = await c.run({"1": node("ExecParallelSleep", seconds=0.6), "2": node("ExecRecord", value=["1", 0])})
         assert sleep.values("2") == [6]
         assert sleep.seconds < 1.5, f"three 0.6 s sleeps took {sleep.seconds:.2f} s: not concurrent"
+        assert {p["node"] for p in sleep.of("progress")} == {"1.0.0.1", "1.0.0.2", "1.0.0.3"}
+        shown = {n["node_id"]: n["display_node_id"] for m in sleep.of("progress_state") for n in m["nodes"].values()}
+        assert shown["1.0.0.2"] == "1" and shown["1.0.0.4"] == "1"
     serve(tmp_path, body)
 
 
