@@ -85,7 +85,7 @@ class OutputCache:
         self.total_bytes = 0
 
 
-def _is_plain(value: Any, depth: int = 0) -> bool:
+def is_plain(value: Any, depth: int = 0) -> bool:
     """True for JSON data (what a submitted prompt holds); node expansion may also put live
     objects (tensors, models) into the inputs of the nodes it adds."""
     if value is None or type(value) in (str, int, float, bool):
@@ -93,9 +93,9 @@ def _is_plain(value: Any, depth: int = 0) -> bool:
     if depth > 32:
         return False
     if type(value) in (list, tuple):
-        return all(_is_plain(v, depth + 1) for v in value)
+        return all(is_plain(v, depth + 1) for v in value)
     if type(value) is dict:
-        return all(type(k) is str and _is_plain(v, depth + 1) for k, v in value.items())
+        return all(type(k) is str and is_plain(v, depth + 1) for k, v in value.items())
     return False
 
 
@@ -105,7 +105,7 @@ def _canonical(value: Any) -> str:
     ComfyUI treats unhashable inputs."""
     if value is None or type(value) in (str, int, float, bool):
         return repr(value)
-    if not _is_plain(value):
+    if not is_plain(value):
         return f"object:{uuid.uuid4().hex}"
     try:
         return json.dumps(value, sort_keys=True)

@@ -9,9 +9,11 @@ display/parent/real ids the frontend maps them by).
 ComfyUI lists every touched node in every message, which makes a long expansion loop cost
 quadratic time and bandwidth (a 100-iteration loop sent ~400 MB). Loom lists every submitted
 node that is not pending, but an expanded node only while it is running or failed and in the
-first message after it finished, so each state an expanded node reaches is still sent once and
+first message after it finished (a node waiting for its own expansion is listed when it starts
+and when it finishes), so each state an expanded node reaches is still sent once and
 a message stays as small as the user's graph plus what is active. Up to `EVERY_CHANGE_LIMIT`
-touched nodes every change is sent; beyond that at most one message per `THROTTLE_S`, and the
+touched nodes every change is sent; beyond that one message per `THROTTLE_S` or per
+`MAX_CHANGES_PER_MESSAGE` changed nodes, whichever comes first, and the
 run's last state is always sent when it ends (`flush`).
 """
 from __future__ import annotations
@@ -25,6 +27,7 @@ from executor.events import Event
 PROGRESS_STATE = "progress_state"
 EVERY_CHANGE_LIMIT = 256
 THROTTLE_S = 0.1
+MAX_CHANGES_PER_MESSAGE = 32  # keeps messages small when ids are long (deep expansions)
 
 
 class ProgressState:
@@ -38,6 +41,7 @@ class ProgressState:
         self._last_sent = 0.0
         self._dirty = False
         self._changed: set[str] = set()
+        self._waiting: set[str] = set()  # running, but only waiting for their expansions
 
     def start(self, node_id: str) -> None:
         self._set(node_id, "running", 0.0, 1.0)
@@ -45,7 +49,13 @@ class ProgressState:
     def update(self, node_id: str, value: float, maximum: float) -> None:
         self._set(node_id, "running", float(value), float(maximum) if maximum else 1.0)
 
+    def waiting(self, node_id: str) -> None:
+        """The node expanded and waits for its subgraph: still running, but not re-listed in
+        every message (a loop's 1,000 nested parents would otherwise fill each one)."""
+        self._waiting.add(node_id)
+
     def finish(self, node_id: str) -> None:
+        self._waiting.discard(node_id)
         entry = self.nodes.get(node_id)
         maximum = entry["max"] if entry is not None else 1.0
         self._set(node_id, "finished", maximum, maximum)
@@ -72,7 +82,8 @@ class ProgressState:
             entry.update(value=value, max=maximum, state=state)
         self._dirty = True
         self._changed.add(node_id)
-        if len(self.nodes) <= EVERY_CHANGE_LIMIT or time.monotonic() - self._last_sent >= THROTTLE_S:
+        if (len(self.nodes) <= EVERY_CHANGE_LIMIT or len(self._changed) >= MAX_CHANGES_PER_MESSAGE
+                or time.monotonic() - self._last_sent >= THROTTLE_S):
             self._send()
 
     def _send(self) -> None:
@@ -80,6 +91,6 @@ class ProgressState:
         self._last_sent = time.monotonic()
         nodes = {node_id: dict(entry) for node_id, entry in self.nodes.items()
                  if node_id in self._changed or entry["real_node_id"] == node_id
-                 or entry["state"] in ("running", "error")}
+                 or (entry["state"] in ("running", "error") and node_id not in self._waiting)}
         self._changed.clear()
         self.emit(Event(PROGRESS_STATE, {"prompt_id": self.prompt_id, "nodes": nodes}))

@@ -20,7 +20,7 @@ import traceback
 from typing import TYPE_CHECKING, Any, Mapping
 
 from executor import events as ev
-from executor.cache import CachedOutput, estimate_size, node_signature
+from executor.cache import CachedOutput, estimate_size, is_plain, node_signature
 from executor.dynamic import DynamicGraph
 from executor.expand import ExpansionError, Expansion, splice
 from executor.lists import call_count, slice_inputs
@@ -84,6 +84,9 @@ class PromptRun:
         self._expansions: dict[str, Expansion] = {}  # node id -> its spliced-in graphs, to resolve
         self._instances: dict[str, Any] = {}         # ephemeral nodes' objects (this run only)
         self._extra_sources: dict[str, list[str]] = {}  # node id -> nodes its expansion read
+        # Nodes fed live objects by an expansion (and what depends on them): their signatures
+        # are unique to this run, so their outputs are not put in the cache to linger there.
+        self._single_use: set[str] = set()
 
     # ---- events ---------------------------------------------------------------------------
 
@@ -208,12 +211,17 @@ class PromptRun:
             spec = self.specs[node_id]
             changed = await self._is_changed(node_id) if spec.is_changed is not None else None
             keyed = spec.not_idempotent or any(i.hidden == "UNIQUE_ID" for i in spec.inputs)
-            self.signatures[node_id] = node_signature(spec.class_type, self.work[node_id]["inputs"], self.signatures,
+            inputs = self.work[node_id]["inputs"]
+            self.signatures[node_id] = node_signature(spec.class_type, inputs, self.signatures,
                                                       changed, node_id if keyed else None)
-            for value in self.work[node_id]["inputs"].values():
+            for value in inputs.values():
                 link = as_link(value)
                 if link is not None:
                     self._readers[link[0]] = self._readers.get(link[0], 0) + 1
+                    if link[0] in self._single_use:
+                        self._single_use.add(node_id)
+                elif not is_plain(value):
+                    self._single_use.add(node_id)
 
     def _is_output_class(self, class_type: str) -> bool:
         spec = self._spec_or_none({"class_type": class_type})
@@ -355,6 +363,7 @@ class PromptRun:
         for source in expansion.sources:
             self._readers[source] = self._readers.get(source, 0) + 1
         self._expansions[node_id] = expansion
+        self.progress.waiting(node_id)
         for output_id in expansion.output_nodes:
             scheduler.add(output_id)
         scheduler.block(node_id, expansion.sources)
@@ -364,7 +373,8 @@ class PromptRun:
         values = outcome.values
         entry = CachedOutput(values=values, ui=outcome.ui, size=sum(estimate_size(v) for v in values))
         self.results[node_id] = entry
-        self.ex.cache.put(self.signatures[node_id], entry)
+        if node_id not in self._single_use:
+            self.ex.cache.put(self.signatures[node_id], entry)
         self._record(node_id, entry)
         self.progress.finish(node_id)
 
@@ -391,7 +401,7 @@ class PromptRun:
             link = as_link(value)
             ispec = spec.input(name)
             if link is None or (ispec is not None and ispec.extra.get("rawLink")):
-                if ispec is not None:  # undeclared constants are dropped, undeclared links passed (ComfyUI)
+                if ispec is not None or spec.accepts_all_inputs:  # undeclared constants are dropped (ComfyUI)
                     inputs[name] = [value]
                 continue
             source, slot = link
@@ -464,8 +474,10 @@ class PromptRun:
 
     def _progress(self, node_id: str, value: float, total: float, preview: Any) -> None:
         self.progress.update(node_id, value, total)
+        # `node` is the node's own id (an expanded node's ephemeral id), as ComfyUI's progress
+        # hook reports it from the executing context; progress_state carries the display id.
         self.emit(ev.Event(ev.PROGRESS, {"value": value, "max": total, "prompt_id": self.prompt_id,
-                                         "node": self.display(node_id)}))
+                                         "node": node_id}))
         if preview is not None:
             metadata = {"node_id": node_id, "prompt_id": self.prompt_id, "display_node_id": self.display(node_id),
                         "parent_node_id": self.graph.get_parent_node_id(node_id),

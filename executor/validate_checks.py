@@ -35,10 +35,12 @@ def input_config(spec: InputSpec, files: FileIndex | None = None) -> list[Any]:
 
 
 def types_match(received: str, expected: str) -> bool:
-    """ComfyUI's link rule: equal names, `*` on either side, or a shared member of the
-    comma-separated unions (`"IMAGE,MASK"` accepts `MASK`)."""
+    """ComfyUI's link rule: equal names, `*` on either side, a type whose `__ne__` says they
+    match, or a shared member of the comma-separated unions (`"IMAGE,MASK"` accepts `MASK`)."""
     if received == expected or received == ANY or expected == ANY:
         return True
+    if not (received != expected) or not (expected != received):
+        return True  # a pack's str subclass whose __ne__ says "matches" (AnyType idioms), as ComfyUI asks
     got = {t.strip() for t in received.split(",")}
     want = {t.strip() for t in expected.split(",")}
     return bool(got & want) or ANY in got or ANY in want

@@ -179,6 +179,7 @@ class NodeSpec:
     check_lazy_status: Callable[..., Any] | None = None
     source: Any = None
     info_extra: Mapping[str, Any] = field(default_factory=dict)
+    accepts_all_inputs: bool = False  # undeclared constant inputs are passed too (schema API)
 
     def __post_init__(self) -> None:
         check_spec(self)

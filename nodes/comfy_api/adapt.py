@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from nodes.classic import adapt_classic
 from nodes.comfy_api import io
+from nodes.comfy_api.dynamic import fold_dynamic
 from nodes.comfy_api.ui import ui_dict
 from nodes.graph_builder import ExecutionBlocker
 from nodes.spec import NodeOutput, NodeSpec, SpecError, validate_args
@@ -48,7 +49,7 @@ class SchemaCall:
         hidden = {name: inputs.pop(name) for name in list(inputs) if name in self.hidden_names}
         bound = type(self.cls.__name__, (self.cls,), {"hidden": io.HiddenHolder(**hidden),
                                                       "__module__": self.cls.__module__})
-        value = bound.execute(**inputs)
+        value = bound.execute(**fold_dynamic(self.cls.GET_SCHEMA().inputs, inputs))
         if inspect.isawaitable(value):  # an async execute: awaited on the prompt run's loop
             return self._finish_async(value)
         return _normalized(value)
@@ -113,4 +114,5 @@ def adapt_schema_node(cls: type, *, python_module: str = "nodes") -> NodeSpec:
         validate_inputs_args=validate_args(validate),
         check_lazy_status=_lazy_hook(_overridden(cls, "check_lazy_status"), hidden_names),
         info_extra=extra,
+        accepts_all_inputs=bool(getattr(schema, "accept_all_inputs", False)),
     )

@@ -365,6 +365,7 @@ class Schema:
     is_api_node: bool = False
     not_idempotent: bool = False
     enable_expand: bool = False
+    accept_all_inputs: bool = False  # execute also gets constants the schema does not declare
 
     def validate(self) -> None:
         """Raise ValueError if input or output ids repeat (ComfyUI's rule)."""
@@ -399,6 +400,10 @@ class Schema:
         """The classic `INPUT_TYPES()` dict: sections of `name: (type, options)`."""
         sections: dict[str, dict[str, Any]] = {"required": {}}
         for item in self.inputs:
+            if hasattr(item, "classic_entries"):  # Autogrow / DynamicCombo: several sockets
+                for section, name, entry in item.classic_entries():
+                    sections.setdefault(section, {})[name] = entry
+                continue
             options = item.as_dict()
             options.pop("optional", None)
             sections.setdefault("optional" if item.optional else "required", {})[item.id] = (item.get_io_type(), options)
@@ -509,3 +514,6 @@ def normalize_output(value: Any) -> NodeOutput:
     if isinstance(value, dict):
         return NodeOutput.from_dict(value)
     raise TypeError(f"a schema node returned {type(value).__name__}; expected io.NodeOutput, a tuple or a dict")
+
+
+from nodes.comfy_api.dynamic import Autogrow, DynamicCombo  # noqa: E402 - they build on the classes above

@@ -52,7 +52,7 @@ class Client:
                                          json={"prompt": prompt, "client_id": self.client_id, **fields}) as r:
             return r.status, await r.json()
 
-    async def run(self, prompt: dict[str, Any], timeout: float = 60.0, **fields: Any) -> Run:
+    async def run(self, prompt: dict[str, Any], timeout: float = 60.0, drain: float = 0.0, **fields: Any) -> Run:
         started = time.monotonic()
         status, body = await self.post(prompt, **fields)
         assert status == 200, body
@@ -74,6 +74,14 @@ class Client:
             if event["type"] == "executing" and data.get("node") is None and data.get("prompt_id") == prompt_id:
                 break
         seconds = time.monotonic() - started
+        if drain:  # previews travel in their own queue and may trail the last JSON message
+            while True:
+                try:
+                    msg = await self.ws.receive(timeout=drain)
+                except asyncio.TimeoutError:
+                    break
+                if msg.type == aiohttp.WSMsgType.BINARY:
+                    frames.append(msg.data)
         async with self.srv.session.get(f"{self.srv.url}/history/{prompt_id}") as r:
             history = (await r.json())[prompt_id]
         return Run(prompt_id, events, frames, history, seconds)

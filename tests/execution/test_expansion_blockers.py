@@ -2,6 +2,7 @@
 websocket, with the pack in `packs/exec_pack` (imports ComfyUI's module names)."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from exec_env import Client, node, serve
@@ -29,8 +30,11 @@ def test_loop_by_expansion_ids_display_nodes_and_cache(tmp_path: Path) -> None:
         assert all(e["node"].startswith("5.0.0.") for e in ephemeral)
         assert {e["display_node"] for e in ephemeral} <= {"2", "3", "4", "5"}
         assert "5.0.0.Recurse" in [e["node"] for e in ephemeral]
-        states = run.of("progress_state")[-1]["nodes"]
+        states: dict = {}
+        for message in run.of("progress_state"):  # an expanded node is listed until it has finished
+            states.update(message["nodes"])
         assert states["5.0.0.Recurse"]["real_node_id"] == "5" and states["5.0.0.Recurse"]["parent_node_id"] == "5"
+        assert states["5.0.0.Recurse"]["display_node_id"] == "5"
         assert all(s["state"] == "finished" for s in states.values())
         again = await c.run(loop_prompt(4))
         assert again.values("6") == [4] and again.ran == [], "an unchanged loop must come from the cache"
@@ -66,6 +70,9 @@ def test_schema_node_expansion_and_parallel_sleep_expansion(tmp_path: Path) -> N
         sleep = await c.run({"1": node("ExecParallelSleep", seconds=0.6), "2": node("ExecRecord", value=["1", 0])})
         assert sleep.values("2") == [6]
         assert sleep.seconds < 1.5, f"three 0.6 s sleeps took {sleep.seconds:.2f} s: not concurrent"
+        assert {p["node"] for p in sleep.of("progress")} == {"1.0.0.1", "1.0.0.2", "1.0.0.3"}
+        shown = {n["node_id"]: n["display_node_id"] for m in sleep.of("progress_state") for n in m["nodes"].values()}
+        assert shown["1.0.0.2"] == "1" and shown["1.0.0.4"] == "1"
     serve(tmp_path, body)
 
 
@@ -80,7 +87,7 @@ def test_blockers_silent_through_lists_and_with_message(tmp_path: Path) -> None:
         run = await c.run(prompt)
         assert run.history["status"]["status_str"] == "success" and not run.of("execution_error")
         assert run.values("6") == [10, 30], "only the blocked list item is left out"
-        prompt["3"] = node("ExecMath", a=["2", 0], b=0, op="lt")  # every item blocked
+        prompt["3"] = node("ExecMath", a=["2", 0], b=10, op="lt")  # every item blocked
         prompt["4"]["inputs"]["message"] = "stopped here"
         run = await c.run(prompt)
         errors = run.of("execution_error")
@@ -110,9 +117,9 @@ def test_kwargs_inputs_validation_hooks_and_unique_id(tmp_path: Path) -> None:
 
 
 def test_is_changed_gets_linked_inputs_as_none_and_keeps_outputs_cached(tmp_path: Path) -> None:
-    from exec_pack import CALLS, ExecIsChangedLinked
-
     async def body(c: Client) -> None:
+        pack = next(m for name, m in sys.modules.items() if name.endswith("exec_pack"))
+        CALLS, ExecIsChangedLinked = pack.CALLS, pack.ExecIsChangedLinked  # noqa: N806
         prompt = {"1": node("ExecInt", value=4), "2": node("ExecIsChangedLinked", linked=["1", 0], salt=1),
                   "3": node("ExecRecord", value=["2", 0])}
         ExecIsChangedLinked.SEEN.clear()
@@ -139,3 +146,41 @@ def test_expansion_with_cache_none_and_cache_lru(tmp_path: Path) -> None:
         assert (await c.run(loop_prompt(5))).values("6") == [5]
         assert (await c.run(loop_prompt(5))).values("6") == [5]
     serve(tmp_path / "lru", lru, "--cache-lru", "3")
+
+
+def test_schema_autogrow_dynamic_combo_and_multitype(tmp_path: Path) -> None:
+    async def body(c: Client) -> None:
+        async with c.srv.session.get(c.srv.url + "/object_info/SchemaSumGrow") as r:
+            info = (await r.json())["SchemaSumGrow"]["input"]
+        assert list(info["required"]) == ["values.v0"] and list(info["optional"]) == [f"values.v{i}" for i in (1, 2, 3, 4)]
+        run = await c.run({"1": node("ExecInt", value=2), "2": node("ExecInt", value=5),
+                           "3": node("SchemaSumGrow", **{"values.v0": ["1", 0], "values.v3": ["2", 0]}),
+                           "4": node("ExecRecord", value=["3", 0]),
+                           "5": node("SchemaPickMode", value=["1", 0], mode="scale", **{"mode.factor": 10,
+                                                                                         "mode.amount": 7}),
+                           "6": node("ExecRecord", value=["5", 0]),
+                           "7": node("SchemaPickMode", value=["2", 0], mode="offset", **{"mode.amount": 3}),
+                           "8": node("ExecRecord", value=["7", 0])})
+        assert run.values("4") == [7] and run.values("6") == [20] and run.values("8") == [8]
+        taken = await c.run({"1": node("SchemaTakeAll", base=1, zeta="z", alpha=2), "2": node("ExecRecord", value=["1", 0])})
+        assert taken.values("2") == ["1:alpha=2,zeta=z"]
+        status, refused = await c.post({"1": node("ExecInt", value=2), "3": node("SchemaSumGrow"),
+                                        "4": node("ExecRecord", value=["3", 0])})
+        assert status == 400 and refused["node_errors"]["3"]["errors"][0]["type"] == "required_input_missing"
+        status, refused = await c.post({"1": node("ExecInt", value=2),
+                                        "5": node("SchemaPickMode", value=["1", 0], mode="nope"),
+                                        "6": node("ExecRecord", value=["5", 0])})
+        assert status == 400 and refused["node_errors"]["5"]["errors"][0]["type"] == "value_not_in_list"
+    serve(tmp_path, body)
+
+
+def test_output_nodes_inside_an_expansion_and_history_meta(tmp_path: Path) -> None:
+    async def body(c: Client) -> None:
+        run = await c.run({"1": node("ExecInt", value=9), "2": node("ExecExpandRecord", value=["1", 0]),
+                           "3": node("ExecRecord", value=["2", 0])})
+        assert run.values("3") == [9] and run.values("2.0.0.inner") == [9]
+        assert run.history["meta"]["2.0.0.inner"] == {"node_id": "2.0.0.inner", "display_node": "2",
+                                                      "parent_node": "2", "real_node_id": "2"}
+        executed = {e["node"]: e["display_node"] for e in run.of("executed")}
+        assert executed["2.0.0.inner"] == "2"
+    serve(tmp_path, body)

@@ -163,8 +163,6 @@ def _raise(cls: type) -> None:
     ({"INPUT_TYPES": classmethod(lambda cls: {"required": {"a": ("INT", 5)}})}, "must be a dict"),
     ({"INPUT_TYPES": classmethod(lambda cls: {"required": {"a": ("INT", {"default": 11, "max": 10})}})},
      "default 11 is outside"),
-    ({"INPUT_TYPES": classmethod(lambda cls: {"required": {"a": ("INT",)}, "optional": {"a": ("INT",)}})},
-     "duplicate input name 'a'"),
     ({"RETURN_TYPES": "IMAGE"}, "RETURN_TYPES must be a tuple"),
     ({"RETURN_TYPES": (None,)}, "RETURN_TYPES\\[0\\]"),
 ])
@@ -197,3 +195,12 @@ def test_classic_nodes_run_through_the_executor(tmp_path: Path) -> None:
     result = executor.execute(prompt, "p")
     assert result.status == "success", result.error
     assert result.outputs["2"] == {"text": ["2:7"]}
+
+
+def test_a_name_in_required_and_optional_is_one_required_input() -> None:
+    """ComfyUI accepts it (its own list test node declares `value1` in both) and treats it as required."""
+    cls = type("Both", (), {"INPUT_TYPES": classmethod(lambda cls: {"required": {"a": ("INT",)},
+                                                                    "optional": {"a": ("INT",), "b": ("INT",)}}),
+                            "RETURN_TYPES": ("INT",), "FUNCTION": "run", "run": lambda self, a, b=0: (a + b,)})
+    spec = adapt_classic(cls, "Both")
+    assert [(i.name, i.optional) for i in spec.inputs] == [("a", False), ("b", True)]

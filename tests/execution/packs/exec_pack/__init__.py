@@ -322,3 +322,111 @@ NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in (
     ExecInt, ExecMath, ExecMakeList, ExecBlock, ExecRecord, ExecVariadicSum, ExecWhileOpen, ExecWhileClose,
     ExecSleep, ExecParallelSleep, ExecFail, ExecAsyncLazySwitch, ExecAsyncValidated, ExecIsChangedLinked,
     ExecWhoAmI, ExecDynamicCycle, ExecApiProgress, SchemaExpandDouble)}
+
+
+class SlowPreview:
+    """Reports one step with a preview image (a solid 8×8 JPEG)."""
+
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+    RETURN_TYPES = ()
+    FUNCTION = "run"
+
+    def run(self):
+        from PIL import Image
+        ProgressBar(1).update_absolute(1, 1, ("JPEG", Image.new("RGB", (8, 8), (200, 10, 10)), 512))
+        return {"ui": {"values": [1]}}
+
+
+class BusyNode:
+    """Spins in Python (holding the GIL between bytecodes) for `seconds`."""
+
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seconds": ("FLOAT", {"default": 1.0, "min": 0, "max": 60})}}
+    RETURN_TYPES = ()
+    FUNCTION = "run"
+
+    def run(self, seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            sum(range(1000))
+        return {"ui": {"values": [seconds]}}
+
+
+NODE_CLASS_MAPPINGS.update({"SlowPreview": SlowPreview, "BusyNode": BusyNode})
+
+
+class SchemaSumGrow(io.ComfyNode):
+    """io.Autogrow: sums however many `values.v<i>` sockets are connected (at least one)."""
+
+    @classmethod
+    def define_schema(cls):
+        template = io.Autogrow.TemplatePrefix(io.Int.Input("v"), prefix="v", min=1, max=5)
+        return io.Schema(node_id="SchemaSumGrow", inputs=[io.Autogrow.Input("values", template=template)],
+                         outputs=[io.Int.Output()])
+
+    @classmethod
+    def execute(cls, values):
+        return io.NodeOutput(sum(values.values()))
+
+
+class SchemaPickMode(io.ComfyNode):
+    """io.DynamicCombo: "scale" brings a `factor`, "offset" an `amount`; io.MultiType input."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="SchemaPickMode", inputs=[
+            io.MultiType.Input("value", types=[io.Int, io.Float]),
+            io.DynamicCombo.Input("mode", options=[
+                io.DynamicCombo.Option("scale", [io.Int.Input("factor", default=2)]),
+                io.DynamicCombo.Option("offset", [io.Int.Input("amount", default=1)])])],
+            outputs=[io.AnyType.Output()])
+
+    @classmethod
+    def execute(cls, value, mode):
+        if mode["mode"] == "scale":
+            return io.NodeOutput(value * mode["factor"])
+        return io.NodeOutput(value + mode["amount"] + 1000 * ("factor" in mode))
+
+
+NODE_CLASS_MAPPINGS.update({"SchemaSumGrow": SchemaSumGrow, "SchemaPickMode": SchemaPickMode})
+
+
+class ExecExpandRecord:
+    """Expands into an output node (recording the value) and passes the value on."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": (IO.ANY,)}}
+    RETURN_TYPES = (IO.ANY,)
+    FUNCTION = "run"
+
+    def run(self, value):
+        graph = GraphBuilder()
+        graph.node("ExecRecord", "inner", value=value)
+        return {"result": (value,), "expand": graph.finalize()}
+
+
+NODE_CLASS_MAPPINGS["ExecExpandRecord"] = ExecExpandRecord
+
+
+class SchemaTakeAll(io.ComfyNode):
+    """Schema(accept_all_inputs=True): undeclared constants reach execute as keywords."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="SchemaTakeAll", inputs=[io.Int.Input("base")], outputs=[io.String.Output()],
+                         accept_all_inputs=True)
+
+    @classmethod
+    def execute(cls, base, **extra):
+        return io.NodeOutput(f"{base}:" + ",".join(f"{k}={v}" for k, v in sorted(extra.items())))
+
+
+NODE_CLASS_MAPPINGS["SchemaTakeAll"] = SchemaTakeAll
