@@ -76,9 +76,27 @@ class DiffusionModel(nn.Module):
         """Model inputs beyond the text context for one cond dict: for inpainting UNets the concatenated
         mask and masked-image latent (from `concat_mask`/`concat_latent_image` if the cond carries them,
         else the sampling run's noise mask and latent; a blank image and an all-ones mask without either)."""
+        if self.is_instructpix2pix:
+            return {"c_concat": self._image_concat(cond, noise)}
         if not self.is_inpaint:
             return {}
         return {"c_concat": self._inpaint_concat(cond, noise, latent_image, denoise_mask)}
+
+    @property
+    def is_instructpix2pix(self) -> bool:
+        """An InstructPix2Pix UNet (Brooks et al. 2023): the source image's latent as extra input channels."""
+        return self.in_channels == self.latent_format.channels * 2
+
+    def _image_concat(self, cond: dict, noise: torch.Tensor) -> torch.Tensor:
+        """InstructPix2Pix's extra channels: the cond's `concat_latent_image` (processed in, resized to the
+        noise, repeated to its batch), zeros without one."""
+        image = cond.get("concat_latent_image")
+        if image is None:
+            return torch.zeros_like(noise)
+        image = self.process_latent_in(image.to(noise.device, noise.dtype))
+        if image.shape[-2:] != noise.shape[-2:]:
+            image = F.interpolate(image, size=noise.shape[-2:], mode="bilinear", align_corners=False)
+        return _resize_batch(image, noise.shape[0])
 
     def _inpaint_concat(self, cond, noise, latent_image, denoise_mask) -> torch.Tensor:
         mask = cond.get("concat_mask", denoise_mask)

@@ -32,4 +32,6 @@ BUILTIN_MODULES: list[str] = [
     "nodes.guidance",
     "nodes.sampler_nodes",
     "nodes.sigma_nodes",
+    "nodes.attention_multiply",
+    "nodes.inpaint_models",
 ]
