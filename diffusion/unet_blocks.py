@@ -8,7 +8,9 @@ Layer and attribute names follow CompVis' latent-diffusion `openaimodel.py` / `a
 - ``"attention_mode"``: "sdpa" (default) or "sliced", see `diffusion.attention`;
 - ``"patches"``: ``{"attn1_patch": [fn], "attn2_patch": [fn]}``, each ``fn(x, context, value, options) -> (x,
   context, value)`` applied to the normalised input before self- (attn1) or cross-attention (attn2), the hook
-  point ComfyUI's attention patches use; and ``"middle_patch"``: ``[fn(x, options) -> x]`` run on the residual
+  point ComfyUI's attention patches use; ``"attn1_output_patch"``: ``[fn(out, options) -> out]`` on the
+  self-attention's output before the residual add (HyperTile and ToMe undo their token regrouping there;
+  ``options["original_shape"]`` is the latent's shape); and ``"middle_patch"``: ``[fn(x, options) -> x]`` run on the residual
   stream between self- and cross-attention (GLIGEN's fusers, `diffusion.gligen`).
 """
 from __future__ import annotations
@@ -160,7 +162,10 @@ class BasicTransformerBlock(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor | None, options: dict[str, Any]) -> torch.Tensor:
         mode = options.get("attention_mode", "sdpa")
         n, ctx, val = _apply_patches("attn1_patch", self.norm1(x), None, None, options)
-        x = x + self.attn1(n, ctx, val, mode=mode)
+        attended = self.attn1(n, ctx, val, mode=mode)
+        for patch in options.get("patches", {}).get("attn1_output_patch", ()):
+            attended = patch(attended, options)
+        x = x + attended
         for patch in options.get("patches", {}).get("middle_patch", ()):
             x = patch(x, options)
         n, ctx, val = _apply_patches("attn2_patch", self.norm2(x), context, context, options)

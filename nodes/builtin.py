@@ -34,4 +34,5 @@ BUILTIN_MODULES: list[str] = [
     "nodes.sigma_nodes",
     "nodes.attention_multiply",
     "nodes.inpaint_models",
+    "nodes.token_patches",
 ]
