@@ -1,12 +1,15 @@
-"""Self-attention token patches: HyperTile (self-attention within tiles) and TomePatchModel (token merging).
+"""Self-attention patches: HyperTile (self-attention within tiles), TomePatchModel (token merging) and
+SelfAttentionGuidance (guidance from the middle block's self-attention map).
 
-Each returns a clone of the MODEL with an `attn1_patch` and the matching `attn1_output_patch` from
-`diffusion/token_patches.py`. Names, inputs, defaults, ranges and categories are ComfyUI's
-(`comfy_extras/nodes_hypertile.py`, `nodes_tomesd.py`).
+HyperTile and ToMe return a clone of the MODEL with an `attn1_patch` and the matching `attn1_output_patch` from
+`diffusion/token_patches.py`; SAG replaces the middle block's first self-attention and adds a post-CFG function
+(`diffusion/sag.py`). Names, inputs, defaults, ranges, categories and display names are ComfyUI's
+(`comfy_extras/nodes_hypertile.py`, `nodes_tomesd.py`, `nodes_sag.py`).
 """
 from __future__ import annotations
 
 from diffusion.patcher import ModelHandle
+from diffusion.sag import SelfAttentionGuidancePatch
 from diffusion.token_patches import HyperTilePatch, RestoreTokens, TomePatch, hypertile_widths
 from nodes.model_patches import model_channels, with_unet_patch
 from nodes.spec import Boolean, Float, Input, Int, Node, Output
@@ -45,4 +48,26 @@ class TomePatchModel(Node):
         return (_with_token_patch(model, TomePatch(ratio)),)
 
 
-NODES: list[type] = [HyperTile, TomePatchModel]
+
+
+class SelfAttentionGuidance(Node):
+    """Self-attention guidance: steers away from a prediction blurred where the model's self-attention is
+    strongest, sharpening detail (costs one more UNet pass per step)."""
+
+    DISPLAY_NAME = "Self-Attention Guidance"
+    CATEGORY = "_for_testing"
+    INPUTS = (Input("model", "MODEL"), Float("scale", 0.5, min=-2.0, max=5.0, step=0.01),
+              Float("blur_sigma", 2.0, min=0.0, max=10.0, step=0.1))
+    OUTPUTS = (Output("MODEL"),)
+
+    def execute(self, model: ModelHandle, scale: float, blur_sigma: float) -> tuple[ModelHandle]:
+        patch = SelfAttentionGuidancePatch(scale, blur_sigma)
+        clone = model.clone()
+        clone.add_wrapper("sampler_post_cfg_function", patch)
+        clone.set_option("disable_cfg1_optimization", True)
+        replace = clone.options.setdefault("transformer_options", {}).setdefault("patches_replace", {})
+        replace["attn1"] = {**replace.get("attn1", {}), ("middle", 0, 0): patch.record}
+        return (clone,)
+
+
+NODES: list[type] = [HyperTile, TomePatchModel, SelfAttentionGuidance]
