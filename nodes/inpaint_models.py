@@ -1,9 +1,11 @@
 """Nodes that change how a model uses an image or mask it is given: DifferentialDiffusion (soft inpainting masks as
-per-step thresholds) and InstructPixToPixConditioning (the source image's latent concatenated to the input of an
-InstructPix2Pix model).
+per-step thresholds), InstructPixToPixConditioning (the source image's latent concatenated to the input of an
+InstructPix2Pix model) and SD_4XUpscale_Conditioning (the low-resolution image and its noise-augmentation level in
+the conditioning of Stability's ×4 upscaler; the conditioning is ComfyUI's, the upscaler model family itself is
+not among Loom's families yet).
 
 Names, inputs, categories and display names are ComfyUI's (`comfy_extras/nodes_differential_diffusion.py`,
-`nodes_ip2p.py`).
+`nodes_ip2p.py`, `nodes_sdupscale.py`).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import torch
 from diffusion.differential_diffusion import DifferentialMask
 from diffusion.patcher import ModelHandle
 from nodes.spec import Float, Input, Node, Output
+from nodes.upscaling_math import common_upscale
 from nodes.vae_nodes import encode as vae_encode
 
 
@@ -57,4 +60,27 @@ class InstructPixToPixConditioning(Node):
         return with_image[0], with_image[1], {"samples": torch.zeros_like(concat)}
 
 
-NODES: list[type] = [DifferentialDiffusion, InstructPixToPixConditioning]
+class SD_4XUpscale_Conditioning(Node):
+    """Conditioning for the SD ×4 upscaler: the image (in −1..1) at a quarter of the target size as `concat_image`
+    with its `noise_augmentation`, and an empty latent for a target of scale_ratio × the image."""
+
+    CATEGORY = "conditioning/upscale_diffusion"
+    INPUTS = (Input("images", "IMAGE"), Input("positive", "CONDITIONING"), Input("negative", "CONDITIONING"),
+              Float("scale_ratio", 4.0, min=0.0, max=10.0, step=0.01),
+              Float("noise_augmentation", 0.0, min=0.0, max=1.0, step=0.001))
+    OUTPUTS = (Output("CONDITIONING", "positive"), Output("CONDITIONING", "negative"), Output("LATENT", "latent"))
+
+    def execute(self, images: torch.Tensor, positive: list, negative: list, scale_ratio: float,
+                noise_augmentation: float) -> tuple[list, list, dict]:
+        width = max(1, round(images.shape[-2] * scale_ratio))
+        height = max(1, round(images.shape[-3] * scale_ratio))
+        if width < 4 or height < 4:
+            raise ValueError(f"SD_4XUpscale_Conditioning: scale_ratio {scale_ratio} makes a {width}×{height} target; "
+                             "it must be at least 4 pixels each way")
+        pixels = common_upscale(images.movedim(-1, 1) * 2.0 - 1.0, width // 4, height // 4, "bilinear", "center")
+        extra = {"concat_image": pixels, "noise_augmentation": noise_augmentation}
+        out = [[[t, {**opts, **extra}] for t, opts in cond] for cond in (positive, negative)]
+        return out[0], out[1], {"samples": torch.zeros([images.shape[0], 4, height // 4, width // 4])}
+
+
+NODES: list[type] = [DifferentialDiffusion, InstructPixToPixConditioning, SD_4XUpscale_Conditioning]

@@ -149,3 +149,23 @@ def test_instruct_pix2pix_conditioning(env: SDEnv) -> None:
     red = env.value(prompt(0xFF0000), "3")["samples"]
     blue = env.value(prompt(0x0000FF), "3")["samples"]
     assert red.shape == (1, 4, 4, 4) and (red - blue).abs().max() > 1e-4  # the model sees the image
+
+
+def test_sd_4x_upscale_conditioning(env: SDEnv) -> None:
+    graph = {"4": txt2img()["4"], "6": txt2img()["6"], "7": txt2img()["7"],
+             "i": {"class_type": "EmptyImage", "inputs": {"width": 12, "height": 8, "batch_size": 2,
+                                                          "color": 0xFF8000}},
+             "u": {"class_type": "SD_4XUpscale_Conditioning", "inputs": {
+                 "images": ["i", 0], "positive": ["6", 0], "negative": ["7", 0], "scale_ratio": 2.0,
+                 "noise_augmentation": 0.25}}}
+    positive = env.value(graph, "u", 0)
+    latent = env.value(graph, "u", 2)["samples"]
+    assert latent.shape == (2, 4, 4, 6) and not latent.any()  # 24×16 target, a quarter each way
+    image = positive[0][1]["concat_image"]
+    assert image.shape == (2, 3, 4, 6) and positive[0][1]["noise_augmentation"] == 0.25
+    torch.testing.assert_close(image[0, :, 0, 0], torch.tensor([1.0, 128 / 255 * 2 - 1, -1.0]))
+    negative = env.value(graph, "u", 1)
+    assert "concat_image" in negative[0][1]
+    info = env.registry.object_info(env.folders)["SD_4XUpscale_Conditioning"]
+    assert info["output_name"] == ["positive", "negative", "latent"]
+    assert info["category"] == "conditioning/upscale_diffusion"
