@@ -56,8 +56,8 @@ class InstructPixToPixConditioning(Node):
 
     def execute(self, positive: list, negative: list, vae: Any, pixels: torch.Tensor) -> tuple[list, list, dict]:
         concat = vae_encode(vae, crop_to_multiple_of_8(pixels))
-        with_image = [[[t, {**opts, "concat_latent_image": concat}] for t, opts in cond] for cond in (positive, negative)]
-        return with_image[0], with_image[1], {"samples": torch.zeros_like(concat)}
+        pos, neg = ([[t, {**opts, "concat_latent_image": concat}] for t, opts in cond] for cond in (positive, negative))
+        return pos, neg, {"samples": torch.zeros_like(concat)}
 
 
 class SD_4XUpscale_Conditioning(Node):
