@@ -60,9 +60,9 @@ class HyperTilePatch:
     _pending: tuple[int, int, int, int] | None = field(default=None, repr=False)
 
     def __call__(self, x: torch.Tensor, context: Any, value: Any, options: dict[str, Any]) -> tuple:
-        if x.shape[-1] not in self.widths:
+        shape = options.get("original_shape")
+        if x.shape[-1] not in self.widths or shape is None:  # no latent shape: a network that is not the UNet
             return x, context, value
-        shape = options["original_shape"]
         h, w = feature_map_size(x.shape[1], shape[-1] / shape[-2])
         factor = 2 ** ((x.shape[-1] // self.model_channels) - 1) if self.scale_depth else 1
         nh = random_divisor(h, self.latent_tile * factor, self.swap_size, self.counter)
@@ -175,6 +175,8 @@ class TomePatch:
 
     def __call__(self, x: torch.Tensor, context: Any, value: Any, options: dict[str, Any]) -> tuple:
         self._plan = None
+        if options.get("original_shape") is None:  # no latent shape: a network that is not the UNet
+            return x, context, value
         _, _, height, width = options["original_shape"]
         if math.ceil(math.sqrt((height * width) // x.shape[1])) > 1:  # not a full-resolution block
             return x, context, value
