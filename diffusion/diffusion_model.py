@@ -82,7 +82,9 @@ class DiffusionModel(nn.Module):
         else the sampling run's noise mask and latent; a blank image and an all-ones mask without either); for
         class-conditional families (SDXL) the ADM vector `y` their registry entry builds from the cond."""
         out: dict[str, torch.Tensor] = {}
-        if self.is_inpaint:
+        if self.is_instructpix2pix:
+            out["c_concat"] = self._image_concat(cond, noise)
+        elif self.is_inpaint:
             out["c_concat"] = self._inpaint_concat(cond, noise, latent_image, denoise_mask)
         adm = self.adm_encoder()
         if adm is not None:
@@ -102,6 +104,22 @@ class DiffusionModel(nn.Module):
             return get_family(self.family).encode_adm
         except KeyError:
             return None
+
+    @property
+    def is_instructpix2pix(self) -> bool:
+        """An InstructPix2Pix UNet (Brooks et al. 2023): the source image's latent as extra input channels."""
+        return self.in_channels == self.latent_format.channels * 2
+
+    def _image_concat(self, cond: dict, noise: torch.Tensor) -> torch.Tensor:
+        """InstructPix2Pix's extra channels: the cond's `concat_latent_image` (processed in, resized to the
+        noise, repeated to its batch), zeros without one."""
+        image = cond.get("concat_latent_image")
+        if image is None:
+            return torch.zeros_like(noise)
+        image = self.process_latent_in(image.to(noise.device, noise.dtype))
+        if image.shape[-2:] != noise.shape[-2:]:
+            image = F.interpolate(image, size=noise.shape[-2:], mode="bilinear", align_corners=False)
+        return _resize_batch(image, noise.shape[0])
 
     def _inpaint_concat(self, cond, noise, latent_image, denoise_mask) -> torch.Tensor:
         mask = cond.get("concat_mask", denoise_mask)

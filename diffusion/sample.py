@@ -58,16 +58,21 @@ class InpaintDenoiser:
     KSamplerX0Inpaint) and the interrupt check before every evaluation."""
 
     def __init__(self, guider: CFGGuider, noise: torch.Tensor, latent_image: torch.Tensor,
-                 interrupt_check: Callable[[], None] | None = None):
+                 interrupt_check: Callable[[], None] | None = None, sigmas: torch.Tensor | None = None):
         self.guider, self.noise, self.latent_image = guider, noise, latent_image
         self.interrupt_check = interrupt_check
         self.model_sampling = guider.model.model_sampling
+        self.inner_model = guider.model  # ComfyUI's name, for denoise_mask_function hooks
+        self.sigmas = sigmas
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, denoise_mask: torch.Tensor | None = None,
                  model_options: dict | None = None, seed: int | None = None) -> torch.Tensor:
         if self.interrupt_check is not None:
             self.interrupt_check()
         if denoise_mask is not None:
+            mask_function = (model_options or {}).get("denoise_mask_function")
+            if mask_function is not None:  # e.g. Differential Diffusion's per-step threshold
+                denoise_mask = mask_function(sigma, denoise_mask, extra_options={"model": self, "sigmas": self.sigmas})
             keep = 1.0 - denoise_mask
             s = sigma.reshape([sigma.shape[0]] + [1] * (self.noise.ndim - 1))
             x = x * denoise_mask + self.model_sampling.noise_scaling(s, self.noise, self.latent_image) * keep
@@ -104,7 +109,7 @@ def sample_custom(model: Any, noise: torch.Tensor, guider: CFGGuider, sampler: S
     model_options = dict(guider.model_options)
     model_options["transformer_options"] = {**model_options.get("transformer_options", {}), "sample_sigmas": sigmas}
     extra_args = {"model_options": model_options, "seed": seed, "denoise_mask": denoise_mask}
-    denoiser = InpaintDenoiser(guider, _inpaint_noise(sampler, noise, seed), latent_image, interrupt_check)
+    denoiser = InpaintDenoiser(guider, _inpaint_noise(sampler, noise, seed), latent_image, interrupt_check, sigmas)
     ms = model.model_sampling
     x = ms.noise_scaling(sigmas[0], noise, latent_image, ms.is_max_denoise(sigmas))
     total = len(sigmas) - 1

@@ -223,6 +223,7 @@ class UNetModel(nn.Module):
         (the FreeU hook).
         """
         options = dict(transformer_options or {})
+        options["original_shape"] = list(x.shape)  # the latent's shape, for patches that tile the tokens
         patches = options.get("patches", {})
         out_dtype, dtype = x.dtype, self.dtype
         timesteps = torch.as_tensor(timesteps, device=x.device).reshape(-1).expand(x.shape[0])

@@ -8,7 +8,11 @@ Layer and attribute names follow CompVis' latent-diffusion `openaimodel.py` / `a
 - ``"attention_mode"``: "sdpa" (default) or "sliced", see `diffusion.attention`;
 - ``"patches"``: ``{"attn1_patch": [fn], "attn2_patch": [fn]}``, each ``fn(x, context, value, options) -> (x,
   context, value)`` applied to the normalised input before self- (attn1) or cross-attention (attn2), the hook
-  point ComfyUI's attention patches use; and ``"middle_patch"``: ``[fn(x, options) -> x]`` run on the residual
+  point ComfyUI's attention patches use; ``"attn1_output_patch"``: ``[fn(out, options) -> out]`` on the
+  self-attention's output before the residual add (HyperTile and ToMe undo their token regrouping there;
+  ``options["original_shape"]`` is the latent's shape); ``"patches_replace"``: ``{"attn1": {(kind, index,
+  transformer_index): fn(q, k, v, options) -> out}}`` replaces one self-attention's core (SAG records its
+  attention map this way); and ``"middle_patch"``: ``[fn(x, options) -> x]`` run on the residual
   stream between self- and cross-attention (GLIGEN's fusers, `diffusion.gligen`).
 """
 from __future__ import annotations
@@ -113,6 +117,14 @@ class CrossAttention(nn.Module):
         out = attention(self.to_q(x), self.to_k(context), self.to_v(value), self.heads, mask=mask, mode=mode)
         return self.to_out(out)
 
+    def replaced(self, x: torch.Tensor, context: torch.Tensor | None, value: torch.Tensor | None, replace: Any,
+                 options: dict[str, Any]) -> torch.Tensor:
+        """This attention with the q/k/v → output step done by `replace(q, k, v, options)` (options gain n_heads)."""
+        context = x if context is None else context
+        value = context if value is None else value
+        out = replace(self.to_q(x), self.to_k(context), self.to_v(value), {**options, "n_heads": self.heads})
+        return self.to_out(out)
+
 
 class GEGLU(nn.Module):
     """Gated GELU projection (Shazeer 2020, "GLU Variants Improve Transformer")."""
@@ -145,6 +157,16 @@ def _apply_patches(
     return x, context, value
 
 
+def _replacement(name: str, options: dict[str, Any]) -> Any:
+    """The `patches_replace[name]` entry for this transformer, keyed (block kind, block index, transformer index)
+    as ComfyUI's `set_model_attn1_replace` keys it, e.g. ("middle", 0, 0)."""
+    table = options.get("patches_replace", {}).get(name)
+    if not table:
+        return None
+    kind, index = options.get("block", ("", -1))
+    return table.get((kind, index, options.get("transformer_index", 0)))
+
+
 class BasicTransformerBlock(nn.Module):
     """Pre-norm self-attention, cross-attention over the text context, GEGLU feed-forward, each residual."""
 
@@ -160,7 +182,14 @@ class BasicTransformerBlock(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor | None, options: dict[str, Any]) -> torch.Tensor:
         mode = options.get("attention_mode", "sdpa")
         n, ctx, val = _apply_patches("attn1_patch", self.norm1(x), None, None, options)
-        x = x + self.attn1(n, ctx, val, mode=mode)
+        replace = _replacement("attn1", options)
+        if replace is None:
+            attended = self.attn1(n, ctx, val, mode=mode)
+        else:
+            attended = self.attn1.replaced(n, ctx, val, replace, options)
+        for patch in options.get("patches", {}).get("attn1_output_patch", ()):
+            attended = patch(attended, options)
+        x = x + attended
         for patch in options.get("patches", {}).get("middle_patch", ()):
             x = patch(x, options)
         n, ctx, val = _apply_patches("attn2_patch", self.norm2(x), context, context, options)
@@ -196,7 +225,8 @@ class SpatialTransformer(nn.Module):
         x = x.flatten(2).transpose(1, 2)
         if self.use_linear:
             x = self.proj_in(x)
-        for block in self.transformer_blocks:
+        for index, block in enumerate(self.transformer_blocks):
+            options["transformer_index"] = index
             x = block(x, context, options)
         if self.use_linear:
             x = self.proj_out(x)

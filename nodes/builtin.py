@@ -34,4 +34,7 @@ BUILTIN_MODULES: list[str] = [
     "nodes.sampler_nodes",
     "nodes.sigma_nodes",
     "nodes.rebatch",
+    "nodes.attention_multiply",
+    "nodes.inpaint_models",
+    "nodes.token_patches",
 ]

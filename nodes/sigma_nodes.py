@@ -1,9 +1,10 @@
-"""More SIGMAS nodes and AddNoise: the schedulers BetaSamplingScheduler, LaplaceScheduler, VPScheduler
-and OptimalStepsScheduler; the sigma tools SetFirstSigma, ExtendIntermediateSigmas and
+"""More SIGMAS nodes and AddNoise: the schedulers BetaSamplingScheduler, LaplaceScheduler, VPScheduler,
+GITSScheduler and OptimalStepsScheduler; the sigma tools SetFirstSigma, ExtendIntermediateSigmas and
 SamplingPercentToSigma; AddNoise (noise a latent to the level of a sigma list without sampling).
 
 Names, inputs, defaults, ranges and categories are ComfyUI's (`comfy_extras/nodes_custom_sampler.py`,
-`nodes_optimalsteps.py`). Schedules are computed in `diffusion/schedules.py` and `diffusion/sigma_tools.py`.
+`nodes_gits.py`, `nodes_optimalsteps.py`). Schedules are computed in `diffusion/schedules.py`,
+`diffusion/sigma_tools.py` and `diffusion/gits_table.py`.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any, Callable
 import torch
 
 from diffusion.assemble import model_sampling_of
+from diffusion.gits_table import gits_schedule
 from diffusion.patcher import ModelHandle
 from diffusion.schedules import beta_schedule
 from diffusion.sigma_tools import (OPTIMAL_STEPS_NOISE_LEVELS, SPACINGS, extend_intermediate_sigmas,
@@ -63,6 +65,18 @@ class VPScheduler(Node):
 
     def execute(self, steps: int, beta_d: float, beta_min: float, eps_s: float) -> tuple[torch.Tensor]:
         return (get_sigmas_vp(steps, beta_d=beta_d, beta_min=beta_min, eps_s=eps_s),)
+
+
+class GITSScheduler(Node):
+    """GITS (Chen et al. 2024): the searched SD1.5 noise levels for a guidance coefficient and step count."""
+
+    CATEGORY = _SCHEDULERS
+    INPUTS = (Float("coeff", 1.20, min=0.80, max=1.50, step=0.05), Int("steps", 10, min=2, max=1000),
+              Float("denoise", 1.0, min=0.0, max=1.0, step=0.01))
+    OUTPUTS = (Output("SIGMAS"),)
+
+    def execute(self, coeff: float, steps: int, denoise: float) -> tuple[torch.Tensor]:
+        return (gits_schedule(coeff, steps, denoise),)
 
 
 class OptimalStepsScheduler(Node):
@@ -158,5 +172,5 @@ class AddNoise(Node):
         return ({**latent_image, "samples": noisy},)
 
 
-NODES: list[type] = [BetaSamplingScheduler, LaplaceScheduler, VPScheduler, OptimalStepsScheduler,
+NODES: list[type] = [BetaSamplingScheduler, LaplaceScheduler, VPScheduler, GITSScheduler, OptimalStepsScheduler,
                      SetFirstSigma, ExtendIntermediateSigmas, SamplingPercentToSigma, AddNoise]

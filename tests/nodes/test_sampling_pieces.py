@@ -149,6 +149,28 @@ def test_optimal_steps_scheduler(env: SDEnv) -> None:
     assert sigmas(env, "OptimalStepsScheduler", model_type="Wan", steps=20, denoise=0.0).numel() == 0
 
 
+def test_gits_scheduler(env: SDEnv) -> None:
+    # rows of the published GITS tables (zju-pi/diff-sampler, as ComfyUI's GITSScheduler ships them)
+    two = sigmas(env, "GITSScheduler", coeff=1.20, steps=2, denoise=1.0)
+    torch.testing.assert_close(two, torch.tensor([14.61464119, 0.803307, 0.0]))
+    ten = sigmas(env, "GITSScheduler", coeff=1.20, steps=10, denoise=1.0)
+    expected = [14.61464119, 5.85520077, 2.84484982, 1.67050016, 1.08895338, 0.74807048, 0.50118381, 0.32104823,
+                0.19894916, 0.09824532, 0.0]
+    torch.testing.assert_close(ten, torch.tensor(expected))
+    torch.testing.assert_close(sigmas(env, "GITSScheduler", coeff=1.20, steps=10, denoise=0.5),
+                               torch.tensor(expected[5:]))
+    low = sigmas(env, "GITSScheduler", coeff=0.80, steps=3, denoise=1.0)
+    torch.testing.assert_close(low, torch.tensor([14.61464119, 11.54541874, 6.77309084, 0.0]))
+    twenty = [14.61464119, 7.49001646, 4.65472794, 3.07277966, 2.19988537, 1.61558151, 1.24153244, 0.95350921,
+              0.74807048, 0.59516323, 0.50118381, 0.41087446, 0.34370604, 0.29807833, 0.25053367, 0.22545385,
+              0.19894916, 0.17026083, 0.13792117, 0.09824532, 0.02916753]
+    many = sigmas(env, "GITSScheduler", coeff=1.20, steps=30, denoise=1.0)
+    resampled = np.exp(np.interp(np.linspace(0, 1, 31), np.linspace(0, 1, 21), np.log(np.array(twenty[::-1]))))[::-1]
+    torch.testing.assert_close(many, torch.tensor(list(resampled[:-1]) + [0.0], dtype=torch.float32))
+    info = env.registry.object_info(env.folders)["GITSScheduler"]
+    assert info["input"]["required"]["coeff"][1] == {"default": 1.2, "min": 0.8, "max": 1.5, "step": 0.05}
+
+
 def test_sigma_tools(env: SDEnv) -> None:
     base = {"class_type": "KarrasScheduler", "inputs": {"steps": 3, "sigma_max": 8.0, "sigma_min": 1.0, "rho": 1.0}}
     # rho 1: linear 8, 4.5, 1, then 0
