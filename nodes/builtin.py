@@ -28,4 +28,5 @@ BUILTIN_MODULES: list[str] = [
     "nodes.clip_vision",
     "nodes.gligen",
     "nodes.safety",
+    "nodes.hooks",
 ]

@@ -34,6 +34,9 @@ def encode_text(clip: CLIP, text: str) -> Conditioning:
     with clip_on_device(clip):
         output = clip.encode_from_tokens(tokens, return_pooled=True, return_dict=True)
     cond = output.pop("cond")
+    hooks = getattr(clip, "apply_hooks_to_conds", None)  # SetClipHooks with apply_to_conds
+    if hooks is not None:
+        output["hooks"] = hooks
     return [[cond, output]]
 
 
