@@ -198,7 +198,9 @@ class SetClipHooks(Node):
             twin.apply_hooks_to_conds = hooks
         handle = getattr(twin, "handle", None)
         if handle is not None:
-            handle.add_patches(hook_patches(hooks.with_keyframes(None), handle.model, "clip", None, None))
+            for key, patches in hook_patches(hooks.with_keyframes(None), handle.model, "clip", None, None).items():
+                for patch in patches:
+                    handle.add_patches({key: patch})
         return (twin,)
 
 
