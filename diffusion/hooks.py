@@ -72,7 +72,10 @@ class HookKeyframeGroup:
 @dataclass(frozen=True)
 class WeightHook:
     """A LoRA (or model-as-LoRA) file's tensors as a hook: patches the MODEL at `strength_model` and the CLIP at
-    `strength_clip`, scheduled by `keyframes`. `source` identifies the file (for patch identity)."""
+    `strength_clip`, scheduled by `keyframes`. `source` identifies the file (for patch identity).
+
+    With `model_as_lora`, `lora` holds another checkpoint's MODEL weights and `clip_weights` its text encoder's
+    (Loom key layouts); the patch moves each weight towards the other model's: W + s·(W_other - W)."""
 
     lora: dict[str, Tensor] = field(repr=False, compare=False, hash=False)
     source: Hashable
@@ -80,6 +83,7 @@ class WeightHook:
     strength_clip: float = 1.0
     keyframes: HookKeyframeGroup = HookKeyframeGroup()
     model_as_lora: bool = False
+    clip_weights: dict[str, Tensor] | None = field(default=None, repr=False, compare=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -176,7 +180,7 @@ def _resolve(hook: WeightHook, module: nn.Module, target: str) -> dict[str, list
 
     handle = ModelHandle(module, kind="unet" if target == "unet" else "text_encoder")
     if hook.model_as_lora:
-        return _model_as_lora_deltas(hook.lora, handle)
+        return _model_as_lora_deltas(hook.lora if target == "unet" else (hook.clip_weights or {}), handle)
     key_map = unet_map_for(handle) if target == "unet" else clip_map_for(handle)
     return match_adapters(hook.lora, key_map).deltas
 
@@ -186,7 +190,7 @@ def _model_as_lora_deltas(weights: dict[str, Tensor], handle: ModelHandle) -> di
     out: dict[str, list] = {}
     for key in handle.state_keys():
         other = weights.get(key)
-        if other is not None and other.is_floating_point():
+        if other is not None and other.is_floating_point() and key.split(".")[0] != "model_sampling":
             out[key] = [(key, lambda w, o=other: o.to(device=w.device, dtype=torch.float32) - w)]
     return out
 

@@ -16,8 +16,8 @@ import torch
 from diffusion.hooks import (INTERPOLATIONS, HookGroup, HookKeyframe, HookKeyframeGroup, WeightHook, hook_patches,
                              interpolate, set_default_and_combine, set_props, set_props_and_combine)
 from diffusion.text_encoders import CLIP
-from nodes.loaders import node_context
-from nodes.lora import LoraFileCache
+from nodes.loaders import load_checkpoint_sockets, node_context
+from nodes.lora import LoraFileCache, lora_source
 from nodes.spec import Boolean, Combo, FileList, Float, Input, Int, Node, Output
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,54 @@ class CreateHookLoraModelOnly(CreateHookLora):
     def execute(self, lora_name: str, strength_model: float = 1.0,  # type: ignore[override]
                 prev_hooks: HookGroup | None = None) -> tuple[HookGroup]:
         return super().execute(lora_name, strength_model, 0.0, prev_hooks)
+
+
+def _module_weights(handle: Any) -> dict[str, torch.Tensor] | None:
+    """A copy of the floating-point weights of a socket's base module (None for a missing socket)."""
+    module = getattr(getattr(handle, "handle", handle), "model", None)
+    if module is None:
+        return None
+    return {k: v.detach().clone() for k, v in module.state_dict().items() if v.is_floating_point()}
+
+
+class CreateHookModelAsLora(Node):
+    """Another checkpoint as a hook: the hooked conditioning sees the model (and CLIP) moved towards its
+    weights by the strengths."""
+
+    DISPLAY_NAME = "Create Hook Model as LoRA"
+    CATEGORY = "advanced/hooks/create"
+    EXPERIMENTAL = True
+    INPUTS = (Combo("ckpt_name", FileList("checkpoints")), Float("strength_model", 1.0, **_HOOK_STRENGTH),
+              Float("strength_clip", 1.0, **_HOOK_STRENGTH), _opt("prev_hooks", "HOOKS"))
+    OUTPUTS = (Output("HOOKS"),)
+
+    def execute(self, ckpt_name: str, strength_model: float = 1.0, strength_clip: float = 1.0,
+                prev_hooks: HookGroup | None = None) -> tuple[HookGroup]:
+        ctx = node_context()
+        if ctx.folders is None:
+            raise RuntimeError("CreateHookModelAsLora needs the folders of a Loom instance; the executor was given "
+                               "none")
+        source = ("model_as_lora",) + tuple(lora_source(ctx.folders.full_path("checkpoints", ckpt_name)))
+        cached = getattr(self, "loaded_weights", None)
+        if cached is None or cached[0] != source:
+            model, clip, _ = load_checkpoint_sockets(ckpt_name)
+            cached = (source, _module_weights(model) or {}, _module_weights(clip))
+            self.loaded_weights = cached
+        hook = WeightHook(cached[1], source, float(strength_model), float(strength_clip), model_as_lora=True,
+                          clip_weights=cached[2])
+        return ((prev_hooks or HookGroup()).combine(HookGroup((hook,))),)
+
+
+class CreateHookModelAsLoraModelOnly(CreateHookModelAsLora):
+    """Another checkpoint as a hook on the diffusion model only."""
+
+    DISPLAY_NAME = "Create Hook Model as LoRA (MO)"
+    INPUTS = (Combo("ckpt_name", FileList("checkpoints")), Float("strength_model", 1.0, **_HOOK_STRENGTH),
+              _opt("prev_hooks", "HOOKS"))
+
+    def execute(self, ckpt_name: str, strength_model: float = 1.0,  # type: ignore[override]
+                prev_hooks: HookGroup | None = None) -> tuple[HookGroup]:
+        return super().execute(ckpt_name, strength_model, 0.0, prev_hooks)
 
 
 class SetHookKeyframes(Node):
@@ -334,7 +382,8 @@ class PairConditioningSetDefaultCombine(Node):
                 set_default_and_combine(negative, negative_DEFAULT, hooks))
 
 
-NODES: list[type] = [CreateHookLora, CreateHookLoraModelOnly, SetHookKeyframes, CreateHookKeyframe,
+NODES: list[type] = [CreateHookLora, CreateHookLoraModelOnly, CreateHookModelAsLora, CreateHookModelAsLoraModelOnly,
+                     SetHookKeyframes, CreateHookKeyframe,
                      CreateHookKeyframesInterpolated, CreateHookKeyframesFromFloats, CombineHooks2, CombineHooks4,
                      CombineHooks8, SetClipHooks, ConditioningTimestepsRange, ConditioningSetProperties,
                      ConditioningSetPropertiesAndCombine, PairConditioningSetProperties,

@@ -11,10 +11,12 @@ import torch
 
 from diffusion.hooks import HookKeyframe, HookKeyframeGroup, interpolate
 from diffusion.sample import ksampler_sigmas
+from tests.fixtures.tiny_checkpoints import write_tiny_checkpoint
 from tests.fixtures.tiny_loras import write_tiny_lora
 from tests.nodes.sd_env import SDEnv, txt2img
 
 LORA = "hook.safetensors"
+OTHER = "other-sd15.safetensors"
 STEPS = 4
 
 
@@ -22,6 +24,7 @@ STEPS = 4
 def env(tmp_path_factory: pytest.TempPathFactory) -> SDEnv:
     env = SDEnv(tmp_path_factory.mktemp("hooks"))
     write_tiny_lora(env.base / "models" / "loras" / LORA, "kohya")
+    write_tiny_checkpoint(env.base / "models" / "checkpoints" / OTHER, seed=7)
     return env
 
 
@@ -227,3 +230,35 @@ def test_keyframes_from_floats_and_interpolated_nodes(env: SDEnv) -> None:
     group = env.value(prompt, "70")
     assert [(k.strength, k.start_percent) for k in group.keyframes] == [(1.0, 0.0), (0.5, 0.5), (0.0, 1.0)]
     assert [k.guarantee_steps for k in group.keyframes] == [1, 0, 0]
+
+
+def test_model_as_lora_hook_at_strength_one_samples_like_the_other_checkpoint(env: SDEnv) -> None:
+    """W + 1·(W_other - W) = W_other: the hooked run equals sampling the other checkpoint's MODEL (same prompts)."""
+    prompt = txt2img(steps=STEPS)
+    prompt["80"] = {"class_type": "CreateHookModelAsLoraModelOnly", "inputs": {"ckpt_name": OTHER,
+                                                                              "strength_model": 1.0}}
+    prompt["81"] = {"class_type": "PairConditioningSetProperties",
+                    "inputs": {"positive_NEW": ["6", 0], "negative_NEW": ["7", 0], "strength": 1.0,
+                               "set_cond_area": "default", "hooks": ["80", 0]}}
+    prompt["3"]["inputs"].update(positive=["81", 0], negative=["81", 1])
+    hooked = _latent(env, prompt)
+    other = txt2img(steps=STEPS)
+    other["90"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": OTHER}}
+    other["3"]["inputs"]["model"] = ["90", 0]
+    expected = _latent(env, other)
+    assert (hooked - _latent(env, txt2img(steps=STEPS))).abs().max() > 1e-3
+    torch.testing.assert_close(hooked, expected, rtol=1e-3, atol=1e-3)
+
+
+def test_model_as_lora_clip_hook_encodes_like_the_other_checkpoint(env: SDEnv) -> None:
+    prompt = {"4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny-sd15.safetensors"}},
+              "90": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": OTHER}},
+              "80": {"class_type": "CreateHookModelAsLora", "inputs": {"ckpt_name": OTHER, "strength_model": 1.0,
+                                                                       "strength_clip": 1.0}},
+              "81": {"class_type": "SetClipHooks", "inputs": {"clip": ["4", 1], "apply_to_conds": False,
+                                                              "schedule_clip": False, "hooks": ["80", 0]}},
+              "82": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red cube", "clip": ["81", 0]}},
+              "83": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red cube", "clip": ["90", 1]}}}
+    hooked, other = (env.value(prompt, n)[0] for n in ("82", "83"))
+    torch.testing.assert_close(hooked[0], other[0], rtol=1e-3, atol=1e-3)
+    assert "hooks" not in hooked[1]
