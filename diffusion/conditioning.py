@@ -263,7 +263,7 @@ def _run_chunk_batch(apply_model, to_run: list, picked: list[int], sigma: torch.
     control = chunks[0].control
     if control is not None:
         c["control"] = control.get_control(input_x, sigma_, c, len(chunks), transformer_options)
-    with hook_weights_applied(apply_model, chunks[0].hooks, sigma):
+    with hook_weights_applied(apply_model, chunks[0].hooks, sigma, transformer_options.get("hook_keyframes")):
         if "model_function_wrapper" in model_options:
             args = {"input": input_x, "timestep": sigma_, "c": c, "cond_or_uncond": which,
                     "cond_scale": model_options.get("current_cfg_scale")}

@@ -7,8 +7,11 @@ restores them bitwise afterwards. The semantics follow ComfyUI's comfy/hooks.py 
 comfy/samplers.py `_calc_cond_batch` (conds run grouped by their hooks, each group with its own weights; "default"
 conds fill whatever area a group's own conds leave uncovered); the code is Loom's own.
 
-A hook's strength at a step is `strength_model · keyframe strength`, the keyframe being the last one whose start
-sigma (from its start_percent) is at or above the current sigma; before every keyframe the first one applies.
+A hook's strength at a step is `strength_model · keyframe strength`. Within one sampling run a cursor per hook
+walks its keyframes as the sigma falls: the first keyframe applies from the start; at each new sigma, once the
+current keyframe has been used for its `guarantee_steps`, the cursor moves to later keyframes whose start sigma
+(from start_percent) is at or above the sigma, stopping at one that guarantees steps (ComfyUI's
+HookKeyframeGroup.prepare_current_keyframe). The cursors live in the run's transformer_options["hook_keyframes"].
 """
 from __future__ import annotations
 
@@ -67,6 +70,30 @@ class HookKeyframeGroup:
             if percent_to_sigma(keyframe.start_percent) >= sigma:
                 current = keyframe
         return current.strength
+
+
+@dataclass
+class KeyframeCursor:
+    """Where one hook's schedule stands in a sampling run."""
+
+    index: int = 0
+    used_steps: int = 0
+    last_sigma: float | None = None
+
+    def advance(self, group: HookKeyframeGroup, sigma: float, percent_to_sigma: Callable[[float], float]) -> float:
+        """The keyframe strength at `sigma` (counting a step only when the sigma changes)."""
+        frames = group.keyframes
+        if sigma != self.last_sigma:
+            self.last_sigma = sigma
+            if self.used_steps >= frames[self.index].guarantee_steps:
+                for i in range(self.index + 1, len(frames)):
+                    if percent_to_sigma(frames[i].start_percent) < sigma:
+                        break
+                    self.index, self.used_steps = i, 0
+                    if frames[i].guarantee_steps > 0:
+                        break
+            self.used_steps += 1
+        return frames[self.index].strength
 
 
 @dataclass(frozen=True)
@@ -198,15 +225,28 @@ def _model_as_lora_deltas(weights: dict[str, Tensor], handle: ModelHandle) -> di
 RESOLVED = _ResolvedCache()
 
 
+def keyframe_mult(hook: WeightHook, sigma: float | None, percent_to_sigma: Callable[[float], float] | None,
+                  cursors: dict[int, tuple[WeightHook, KeyframeCursor]] | None) -> float:
+    """The hook's keyframe multiplier at `sigma`: through its run cursor when `cursors` is given, else by the
+    stateless rule of `HookKeyframeGroup.strength_at`; 1 when unscheduled."""
+    if sigma is None or percent_to_sigma is None or not hook.keyframes.keyframes:
+        return 1.0
+    if cursors is None:
+        return hook.keyframes.strength_at(sigma, percent_to_sigma)
+    entry = cursors.get(id(hook))
+    if entry is None or entry[0] is not hook:
+        entry = cursors[id(hook)] = (hook, KeyframeCursor())
+    return entry[1].advance(hook.keyframes, sigma, percent_to_sigma)
+
+
 def hook_patches(hooks: HookGroup, module: nn.Module, target: str, sigma: float | None,
-                 percent_to_sigma: Callable[[float], float] | None) -> dict[str, list[WeightPatch]]:
+                 percent_to_sigma: Callable[[float], float] | None,
+                 cursors: dict[int, tuple[WeightHook, KeyframeCursor]] | None = None) -> dict[str, list[WeightPatch]]:
     """The weight patches `hooks` put on `module` at `sigma` (None: unscheduled, full strength)."""
     patches: dict[str, list[WeightPatch]] = {}
     for hook in hooks.hooks:
         base = hook.strength_model if target == "unet" else hook.strength_clip
-        mult = 1.0 if sigma is None or percent_to_sigma is None else hook.keyframes.strength_at(sigma,
-                                                                                                percent_to_sigma)
-        strength = base * mult
+        strength = base * keyframe_mult(hook, sigma, percent_to_sigma, cursors)
         if strength == 0 or math.isnan(strength):
             continue
         for key, deltas in RESOLVED.deltas(hook, module, target).items():
@@ -243,16 +283,17 @@ def weights_patched(module: nn.Module, patches: dict[str, list[WeightPatch]]) ->
 
 
 @contextmanager
-def hook_weights_applied(apply_model: Callable[..., Tensor], hooks: HookGroup | None,
-                         sigma: Tensor) -> Iterator[None]:
-    """Around one model call: the hook group's patches at this sigma on the module behind `apply_model`."""
+def hook_weights_applied(apply_model: Callable[..., Tensor], hooks: HookGroup | None, sigma: Tensor,
+                         cursors: dict | None = None) -> Iterator[None]:
+    """Around one model call: the hook group's patches at this sigma on the module behind `apply_model`
+    (`cursors`: the run's keyframe cursors, transformer_options["hook_keyframes"])."""
     module = getattr(apply_model, "__self__", None)
     if hooks is None or not hooks.hooks or not isinstance(module, nn.Module):
         yield
         return
     sampling = getattr(module, "model_sampling", None)
     to_sigma = getattr(sampling, "percent_to_sigma", None)
-    patches = hook_patches(hooks, module, "unet", float(sigma.reshape(-1)[0]), to_sigma)
+    patches = hook_patches(hooks, module, "unet", float(sigma.reshape(-1)[0]), to_sigma, cursors)
     with weights_patched(module, patches):
         yield
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from diffusion.hooks import HookKeyframe, HookKeyframeGroup, interpolate
+from diffusion.hooks import HookKeyframe, HookKeyframeGroup, KeyframeCursor, interpolate
 from diffusion.sample import ksampler_sigmas
 from tests.fixtures.tiny_checkpoints import write_tiny_checkpoint
 from tests.fixtures.tiny_loras import write_tiny_lora
@@ -89,6 +89,11 @@ def test_declarations_match_comfyui(env: SDEnv) -> None:
     assert list(clip["required"]) == ["clip", "apply_to_conds", "schedule_clip"] and list(clip["optional"]) == [
         "hooks"]
     assert info["ConditioningSetDefaultCombine"]["display_name"] == "Cond Set Default Combine"
+    as_lora = info["CreateHookModelAsLora"]["input"]
+    assert list(as_lora["required"]) == ["ckpt_name", "strength_model", "strength_clip"]
+    assert list(info["CreateHookModelAsLoraModelOnly"]["input"]["required"]) == ["ckpt_name", "strength_model"]
+    floats = info["CreateHookKeyframesFromFloats"]["input"]["required"]["floats_strength"]
+    assert floats[0] == "FLOATS" and floats[1]["forceInput"] is True
     assert all(info[name]["experimental"] for name in ("CreateHookLora", "SetHookKeyframes", "CombineHooks2"))
 
 
@@ -147,6 +152,12 @@ def test_keyframe_switch_equals_split_sampling(env: SDEnv) -> None:
     split = _latent(env, _split(2), "11")
     torch.testing.assert_close(scheduled, split, rtol=1e-4, atol=1e-4)
     assert (scheduled - _latent(env, _hooked())).abs().max() > 1e-4
+
+
+def test_first_keyframe_holds_its_guaranteed_step(env: SDEnv) -> None:
+    """Two keyframes at 0%: the first still holds for one step (guarantee_steps=1), as in ComfyUI."""
+    scheduled = _latent(env, _hooked(keyframes=[(1.0, 0.0), (0.0, 0.0)]))
+    torch.testing.assert_close(scheduled, _latent(env, _split(1), "11"), rtol=1e-4, atol=1e-4)
 
 
 def test_timesteps_range_on_conditioning(env: SDEnv) -> None:
@@ -209,6 +220,16 @@ def test_clip_hooks_patch_text_encoding_like_lora_loader(env: SDEnv) -> None:
     assert (hooked[0] - plain[0]).abs().max() > 1e-4
     torch.testing.assert_close(hooked[0], loader[0], rtol=1e-4, atol=1e-4)
     assert hooked[1]["hooks"].hooks and "hooks" not in plain[1]
+
+
+def test_keyframe_cursor_walks_the_schedule() -> None:
+    group = (HookKeyframeGroup().add(HookKeyframe(1.0, 0.0)).add(HookKeyframe(0.5, 0.25, guarantee_steps=2))
+             .add(HookKeyframe(0.2, 0.5)))
+    to_sigma = lambda p: 10.0 * (1 - p)  # noqa: E731 - a monotone stand-in schedule
+    cursor = KeyframeCursor()
+    seen = [cursor.advance(group, s, to_sigma) for s in (10.0, 10.0, 7.0, 4.0, 3.0, 1.0)]
+    # 10 (kf0), same sigma again (no new step), 7 (kf1 starts at 7.5), 4 (kf1 still guaranteed), 3 and 1 (kf2)
+    assert seen == [1.0, 1.0, 0.5, 0.5, 0.2, 0.2]
 
 
 def test_keyframe_groups_and_interpolation() -> None:
