@@ -86,9 +86,15 @@ def resolve_areas_and_masks(conds: list[dict], h: int, w: int, device: torch.dev
 
 
 def apply_timestep_ranges(conds: list[dict], percent_to_sigma: Callable[[float], float]) -> None:
-    """start_percent/end_percent -> sigma bounds (`timestep_start` >= sigma >= `timestep_end`)."""
+    """start_percent/end_percent -> sigma bounds (`timestep_start` >= sigma >= `timestep_end`); a scheduled CLIP
+    encoding's clip_start_percent/clip_end_percent narrow them further (ComfyUI)."""
     for i, c in enumerate(conds):
-        if "start_percent" in c or "end_percent" in c:
+        if "clip_start_percent" in c:
+            c = dict(c)
+            c["timestep_start"] = percent_to_sigma(max(c["clip_start_percent"], c.get("start_percent", 0.0)))
+            c["timestep_end"] = percent_to_sigma(min(c["clip_end_percent"], c.get("end_percent", 1.0)))
+            conds[i] = c
+        elif "start_percent" in c or "end_percent" in c:
             c = dict(c)
             if "start_percent" in c:
                 c["timestep_start"] = percent_to_sigma(c["start_percent"])

@@ -141,6 +141,37 @@ class HookGroup:
         return HookGroup(tuple(replace(h, keyframes=keyframes or HookKeyframeGroup()) for h in self.hooks))
 
 
+def clip_schedule(hooks: HookGroup) -> list[tuple[tuple[float, float], dict[int, float]]]:
+    """SetClipHooks with schedule_clip: the percent ranges over which every hook's keyframe strength is constant,
+    each with the multiplier per hook (by id); adjacent keyframes of equal strength share a range."""
+    spans: dict[int, list[tuple[float, float, float]]] = {}
+    for hook in hooks.hooks:
+        frames = hook.keyframes.keyframes
+        if not frames:
+            spans[id(hook)] = [(0.0, 1.0, 1.0)]
+            continue
+        own: list[tuple[float, float, float]] = []
+        current = frames[0]
+        for frame in frames[1:]:
+            if frame.start_percent > current.start_percent and not math.isclose(frame.strength, current.strength):
+                own.append((current.start_percent, frame.start_percent, current.strength))
+                current = frame
+            elif frame.start_percent == current.start_percent:
+                current = frame
+        if not math.isclose(current.start_percent, 1.0):
+            own.append((current.start_percent, 1.0, current.strength))
+        spans[id(hook)] = own
+    bounds = sorted({0.0} | {b for own in spans.values() for lo, hi, _ in own for b in (lo, hi)})
+    out = []
+    for lo, hi in zip(bounds, bounds[1:]):
+        mults = {}
+        for key, own in spans.items():
+            match = next((m for a, b, m in own if a < hi and b > lo), None)
+            mults[key] = 1.0 if match is None else match
+        out.append(((lo, hi), mults))
+    return out
+
+
 # --- conditioning helpers (the hook nodes' semantics) --------------------------------------------------------------
 Conditioning = list[list[Any]]
 
@@ -241,12 +272,16 @@ def keyframe_mult(hook: WeightHook, sigma: float | None, percent_to_sigma: Calla
 
 def hook_patches(hooks: HookGroup, module: nn.Module, target: str, sigma: float | None,
                  percent_to_sigma: Callable[[float], float] | None,
-                 cursors: dict[int, tuple[WeightHook, KeyframeCursor]] | None = None) -> dict[str, list[WeightPatch]]:
-    """The weight patches `hooks` put on `module` at `sigma` (None: unscheduled, full strength)."""
+                 cursors: dict[int, tuple[WeightHook, KeyframeCursor]] | None = None,
+                 mults: dict[int, float] | None = None) -> dict[str, list[WeightPatch]]:
+    """The weight patches `hooks` put on `module` at `sigma` (None: unscheduled, full strength; `mults` gives
+    fixed multipliers per hook id instead, as a CLIP schedule range does)."""
     patches: dict[str, list[WeightPatch]] = {}
     for hook in hooks.hooks:
         base = hook.strength_model if target == "unet" else hook.strength_clip
-        strength = base * keyframe_mult(hook, sigma, percent_to_sigma, cursors)
+        mult = mults.get(id(hook), 1.0) if mults is not None else keyframe_mult(hook, sigma, percent_to_sigma,
+                                                                                cursors)
+        strength = base * mult
         if strength == 0 or math.isnan(strength):
             continue
         for key, deltas in RESOLVED.deltas(hook, module, target).items():

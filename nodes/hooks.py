@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
-from diffusion.hooks import (INTERPOLATIONS, HookGroup, HookKeyframe, HookKeyframeGroup, WeightHook, hook_patches,
+from diffusion.hooks import (INTERPOLATIONS, HookGroup, HookKeyframe, HookKeyframeGroup, WeightHook, clip_schedule,
+                             hook_patches,
                              interpolate, set_default_and_combine, set_props, set_props_and_combine)
 from diffusion.text_encoders import CLIP
 from nodes.loaders import load_checkpoint_sockets, node_context
@@ -239,17 +240,39 @@ class SetClipHooks(Node):
                 hooks: HookGroup | None = None) -> tuple[CLIP]:
         if hooks is None:
             return (clip,)
-        if schedule_clip:
-            log.warning("SetClipHooks: schedule_clip is not supported by Loom yet; the CLIP hooks apply unscheduled")
         twin = clip.clone()
         if apply_to_conds:
             twin.apply_hooks_to_conds = hooks
-        handle = getattr(twin, "handle", None)
-        if handle is not None:
-            for key, patches in hook_patches(hooks.with_keyframes(None), handle.model, "clip", None, None).items():
-                for patch in patches:
-                    handle.add_patches({key: patch})
+        if schedule_clip:
+            twin.scheduled_clip_hooks = hooks  # encoded once per schedule range by `encode_scheduled`
+        else:
+            add_clip_hook_patches(twin, hooks, None)
         return (twin,)
+
+
+def add_clip_hook_patches(clip: CLIP, hooks: HookGroup, mults: dict[int, float] | None) -> None:
+    """Put the hooks' CLIP patches on `clip`'s handle (a clone's): full strength, or `mults` per hook."""
+    handle = getattr(clip, "handle", None)
+    if handle is None:
+        return
+    found = hook_patches(hooks, handle.model, "clip", None, None, mults=mults or {id(h): 1.0 for h in hooks.hooks})
+    for key, patches in found.items():
+        for patch in patches:
+            handle.add_patches({key: patch})
+
+
+def encode_scheduled(clip: CLIP, text: str, encode: Callable[[CLIP, str], Conditioning]) -> Conditioning:
+    """A prompt encoded once per range of the CLIP hooks' schedule, each entry limited to its range through
+    clip_start_percent/clip_end_percent (ComfyUI's encode_from_tokens_scheduled)."""
+    hooks: HookGroup = clip.scheduled_clip_hooks
+    out: Conditioning = []
+    for (start, end), mults in clip_schedule(hooks):
+        part = clip.clone()
+        part.scheduled_clip_hooks = None
+        add_clip_hook_patches(part, hooks, mults)
+        for cond, options in encode(part, text):
+            out.append([cond, {**options, "clip_start_percent": start, "clip_end_percent": end}])
+    return out
 
 
 class ConditioningTimestepsRange(Node):

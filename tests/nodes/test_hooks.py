@@ -283,3 +283,53 @@ def test_model_as_lora_clip_hook_encodes_like_the_other_checkpoint(env: SDEnv) -
     hooked, other = (env.value(prompt, n)[0] for n in ("82", "83"))
     torch.testing.assert_close(hooked[0], other[0], rtol=1e-3, atol=1e-3)
     assert "hooks" not in hooked[1]
+
+
+def _scheduled_clip_prompt() -> dict:
+    prompt = txt2img(steps=STEPS)
+    prompt["60"] = {"class_type": "CreateHookLora", "inputs": {"lora_name": LORA, "strength_model": 0.0,
+                                                              "strength_clip": 1.0}}
+    prompt["61"] = {"class_type": "CreateHookKeyframe", "inputs": {"strength_mult": 1.0, "start_percent": 0.0}}
+    prompt["62"] = {"class_type": "CreateHookKeyframe", "inputs": {"strength_mult": 0.0, "start_percent": 0.5,
+                                                                  "prev_hook_kf": ["61", 0]}}
+    prompt["63"] = {"class_type": "SetHookKeyframes", "inputs": {"hooks": ["60", 0], "hook_kf": ["62", 0]}}
+    prompt["64"] = {"class_type": "SetClipHooks", "inputs": {"clip": ["4", 1], "apply_to_conds": False,
+                                                             "schedule_clip": True, "hooks": ["63", 0]}}
+    prompt["6"]["inputs"]["clip"] = ["64", 0]
+    return prompt
+
+
+def test_scheduled_clip_hooks_encode_once_per_range(env: SDEnv) -> None:
+    prompt = _scheduled_clip_prompt()
+    prompt["70"] = {"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "clip": ["4", 1], "lora_name": LORA,
+                                                           "strength_model": 0.0, "strength_clip": 1.0}}
+    prompt["71"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "a red cube", "clip": ["70", 1]}}
+    prompt["72"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "a red cube", "clip": ["4", 1]}}
+    scheduled, with_lora, plain = (env.value(prompt, n) for n in ("6", "71", "72"))
+    assert [(o["clip_start_percent"], o["clip_end_percent"]) for _, o in scheduled] == [(0.0, 0.5), (0.5, 1.0)]
+    torch.testing.assert_close(scheduled[0][0], with_lora[0][0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(scheduled[1][0], plain[0][0], rtol=1e-4, atol=1e-4)
+    # sampling with the scheduled conds equals the two encodings limited to the same ranges
+    reference = txt2img(steps=STEPS)
+    reference["70"], reference["71"] = prompt["70"], prompt["71"]
+    reference["73"] = {"class_type": "ConditioningSetTimestepRange",
+                       "inputs": {"conditioning": ["71", 0], "start": 0.0, "end": 0.5}}
+    reference["74"] = {"class_type": "ConditioningSetTimestepRange",
+                       "inputs": {"conditioning": ["6", 0], "start": 0.5, "end": 1.0}}
+    reference["75"] = {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["73", 0],
+                                                                       "conditioning_2": ["74", 0]}}
+    reference["3"]["inputs"]["positive"] = ["75", 0]
+    torch.testing.assert_close(_latent(env, _scheduled_clip_prompt()), _latent(env, reference), rtol=1e-4,
+                               atol=1e-4)
+
+
+def test_clip_schedule_ranges() -> None:
+    from diffusion.hooks import HookGroup, WeightHook, clip_schedule
+
+    frames = (HookKeyframeGroup().add(HookKeyframe(1.0, 0.0)).add(HookKeyframe(1.0, 0.3))
+              .add(HookKeyframe(0.5, 0.6)))
+    scheduled = WeightHook({}, "a", keyframes=frames)
+    plain = WeightHook({}, "b")
+    ranges = clip_schedule(HookGroup((scheduled, plain)))
+    assert [r for r, _ in ranges] == [(0.0, 0.6), (0.6, 1.0)]  # equal strengths at 0 and 0.3 share a range
+    assert [m[id(scheduled)] for _, m in ranges] == [1.0, 0.5] and all(m[id(plain)] == 1.0 for _, m in ranges)
