@@ -16,6 +16,7 @@ HookKeyframeGroup.prepare_current_keyframe). The cursors live in the run's trans
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Hashable, Iterator
@@ -218,18 +219,24 @@ def set_default_and_combine(base: Conditioning, new: Conditioning, hooks: HookGr
 
 # --- applying weights ---------------------------------------------------------------------------------------------
 class _ResolvedCache:
-    """Hook patches matched against one module's keys, built once per (hook, module, target)."""
+    """Hook patches matched against one module's keys, built once per (hook, module, target); the most recent
+    `size` are kept, so old hooks (and their file tensors) are released."""
 
-    def __init__(self) -> None:
-        self.entries: dict[tuple[int, int, str], tuple[WeightHook, dict[str, list]]] = {}
+    def __init__(self, size: int = 16) -> None:
+        self.size = size
+        self.entries: OrderedDict[tuple[int, int, str], tuple[WeightHook, nn.Module, dict[str, list]]] = \
+            OrderedDict()
 
     def deltas(self, hook: WeightHook, module: nn.Module, target: str) -> dict[str, list]:
         key = (id(hook), id(module), target)
         found = self.entries.get(key)
-        if found is None or found[0] is not hook:
-            found = (hook, _resolve(hook, module, target))
+        if found is None or found[0] is not hook or found[1] is not module:
+            found = (hook, module, _resolve(hook, module, target))
             self.entries[key] = found
-        return found[1]
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+        self.entries.move_to_end(key)
+        return found[2]
 
 
 def _resolve(hook: WeightHook, module: nn.Module, target: str) -> dict[str, list]:
