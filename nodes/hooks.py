@@ -194,7 +194,8 @@ class CreateHookKeyframesFromFloats(Node):
             values = [float(floats_strength)]
         elif isinstance(floats_strength, torch.Tensor):
             values = [float(v) for v in floats_strength.flatten()]
-        elif isinstance(floats_strength, Iterable):
+        elif isinstance(floats_strength, Iterable) and not isinstance(floats_strength, (str, bytes)) and all(
+                isinstance(v, (int, float)) for v in floats_strength):
             values = [float(v) for v in floats_strength]
         else:
             raise ValueError(f"CreateHookKeyframesFromFloats: input 'floats_strength' must be a float or a list of "

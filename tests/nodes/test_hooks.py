@@ -333,3 +333,16 @@ def test_clip_schedule_ranges() -> None:
     ranges = clip_schedule(HookGroup((scheduled, plain)))
     assert [r for r, _ in ranges] == [(0.0, 0.6), (0.6, 1.0)]  # equal strengths at 0 and 0.3 share a range
     assert [m[id(scheduled)] for _, m in ranges] == [1.0, 0.5] and all(m[id(plain)] == 1.0 for _, m in ranges)
+
+
+def test_keyframes_from_floats_accepts_floats_and_names_bad_input() -> None:
+    from nodes.hooks import CreateHookKeyframesFromFloats
+
+    (group,) = CreateHookKeyframesFromFloats().execute([1.0, 0.5, 0.25, 0.0], 0.0, 0.75)
+    assert [(k.strength, k.start_percent) for k in group.keyframes] == [(1.0, 0.0), (0.5, 0.25), (0.25, 0.5),
+                                                                         (0.0, 0.75)]
+    (single,) = CreateHookKeyframesFromFloats().execute(0.5)
+    assert [(k.strength, k.start_percent) for k in single.keyframes] == [(0.5, 0.0)]
+    for bad in ("1.0", [1.0, "x"], None):
+        with pytest.raises(ValueError, match="CreateHookKeyframesFromFloats: input 'floats_strength'"):
+            CreateHookKeyframesFromFloats().execute(bad)
