@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from diffusion.gligen import gligen_patches
+from diffusion.hooks import default_cond_mults, hook_weights_applied
 
 COND, UNCOND = 0, 1
 
@@ -85,9 +86,15 @@ def resolve_areas_and_masks(conds: list[dict], h: int, w: int, device: torch.dev
 
 
 def apply_timestep_ranges(conds: list[dict], percent_to_sigma: Callable[[float], float]) -> None:
-    """start_percent/end_percent -> sigma bounds (`timestep_start` >= sigma >= `timestep_end`)."""
+    """start_percent/end_percent -> sigma bounds (`timestep_start` >= sigma >= `timestep_end`); a scheduled CLIP
+    encoding's clip_start_percent/clip_end_percent narrow them further (ComfyUI)."""
     for i, c in enumerate(conds):
-        if "start_percent" in c or "end_percent" in c:
+        if "clip_start_percent" in c:
+            c = dict(c)
+            c["timestep_start"] = percent_to_sigma(max(c["clip_start_percent"], c.get("start_percent", 0.0)))
+            c["timestep_end"] = percent_to_sigma(min(c["clip_end_percent"], c.get("end_percent", 1.0)))
+            conds[i] = c
+        elif "start_percent" in c or "end_percent" in c:
             c = dict(c)
             if "start_percent" in c:
                 c["timestep_start"] = percent_to_sigma(c["start_percent"])
@@ -146,6 +153,7 @@ class CondChunk(NamedTuple):
     area: tuple[int, int, int, int] | None
     control: Any
     patches: dict[str, list] | None = None
+    hooks: Any = None  # a diffusion.hooks.HookGroup: its weights are applied for this chunk's model call
 
 
 def _feather(mult: torch.Tensor, area, size: tuple[int, int]) -> None:
@@ -190,7 +198,7 @@ def get_area_and_mult(c: dict, x: torch.Tensor, sigma: torch.Tensor) -> CondChun
             value = value.narrow(2, area[2], area[0]).narrow(3, area[3], area[1])
         model_conds[key] = repeat_to_batch_size(value, x.shape[0])
     patches = gligen_patches(c["gligen"], input_x) if c.get("gligen") is not None else None
-    return CondChunk(input_x, mult, model_conds, area, c.get("control"), patches)
+    return CondChunk(input_x, mult, model_conds, area, c.get("control"), patches, c.get("hooks"))
 
 
 def _crossattn_compatible(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -204,6 +212,8 @@ def _crossattn_compatible(a: torch.Tensor, b: torch.Tensor) -> bool:
 def can_concat(a: CondChunk, b: CondChunk) -> bool:
     """Whether two chunks can share one model call: same input shape, same control, compatible inputs."""
     if a.input_x.shape != b.input_x.shape or a.control is not b.control or a.patches is not b.patches:
+        return False
+    if a.hooks != b.hooks:
         return False
     if a.model_conds.keys() != b.model_conds.keys():
         return False
@@ -259,13 +269,27 @@ def _run_chunk_batch(apply_model, to_run: list, picked: list[int], sigma: torch.
     control = chunks[0].control
     if control is not None:
         c["control"] = control.get_control(input_x, sigma_, c, len(chunks), transformer_options)
-    if "model_function_wrapper" in model_options:
-        args = {"input": input_x, "timestep": sigma_, "c": c, "cond_or_uncond": which,
-                "cond_scale": model_options.get("current_cfg_scale")}
-        output = model_options["model_function_wrapper"](apply_model, args)
-    else:
-        output = apply_model(input_x, sigma_, **c)
+    with hook_weights_applied(apply_model, chunks[0].hooks, sigma, transformer_options.get("hook_keyframes")):
+        if "model_function_wrapper" in model_options:
+            args = {"input": input_x, "timestep": sigma_, "c": c, "cond_or_uncond": which,
+                    "cond_scale": model_options.get("current_cfg_scale")}
+            output = model_options["model_function_wrapper"](apply_model, args)
+        else:
+            output = apply_model(input_x, sigma_, **c)
     return zip(chunks, which, output.chunk(len(chunks)))
+
+
+def _default_chunks(to_run: list, defaults: list[list[dict]], x: torch.Tensor, sigma: torch.Tensor) -> list:
+    """Default conds (ConditioningSetDefaultCombine) weighted by what the other conds of their list leave."""
+    grouped: dict[int, list] = {0: to_run}
+    mults = default_cond_mults(grouped, [len(d) for d in defaults], x)
+    out = []
+    for index, (cond_list, mult) in enumerate(zip(defaults, mults)):
+        for c in cond_list if mult is not None else []:
+            p = get_area_and_mult(c, x, sigma)
+            if p is not None:
+                out.append((p._replace(mult=mult), index))
+    return out
 
 
 def calc_cond_batch(apply_model, conds: list[list[dict] | None], x: torch.Tensor, sigma: torch.Tensor,
@@ -277,11 +301,17 @@ def calc_cond_batch(apply_model, conds: list[list[dict] | None], x: torch.Tensor
     out = [torch.zeros_like(x) for _ in conds]
     counts = [torch.ones_like(x) * 1e-37 for _ in conds]
     to_run = []
+    defaults: list[list[dict]] = [[] for _ in conds]
     for index, cond_list in enumerate(conds):
         for c in cond_list or []:
+            if "default" in c:
+                defaults[index].append(c)
+                continue
             p = get_area_and_mult(c, x, sigma)
             if p is not None:
                 to_run.append((p, index))
+    if any(defaults):
+        to_run += _default_chunks(to_run, defaults, x, sigma)
     while to_run:
         picked = _pick_batch(to_run, to_run[0][0], model_options.get("max_batch"))
         for chunk, index, output in _run_chunk_batch(apply_model, to_run, picked, sigma, model_options):

@@ -107,7 +107,8 @@ def sample_custom(model: Any, noise: torch.Tensor, guider: CFGGuider, sampler: S
         latent_image = model.process_latent_in(latent_image)
     guider.prepare(noise, latent_image, denoise_mask, seed=seed)
     model_options = dict(guider.model_options)
-    model_options["transformer_options"] = {**model_options.get("transformer_options", {}), "sample_sigmas": sigmas}
+    model_options["transformer_options"] = {**model_options.get("transformer_options", {}), "sample_sigmas": sigmas,
+                                            "hook_keyframes": {}}  # per-run keyframe cursors (diffusion/hooks.py)
     extra_args = {"model_options": model_options, "seed": seed, "denoise_mask": denoise_mask}
     denoiser = InpaintDenoiser(guider, _inpaint_noise(sampler, noise, seed), latent_image, interrupt_check, sigmas)
     ms = model.model_sampling

@@ -457,6 +457,8 @@ class CLIP:
         twin.patches = {key: list(value) for key, value in self.patches.items()}
         clone_handle = getattr(self.handle, "clone", None)
         twin.handle = clone_handle() if callable(clone_handle) else self.handle
+        twin.apply_hooks_to_conds = getattr(self, "apply_hooks_to_conds", None)  # SetClipHooks' HOOKS
+        twin.scheduled_clip_hooks = getattr(self, "scheduled_clip_hooks", None)
         return twin
 
     def clip_layer(self, layer_idx: int) -> None:

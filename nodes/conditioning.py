@@ -30,10 +30,16 @@ def clip_on_device(clip: CLIP, ctx: NodeContext | None = None) -> Iterator[None]
 
 def encode_text(clip: CLIP, text: str) -> Conditioning:
     """A prompt as CONDITIONING: `[[cond 1×(77·k)×C, {"pooled_output": 1×C}]]`."""
+    if getattr(clip, "scheduled_clip_hooks", None) is not None:  # SetClipHooks with schedule_clip
+        from nodes.hooks import encode_scheduled
+        return encode_scheduled(clip, text, encode_text)
     tokens = clip.tokenize(text)
     with clip_on_device(clip):
         output = clip.encode_from_tokens(tokens, return_pooled=True, return_dict=True)
     cond = output.pop("cond")
+    hooks = getattr(clip, "apply_hooks_to_conds", None)  # SetClipHooks with apply_to_conds
+    if hooks is not None:
+        output["hooks"] = hooks
     return [[cond, output]]
 
 
