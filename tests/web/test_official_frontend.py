@@ -94,7 +94,7 @@ QUEUE_SMALL = """async () => {
     byType('KSampler').widgets.find((w) => w.name === 'steps').value = 3;
     window.seen = [];
     for (const name of ['execution_start', 'executing', 'progress', 'executed', 'execution_success',
-                        'execution_error', 'b_preview']) {
+                        'execution_error', 'b_preview', 'b_preview_with_metadata', 'progress_state']) {
         window.app.api.addEventListener(name, (e) => window.seen.push([name, e.detail?.node ?? null]));
     }
     return await window.app.queuePrompt(0, 1);
@@ -137,6 +137,9 @@ def test_default_graph_is_loom_text_to_image_and_runs(browser: Any, tmp_path: Pa
             assert "execution_start" in names and "execution_success" in names, names
             assert ["progress", "3"] in [list(s) for s in seen], seen
             assert ["executed", "9"] in [list(s) for s in seen], seen
+            assert "progress_state" in names, "per-node progress for the frontend's node highlight and bars"
+            assert "b_preview_with_metadata" in names or "b_preview" in names, "live previews reach the frontend"
+
             time.sleep(0.5)
             assert traffic.errors == [], traffic.errors
             assert traffic.failed == [], traffic.failed
