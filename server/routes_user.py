@@ -163,13 +163,17 @@ async def list_userdata_v2(request: web.Request) -> web.Response:
 # Content types of user files the frontend loads itself (its page links `userdata/user.css`); anything else is
 # served as bytes.
 USERDATA_TYPES = {".json": "application/json", ".css": "text/css"}
+# What a missing file the frontend always reads answers: its stylesheet, and its workflow bookmarks.
+USERDATA_DEFAULTS = {"user.css": ("", "text/css"),
+                     "workflows/.index.json": ('{"favorites": []}', "application/json")}
 
 
 async def get_userdata(request: web.Request) -> web.StreamResponse:
     relative = request.match_info["file"]
     path = user_path(request, relative)
-    if not path.is_file() and relative == "user.css":
-        return web.Response(text="", content_type="text/css")  # no user stylesheet yet: an empty one
+    if not path.is_file() and relative in USERDATA_DEFAULTS:  # files ComfyUI's frontend reads before any exist
+        text, content_type = USERDATA_DEFAULTS[relative]
+        return web.Response(text=text, content_type=content_type)
     if not path.is_file():
         return _not_found("file")
     return web.FileResponse(path, headers={"X-Content-Type-Options": "nosniff",

@@ -190,6 +190,8 @@ def test_settings_and_userdata(tmp_path: Path) -> None:
                 assert await r.json() == []
             async with srv.session.get(f"{srv.url}/api/userdata/user.css") as r:
                 assert r.status == 200 and r.content_type == "text/css"
+            async with srv.session.get(f"{srv.url}/api/userdata/workflows%2F.index.json") as r:
+                assert r.status == 200 and await r.json() == {"favorites": []}
             (tmp_path / "user" / "secret.txt").write_text("CONTENT-OF-SECRET")
             for bad in ("..%2Fsecret.txt", "%2Fetc%2Fpasswd", "a%5C..%5C..%5Csecret.txt", "C%3A%2Fx", "x%00y"):
                 for method in ("GET", "POST", "DELETE"):

@@ -140,6 +140,12 @@ def test_default_graph_is_loom_text_to_image_and_runs(browser: Any, tmp_path: Pa
             assert "progress_state" in names, "per-node progress for the frontend's node highlight and bars"
             assert "b_preview_with_metadata" in names or "b_preview" in names, "live previews reach the frontend"
 
+            # The side panels a user opens next: assets, models, workflows, nodes, the job list.
+            for label in ("Assets (a)", "Model Library (m)", "Workflows (w)", "Node Library (n)", "View all jobs"):
+                button = page.query_selector(f"[aria-label='{label}']")
+                if button is not None and button.is_visible():
+                    button.click()
+                    page.wait_for_load_state("networkidle", timeout=30_000)
             time.sleep(0.5)
             assert traffic.errors == [], traffic.errors
             assert traffic.failed == [], traffic.failed
