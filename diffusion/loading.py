@@ -98,7 +98,7 @@ def load_checkpoint(
     state_dict = read_state_dict(path, dtype=_dtype_by_component(dtype, vae_dtype, text_encoder_dtype), device=device)
     info = detect_checkpoint(state_dict, metadata)
     if prediction is not None:
-        info = replace(info, prediction=prediction)
+        info = replace(info, prediction=prediction, sampling=None)
     parts = split_components(state_dict)
     del state_dict
     report = parts.report()

@@ -29,4 +29,5 @@ BUILTIN_MODULES: list[str] = [
     "nodes.gligen",
     "nodes.safety",
     "nodes.conditioning_sdxl",
+    "nodes.model_sampling_advanced",
 ]

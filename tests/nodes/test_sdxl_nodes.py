@@ -135,3 +135,32 @@ def test_refiner_checkpoint_and_aesthetic_score(xl: SDEnv) -> None:
     plain = xl.value(prompt, "7", 0)  # plain CLIPTextEncode negative: score 2.5, the latent's size
     y_neg = family.encode_adm(plain[0][1], 256, 256, "negative", REFINER_ADM)
     assert torch.allclose(y_neg[:, G_WIDTH:], size_embeddings([256, 256, 0, 0, 2.5]))
+
+
+def test_model_sampling_continuous_nodes(xl: SDEnv) -> None:
+    from diffusion.assemble import model_sampling_of
+    from diffusion.latent_formats import PLAYGROUND_V25
+
+    info = xl.registry.object_info()["ModelSamplingContinuousEDM"]["input"]["required"]
+    assert info["sampling"][0] == ["v_prediction", "edm", "edm_playground_v2.5", "eps", "cosmos_rflow"]
+    assert info["sigma_max"][1] == {"default": 120.0, "min": 0.0, "max": 1000.0, "step": 0.001, "round": False}
+    prompt = txt2img("tiny-xl.safetensors", steps=3)
+    prompt["10"] = {"class_type": "ModelSamplingContinuousEDM",
+                    "inputs": {"model": ["4", 0], "sampling": "edm_playground_v2.5", "sigma_max": 80.0,
+                               "sigma_min": 0.002}}
+    prompt["3"]["inputs"]["model"] = ["10", 0]
+    patched = xl.value(prompt, "10", 0)
+    ms = model_sampling_of(patched)
+    assert ms.prediction == "edm" and ms.sigma_data == 0.5 and float(ms.sigma_max) == pytest.approx(80.0, rel=1e-5)
+    assert patched.object_patches["latent_format"] is PLAYGROUND_V25
+    base = xl.value(prompt, "4", 0)
+    assert model_sampling_of(base).prediction == "eps"  # the loader's model is untouched
+    image = xl.value(prompt, "8", 0)
+    assert torch.isfinite(image).all()
+    prompt["10"] = {"class_type": "ModelSamplingContinuousV",
+                    "inputs": {"model": ["4", 0], "sampling": "v_prediction", "sigma_max": 500.0, "sigma_min": 0.03}}
+    assert model_sampling_of(xl.value(prompt, "10", 0)).kind == "v"
+    xl.ok(prompt)
+    prompt["10"]["inputs"]["sigma_min"] = 600.0
+    result = xl.run(prompt)
+    assert result.status == "error" and "sigma_min (600.0) must be above 0" in result.error["exception_message"]
