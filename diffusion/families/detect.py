@@ -79,6 +79,15 @@ def detect_prediction(unet: dict[str, torch.Tensor], family: str, metadata: dict
 def detect_checkpoint(state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> ModelInfo:
     """Describe a single-file checkpoint (prefixed keys); `CheckpointError` for an unknown layout."""
     parts = split_components(state_dict)
+    if not parts.unet and detect_file_kind(state_dict) != "checkpoint":
+        kind = detect_file_kind(state_dict)
+        loader = {"unet": "models/unet (models/diffusion_models) and load it with UNETLoader (Load Diffusion Model)",
+                  "vae": "models/vae and load it with VAELoader (Load VAE)",
+                  "text_encoder": "models/text_encoders (models/clip) and load it with CLIPLoader or DualCLIPLoader"}
+        raise CheckpointError(
+            f"this file holds only a {kind.replace('_', ' ')}, not a whole checkpoint (UNet + text encoders + VAE): "
+            f"put it in {loader[kind]}"
+        )
     if not parts.unet:
         raise CheckpointError(
             f"no UNet weights under {UNET_PREFIX!r}: this is not a single-file SD checkpoint "

@@ -164,3 +164,26 @@ def test_model_sampling_continuous_nodes(xl: SDEnv) -> None:
     prompt["10"]["inputs"]["sigma_min"] = 600.0
     result = xl.run(prompt)
     assert result.status == "error" and "sigma_min (600.0) must be above 0" in result.error["exception_message"]
+
+
+def test_bad_sdxl_files_and_mixed_up_models(xl: SDEnv) -> None:
+    ckpts = xl.base / "models" / "checkpoints"
+    data = (ckpts / "tiny-xl.safetensors").read_bytes()
+    (ckpts / "cut.safetensors").write_bytes(data[: len(data) * 2 // 3])
+    sd = tiny_sdxl_state_dict()
+    write({k.removeprefix("model.diffusion_model."): v for k, v in sd.items()
+           if k.startswith("model.diffusion_model.")}, ckpts / "unet-only.safetensors")
+    result = xl.run(txt2img("cut.safetensors"))
+    assert result.status == "error" and result.error["node_type"] == "CheckpointLoaderSimple"
+    assert "cut.safetensors is truncated" in result.error["exception_message"]
+    result = xl.run(txt2img("unet-only.safetensors"))
+    message = result.error["exception_message"]
+    assert "unet-only.safetensors" in message and "holds only a unet" in message and "UNETLoader" in message
+    # Base prompts (2048-wide context at full size) into the refiner: named, not a shape error in attention.
+    mixed = txt2img("tiny-xl.safetensors")
+    mixed["11"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny-ref.safetensors"}}
+    mixed["3"]["inputs"]["model"] = ["11", 0]
+    result = xl.run(mixed)
+    assert result.status == "error" and result.error["node_type"] == "KSampler"
+    assert "takes a 64-wide text context" in result.error["exception_message"]
+    xl.ok(txt2img("tiny-xl.safetensors"))  # nothing else was affected
