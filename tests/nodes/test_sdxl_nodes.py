@@ -10,8 +10,8 @@ import torch
 
 from diffusion.clip_multi import MultiTextEncoder
 from diffusion.text_encoders import CLIP
-from tests.fixtures.tiny_sdxl import (G_WIDTH, L_WIDTH, REFINER_ADM, XL_ADM, tiny_clip_g_hf, tiny_clip_l_hf,
-                                      tiny_sdxl_state_dict, write)
+from tests.fixtures.tiny_sdxl import (G_WIDTH, L_WIDTH, REFINER_ADM, XL_ADM, XL_CONTEXT, tiny_clip_g_hf,
+                                      tiny_clip_l_hf, tiny_sdxl_state_dict, write)
 from tests.nodes.sd_env import SDEnv, txt2img
 
 PROMPT = "a photograph of an astronaut riding a horse"
@@ -187,3 +187,55 @@ def test_bad_sdxl_files_and_mixed_up_models(xl: SDEnv) -> None:
     assert result.status == "error" and result.error["node_type"] == "KSampler"
     assert "takes a 64-wide text context" in result.error["exception_message"]
     xl.ok(txt2img("tiny-xl.safetensors"))  # nothing else was affected
+
+
+def _lora(path: Path, pairs: dict[str, tuple[int, int]], peft: bool, seed: int = 0) -> Path:
+    """A rank-2 LoRA over the named modules ({name: (out, in)}), kohya (`.lora_up/.lora_down` + alpha) or PEFT
+    (`.lora_B/.lora_A`, no alpha)."""
+    gen = torch.Generator().manual_seed(seed)
+    sd: dict[str, torch.Tensor] = {}
+    for name, (out, inp) in pairs.items():
+        up, down = torch.randn(out, 2, generator=gen) * 0.5, torch.randn(2, inp, generator=gen) * 0.5
+        if peft:
+            sd[f"{name}.lora_B.weight"], sd[f"{name}.lora_A.weight"] = up, down
+        else:
+            sd[f"{name}.lora_up.weight"], sd[f"{name}.lora_down.weight"] = up, down
+            sd[f"{name}.alpha"] = torch.tensor(2.0)
+    return write(sd, path)
+
+
+def _cond_with_lora(xl: SDEnv, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    prompt = txt2img("tiny-xl.safetensors")
+    prompt["10"] = {"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "clip": ["4", 1], "lora_name": name,
+                                                           "strength_model": 1.0, "strength_clip": 1.0}}
+    prompt["6"]["inputs"]["clip"] = ["10", 1]
+    prompt["3"]["inputs"]["model"] = ["10", 0]
+    cond = xl.value(prompt, "6", 0)[0][0]
+    return cond, xl.value(prompt, "8", 0)
+
+
+@pytest.mark.parametrize("peft", [False, True])
+def test_sdxl_lora_reaches_both_text_encoders_and_the_unet(xl: SDEnv, peft: bool) -> None:
+    loras = xl.base / "models" / "loras"
+    if peft:
+        te1, te2 = "text_encoder.text_model.encoder.layers.0.self_attn.q_proj", \
+            "text_encoder_2.text_model.encoder.layers.1.mlp.fc1"
+        unet = "unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k"
+    else:
+        te1 = "lora_te1_text_model_encoder_layers_0_self_attn_q_proj"
+        te2 = "lora_te2_text_model_encoder_layers_1_mlp_fc1"
+        unet = "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k"
+    _lora(loras / "l.safetensors", {te1: (L_WIDTH, L_WIDTH)}, peft)
+    _lora(loras / "g.safetensors", {te2: (4 * G_WIDTH, G_WIDTH)}, peft, seed=1)
+    _lora(loras / "u.safetensors", {unet: (64, XL_CONTEXT)}, peft, seed=2)
+    base_cond = xl.value(txt2img("tiny-xl.safetensors"), "6", 0)[0][0]
+    base_image = xl.value(txt2img("tiny-xl.safetensors"), "8", 0)
+    l_cond, l_image = _cond_with_lora(xl, "l.safetensors")
+    assert not torch.allclose(l_cond[..., :L_WIDTH], base_cond[..., :L_WIDTH])
+    assert torch.equal(l_cond[..., L_WIDTH:], base_cond[..., L_WIDTH:])  # the G half is untouched
+    g_cond, _ = _cond_with_lora(xl, "g.safetensors")
+    assert torch.equal(g_cond[..., :L_WIDTH], base_cond[..., :L_WIDTH])
+    assert not torch.allclose(g_cond[..., L_WIDTH:], base_cond[..., L_WIDTH:])
+    u_cond, u_image = _cond_with_lora(xl, "u.safetensors")
+    assert torch.equal(u_cond, base_cond) and not torch.allclose(u_image, base_image)
+    assert torch.equal(xl.value(txt2img("tiny-xl.safetensors"), "8", 0), base_image)  # base restored
