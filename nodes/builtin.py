@@ -30,4 +30,5 @@ BUILTIN_MODULES: list[str] = [
     "nodes.safety",
     "nodes.conditioning_sdxl",
     "nodes.model_sampling_advanced",
+    "nodes.model_merging_sdxl",
 ]

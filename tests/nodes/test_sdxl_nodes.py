@@ -239,3 +239,32 @@ def test_sdxl_lora_reaches_both_text_encoders_and_the_unet(xl: SDEnv, peft: bool
     u_cond, u_image = _cond_with_lora(xl, "u.safetensors")
     assert torch.equal(u_cond, base_cond) and not torch.allclose(u_image, base_image)
     assert torch.equal(xl.value(txt2img("tiny-xl.safetensors"), "8", 0), base_image)  # base restored
+
+
+def test_model_merge_sdxl_per_block(xl: SDEnv) -> None:
+    from nodes.model_merging_sdxl import BLOCKS
+
+    write(tiny_sdxl_state_dict(seed=9), xl.base / "models" / "checkpoints" / "tiny-xl-2.safetensors")
+    info = xl.registry.object_info()["ModelMergeSDXL"]
+    assert info["category"] == "advanced/model_merging/model_specific"
+    assert info["input_order"]["required"] == ["model1", "model2", *BLOCKS]
+    ratios = {name: 1.0 for name in BLOCKS}
+    ratios.update({"input_blocks.4": 0.0, "label_emb.": 0.25})
+    prompt = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny-xl.safetensors"}},
+        "2": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny-xl-2.safetensors"}},
+        "3": {"class_type": "ModelMergeSDXL", "inputs": {"model1": ["1", 0], "model2": ["2", 0], **ratios}},
+    }
+    merged, one, two = xl.value(prompt, "3", 0), xl.value(prompt, "1", 0), xl.value(prompt, "2", 0)
+    first = {k: v.clone() for k, v in one.model.state_dict().items()}
+    second = {k: v.clone() for k, v in two.model.state_dict().items()}
+    with xl.models.use([merged]):
+        got = {k: v.clone() for k, v in merged.model.state_dict().items()}
+    key_in = "diffusion_model.input_blocks.4.1.proj_in.weight"
+    key_label = "diffusion_model.label_emb.0.0.weight"
+    key_other = "diffusion_model.input_blocks.5.1.proj_in.weight"
+    torch.testing.assert_close(got[key_in], second[key_in])
+    torch.testing.assert_close(got[key_label], 0.25 * first[key_label] + 0.75 * second[key_label])
+    torch.testing.assert_close(got[key_other], first[key_other])
+    with xl.models.use([one]):
+        assert torch.equal(one.model.state_dict()[key_in], first[key_in])  # model1 itself is untouched
