@@ -9,7 +9,10 @@ Layer and attribute names follow CompVis' latent-diffusion `openaimodel.py` / `a
 - ``"patches"``: ``{"attn1_patch": [fn], "attn2_patch": [fn]}``, each ``fn(x, context, value, options) -> (x,
   context, value)`` applied to the normalised input before self- (attn1) or cross-attention (attn2), the hook
   point ComfyUI's attention patches use; and ``"middle_patch"``: ``[fn(x, options) -> x]`` run on the residual
-  stream between self- and cross-attention (GLIGEN's fusers, `diffusion.gligen`).
+  stream between self- and cross-attention (GLIGEN's fusers, `diffusion.gligen`);
+- ``"patches_replace"``: ``{"attn1"|"attn2": {(block kind, block index[, transformer index]): fn}}``,
+  ``fn(q, k, v, options) -> out`` replacing the attention of the matching transformers (Perturbed-Attention
+  Guidance, `nodes/guidance_pag.py`); ``"block_index"`` is set to the transformer's index within its block.
 """
 from __future__ import annotations
 
@@ -107,10 +110,18 @@ class CrossAttention(nn.Module):
         value: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
         mode: str = "sdpa",
+        replace: Any = None,
+        options: dict[str, Any] | None = None,
     ) -> torch.Tensor:
+        """Attention of `x` over `context`; `replace(q, k, v, options) -> out` (ComfyUI's patches_replace hook)
+        takes the place of the attention itself between the projections."""
         context = x if context is None else context
         value = context if value is None else value
-        out = attention(self.to_q(x), self.to_k(context), self.to_v(value), self.heads, mask=mask, mode=mode)
+        q, k, v = self.to_q(x), self.to_k(context), self.to_v(value)
+        if replace is not None:
+            out = replace(q, k, v, {**(options or {}), "n_heads": self.heads, "dim_head": q.shape[-1] // self.heads})
+        else:
+            out = attention(q, k, v, self.heads, mask=mask, mode=mode)
         return self.to_out(out)
 
 
@@ -160,12 +171,22 @@ class BasicTransformerBlock(nn.Module):
     def forward(self, x: torch.Tensor, context: torch.Tensor | None, options: dict[str, Any]) -> torch.Tensor:
         mode = options.get("attention_mode", "sdpa")
         n, ctx, val = _apply_patches("attn1_patch", self.norm1(x), None, None, options)
-        x = x + self.attn1(n, ctx, val, mode=mode)
+        x = x + self.attn1(n, ctx, val, mode=mode, replace=_replacement("attn1", options), options=options)
         for patch in options.get("patches", {}).get("middle_patch", ()):
             x = patch(x, options)
         n, ctx, val = _apply_patches("attn2_patch", self.norm2(x), context, context, options)
-        x = x + self.attn2(n, ctx, val, mode=mode)
+        x = x + self.attn2(n, ctx, val, mode=mode, replace=_replacement("attn2", options), options=options)
         return x + self.ff(self.norm3(x))
+
+
+def _replacement(name: str, options: dict[str, Any]) -> Any:
+    """The `patches_replace[name]` function for the running block: keyed (block kind, block index, transformer
+    index) or, for every transformer of the block, (block kind, block index) — ComfyUI's lookup order."""
+    table = options.get("patches_replace", {}).get(name)
+    block = options.get("block")
+    if not table or block is None:
+        return None
+    return table.get((block[0], block[1], options.get("block_index", 0)), table.get((block[0], block[1])))
 
 
 class SpatialTransformer(nn.Module):
@@ -196,7 +217,8 @@ class SpatialTransformer(nn.Module):
         x = x.flatten(2).transpose(1, 2)
         if self.use_linear:
             x = self.proj_in(x)
-        for block in self.transformer_blocks:
+        for index, block in enumerate(self.transformer_blocks):
+            options["block_index"] = index
             x = block(x, context, options)
         if self.use_linear:
             x = self.proj_out(x)

@@ -31,4 +31,5 @@ BUILTIN_MODULES: list[str] = [
     "nodes.conditioning_sdxl",
     "nodes.model_sampling_advanced",
     "nodes.model_merging_sdxl",
+    "nodes.guidance_pag",
 ]

@@ -268,3 +268,41 @@ def test_model_merge_sdxl_per_block(xl: SDEnv) -> None:
     torch.testing.assert_close(got[key_other], first[key_other])
     with xl.models.use([one]):
         assert torch.equal(one.model.state_dict()[key_in], first[key_in])  # model1 itself is untouched
+
+
+def test_perturbed_attention_guidance(xl: SDEnv) -> None:
+    info = xl.registry.object_info()["PerturbedAttentionGuidance"]
+    assert info["category"] == "model_patches/unet"
+    assert info["input"]["required"]["scale"][1] == {"default": 3.0, "min": 0.0, "max": 100.0, "step": 0.01,
+                                                     "round": 0.01}
+    # 64 px: the middle block sees 2×2 tokens (with one token every attention is the identity already).
+    base = xl.value(txt2img("tiny-xl.safetensors", size=64), "8", 0)
+
+    def with_pag(scale: float) -> torch.Tensor:
+        prompt = txt2img("tiny-xl.safetensors", size=64)
+        prompt["10"] = {"class_type": "PerturbedAttentionGuidance", "inputs": {"model": ["4", 0], "scale": scale}}
+        prompt["3"]["inputs"]["model"] = ["10", 0]
+        return xl.value(prompt, "8", 0)
+
+    assert torch.equal(with_pag(0.0), base)
+    assert not torch.allclose(with_pag(3.0), base, atol=1e-3)
+
+
+def test_attention_replacement_hits_only_the_named_block() -> None:
+    from diffusion.unet import build_unet
+    from tests.fixtures.tiny_sdxl import tiny_sdxl_unet_config
+
+    unet = build_unet(tiny_sdxl_unet_config())
+    seen: list[tuple] = []
+
+    def record(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, options: dict) -> torch.Tensor:
+        seen.append((options["block"], options["block_index"], options["n_heads"]))
+        return v
+
+    x, context, y = torch.randn(1, 4, 8, 8), torch.randn(1, 77, XL_CONTEXT), torch.randn(1, XL_ADM)
+    options = {"patches_replace": {"attn1": {("middle", 0): record}}}
+    with torch.no_grad():
+        plain = unet(x, torch.tensor([500.0]), context, y=y)
+        replaced = unet(x, torch.tensor([500.0]), context, y=y, transformer_options=options)
+    assert seen == [(("middle", 0), 0, 1), (("middle", 0), 1, 1)]  # depth-2 middle transformer
+    assert not torch.allclose(plain, replaced)
