@@ -306,3 +306,56 @@ def test_attention_replacement_hits_only_the_named_block() -> None:
         replaced = unet(x, torch.tensor([500.0]), context, y=y, transformer_options=options)
     assert seen == [(("middle", 0), 0, 1), (("middle", 0), 1, 1)]  # depth-2 middle transformer
     assert not torch.allclose(plain, replaced)
+
+
+def test_taesdxl_previews_and_vae_entry(xl: SDEnv) -> None:
+    import io
+
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from diffusion.taesd import decoder, encoder
+
+    folder = xl.base / "models" / "vae_approx"
+    folder.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(4)
+    for name, net in (("taesdxl_encoder", encoder()), ("taesdxl_decoder", decoder())):
+        tensors = {k: (torch.randn(v.shape, generator=gen) * (0.05 if v.ndim > 1 else 0.02)).contiguous()
+                   for k, v in net.state_dict().items()}
+        save_file(tensors, str(folder / f"{name}.safetensors"))
+    names = xl.registry.object_info(xl.folders)["VAELoader"]["input"]["required"]["vae_name"][0]
+    assert names == ["taesdxl"]  # only the SDXL halves are present
+    xl.run(txt2img("tiny-xl.safetensors", steps=2))
+    previews = xl.previews()
+    assert previews
+    with Image.open(io.BytesIO(previews[-1].data)) as frame:
+        assert frame.size == (32, 32)  # TAESDXL decodes to full resolution (latent2rgb would give 4×4)
+    prompt = txt2img("tiny-xl.safetensors", steps=2)
+    prompt["50"] = {"class_type": "VAELoader", "inputs": {"vae_name": "taesdxl"}}
+    prompt["8"]["inputs"]["vae"] = ["50", 0]
+    vae = xl.value(prompt, "50", 0)
+    assert vae.model.scale == 0.13025  # TAESDXL works in SDXL's latent scale
+    assert xl.value(prompt, "8", 0).shape == (1, 32, 32, 3)
+
+
+def test_base_to_refiner_hand_off(xl: SDEnv) -> None:
+    """SDXL base for the first steps with leftover noise, the refiner finishing (KSamplerAdvanced ×2)."""
+    prompt = txt2img("tiny-xl.safetensors")
+    prompt["11"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny-ref.safetensors"}}
+    prompt["12"] = {"class_type": "CLIPTextEncodeSDXLRefiner",
+                    "inputs": {"ascore": 6.0, "width": 1024, "height": 1024, "text": PROMPT, "clip": ["11", 1]}}
+    prompt["13"] = {"class_type": "CLIPTextEncodeSDXLRefiner",
+                    "inputs": {"ascore": 2.5, "width": 1024, "height": 1024, "text": "blurry", "clip": ["11", 1]}}
+    common = {"noise_seed": 5, "steps": 4, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal"}
+    prompt["3"] = {"class_type": "KSamplerAdvanced", "inputs": {
+        **common, "model": ["4", 0], "add_noise": "enable", "positive": ["6", 0], "negative": ["7", 0],
+        "latent_image": ["5", 0], "start_at_step": 0, "end_at_step": 3, "return_with_leftover_noise": "enable"}}
+    prompt["14"] = {"class_type": "KSamplerAdvanced", "inputs": {
+        **common, "model": ["11", 0], "add_noise": "disable", "positive": ["12", 0], "negative": ["13", 0],
+        "latent_image": ["3", 0], "start_at_step": 3, "end_at_step": 10000, "return_with_leftover_noise": "disable"}}
+    prompt["8"]["inputs"]["samples"] = ["14", 0]
+    handed = xl.value(prompt, "3", 0)["samples"]
+    final = xl.value(prompt, "14", 0)["samples"]
+    assert handed.shape == final.shape == (1, 4, 4, 4) and not torch.allclose(handed, final)
+    assert handed.abs().max() > 1.0  # still noisy: the leftover noise was handed over
+    assert torch.isfinite(xl.value(prompt, "8", 0)).all()
