@@ -359,3 +359,26 @@ def test_base_to_refiner_hand_off(xl: SDEnv) -> None:
     assert handed.shape == final.shape == (1, 4, 4, 4) and not torch.allclose(handed, final)
     assert handed.abs().max() > 1.0  # still noisy: the leftover noise was handed over
     assert torch.isfinite(xl.value(prompt, "8", 0)).all()
+
+
+@pytest.mark.parametrize("ckpt", ["tiny-xl.safetensors", "tiny-ref.safetensors"])
+def test_checkpoint_save_round_trip(xl: SDEnv, ckpt: str) -> None:
+    from diffusion.checkpoint import read_state_dict
+
+    prompt = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
+        "2": {"class_type": "CheckpointSave", "inputs": {"model": ["1", 0], "clip": ["1", 1], "vae": ["1", 2],
+                                                         "filename_prefix": "checkpoints/xl"}},
+    }
+    xl.ok(prompt)
+    saved = sorted((xl.folders.output_directory / "checkpoints").glob("xl_*.safetensors"))[-1]
+    original = read_state_dict(xl.base / "models" / "checkpoints" / ckpt)
+    written = read_state_dict(saved)
+    wanted = {k for k in original if k.startswith(("model.diffusion_model.", "first_stage_model.", "conditioner."))}
+    wanted -= {k for k in wanted if k.endswith("position_ids")}
+    assert wanted <= set(written), sorted(wanted - set(written))[:5]
+    for key in wanted:
+        torch.testing.assert_close(written[key].float(), original[key].float(), rtol=0, atol=0, msg=key)
+    (xl.base / "models" / "checkpoints" / "again.safetensors").symlink_to(saved)
+    again = xl.value(txt2img("again.safetensors"), "8", 0)
+    assert torch.allclose(again, xl.value(txt2img(ckpt), "8", 0), atol=1e-5)
