@@ -91,7 +91,8 @@ def main() -> None:
     rows, latent = [], None
     for size in args.sizes:
         row = time_steps(modules["unet"], positive, negative, size, args.steps)
-        latent = row.pop("latent") if size == args.decode_size else latent
+        sampled = row.pop("latent")
+        latent = sampled if size == args.decode_size else latent
         print(f"{size}x{size}: {row['s_per_step']:.2f} s/step (first {row['first_step_s']:.2f} s), "
               f"RSS peak {peak_rss_gib():.2f} GiB", flush=True)
         rows.append(row)
