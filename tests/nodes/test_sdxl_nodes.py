@@ -382,3 +382,28 @@ def test_checkpoint_save_round_trip(xl: SDEnv, ckpt: str) -> None:
     (xl.base / "models" / "checkpoints" / "again.safetensors").symlink_to(saved)
     again = xl.value(txt2img("again.safetensors"), "8", 0)
     assert torch.allclose(again, xl.value(txt2img(ckpt), "8", 0), atol=1e-5)
+
+
+def test_component_files_unet_dual_clip_vae(xl: SDEnv) -> None:
+    """The split-file SDXL setup: UNETLoader (bare diffusion_model keys), DualCLIPLoader, VAELoader."""
+    from tests.fixtures.tiny_checkpoints import write_tiny_vae
+
+    models = xl.base / "models"
+    sd = tiny_sdxl_state_dict()
+    write({k.removeprefix("model.diffusion_model."): v for k, v in sd.items()
+           if k.startswith("model.diffusion_model.")}, models / "unet" / "xl-unet.safetensors")
+    write(tiny_clip_l_hf(), models / "clip" / "clip_l.safetensors")
+    write(tiny_clip_g_hf(), models / "clip" / "clip_g.safetensors")
+    write_tiny_vae(models / "vae" / "xl-vae.safetensors")
+    prompt = txt2img()
+    prompt["4"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "xl-unet.safetensors",
+                                                          "weight_dtype": "default"}}
+    prompt["20"] = {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": "clip_l.safetensors",
+                                                               "clip_name2": "clip_g.safetensors", "type": "sdxl"}}
+    prompt["21"] = {"class_type": "VAELoader", "inputs": {"vae_name": "xl-vae.safetensors"}}
+    for node in ("6", "7"):
+        prompt[node]["inputs"]["clip"] = ["20", 0]
+    prompt["8"]["inputs"]["vae"] = ["21", 0]
+    model = xl.value(prompt, "4", 0).model
+    assert model.family == "sdxl" and model.latent_format.scale_factor == 0.13025
+    assert torch.isfinite(xl.value(prompt, "8", 0)).all()
