@@ -407,3 +407,25 @@ def test_component_files_unet_dual_clip_vae(xl: SDEnv) -> None:
     model = xl.value(prompt, "4", 0).model
     assert model.family == "sdxl" and model.latent_format.scale_factor == 0.13025
     assert torch.isfinite(xl.value(prompt, "8", 0)).all()
+
+
+def test_sdxl_inpainting_checkpoint(xl: SDEnv) -> None:
+    """A 9-channel SDXL UNet (latent, mask, masked-image latent) through InpaintModelConditioning and KSampler."""
+    write(tiny_sdxl_state_dict(in_channels=9), xl.base / "models" / "checkpoints" / "xl-inpaint.safetensors")
+
+    def graph(colour: int) -> dict:
+        prompt = txt2img("xl-inpaint.safetensors", steps=2)
+        prompt["img"] = {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 32, "batch_size": 1,
+                                                                "color": colour}}
+        # Nothing masked: the whole image reaches the UNet's concat channels (a masked region is blanked to grey).
+        prompt["m"] = {"class_type": "SolidMask", "inputs": {"value": 0.0, "width": 32, "height": 32}}
+        prompt["c"] = {"class_type": "InpaintModelConditioning",
+                       "inputs": {"positive": ["6", 0], "negative": ["7", 0], "vae": ["4", 2], "pixels": ["img", 0],
+                                  "mask": ["m", 0], "noise_mask": False}}
+        prompt["3"]["inputs"].update(positive=["c", 0], negative=["c", 1])
+        return prompt
+
+    model = xl.value(graph(0x000000), "4", 0).model
+    assert model.family == "sdxl" and model.is_inpaint
+    dark, light = xl.value(graph(0x000000), "8", 0), xl.value(graph(0xFFFFFF), "8", 0)
+    assert torch.isfinite(dark).all() and (dark - light).abs().max() > 1e-3
