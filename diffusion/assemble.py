@@ -26,8 +26,11 @@ from diffusion.checkpoint import CheckpointError, read_state_dict
 from diffusion.clip_multi import MultiTextEncoder, build_dual
 from diffusion.diffusion_model import DiffusionModel
 from diffusion.families import get_family
+from diffusion.families.base import SamplingSpec
+from diffusion.latent_formats import PLAYGROUND_V25
 from diffusion.loading import load_checkpoint, load_unet_file, load_vae_file
 from diffusion.model_sampling import ModelSampling
+from diffusion.model_sampling_continuous import ContinuousSampling
 from diffusion.patcher import ModelHandle
 from diffusion.text_encoders import CLIP, TextEncoder, build_text_encoder
 from diffusion.vae import VAE, AutoencoderKL
@@ -36,7 +39,7 @@ SD_VAE_SCALE = 0.18215  # Rombach et al. (2022): the KL-f8 latent's scale factor
 _PREDICTIONS = {"eps": "eps", "v": "v_prediction"}
 # The schedule each assembled DiffusionModel was built with, so a clone's view of it never depends on which clone
 # the memory manager last patched into the shared module.
-_BASE_SAMPLING: "weakref.WeakKeyDictionary[nn.Module, ModelSampling]" = weakref.WeakKeyDictionary()
+_BASE_SAMPLING: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -52,13 +55,26 @@ class Precision:
         return f"unet={self.unet},vae={self.vae},te={self.text_encoder}"
 
 
-def diffusion_model(unet: nn.Module, family: str, prediction: str) -> DiffusionModel:
+def model_sampling_for(prediction: str, sampling: SamplingSpec | None = None) -> nn.Module:
+    """The schedule a loaded file samples with: the discrete SD schedule with `prediction` ("eps"/"v"), or what
+    its marker keys ask for (`SamplingSpec`: v-prediction + zsnr, EDM / CosXL continuous schedules)."""
+    if sampling is None:
+        return ModelSampling(prediction=_PREDICTIONS.get(prediction, prediction))
+    if sampling.kind == "edm":
+        return ContinuousSampling("edm", sampling.prediction, sampling.sigma_min, sampling.sigma_max,
+                                  sampling.sigma_data)
+    return ModelSampling(prediction=sampling.prediction, zsnr=sampling.zsnr)
+
+
+def diffusion_model(unet: nn.Module, family: str, prediction: str,
+                    sampling: SamplingSpec | None = None) -> DiffusionModel:
     """A `DiffusionModel` of a UNet: the SD discrete schedule with the given prediction ("eps"/"v"/"v_prediction")
-    and the family's latent format and memory factor (from the family registry)."""
-    ms = ModelSampling(prediction=_PREDICTIONS.get(prediction, prediction))
+    or the file's own schedule (`sampling`), and the family's latent format and memory factor (from the family
+    registry)."""
+    ms = model_sampling_for(prediction, sampling)
     spec = get_family(family)
-    model = DiffusionModel(unet, ms, spec.latent_format, family=spec.name,
-                           memory_usage_factor=spec.memory_usage_factor)
+    latent = PLAYGROUND_V25 if sampling is not None and sampling.latent == "playground_v2.5" else spec.latent_format
+    model = DiffusionModel(unet, ms, latent, family=spec.name, memory_usage_factor=spec.memory_usage_factor)
     _BASE_SAMPLING[model] = ms
     return model
 
@@ -69,7 +85,7 @@ def load_checkpoint_modules(path: str | os.PathLike[str], precision: Precision,
     "vae": AutoencoderKL | None}, read on the CPU in `precision` (cast while reading)."""
     loaded = load_checkpoint(path, dtype=precision.unet, vae_dtype=precision.vae,
                              text_encoder_dtype=precision.text_encoder, prediction=prediction)
-    model = diffusion_model(loaded.unet, loaded.info.family, loaded.info.prediction)
+    model = diffusion_model(loaded.unet, loaded.info.family, loaded.info.prediction, loaded.info.sampling)
     return {"unet": model, "clip": loaded.text_encoder, "vae": loaded.vae.model if loaded.vae is not None else None}
 
 

@@ -192,6 +192,13 @@ def _read_safetensors(path: Path, dtype: DTypeChoice, device: torch.device | str
     entries = sorted(
         ((k, v) for k, v in header.items() if k != "__metadata__"), key=lambda kv: kv[1]["data_offsets"][0]
     )
+    needed = base + max((info["data_offsets"][1] for _, info in entries), default=0)
+    size = os.path.getsize(path)
+    if size < needed:
+        raise CheckpointError(
+            f"{path.name} is truncated: its header lists {needed:,} bytes but the file has {size:,} "
+            f"({100 * size / needed:.0f}%); the download or copy was probably interrupted — fetch the file again"
+        )
     with open(path, "rb") as f:
         # A private (copy-on-write) mapping: writable for torch.frombuffer, never written back to the file.
         mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)

@@ -81,6 +81,7 @@ class DiffusionModel(nn.Module):
         mask and masked-image latent (from `concat_mask`/`concat_latent_image` if the cond carries them,
         else the sampling run's noise mask and latent; a blank image and an all-ones mask without either); for
         class-conditional families (SDXL) the ADM vector `y` their registry entry builds from the cond."""
+        self._check_context(cond)
         out: dict[str, torch.Tensor] = {}
         if self.is_instructpix2pix:
             out["c_concat"] = self._image_concat(cond, noise)
@@ -92,6 +93,19 @@ class DiffusionModel(nn.Module):
             y = adm(cond, noise.shape[2] * 8, noise.shape[3] * 8, prompt_type, channels)
             out["y"] = y.to(noise.device)
         return out
+
+    def _check_context(self, cond: dict) -> None:
+        """A clear error when the text context was made by another family's CLIP (e.g. SDXL base prompts fed
+        to the refiner) instead of a shape error deep inside attention."""
+        expected = getattr(getattr(self.diffusion_model, "config", None), "context_dim", None)
+        context = cond.get("cross_attn")
+        if expected is None or context is None or context.shape[-1] == expected:
+            return
+        raise ValueError(
+            f"the conditioning is {context.shape[-1]} wide but this {self.family} model takes a {expected}-wide "
+            f"text context: the prompt was encoded with another model's CLIP (for the SDXL refiner use the "
+            f"refiner checkpoint's CLIP, for the base the base's)"
+        )
 
     def adm_encoder(self) -> Any:
         """The family's ADM builder when the UNet takes `y` and the family declares one (SDXL), else None."""

@@ -2,7 +2,7 @@
 cheap latent -> RGB preview projection.
 
 `process_in` multiplies the raw VAE latent by the family's scale factor (SD1/SD2: 0.18215, Rombach et al.
-2022; SDXL: 0.13025), `process_out` divides. Previews project a sampler-space latent (e.g. a step's x0)
+2022; SDXL: 0.13025), `process_out` divides; Playground v2.5 normalises each channel by its mean and std first. Previews project a sampler-space latent (e.g. a step's x0)
 to RGB with a fixed 4×3 factor matrix (and bias), ComfyUI's approximation, or with a TAESD-like decoder
 module when one is given (its output in [0, 1] or [-1, 1] as the module declares). `taesd_decoder()` builds
 the Tiny AutoEncoder decoder (madebyollin/taesd, MIT) whose `taesd_decoder.safetensors` keys load directly.
@@ -25,14 +25,28 @@ class LatentFormat:
     rgb_bias: tuple[float, float, float] | None = None
     channels: int = 4
     taesd_decoder_name: str | None = None
+    latents_mean: tuple[float, ...] | None = None  # per-channel normalisation (Playground v2.5)
+    latents_std: tuple[float, ...] | None = None
+
+    def _stats(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (1, -1) + (1,) * (latent.ndim - 2)
+        mean = torch.tensor(self.latents_mean, device=latent.device, dtype=latent.dtype).view(shape)
+        std = torch.tensor(self.latents_std, device=latent.device, dtype=latent.dtype).view(shape)
+        return mean, std
 
     def process_in(self, latent: torch.Tensor) -> torch.Tensor:
-        """Raw VAE latent -> sampler latent."""
-        return latent * self.scale_factor
+        """Raw VAE latent -> sampler latent: × scale, or (x − mean)·scale/std for normalised formats."""
+        if self.latents_mean is None:
+            return latent * self.scale_factor
+        mean, std = self._stats(latent)
+        return (latent - mean) * self.scale_factor / std
 
     def process_out(self, latent: torch.Tensor) -> torch.Tensor:
         """Sampler latent -> raw VAE latent."""
-        return latent / self.scale_factor
+        if self.latents_mean is None:
+            return latent / self.scale_factor
+        mean, std = self._stats(latent)
+        return latent * std / self.scale_factor + mean
 
 
 # Factors fitted by ComfyUI for its previews (comfy/latent_formats.py), latent channel -> (R, G, B).
@@ -48,6 +62,15 @@ SDXL = LatentFormat(
                  (-0.3165, -0.2492, -0.2188)),
     rgb_bias=(0.1084, -0.0175, -0.0011),
     taesd_decoder_name="taesdxl_decoder",
+)
+# Playground v2.5: the SDXL VAE with per-channel mean/std normalisation (ComfyUI SDXL_Playground_2_5).
+PLAYGROUND_V25 = LatentFormat(
+    scale_factor=0.5,
+    rgb_factors=((0.3920, 0.4054, 0.4549), (-0.2634, -0.0196, 0.0653), (0.0568, 0.1687, -0.0755),
+                 (-0.3112, -0.2359, -0.2076)),
+    taesd_decoder_name="taesdxl_decoder",
+    latents_mean=(-1.6574, 1.886, -1.383, 2.5155),
+    latents_std=(8.4927, 5.9022, 6.5498, 5.2299),
 )
 
 def latent_format_for(family: str) -> LatentFormat:

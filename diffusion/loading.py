@@ -96,9 +96,12 @@ def load_checkpoint(
     """
     metadata = read_metadata(path)
     state_dict = read_state_dict(path, dtype=_dtype_by_component(dtype, vae_dtype, text_encoder_dtype), device=device)
-    info = detect_checkpoint(state_dict, metadata)
+    try:
+        info = detect_checkpoint(state_dict, metadata)
+    except CheckpointError as err:
+        raise CheckpointError(f"{os.path.basename(os.fspath(path))}: {err}") from err
     if prediction is not None:
-        info = replace(info, prediction=prediction)
+        info = replace(info, prediction=prediction, sampling=None)
     parts = split_components(state_dict)
     del state_dict
     report = parts.report()

@@ -274,11 +274,14 @@ def unet_map_for(handle: ModelHandle) -> dict[str, Target]:
 
 
 def clip_map_for(handle: ModelHandle) -> dict[str, Target]:
-    """The key map of a CLIP's text-encoder handle (a `TextEncoder`)."""
-    from diffusion.lora_formats import clip_key_map
+    """The key map of a CLIP's text-encoder handle (a `TextEncoder`, or SDXL's two-tower `MultiTextEncoder`)."""
+    from diffusion.lora_formats import clip_key_map, sdxl_clip_key_map
 
-    config = handle.model.config
-    return clip_key_map(handle.state_keys(), config.width, config.layers)
+    model = handle.model
+    if hasattr(model, "towers"):  # SDXL's MultiTextEncoder
+        towers = {k: (t.config.width, t.config.layers) for k, t in model.towers().items()}
+        return sdxl_clip_key_map(handle.state_keys(), towers)
+    return clip_key_map(handle.state_keys(), model.config.width, model.config.layers)
 
 
 @dataclass

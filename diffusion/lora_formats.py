@@ -7,6 +7,8 @@ Owns the tables from every naming people's files use to the state-dict keys of L
   (`lora_unet_down_blocks_0_attentions_0_proj_in`), diffusers/PEFT module paths with or without `unet.`
   (`unet.down_blocks.0.attentions.0.proj_in`), and the LDM paths themselves (`diffusion_model.input_blocks.1.1.proj_in`,
   `model.diffusion_model.…`), which full-diff files use;
+- SDXL's two towers (`MultiTextEncoder`): kohya `lora_te1_*` (CLIP-L) / `lora_te2_*` (bigG), diffusers/PEFT
+  `text_encoder.*` / `text_encoder_2.*`, ComfyUI's `clip_l.*` / `clip_g.*`, bigG's open_clip checkpoint paths;
 - CLIP text tower (`TextEncoder`, open_clip layout): kohya `lora_te_text_model_encoder_layers_0_self_attn_q_proj`,
   diffusers/PEFT `text_encoder.text_model.encoder.layers.0.self_attn.q_proj`, and the checkpoint paths. Files name
   the tower in the HF `CLIPTextModel` layout for SD1 and SD2 alike; q/k/v live stacked in open_clip's `in_proj_*`,
@@ -53,26 +55,27 @@ def _resnet(ldm: str, diffusers: str) -> dict[str, str]:
 
 def diffusers_to_ldm_prefixes(config: UNetConfig) -> dict[str, str]:
     """diffusers module path -> LDM module path, for every block of a UNet of `config` (attention blocks map
-    as a whole: their insides have the same names in both layouts)."""
+    as a whole: their insides have the same names in both layouts). Per-block transformer depths (SDXL,
+    SSD-1B) decide which blocks have an attention module."""
     out = dict(_TOP_LEVEL)
     nrb, levels = config.num_res_blocks, len(config.channel_mult)
     for i in range(levels):
-        attention = 2 ** i in config.attention_resolutions
         for j in range(nrb):
             n = 1 + i * (nrb + 1) + j
             out.update(_resnet(f"input_blocks.{n}.0", f"down_blocks.{i}.resnets.{j}"))
-            if attention:
+            if config.input_depth(i, j) > 0:
                 out[f"down_blocks.{i}.attentions.{j}"] = f"input_blocks.{n}.1"
         if i < levels - 1:
             out[f"down_blocks.{i}.downsamplers.0.conv"] = f"input_blocks.{1 + i * (nrb + 1) + nrb}.0.op"
     out.update(_resnet("middle_block.0", "mid_block.resnets.0"))
-    out["mid_block.attentions.0"] = "middle_block.1"
-    out.update(_resnet("middle_block.2", "mid_block.resnets.1"))
+    if config.middle_depth() >= 0:
+        out["mid_block.attentions.0"] = "middle_block.1"
+        out.update(_resnet("middle_block.2", "mid_block.resnets.1"))
     for u in range(levels):
         level = levels - 1 - u
-        attention = 2 ** level in config.attention_resolutions
         for j in range(nrb + 1):
             n = u * (nrb + 1) + j
+            attention = config.output_depth(level, j) > 0
             out.update(_resnet(f"output_blocks.{n}.0", f"up_blocks.{u}.resnets.{j}"))
             if attention:
                 out[f"up_blocks.{u}.attentions.{j}"] = f"output_blocks.{n}.1"
@@ -122,26 +125,53 @@ def _hf_text_modules(layers: int) -> list[str]:
     return names
 
 
-def clip_key_map(model_keys: Iterable[str], width: int, layers: int) -> dict[str, Target]:
-    """LoRA module name (every naming) -> Target, for a `TextEncoder` (open_clip layout) of `width`/`layers`."""
+# The names LoRA files give each tower (templates over the HF path `text_model.…`; `{k}` = kohya's underscores).
+SD_TEXT_NAMES = ("lora_te_{k}", "text_encoder.{p}", "{p}", "cond_stage_model.transformer.{p}",
+                 "text_encoders.clip_l.transformer.{p}", "clip_l.transformer.{p}", "lora_te1_{k}")
+SDXL_L_NAMES = ("lora_te1_{k}", "text_encoder.{p}", "clip_l.transformer.{p}", "text_encoders.clip_l.transformer.{p}",
+                "conditioner.embedders.0.transformer.{p}", "lora_te_{k}")
+SDXL_G_NAMES = ("lora_te2_{k}", "text_encoder_2.{p}", "clip_g.transformer.{p}", "text_encoders.clip_g.transformer.{p}")
+
+
+def tower_key_map(model_keys: Iterable[str], width: int, layers: int, prefix: str = "",
+                  names: tuple[str, ...] = SD_TEXT_NAMES, native: tuple[str, ...] = ("", "cond_stage_model.")
+                  ) -> dict[str, Target]:
+    """LoRA module name -> Target for one `TextEncoder` whose keys start with `prefix` (`clip_g.` inside an SDXL
+    text model): every HF module path under each naming in `names`, and the tower's own open_clip paths under
+    each of `native` (SD2 / SDXL checkpoints store that layout)."""
     keys = set(model_keys)
     out: dict[str, Target] = {}
     for hf in _hf_text_modules(layers):
         located = module_key_for_hf(f"text_model.{hf}.weight", width)
-        if located is None:
+        if located is None or prefix + located[0] not in keys:
             continue
-        key, offset = located
-        if key not in keys:
-            continue
-        target = Target(key, offset)
+        target = Target(prefix + located[0], located[1])
         path = f"text_model.{hf}"
-        for name in (f"lora_te_{path.replace('.', '_')}", f"text_encoder.{path}", path,
-                     f"cond_stage_model.transformer.{path}", f"text_encoders.clip_l.transformer.{path}",
-                     f"clip_l.transformer.{path}", f"lora_te1_{path.replace('.', '_')}"):
-            out[name] = target
-    for key in keys:  # the tower's own keys (SD2 checkpoints store the open_clip layout)
-        if key.endswith(".weight"):
-            module = key[: -len(".weight")]
-            out.setdefault(module, Target(key))
-            out.setdefault(f"cond_stage_model.{module}", Target(key))
+        for template in names:
+            out.setdefault(template.format(k=path.replace(".", "_"), p=path), target)
+    for key in keys:
+        if key.startswith(prefix) and key.endswith(".weight"):
+            module = key[len(prefix): -len(".weight")]
+            for head in native:
+                out.setdefault(head + module, Target(key))
+    return out
+
+
+def clip_key_map(model_keys: Iterable[str], width: int, layers: int) -> dict[str, Target]:
+    """LoRA module name (every naming) -> Target, for a `TextEncoder` (open_clip layout) of `width`/`layers`."""
+    return tower_key_map(model_keys, width, layers)
+
+
+def sdxl_clip_key_map(model_keys: Iterable[str], towers: dict[str, tuple[int, int]]) -> dict[str, Target]:
+    """The key map of an SDXL two-tower text model (keys `clip_l.model.…`, `clip_g.model.…`): kohya `lora_te1_`
+    / `lora_te2_`, diffusers/PEFT `text_encoder.` / `text_encoder_2.`, ComfyUI's `clip_l.` / `clip_g.`, and bigG's
+    open_clip paths as in the checkpoint. `towers` gives (width, layers) per token key "l"/"g"."""
+    keys = list(model_keys)
+    out: dict[str, Target] = {}
+    if "l" in towers:
+        out.update(tower_key_map(keys, *towers["l"], prefix="clip_l.", names=SDXL_L_NAMES, native=()))
+    if "g" in towers:
+        native = ("conditioner.embedders.1.", "conditioner.embedders.0.") if "l" in towers else \
+            ("conditioner.embedders.0.",)
+        out.update(tower_key_map(keys, *towers["g"], prefix="clip_g.", names=SDXL_G_NAMES, native=native))
     return out

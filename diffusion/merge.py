@@ -16,7 +16,7 @@ one (ComfyUI reads its patcher's backups), since `other`'s module may be loaded 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -96,12 +96,8 @@ def _hf_text_keys(layers: int) -> list[str]:
     return keys
 
 
-def text_encoder_checkpoint_keys(encoder: TextEncoder, state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """A text tower's tensors keyed as inside a checkpoint: SD1 in the HF layout under
-    `cond_stage_model.transformer.text_model.`, SD2 in open_clip's under `cond_stage_model.model.`."""
-    config = encoder.config
-    if config.family != "sd1":
-        return {f"cond_stage_model.{k}": v for k, v in state.items()}
+def _hf_layout(config: Any, state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """A tower's tensors (open_clip layout, TextEncoder keys) in the HF CLIPTextModel layout under `prefix`."""
     out = {}
     for hf in _hf_text_keys(config.layers):
         located = module_key_for_hf(f"text_model.{hf}", config.width)
@@ -109,8 +105,32 @@ def text_encoder_checkpoint_keys(encoder: TextEncoder, state: dict[str, Tensor])
             continue
         key, offset = located
         value = state[key] if offset is None else state[key].narrow(*offset)
-        out[f"cond_stage_model.transformer.text_model.{hf}"] = value.contiguous()
+        out[f"{prefix}text_model.{hf}"] = value.contiguous()
     return out
+
+
+def _sub(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def text_encoder_checkpoint_keys(encoder: Any, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A text model's tensors keyed as inside a checkpoint: SD1 in the HF layout under
+    `cond_stage_model.transformer.text_model.`, SD2 in open_clip's under `cond_stage_model.model.`; SDXL's CLIP-L
+    in the HF layout under `conditioner.embedders.0.transformer.` and bigG in open_clip's under
+    `conditioner.embedders.1.model.` (the refiner's bigG under `conditioner.embedders.0.model.`)."""
+    if hasattr(encoder, "towers"):  # SDXL's MultiTextEncoder: keys clip_l.model.* / clip_g.model.*
+        towers = encoder.towers()
+        out: dict[str, Tensor] = {}
+        if "l" in towers:
+            out.update(_hf_layout(towers["l"].config, _sub(state, "clip_l."), "conditioner.embedders.0.transformer."))
+        if "g" in towers:
+            slot = "conditioner.embedders.1." if "l" in towers else "conditioner.embedders.0."
+            out.update({slot + k: v for k, v in _sub(state, "clip_g.").items()})
+        return out
+    config = encoder.config
+    if config.family != "sd1":
+        return {f"cond_stage_model.{k}": v for k, v in state.items()}
+    return _hf_layout(config, state, "cond_stage_model.transformer.")
 
 
 def checkpoint_layout(unet: dict[str, Tensor], text: dict[str, Tensor] | None, vae: dict[str, Tensor] | None,

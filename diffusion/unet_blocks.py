@@ -11,8 +11,10 @@ Layer and attribute names follow CompVis' latent-diffusion `openaimodel.py` / `a
   point ComfyUI's attention patches use; ``"attn1_output_patch"``: ``[fn(out, options) -> out]`` on the
   self-attention's output before the residual add (HyperTile and ToMe undo their token regrouping there;
   ``options["original_shape"]`` is the latent's shape); ``"patches_replace"``: ``{"attn1": {(kind, index,
-  transformer_index): fn(q, k, v, options) -> out}}`` replaces one self-attention's core (SAG records its
-  attention map this way); and ``"middle_patch"``: ``[fn(x, options) -> x]`` run on the residual
+  block_index): fn(q, k, v, options) -> out}}`` replaces one self-attention's core (SAG records its
+  attention map this way; Perturbed-Attention Guidance, `nodes/guidance_pag.py`, replaces attn1/attn2 so;
+  the key may also be (kind, index) for every transformer of a block; ``"block_index"`` is the transformer's
+  index within its block); and ``"middle_patch"``: ``[fn(x, options) -> x]`` run on the residual
   stream between self- and cross-attention (GLIGEN's fusers, `diffusion.gligen`).
 """
 from __future__ import annotations
@@ -111,19 +113,20 @@ class CrossAttention(nn.Module):
         value: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
         mode: str = "sdpa",
+        replace: Any = None,
+        options: dict[str, Any] | None = None,
     ) -> torch.Tensor:
+        """Attention of `x` over `context`; `replace(q, k, v, options) -> out` (ComfyUI's patches_replace hook)
+        takes the place of the attention itself between the projections."""
         context = x if context is None else context
         value = context if value is None else value
-        out = attention(self.to_q(x), self.to_k(context), self.to_v(value), self.heads, mask=mask, mode=mode)
+        q, k, v = self.to_q(x), self.to_k(context), self.to_v(value)
+        if replace is not None:
+            out = replace(q, k, v, {**(options or {}), "n_heads": self.heads, "dim_head": q.shape[-1] // self.heads})
+        else:
+            out = attention(q, k, v, self.heads, mask=mask, mode=mode)
         return self.to_out(out)
 
-    def replaced(self, x: torch.Tensor, context: torch.Tensor | None, value: torch.Tensor | None, replace: Any,
-                 options: dict[str, Any]) -> torch.Tensor:
-        """This attention with the q/k/v → output step done by `replace(q, k, v, options)` (options gain n_heads)."""
-        context = x if context is None else context
-        value = context if value is None else value
-        out = replace(self.to_q(x), self.to_k(context), self.to_v(value), {**options, "n_heads": self.heads})
-        return self.to_out(out)
 
 
 class GEGLU(nn.Module):
@@ -157,16 +160,6 @@ def _apply_patches(
     return x, context, value
 
 
-def _replacement(name: str, options: dict[str, Any]) -> Any:
-    """The `patches_replace[name]` entry for this transformer, keyed (block kind, block index, transformer index)
-    as ComfyUI's `set_model_attn1_replace` keys it, e.g. ("middle", 0, 0)."""
-    table = options.get("patches_replace", {}).get(name)
-    if not table:
-        return None
-    kind, index = options.get("block", ("", -1))
-    return table.get((kind, index, options.get("transformer_index", 0)))
-
-
 class BasicTransformerBlock(nn.Module):
     """Pre-norm self-attention, cross-attention over the text context, GEGLU feed-forward, each residual."""
 
@@ -183,18 +176,25 @@ class BasicTransformerBlock(nn.Module):
         mode = options.get("attention_mode", "sdpa")
         n, ctx, val = _apply_patches("attn1_patch", self.norm1(x), None, None, options)
         replace = _replacement("attn1", options)
-        if replace is None:
-            attended = self.attn1(n, ctx, val, mode=mode)
-        else:
-            attended = self.attn1.replaced(n, ctx, val, replace, options)
+        attended = self.attn1(n, ctx, val, mode=mode, replace=replace, options=options)
         for patch in options.get("patches", {}).get("attn1_output_patch", ()):
             attended = patch(attended, options)
         x = x + attended
         for patch in options.get("patches", {}).get("middle_patch", ()):
             x = patch(x, options)
         n, ctx, val = _apply_patches("attn2_patch", self.norm2(x), context, context, options)
-        x = x + self.attn2(n, ctx, val, mode=mode)
+        x = x + self.attn2(n, ctx, val, mode=mode, replace=_replacement("attn2", options), options=options)
         return x + self.ff(self.norm3(x))
+
+
+def _replacement(name: str, options: dict[str, Any]) -> Any:
+    """The `patches_replace[name]` function for the running block: keyed (block kind, block index, transformer
+    index) or, for every transformer of the block, (block kind, block index) — ComfyUI's lookup order."""
+    table = options.get("patches_replace", {}).get(name)
+    block = options.get("block")
+    if not table or block is None:
+        return None
+    return table.get((block[0], block[1], options.get("block_index", 0)), table.get((block[0], block[1])))
 
 
 class SpatialTransformer(nn.Module):
@@ -226,7 +226,7 @@ class SpatialTransformer(nn.Module):
         if self.use_linear:
             x = self.proj_in(x)
         for index, block in enumerate(self.transformer_blocks):
-            options["transformer_index"] = index
+            options["block_index"] = index
             x = block(x, context, options)
         if self.use_linear:
             x = self.proj_out(x)

@@ -38,4 +38,7 @@ BUILTIN_MODULES: list[str] = [
     "nodes.inpaint_models",
     "nodes.token_patches",
     "nodes.hooks",
+    "nodes.model_sampling_advanced",
+    "nodes.model_merging_sdxl",
+    "nodes.guidance_pag",
 ]

@@ -135,10 +135,13 @@ class CheckpointLoader(Node):
 
 
 TAESD = "taesd"  # the VAELoader entry for TAESD (SD1/SD2 latents), listed when both halves are in vae_approx
+# VAELoader's tiny-autoencoder entries (ComfyUI's names) and the latent scale each works in.
+TAESD_SCALES = {"taesd": 0.18215, "taesdxl": 0.13025}
 
 
 class VAEFileList(FileList):
-    """The files of models/vae, plus "taesd" when `taesd_encoder.*` and `taesd_decoder.*` are in vae_approx."""
+    """The files of models/vae, plus "taesd" / "taesdxl" when `<name>_encoder.*` and `<name>_decoder.*` are in
+    vae_approx."""
 
     def resolve(self, files: FileIndex | None) -> list[str]:
         names = super().resolve(files)
@@ -148,19 +151,21 @@ class VAEFileList(FileList):
             stems = {name.rsplit("/", 1)[-1].split(".", 1)[0] for name in files.list_files("vae_approx")}
         except KeyError:
             return names
-        return names + [TAESD] if {"taesd_encoder", "taesd_decoder"} <= stems else names
+        return names + [t for t in TAESD_SCALES if {f"{t}_encoder", f"{t}_decoder"} <= stems]
 
 
-def load_taesd_vae(ctx: NodeContext) -> VAE:
-    """TAESD as a VAE (both halves from models/vae_approx)."""
+def load_taesd_vae(ctx: NodeContext, name: str = TAESD) -> VAE:
+    """TAESD ("taesd", SD1/SD2) or TAESDXL ("taesdxl") as a VAE (both halves from models/vae_approx)."""
     from diffusion.taesd import load_taesd_autoencoder
 
-    enc, dec = find_approx_file(ctx, "taesd_encoder"), find_approx_file(ctx, "taesd_decoder")
+    enc, dec = find_approx_file(ctx, f"{name}_encoder"), find_approx_file(ctx, f"{name}_decoder")
     if enc is None or dec is None:
-        raise FileNotFoundError("taesd needs taesd_encoder and taesd_decoder files in models/vae_approx")
+        raise FileNotFoundError(f"{name} needs {name}_encoder and {name}_decoder files in models/vae_approx")
     dtype = dtype_for(ctx, "vae")
-    module = cached_one(ctx, dec, lambda: load_taesd_autoencoder(enc, dec, dtype), f"taesd:{enc}:{dtype}", "taesd")
-    return vae_socket(module, TAESD)
+    scale = TAESD_SCALES[name]
+    module = cached_one(ctx, dec, lambda: load_taesd_autoencoder(enc, dec, dtype, scale=scale),
+                        f"{name}:{enc}:{dtype}", name)
+    return vae_socket(module, name)
 
 
 class VAELoader(Node):
@@ -173,8 +178,8 @@ class VAELoader(Node):
 
     def execute(self, vae_name: str) -> tuple[VAE]:
         ctx = node_context()
-        if vae_name == TAESD:
-            return (load_taesd_vae(ctx),)
+        if vae_name in TAESD_SCALES:
+            return (load_taesd_vae(ctx, vae_name),)
         path = _folders(ctx).full_path("vae", vae_name)
         dtype = dtype_for(ctx, "vae")
         module = cached_one(ctx, path, lambda: load_vae_module(path, dtype), f"vae:{dtype}", "vae")

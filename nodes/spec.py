@@ -406,7 +406,9 @@ def _split_extra(kw: dict[str, Any]) -> dict[str, Any]:
 
 
 def _widget(name: str, type: str, default: Any, **kw: Any) -> InputSpec:
-    kw = {k: v for k, v in kw.items() if v is not None and v is not False or k == "optional"}
+    # False means "not set" except for `round`, where ComfyUI declares round=False (no rounding) explicitly.
+    kw = {k: v for k, v in kw.items() if v is not None and v is not False or k == "optional"
+          or (k == "round" and v is False)}
     return InputSpec(name=name, type=type, default=default, **_split_extra(kw))
 
 

@@ -41,6 +41,22 @@ def prediction_from_metadata(metadata: dict[str, str]) -> str | None:
 
 
 @dataclass(frozen=True)
+class SamplingSpec:
+    """How a file says it must be sampled when that is not the family's default discrete ε schedule: `kind`
+    "discrete" (the 1000-step table, `prediction` "eps"/"v_prediction", `zsnr`) or "edm" (continuous sigmas
+    between `sigma_min` and `sigma_max`, `prediction` "v_prediction"/"edm" with `sigma_data`); `latent` names a
+    different latent format ("playground_v2.5")."""
+
+    kind: str = "discrete"
+    prediction: str = "eps"
+    zsnr: bool = False
+    sigma_min: float = 0.002
+    sigma_max: float = 120.0
+    sigma_data: float = 1.0
+    latent: str | None = None
+
+
+@dataclass(frozen=True)
 class ModelFamily:
     """One model family. `matches` decides from `Evidence`; a higher `priority` is asked first (specific
     families before the catch-all fallbacks). `prediction(unet_state_dict, metadata)` gives "eps"/"v"."""
@@ -58,6 +74,8 @@ class ModelFamily:
     adm_channels: int | None = None
     # (cond options, latent height px, latent width px, "positive"/"negative", the UNet's ADM width) -> its `y`
     encode_adm: Callable[[dict, int, int, str, int], torch.Tensor] | None = None
+    # The checkpoint's top-level marker tensors (`v_pred`, `ztsnr`, `edm_mean`, ...) -> a non-default schedule
+    sampling_from_keys: Callable[[dict[str, torch.Tensor]], SamplingSpec | None] | None = None
 
     def prediction(self, unet: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
         """The file's metadata when it names a prediction type; else the family's heuristic, else "eps"."""

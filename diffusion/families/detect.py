@@ -19,7 +19,7 @@ from diffusion.checkpoint import (
     split_components,
     strip_prefix,
 )
-from diffusion.families.base import Evidence
+from diffusion.families.base import Evidence, SamplingSpec
 from diffusion.families.registry import family_for, get_family
 from diffusion.families.shapes import key_prefixes, read_unet_shapes, vae_config_from_state_dict
 from diffusion.unet import UNetConfig
@@ -38,6 +38,7 @@ class ModelInfo:
     unet: UNetConfig | None
     vae: VAEConfig | None
     text_encoder: str | None
+    sampling: SamplingSpec | None = None  # a schedule the file's marker keys ask for (SDXL v-pred, EDM, ...)
 
     @property
     def name(self) -> str:
@@ -78,6 +79,15 @@ def detect_prediction(unet: dict[str, torch.Tensor], family: str, metadata: dict
 def detect_checkpoint(state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> ModelInfo:
     """Describe a single-file checkpoint (prefixed keys); `CheckpointError` for an unknown layout."""
     parts = split_components(state_dict)
+    if not parts.unet and detect_file_kind(state_dict) != "checkpoint":
+        kind = detect_file_kind(state_dict)
+        loader = {"unet": "models/unet (models/diffusion_models) and load it with UNETLoader (Load Diffusion Model)",
+                  "vae": "models/vae and load it with VAELoader (Load VAE)",
+                  "text_encoder": "models/text_encoders (models/clip) and load it with CLIPLoader or DualCLIPLoader"}
+        raise CheckpointError(
+            f"this file holds only a {kind.replace('_', ' ')}, not a whole checkpoint (UNet + text encoders + VAE): "
+            f"put it in {loader[kind]}"
+        )
     if not parts.unet:
         raise CheckpointError(
             f"no UNet weights under {UNET_PREFIX!r}: this is not a single-file SD checkpoint "
@@ -87,13 +97,19 @@ def detect_checkpoint(state_dict: dict[str, torch.Tensor], metadata: dict[str, s
     shapes = read_unet_shapes(parts.unet)
     family = family_for(Evidence(shapes, te_family, dict(metadata or {})))
     unet = family.unet_config(shapes)
+    markers = {**parts.extras, **parts.unknown}
+    sampling = family.sampling_from_keys(markers) if family.sampling_from_keys is not None else None
+    prediction = family.prediction(parts.unet, metadata)
+    if sampling is not None and sampling.kind == "discrete":
+        prediction = "v" if sampling.prediction == "v_prediction" else "eps"
     return ModelInfo(
         family=family.name,
         inpaint=unet.in_channels == 9,
-        prediction=family.prediction(parts.unet, metadata),
+        prediction=prediction,
         unet=unet,
         vae=vae_config_from_state_dict(parts.vae) if parts.vae else None,
         text_encoder=te_family,
+        sampling=sampling,
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from diffusion.families.base import Evidence, ModelFamily
+from diffusion.families.base import Evidence, ModelFamily, SamplingSpec
 from diffusion.families.registry import register
 from diffusion.families.shapes import UNetShapes, config_from_shapes
 from diffusion.latent_formats import SDXL as SDXL_LATENT
@@ -60,6 +60,21 @@ def matches(evidence: Evidence) -> bool:
     return is_sdxl_layout(s) and s.context_dim not in (768, 1024, 1280, 2048)
 
 
+def sampling_from_keys(markers: dict[str, torch.Tensor]) -> SamplingSpec | None:
+    """ComfyUI's markers in SDXL files: `edm_mean`+`edm_std` (Playground v2.5: EDM, σ_data 0.5, σ 0.002…80, its
+    latent format), `edm_vpred.sigma_max`/`sigma_min` (CosXL: EDM-scheduled v-prediction), `v_pred` (+ `ztsnr`:
+    zero terminal SNR) for v-prediction fine-tunes."""
+    if "edm_mean" in markers and "edm_std" in markers:
+        return SamplingSpec("edm", "edm", sigma_min=0.002, sigma_max=80.0, sigma_data=0.5, latent="playground_v2.5")
+    if "edm_vpred.sigma_max" in markers:
+        low = markers.get("edm_vpred.sigma_min")
+        return SamplingSpec("edm", "v_prediction", sigma_max=float(markers["edm_vpred.sigma_max"].item()),
+                            sigma_min=float(low.item()) if low is not None else 0.002)
+    if "v_pred" in markers:
+        return SamplingSpec("discrete", "v_prediction", zsnr="ztsnr" in markers)
+    return None
+
+
 def unet_config(shapes: UNetShapes) -> UNetConfig:
     """SDXL's heads rule: 64 channels per head (narrower tiny models get one head)."""
     return config_from_shapes(shapes, num_heads=-1, num_head_channels=64)
@@ -68,5 +83,5 @@ def unet_config(shapes: UNetShapes) -> UNetConfig:
 SDXL = register(ModelFamily(
     name="sdxl", description="SDXL", priority=30, matches=matches, unet_config=unet_config,
     text_encoders=("clip_l", "clip_g"), latent_format=SDXL_LATENT, clip_type="sdxl", memory_usage_factor=0.8,
-    adm_channels=ADM_CHANNELS, encode_adm=encode_adm,
+    adm_channels=ADM_CHANNELS, encode_adm=encode_adm, sampling_from_keys=sampling_from_keys,
 ))
