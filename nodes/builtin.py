@@ -28,4 +28,8 @@ BUILTIN_MODULES: list[str] = [
     "nodes.clip_vision",
     "nodes.gligen",
     "nodes.safety",
+    "nodes.strings",
+    "nodes.image_transform",
+    "nodes.image_filters",
+    "nodes.compositing",
 ]
