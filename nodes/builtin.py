@@ -32,4 +32,5 @@ BUILTIN_MODULES: list[str] = [
     "nodes.image_transform",
     "nodes.image_filters",
     "nodes.compositing",
+    "nodes.image_files",
 ]
