@@ -144,7 +144,7 @@ def check_range(spec: InputSpec, value: Any) -> list[Error]:
 
 def check_combo(spec: InputSpec, value: Any, files: FileIndex | None) -> list[Error]:
     """A combo value that is not one of the current choices (files are listed anew)."""
-    if not spec.is_combo:
+    if not spec.is_combo or spec.is_remote_combo:
         return []
     choices = spec.resolve_choices(files)
     try:

@@ -41,4 +41,9 @@ BUILTIN_MODULES: list[str] = [
     "nodes.model_sampling_advanced",
     "nodes.model_merging_sdxl",
     "nodes.guidance_pag",
+    "nodes.strings",
+    "nodes.image_transform",
+    "nodes.image_filters",
+    "nodes.compositing",
+    "nodes.image_files",
 ]

@@ -1,5 +1,6 @@
 """Model merging and saving nodes: ModelMergeSimple, ModelMergeBlocks, ModelMergeAdd, ModelMergeSubtract,
-CLIPMergeSimple, CLIPMergeAdd, CLIPMergeSubtract, CheckpointSave and VAESave.
+CLIPMergeSimple, CLIPMergeAdd, CLIPMergeSubtract, ModelMergeSD1/SD2 (`nodes_model_merging_model_specific.py`),
+CheckpointSave and VAESave.
 
 Names, inputs, defaults, ranges and categories are ComfyUI's (`comfy_extras/nodes_model_merging.py`). Merges are
 weight patches on a clone of the first model (`diffusion/merge.py`), applied when the model is loaded. The save
@@ -136,6 +137,33 @@ class CLIPMergeAdd(Node):
         return (_clip_merge(clip1, clip2, 1.0, 1.0),)
 
 
+def _sd1_block_inputs() -> tuple:
+    """ComfyUI's per-block ratio inputs of ModelMergeSD1/SD2: LDM key prefixes of the SD1/SD2 UNet, in order."""
+    names = ["time_embed.", "label_emb."] + [f"input_blocks.{i}." for i in range(12)]
+    names += [f"middle_block.{i}." for i in range(3)] + [f"output_blocks.{i}." for i in range(12)] + ["out."]
+    return tuple(Float(name, 1.0, **_RATIO) for name in names)
+
+
+class ModelMergeSD1(Node):
+    """Merges two SD1.x/SD2.x diffusion models with one ratio per UNet block: ratio·model1 + (1 − ratio)·model2,
+    the ratio of a key being that of the input whose name the key starts with (time_embed's for the rest)."""
+
+    CATEGORY = "advanced/model_merging/model_specific"
+    INPUTS = (Input("model1", "MODEL"), Input("model2", "MODEL"), *_sd1_block_inputs())
+    OUTPUTS = (Output("MODEL"),)
+
+    def execute(self, model1: ModelHandle, model2: ModelHandle, **ratios: float) -> tuple[ModelHandle]:
+        def weights(key: str) -> tuple[float, float]:
+            ratio = block_ratio(key, ratios)
+            return (1.0 - ratio, ratio)
+
+        return (_merge(model1, model2, weights),)
+
+
+class ModelMergeSD2(ModelMergeSD1):
+    __doc__ = ModelMergeSD1.__doc__  # SD1 and SD2 UNets have the same blocks (ComfyUI registers one class twice)
+
+
 # --- saving ---------------------------------------------------------------------------------------------------
 
 
@@ -208,4 +236,4 @@ class VAESave(Node):
 
 
 NODES: list[type] = [ModelMergeSimple, ModelMergeBlocks, ModelMergeSubtract, ModelMergeAdd, CLIPMergeSimple,
-                     CLIPMergeSubtract, CLIPMergeAdd, CheckpointSave, VAESave]
+                     CLIPMergeSubtract, CLIPMergeAdd, CheckpointSave, VAESave, ModelMergeSD1, ModelMergeSD2]

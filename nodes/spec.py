@@ -79,6 +79,12 @@ class InputSpec:
         return self.type == COMBO
 
     @property
+    def is_remote_combo(self) -> bool:
+        """A combo without a fixed list, whose choices the editor fetches from `extra["remote"]["route"]`
+        (ComfyUI's `("COMBO", {"remote": ...})`); its value is checked by the node's own validation."""
+        return self.is_combo and self.choices is None and "remote" in self.extra
+
+    @property
     def is_widget(self) -> bool:
         """True when the value is normally typed in the editor rather than linked."""
         return (self.type in PRIMITIVE_TYPES or self.is_combo) and not self.force_input and not self.hidden
@@ -121,7 +127,7 @@ class InputSpec:
         """`[type, options]` (a combo's type is its list of choices), or the kind for hidden inputs."""
         if self.hidden:
             return self.hidden
-        kind: Any = self.resolve_choices(files) if self.is_combo else self.type
+        kind: Any = self.resolve_choices(files) if self.is_combo and not self.is_remote_combo else self.type
         opts = self.options()
         return [kind, opts] if opts else [kind]
 
@@ -282,7 +288,7 @@ def _check_input(node: str, spec: InputSpec) -> None:
     if spec.type in ("INT", "FLOAT"):
         _check_number_input(node, spec)
     if spec.is_combo:
-        if spec.choices is None:
+        if spec.choices is None and not spec.is_remote_combo:
             raise SpecError(f"node {node}: combo input '{spec.name}' has no choices")
         if isinstance(spec.choices, tuple) and spec.default is not None and spec.default not in spec.choices:
             raise SpecError(f"node {node}: combo input '{spec.name}' default {spec.default!r} is not one of its choices")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import mimetypes
+import os
 from pathlib import Path
 from typing import Any
 
@@ -305,7 +306,25 @@ async def upload_mask(request: web.Request) -> web.Response:
     return web.json_response({"name": name, "subfolder": subfolder, "type": type_name})
 
 
+async def internal_files(request: web.Request) -> web.Response:
+    """`GET /internal/files/{input|output|temp}`: the names of the folder's visible files (not its subfolders, hidden
+    files or symlinks), newest first — ComfyUI's route behind LoadImageOutput's refresh button."""
+    type_name = request.match_info["directory_type"]
+    if type_name not in ("input", "output", "temp"):
+        return web.json_response({"error": "Invalid directory type"}, status=400)
+    base = Path(request.app[RUNTIME].folders.directory_of_type(type_name))
+    entries: list[tuple[float, str]] = []
+    if base.is_dir():
+        for entry in os.scandir(base):
+            if entry.name.startswith(".") or entry.is_symlink() or not entry.is_file(follow_symlinks=False):
+                continue
+            entries.append((entry.stat(follow_symlinks=False).st_mtime, entry.name))
+    entries.sort(key=lambda item: -item[0])
+    return web.json_response([name for _, name in entries])
+
+
 ROUTES = [
+    ("GET", "/internal/files/{directory_type}", internal_files),
     ("GET", "/view", view),
     ("POST", "/upload/image", upload_image),
     ("POST", "/upload/mask", upload_mask),

@@ -7,8 +7,8 @@
   with `name`, `pathIndex`, `modified`, `created`, `size`), `/experiment/models/preview/{folder}/{index}/{file}`
   (a preview image beside the model, as WebP).
 - `/view_metadata/{folder}?filename=`: a safetensors file's `__metadata__`.
-- `/internal/logs`, `/internal/logs/raw`, `/internal/logs/subscribe`, `/internal/folder_paths`,
-  `/internal/files/{output|input|temp}`.
+- `/internal/logs`, `/internal/logs/raw`, `/internal/logs/subscribe`, `/internal/folder_paths`
+  (`/internal/files/{type}` is `server/files.py`'s).
 - `/user.css`: an empty stylesheet (the frontend's page links it; a user's own CSS is `userdata/user.css`).
 
 The template packages are found without importing them; when they are absent the template routes answer 404.
@@ -227,17 +227,6 @@ async def get_folder_paths(request: web.Request) -> web.Response:
     return web.json_response({kind: [str(p) for p in folders.folder_paths(kind)] for kind in folders.kinds()})
 
 
-async def get_internal_files(request: web.Request) -> web.Response:
-    """The file names directly in the output, input or temp folder, newest first."""
-    kind = request.match_info["kind"]
-    directory = _folders(request).directory_of_type(kind)
-    if directory is None:
-        return web.json_response({"error": "Invalid directory type"}, status=400)
-    entries = [e for e in Path(directory).iterdir() if e.is_file()] if Path(directory).is_dir() else []
-    entries.sort(key=lambda e: -e.stat().st_mtime)
-    return web.json_response([e.name for e in entries])
-
-
 async def get_user_css(request: web.Request) -> web.Response:
     return web.Response(text="", content_type="text/css", headers={"Cache-Control": "no-cache"})
 
@@ -253,7 +242,6 @@ INTERNAL_ROUTES = [
     ("GET", "/internal/logs/raw", get_raw_logs),
     ("PATCH", "/internal/logs/subscribe", patch_logs_subscribe),
     ("GET", "/internal/folder_paths", get_folder_paths),
-    ("GET", "/internal/files/{kind}", get_internal_files),
 ]
 FILE_ROUTES = [
     ("GET", "/templates/{name:.+}", get_template),

@@ -196,3 +196,30 @@ def test_merge_reader_supplies_base_weights(env: SDEnv, files: tuple) -> None:
     state = loaded_state(env, merged)
     torch.testing.assert_close(state[key], 0.5 * unet_of(files[0], key) + 0.5 * expected_other)
     env.models.unload_all()
+
+
+@pytest.mark.parametrize("class_type", ["ModelMergeSD1", "ModelMergeSD2"])
+def test_model_merge_sd1_has_one_ratio_per_block(env: SDEnv, files: tuple, class_type: str) -> None:
+    ratios = {"time_embed.": 0.1, "input_blocks.4.": 0.2, "input_blocks.1.": 0.3, "middle_block.0.": 0.5,
+              "output_blocks.3.": 0.9, "out.": 0.7}
+    info = env.registry.object_info(env.folders)[class_type]
+    names = info["input_order"]["required"][2:]
+    assert len(names) == 2 + 12 + 3 + 12 + 1 and names[0] == "time_embed." and names[-1] == "out."
+    assert info["category"] == "advanced/model_merging/model_specific"
+    inputs = {name: ratios.get(name, 1.0) for name in names}
+    prompt = loaders()
+    prompt["m"] = {"class_type": class_type, "inputs": {"model1": ["a", 0], "model2": ["b", 0], **inputs}}
+    state = loaded_state(env, env.value(prompt, "m"))
+    a, b = files
+    checked = 0
+    for key, ratio in (("diffusion_model.input_blocks.4.1.proj_in.weight", 0.2),
+                       ("diffusion_model.input_blocks.1.0.in_layers.2.weight", 0.3),
+                       ("diffusion_model.middle_block.0.in_layers.2.weight", 0.5),
+                       ("diffusion_model.output_blocks.3.0.out_layers.3.weight", 0.9),
+                       ("diffusion_model.out.2.weight", 0.7),
+                       ("diffusion_model.time_embed.0.weight", 0.1),
+                       ("diffusion_model.output_blocks.0.0.out_layers.3.weight", 1.0)):
+        if key in state:  # the tiny UNet has fewer blocks than SD1's twelve
+            checked += 1
+            torch.testing.assert_close(state[key], ratio * unet_of(a, key) + (1 - ratio) * unet_of(b, key))
+    assert checked >= 5

@@ -156,3 +156,29 @@ def test_upload_mask_writes_alpha_into_original(tmp_path: Path) -> None:
                 assert r.status in (400, 403)
 
     run(body)
+
+
+def test_internal_files_lists_a_folder_newest_first(tmp_path: Path) -> None:
+    base = _setup(tmp_path)
+    output = base / "output"
+    for age, name in enumerate(["new.png", "mid.png", "old.png"]):
+        (output / name).write_bytes(png_bytes())
+        os.utime(output / name, (1_000_000 - age * 100, 1_000_000 - age * 100))
+    (output / ".hidden.png").write_bytes(b"x")
+    (output / "sub").mkdir()
+    for name in ("page.html", "pic.svg", "notes.txt"):
+        os.utime(output / name, (10, 10))
+
+    async def body() -> None:
+        async with LiveServer(build_test_runtime(base)) as srv:
+            async with srv.session.get(f"{srv.url}/internal/files/output") as r:
+                assert r.status == 200
+                names = await r.json()
+            assert names[:3] == ["new.png", "mid.png", "old.png"]
+            assert set(names) == {"new.png", "mid.png", "old.png", "page.html", "pic.svg", "notes.txt"}
+            async with srv.session.get(f"{srv.url}/internal/files/models") as r:
+                assert r.status == 400
+            async with srv.session.get(f"{srv.url}/internal/files/input") as r:
+                assert r.status == 200 and await r.json() == []
+
+    run(body)
