@@ -58,7 +58,6 @@ class Config:
 
     # server
     listen: str = "127.0.0.1"
-    allowed_hosts: tuple[str, ...] = ()
     port: int = 8188
     enable_cors_header: str | None = None
     auth_token: str | None = None
@@ -79,8 +78,6 @@ class Config:
     temp_directory: Path = REPO_ROOT / "temp"
     user_directory: Path = REPO_ROOT / "user"
     extra_model_paths_config: tuple[Path, ...] = ()
-    # the command line with secrets (the auth token) replaced, the only form ever shown (/system_stats)
-    command_line: tuple[str, ...] = ("main.py",)
     # the environment, for `~` and `$VARS` in extra_model_paths.yaml (never shown: repr=False)
     path_variables: Mapping[str, str] = field(default_factory=dict, repr=False)
     # cache
@@ -143,10 +140,6 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
                    help="send CORS headers allowing ORIGIN (default '*')")
     g.add_argument("--auth-token", default=None, metavar="TOKEN",
                    help="require this bearer token on API requests (or set LOOM_AUTH_TOKEN)")
-    g.add_argument("--allowed-hosts", action="append", default=[], metavar="HOST[,HOST...]",
-                   help="Host names (besides loopback names, IP addresses and the --listen address) the server "
-                        "answers to, e.g. a LAN name or a reverse proxy's; '.example.org' allows its subdomains "
-                        "too, '*' any (turns off the DNS-rebinding check)")
     g.add_argument("--max-upload-size", type=float, default=100.0, metavar="MB", help="largest upload in MB")
     g.add_argument("--max-history", type=int, default=10000, metavar="N", help="prompts kept in the history")
     g.add_argument("--front-end", choices=("loom", "comfyui", "official"), default="loom",
@@ -312,27 +305,6 @@ def parse_override(text: str, parser: argparse.ArgumentParser | None = None) -> 
     return Override(node.strip(), name.strip(), value)
 
 
-SECRET_FLAGS = ("--auth-token",)
-
-
-def redacted_argv(argv: Sequence[str]) -> list[str]:
-    """`argv` with the value of every secret flag (`--auth-token X`, `--auth-token=X`) replaced by "<redacted>"."""
-    out: list[str] = []
-    hide_next = False
-    for arg in argv:
-        if hide_next:
-            out.append("<redacted>")
-            hide_next = False
-        elif arg in SECRET_FLAGS:
-            out.append(arg)
-            hide_next = True
-        elif any(arg.startswith(flag + "=") for flag in SECRET_FLAGS):
-            out.append(arg.split("=", 1)[0] + "=<redacted>")
-        else:
-            out.append(arg)
-    return out
-
-
 def _warnings(ns: argparse.Namespace, unknown: Sequence[str]) -> tuple[str, ...]:
     out = [f"ignoring ComfyUI flag {flag}: it has no effect in Loom"
            for flag in _IGNORED_FLAGS if getattr(ns, _ignored_dest(flag)) not in (None, False)]
@@ -340,7 +312,7 @@ def _warnings(ns: argparse.Namespace, unknown: Sequence[str]) -> tuple[str, ...]
         out.append(f"--front-end-version {ns.front_end_version}: Loom downloads no frontend; it serves the installed "
                    "comfyui-frontend-package (pip install comfyui-frontend-package==VERSION to change it)")
     if unknown:
-        out.append(f"ignoring unknown argument(s): {' '.join(redacted_argv(unknown))}")
+        out.append(f"ignoring unknown argument(s): {' '.join(unknown)}")
     return tuple(out)
 
 
@@ -357,8 +329,6 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
     log_level = ns.verbose or "INFO"
     return Config(
         listen=ns.listen,
-        allowed_hosts=tuple(h.strip().lower() for group in ns.allowed_hosts for h in group.split(",") if h.strip()),
-        command_line=("main.py", *redacted_argv(argv)),
         port=ns.port,
         enable_cors_header=ns.enable_cors_header,
         auth_token=ns.auth_token or environ.get("LOOM_AUTH_TOKEN") or None,

@@ -25,8 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from executor import strict_json
-
 # Keys of extra_data never shown back to clients (ComfyUI strips the same ones).
 SENSITIVE_EXTRA_KEYS = frozenset({"auth_token_comfy_org", "api_key_comfy_org"})
 
@@ -159,7 +157,7 @@ class PromptQueue:
                 number = self.next_number(front)
             seq = self._next_seq()
             item = QueueItem(float(number), prompt_id, prompt, dict(extra_data), list(outputs_to_execute), seq)
-            item.raw = strict_json.dumps(item.as_list(public=False))
+            item.raw = json.dumps(item.as_list(public=False))
             self._db.execute("INSERT INTO queue(prompt_id, number, seq, running, item, created) "
                              "VALUES (?, ?, ?, 0, ?, ?)", (prompt_id, item.number, seq, item.raw, item.created))
             self._pending[prompt_id] = item
@@ -202,9 +200,8 @@ class PromptQueue:
         entry = {"prompt": item.as_list(), "outputs": outputs, "status": status, "meta": meta or {}}
         # The prompt (the bulk of an entry) is reused as it was stored when queued, not re-encoded.
         public = item.raw if item.raw and not SENSITIVE_EXTRA_KEYS & item.extra_data.keys() else None
-        dumps = strict_json.dumps
-        text = (f'{{"prompt": {public or dumps(entry["prompt"])}, "outputs": {dumps(outputs)}, '
-                f'"status": {dumps(status)}, "meta": {dumps(entry["meta"])}}}')
+        text = (f'{{"prompt": {public or json.dumps(entry["prompt"])}, "outputs": {json.dumps(outputs)}, '
+                f'"status": {json.dumps(status)}, "meta": {json.dumps(entry["meta"])}}}')
         with self._lock:
             self._running.pop(item.prompt_id, None)
             if not self._closed:

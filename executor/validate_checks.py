@@ -98,26 +98,11 @@ def check_link(spec: InputSpec, value: Any, prompt: Mapping[str, Any], lookup: C
 _COERCE: dict[str, Callable[[Any], Any]] = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}
 
 
-# Socket types whose values are tensors, models or other objects no JSON constant can be: an input of one of these
-# must be linked (ComfyUI passes such a constant on and the node fails when it runs; Loom says so at validation).
-LINK_ONLY_TYPES = frozenset({
-    "IMAGE", "MASK", "LATENT", "MODEL", "CLIP", "VAE", "CONDITIONING", "CONTROL_NET", "CLIP_VISION",
-    "CLIP_VISION_OUTPUT", "STYLE_MODEL", "UPSCALE_MODEL", "GLIGEN", "SAMPLER", "SIGMAS", "NOISE", "GUIDER",
-    "LATENT_OPERATION", "HOOKS", "HOOK_KEYFRAMES", "TIMESTEPS_RANGE", "VIDEO", "AUDIO", "PHOTOMAKER", "TAESD",
-})
-
-
 def coerce_constant(spec: InputSpec, value: Any) -> tuple[Any, list[Error]]:
     """Convert a constant as ComfyUI does (`int("5")`, `float(3)`, `str(...)`, `bool(...)`,
-    `{"__value__": v}` unwrapped); returns the converted value and any error. A constant for an input of a
-    link-only type (IMAGE, MODEL, ...) is an error."""
+    `{"__value__": v}` unwrapped); returns the converted value and any error."""
     if isinstance(value, dict) and "__value__" in value:
         value = value["__value__"]
-    if spec.type in LINK_ONLY_TYPES:
-        return value, [make_error("invalid_input_type", f"Input '{spec.name}' of type {spec.type} must be linked "
-                                  "to another node's output; a constant was given",
-                                  f"{spec.name}, {type(value).__name__} given, {spec.type} expected",
-                                  input_name=spec.name, input_config=input_config(spec), received_value=value)]
     convert = _COERCE.get(spec.type)
     if convert is None:
         return value, []

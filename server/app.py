@@ -15,9 +15,7 @@ ComfyUI-style `send_sync`; `runtime.web_directories` ({pack: folder}) is served 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
-import webbrowser
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Sequence
 
@@ -110,35 +108,12 @@ def _add_front_end(app: web.Application, root: Path | None) -> None:
     app.router.add_static("/", root)
 
 
-def _is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def listen_warning(settings: ServerSettings) -> str | None:
-    """The warning for listening beyond this machine without a token (None when there is nothing to warn of)."""
-    hosts = [h for h in settings.host.split(",") if h] or ["127.0.0.1"]
-    exposed = [h for h in hosts if not _is_loopback(h)]
-    if not exposed or settings.auth_token:
-        return None
-    return (f"WARNING: Loom listens on {', '.join(exposed)} without --auth-token: anyone who can reach this "
-            "machine can run prompts and read its outputs. Start it with --auth-token TOKEN (or LOOM_AUTH_TOKEN).")
-
-
 def _print_address(settings: ServerSettings) -> None:
-    """The banner: the address really listened on (0.0.0.0 / :: say "all interfaces"), and the warning if any."""
-    for host in [h for h in settings.host.split(",") if h] or ["127.0.0.1"]:
-        shown = f"[{host}]" if ":" in host else host
-        note = "  (all interfaces)" if host in ("0.0.0.0", "::") else ""
-        print(f"Loom is serving on http://{shown}:{settings.port}{note}  (Ctrl+C to stop)", flush=True)
-    warning = listen_warning(settings)
-    if warning:
-        log.warning("%s", warning)
-        print(warning, flush=True)
+    host = settings.host
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    if ":" in shown:
+        shown = f"[{shown}]"
+    print(f"Loom is serving on http://{shown}:{settings.port}  (Ctrl+C to stop)", flush=True)
 
 
 def serve(runtime: Any, *, setup_hooks: Sequence[AppHook] = ()) -> None:
@@ -146,27 +121,6 @@ def serve(runtime: Any, *, setup_hooks: Sequence[AppHook] = ()) -> None:
     settings = ServerSettings.from_config(getattr(runtime, "config", None))
     app = create_app(runtime, settings=settings, setup_hooks=setup_hooks)
     hosts: Any = [h for h in settings.host.split(",") if h] or ["127.0.0.1"]
-    config = getattr(runtime, "config", None)
-    if getattr(config, "auto_launch", False):
-        app.on_startup.append(_open_browser)
-
-    def banner(_message: str) -> None:
-        if getattr(config, "dont_print_server", False):  # ComfyUI's flag: no banner, but never hide the warning
-            warning = listen_warning(settings)
-            if warning:
-                log.warning("%s", warning)
-            return
-        _print_address(settings)
-
-    web.run_app(app, host=hosts if len(hosts) > 1 else hosts[0], port=settings.port, print=banner,
-                access_log=None, handle_signals=True, shutdown_timeout=5.0)
-
-
-async def _open_browser(app: web.Application) -> None:
-    """`--auto-launch`: open the editor in the default browser once the server listens."""
-    settings = app[SETTINGS]
-    host = next((h for h in settings.host.split(",") if h), "127.0.0.1")
-    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    url = f"http://{f'[{host}]' if ':' in host else host}:{settings.port}/"
-    loop = asyncio.get_running_loop()
-    loop.call_later(0.5, lambda: loop.run_in_executor(None, webbrowser.open, url))
+    web.run_app(app, host=hosts if len(hosts) > 1 else hosts[0], port=settings.port,
+                print=lambda _message: _print_address(settings), access_log=None, handle_signals=True,
+                shutdown_timeout=5.0)

@@ -1,29 +1,26 @@
-"""Request guards: the Host and Origin checks against DNS rebinding and cross-site requests, the optional bearer
-token, CORS, security headers, and the error middleware that keeps tracebacks out of HTTP bodies.
+"""Request guards: Origin checks against cross-site requests, the optional bearer token, CORS,
+security headers, and the error middleware that keeps tracebacks out of HTTP bodies.
 
-Exactly what is checked, in this order, for every request (HTTP and websocket upgrades alike):
-1. `Host` (DNS rebinding: a page on attacker.example whose name resolves to 127.0.0.1): the request's Host
-   name must be a loopback name (`localhost`, `*.localhost`), an IP address literal (a rebinding attack needs a
-   domain name; a literal is what a user types to reach a LAN server), the name given to `--listen`, or a name in
-   `--allowed-hosts` (`.example.org` also allows its subdomains, `*` any name). Else 403 `forbidden_host`, whose
-   message says how to allow the name. A request without Host (HTTP/1.0) passes.
-2. `Origin`, when present, on any method (GET included) and on websocket upgrades: it must be the request's own
-   origin (scheme-default ports applied, host:port equal to the Host header), or the origin named by
-   `--enable-cors-header ORIGIN` (`*` allows any). `Origin: null` (sandboxed frames, file:// pages) and any
-   other origin get 403 `forbidden_origin`. Requests without Origin (curl, Python API clients, the browser's own
-   same-origin navigation) pass. Same-origin use of Loom's editor and of ComfyUI's frontend passes both checks.
-3. With `--auth-token TOKEN`, every request needs `Authorization: Bearer TOKEN`, or `?token=TOKEN` on a GET
-   (websockets and image URLs cannot set headers); else 401. CORS preflights pass, and so do GET/HEAD requests
-   for the front end's own files (`/`, the static bundle, custom packs' web extension scripts): they are the code
-   the page runs, not data, and a browser importing `../../scripts/app.js` from an extension cannot attach a token.
-Every response carries `X-Content-Type-Options: nosniff`. An unexpected exception becomes a 500 JSON
-`{"error": {"type", "message"}}` naming only the exception's type; its text and traceback are logged, and
-included in the body only with `--verbose`.
+Policy (decided here, documented for users in the module):
+- A state-changing request (POST/PUT/PATCH/DELETE) or a websocket upgrade that carries an
+  `Origin` header is refused with 403 unless that origin's host:port equals the request's
+  `Host`, or `--enable-cors-header ORIGIN` names it ("*" allows any). `Origin: null` (sandboxed
+  frames, file:// pages) never matches a host. Requests without `Origin` (curl, Python API
+  clients) are not cross-site browser requests and pass. This stops a web page the user visits
+  from queueing prompts or reading the websocket of a local server (DNS rebinding included,
+  because the Host must match too).
+- With `--auth-token TOKEN` every request needs `Authorization: Bearer TOKEN`, or `?token=TOKEN`
+  on a GET (websockets and image URLs cannot set headers); else 401. CORS preflights pass, and so
+  do GET/HEAD requests for the front end's own files (`/`, the static bundle, custom packs' web
+  extension scripts): they are the code the page runs, not data, and a browser importing
+  `../../scripts/app.js` from an extension cannot attach a token.
+- Every response carries `X-Content-Type-Options: nosniff`.
+- An unexpected exception becomes a 500 JSON `{"error": {"type", "message"}}`; the traceback is
+  logged, and included in the body only with `--verbose`.
 """
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import logging
 import traceback
 from typing import Awaitable, Callable
@@ -36,6 +33,7 @@ from server.keys import SETTINGS, ServerSettings
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
@@ -49,7 +47,7 @@ def _host_port(netloc: str, scheme: str) -> tuple[str, int | None]:
 
 
 def origin_allowed(origin: str, host: str | None, scheme: str, cors_origin: str | None) -> bool:
-    """True when a request from `origin` may be served (see the module docstring, check 2)."""
+    """True when a request from `origin` may change state on this server (see module docstring)."""
     if cors_origin is not None and (cors_origin == "*" or origin == cors_origin.rstrip("/")):
         return True
     if origin == "null" or not host:
@@ -61,35 +59,6 @@ def origin_allowed(origin: str, host: str | None, scheme: str, cors_origin: str 
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return False
     return _host_port(parts.netloc, parts.scheme) == _host_port(host, scheme)
-
-
-def _host_name(host: str) -> str:
-    """The name part of a Host header value, lower-case, without port or IPv6 brackets."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        return host[1:host.find("]")] if "]" in host else host[1:]
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-
-
-def host_allowed(host: str | None, listen: str, allowed: tuple[str, ...]) -> bool:
-    """True when a request for `host` may be served (see the module docstring, check 1)."""
-    if not host:
-        return True
-    name = _host_name(host).rstrip(".")
-    if name in ("localhost",) or name.endswith(".localhost"):
-        return True
-    try:
-        ipaddress.ip_address(name.split("%", 1)[0])
-        return True
-    except ValueError:
-        pass
-    listened = {h.strip().lower() for h in listen.split(",") if h.strip()}
-    if name in listened:
-        return True
-    for entry in allowed:
-        if entry == "*" or entry == name or (entry.startswith(".") and (name.endswith(entry) or name == entry[1:])):
-            return True
-    return False
 
 
 def token_ok(request: web.Request, token: str) -> bool:
@@ -119,6 +88,10 @@ def _public_file(request: web.Request) -> bool:
     return isinstance(resource, web.StaticResource) or (resource is not None and resource.canonical == "/")
 
 
+def _is_websocket(request: web.Request) -> bool:
+    return request.headers.get("Upgrade", "").lower() == "websocket"
+
+
 @web.middleware
 async def security_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Origin, token and CORS checks, then the handler; adds the security headers."""
@@ -127,16 +100,8 @@ async def security_middleware(request: web.Request, handler: Handler) -> web.Str
     cors = _cors_headers(settings, origin)
     if request.method == "OPTIONS" and cors:
         return web.Response(status=200, headers=cors)
-    host = request.headers.get("Host")
-    if not host_allowed(host, settings.host, settings.allowed_hosts):
-        name = _host_name(host or "")
-        return web.json_response({"error": {"type": "forbidden_host",
-                                            "message": f"requests for host {name!r} are not served (a web page on a "
-                                                       "domain that resolves to this machine could otherwise use "
-                                                       f"it); start Loom with --allowed-hosts {name} to allow it"}},
-                                 status=403)
-    if origin is not None:
-        if not origin_allowed(origin, host, request.scheme, settings.cors_origin):
+    if origin is not None and (request.method in _UNSAFE_METHODS or _is_websocket(request)):
+        if not origin_allowed(origin, request.host, request.scheme, settings.cors_origin):
             return web.json_response({"error": {"type": "forbidden_origin",
                                                 "message": f"requests from origin {origin!r} are not allowed; "
                                                            "start Loom with --enable-cors-header ORIGIN to allow it"}},
@@ -163,10 +128,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         raise
     except Exception as exc:
         log.exception("error handling %s %s", request.method, request.path)
-        # The exception's text may hold server paths or other internals: only --verbose shows it to clients.
-        body: dict = {"error": {"type": "server_error",
-                                "message": f"internal error ({type(exc).__name__}); the server's log has the details"}}
+        body: dict = {"error": {"type": "server_error", "message": f"{type(exc).__name__}: {exc}"}}
         if request.app[SETTINGS].verbose:
-            body["error"]["message"] = f"{type(exc).__name__}: {exc}"
             body["error"]["traceback"] = traceback.format_exception(exc)
         return web.json_response(body, status=500)

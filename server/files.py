@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import BodyPartReader, web
-from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.http_exceptions import HttpProcessingError
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from folders import UnsafePathError, resolve_inside, split_annotation
@@ -37,8 +37,6 @@ SAFE_INLINE_TYPES = frozenset({
     "text/plain"})
 _EXTRA_TYPES = {".webp": "image/webp", ".avif": "image/avif", ".flac": "audio/flac", ".mkv": "video/x-matroska",
                 ".webm": "video/webm"}
-# The longest file name (bytes) most file systems take.
-MAX_NAME_BYTES = 255
 _SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff",
                      "Content-Security-Policy": "default-src 'none'; sandbox"}
 
@@ -64,15 +62,11 @@ def safe_path(base: Path, subfolder: str, filename: str, *, nested: bool = False
     folders itself ("sub/x.png", as /view accepts); uploads never do."""
     if not filename or (not nested and "/" in filename) or filename.endswith("/"):
         raise Forbidden(f"invalid file name {filename!r}")
-    if len(filename.encode("utf-8", "replace")) > MAX_NAME_BYTES * 16 or len(subfolder) > MAX_NAME_BYTES * 16:
-        raise BadRequest("the file name or subfolder is too long")
     try:
         resolve_inside(base, subfolder)
         return resolve_inside(base, f"{subfolder}/{filename}" if subfolder else filename)
     except UnsafePathError as exc:
         raise Forbidden(str(exc)) from None
-    except OSError as exc:  # e.g. a name over the file system's limit; never echo the server's path
-        raise BadRequest(f"invalid file name ({exc.strerror or 'cannot be used here'})") from None
 
 
 def content_type_of(name: str) -> str:
@@ -128,11 +122,7 @@ async def view(request: web.Request) -> web.StreamResponse:
     filename, annotated = split_annotation(query.get("filename", ""))
     base = folder_of(request, annotated or query.get("type") or "output")
     path = safe_path(base, query.get("subfolder", ""), filename, nested=True)
-    try:
-        exists = path.is_file()
-    except OSError:
-        exists = False
-    if not exists:
+    if not path.is_file():
         return web.json_response({"error": {"type": "not_found", "message": f"no file {filename!r}"}}, status=404)
     converted = _converted(path, query.get("preview"), query.get("channel"))
     if converted is not None:
@@ -176,9 +166,6 @@ async def read_upload(request: web.Request) -> tuple[dict[str, str], str, bytes]
         raise BadRequest("expected a multipart/form-data body with an 'image' file") from None
     try:
         fields, filename, data = await _read_parts(reader, limit)
-    except LineTooLong:
-        raise BadRequest("a header of the multipart body is over 8 KB (is the file name that long? names may be at "
-                         f"most {MAX_NAME_BYTES} bytes)") from None
     except (HttpProcessingError, ValueError, UnicodeError):
         raise BadRequest("the multipart body is malformed") from None
     if not data:
@@ -231,29 +218,6 @@ def _truthy(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes", "on")
 
 
-def check_upload_name(filename: str) -> str:
-    """The upload's file name, or 400: not empty, not `.` or `..`, at most MAX_NAME_BYTES bytes (a file system's
-    limit for one name)."""
-    name = filename.strip()
-    if name in (".", ".."):
-        raise BadRequest(f"{name!r} is not a file name")
-    if len(name.encode("utf-8", "replace")) > MAX_NAME_BYTES:
-        raise BadRequest(f"the file name is {len(name)} characters long; at most {MAX_NAME_BYTES} bytes are allowed")
-    return name
-
-
-def write_inside(base: Path, target: Path, data: bytes, subfolder: str) -> None:
-    """Write `data` to `target` (inside `base`), making its folders; 400 when a folder on the way is a file or the
-    target is a folder."""
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.is_dir():
-            raise BadRequest(f"{target.name!r} is a folder in {subfolder or 'the top folder'}")
-        target.write_bytes(data)
-    except (FileExistsError, NotADirectoryError):
-        raise BadRequest(f"subfolder {subfolder!r} runs through a file, not a folder") from None
-
-
 async def upload_image(request: web.Request) -> web.Response:
     """POST /upload/image: multipart `image`, `subfolder`, `type`, `overwrite`."""
     fields, filename, data = await read_upload(request)
@@ -261,10 +225,10 @@ async def upload_image(request: web.Request) -> web.Response:
     type_name = fields.get("type") or "input"
     base = folder_of(request, type_name)
     subfolder = fields.get("subfolder", "")
-    filename = check_upload_name(filename) if filename else "image.png"
-    name, target = _free_name(base, subfolder, filename, data, _truthy(fields.get("overwrite")))
+    name, target = _free_name(base, subfolder, filename or "image.png", data, _truthy(fields.get("overwrite")))
+    target.parent.mkdir(parents=True, exist_ok=True)
     if not target.exists() or _truthy(fields.get("overwrite")):
-        write_inside(base, target, data, subfolder)
+        target.write_bytes(data)
     return web.json_response({"name": name, "subfolder": subfolder, "type": type_name})
 
 
@@ -300,9 +264,9 @@ async def upload_mask(request: web.Request) -> web.Response:
     type_name = fields.get("type") or "input"
     base = folder_of(request, type_name)
     subfolder = fields.get("subfolder", "")
-    filename = check_upload_name(filename) if filename else "mask.png"
-    name, target = _free_name(base, subfolder, filename, None, _truthy(fields.get("overwrite")))
-    write_inside(base, target, buffer.getvalue(), subfolder)
+    name, target = _free_name(base, subfolder, filename or "mask.png", None, _truthy(fields.get("overwrite")))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(buffer.getvalue())
     return web.json_response({"name": name, "subfolder": subfolder, "type": type_name})
 
 

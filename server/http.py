@@ -6,13 +6,10 @@ error: 400 with a message saying what was wrong, never a 500 and never a traceba
 """
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any, Iterable
 
 from aiohttp import web
-
-from executor import strict_json
 
 from server.keys import SETTINGS
 
@@ -20,17 +17,6 @@ from server.keys import SETTINGS
 def error_response(status: int, kind: str, message: str, **extra: Any) -> web.Response:
     """`{"error": {"type", "message", ...}}` with the given status."""
     return web.json_response({"error": {"type": kind, "message": message, **extra}}, status=status)
-
-
-# Integer query parameters are clamped to this (SQLite's integers are 64-bit).
-QUERY_INT_MAX = (1 << 62)
-# Bodies above this size are parsed off the event loop.
-OFF_LOOP_BYTES = 1 << 20
-
-
-def json_response(data: Any, *, status: int = 200, headers: Any = None) -> web.Response:
-    """A JSON response that is always standard JSON (non-finite floats become null)."""
-    return web.json_response(data, status=status, headers=headers, dumps=strict_json.dumps)
 
 
 class BadRequest(web.HTTPBadRequest):
@@ -61,10 +47,7 @@ async def read_json(request: web.Request, *, expect: type | tuple[type, ...] = d
             return {}
         raise BadRequest("request body is empty; expected JSON")
     try:
-        if len(raw) > OFF_LOOP_BYTES:  # a big body is parsed on a worker thread: the server keeps answering
-            value = await asyncio.get_running_loop().run_in_executor(None, strict_json.loads, raw)
-        else:
-            value = strict_json.loads(raw)
+        value = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(value, expect):
@@ -75,20 +58,17 @@ async def read_json(request: web.Request, *, expect: type | tuple[type, ...] = d
 
 
 def int_query(request: web.Request, name: str, default: int | None, *, minimum: int | None = None) -> int | None:
-    """An integer query parameter (400 when it is not one). Values past what SQLite and list slicing take are
-    clamped to QUERY_INT_MAX: a page "beyond the end" is simply empty."""
+    """An integer query parameter (400 when it is not one)."""
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    if len(raw) > 40:
-        raise BadRequest(f"query parameter {name!r} must be an integer, got {raw[:40]!r}...")
     try:
         value = int(raw)
     except ValueError:
         raise BadRequest(f"query parameter {name!r} must be an integer, got {raw!r}") from None
     if minimum is not None and value < minimum:
         raise BadRequest(f"query parameter {name!r} must be at least {minimum}, got {value}")
-    return min(value, QUERY_INT_MAX)
+    return value
 
 
 def add_api_routes(app: web.Application, routes: Iterable[Any]) -> None:

@@ -22,7 +22,6 @@ class ServerSettings:
     JSON request bodies (prompts), `max_upload_bytes` uploads."""
 
     host: str = "127.0.0.1"
-    allowed_hosts: tuple[str, ...] = ()
     port: int = 8188
     cors_origin: str | None = None
     auth_token: str | None = None
@@ -42,7 +41,6 @@ class ServerSettings:
 
         values = {
             "host": get("listen", cls.host),
-            "allowed_hosts": tuple(get("allowed_hosts", ()) or ()),
             "port": int(get("port", cls.port)),
             "cors_origin": get("enable_cors_header", None),
             "auth_token": get("auth_token", None) or None,

@@ -102,8 +102,7 @@ def _devices(models: Any) -> tuple[list[dict[str, Any]], tuple[int, int] | None]
 
 
 async def get_system_stats(request: web.Request) -> web.Response:
-    """RAM, device memory, versions and the command line (secrets redacted, see config.redacted_argv), in
-    ComfyUI's shape."""
+    """RAM, device memory, versions and argv, in ComfyUI's shape."""
     devices, ram = _devices(getattr(request.app[RUNTIME], "models", None))
     ram_total, ram_free = ram or _ram()
     import torch
@@ -111,8 +110,7 @@ async def get_system_stats(request: web.Request) -> web.Response:
               "comfyui_version": LOOM_VERSION, "loom_version": LOOM_VERSION,
               "required_frontend_version": None, "installed_templates_version": None,
               "python_version": sys.version, "pytorch_version": torch.__version__, "embedded_python": False,
-              "argv": list(getattr(request.app[RUNTIME].config, "command_line", None) or ("main.py",)),
-              "platform": platform.platform()}
+              "argv": list(sys.argv), "platform": platform.platform()}
     return web.json_response({"system": system, "devices": devices})
 
 

@@ -181,17 +181,6 @@ async def get_userdata(request: web.Request) -> web.StreamResponse:
                                                                               "application/octet-stream")})
 
 
-def _writable(path: Path, relative: str) -> None:
-    """Make `path`'s folders; 400 (naming the user's path, never the server's) when the path is a folder or a
-    folder on the way is a file."""
-    if path.is_dir():
-        raise BadRequest(f"{relative!r} is a folder")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise BadRequest(f"{relative!r} runs through a file, not a folder") from None
-
-
 async def post_userdata(request: web.Request) -> web.Response:
     """Write the body to the file (`overwrite=false` → 409 when it exists)."""
     relative = request.match_info["file"]
@@ -204,11 +193,8 @@ async def post_userdata(request: web.Request) -> web.Response:
     body = await request.content.read(limit + 1)
     if len(body) > limit:
         raise BadRequest(f"body is over the limit of {limit} bytes")
-    _writable(path, relative)
-    try:
-        path.write_bytes(body)
-    except OSError as exc:
-        raise BadRequest(f"cannot write {relative!r}: {exc.strerror or 'not writable'}") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(body)
     root = user_root(request).resolve()
     if _truthy(request.query.get("full_info")):
         return web.json_response(_info(root, path))
@@ -230,11 +216,8 @@ async def move_userdata(request: web.Request) -> web.Response:
         return _not_found("file")
     if dest.exists() and not _truthy(request.query.get("overwrite"), True):
         return web.json_response({"error": {"type": "exists", "message": "destination exists"}}, status=409)
-    _writable(dest, request.match_info["dest"])
-    try:
-        os.replace(source, dest)
-    except OSError as exc:
-        raise BadRequest(f"cannot move to {request.match_info['dest']!r}: {exc.strerror or 'not possible'}") from None
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(source, dest)
     root = user_root(request).resolve()
     if _truthy(request.query.get("full_info")):
         return web.json_response(_info(root, dest))

@@ -29,8 +29,6 @@ from typing import Any, Callable
 
 from aiohttp import WSMsgType, web
 
-from executor import strict_json
-
 log = logging.getLogger(__name__)
 
 PREVIEW_IMAGE = 1
@@ -135,7 +133,7 @@ class WebSocketHub:
     def _dispatch_json(self, event: str, data: Any, client_id: str | None) -> None:
         self._track(event, data, client_id)
         try:
-            text = strict_json.dumps({"type": event, "data": data})
+            text = json.dumps({"type": event, "data": data})
         except (TypeError, ValueError):
             log.exception("event %s is not JSON-serialisable; dropped", event)
             return
