@@ -62,6 +62,7 @@ class Config:
     auth_token: str | None = None
     max_upload_size: float = 100.0
     max_history: int = 10000
+    allowed_hosts: tuple[str, ...] = ()
     front_end: str = "loom"
     auto_launch: bool = False
     dont_print_server: bool = False
@@ -137,6 +138,9 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
                    help="require this bearer token on API requests (or set LOOM_AUTH_TOKEN)")
     g.add_argument("--max-upload-size", type=float, default=100.0, metavar="MB", help="largest upload in MB")
     g.add_argument("--max-history", type=int, default=10000, metavar="N", help="prompts kept in the history")
+    g.add_argument("--allowed-hosts", action="append", default=[], metavar="HOST",
+                   help="extra Host names the server answers to, comma-separated or repeated (default: loopback and the "
+                        "listen address; '*' allows any; refuses DNS-rebinding pages otherwise)")
     g.add_argument("--front-end", choices=("loom", "comfyui"), default="loom", help="which web editor to serve")
     g.add_argument("--auto-launch", action="store_true", help="open the editor in a browser on start")
     g.add_argument("--disable-auto-launch", action="store_true", help="do not open a browser (the default)")
@@ -319,6 +323,7 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         auth_token=ns.auth_token or environ.get("LOOM_AUTH_TOKEN") or None,
         max_upload_size=ns.max_upload_size,
         max_history=ns.max_history,
+        allowed_hosts=tuple(h.strip().lower() for group in ns.allowed_hosts for h in group.split(",") if h.strip()),
         front_end=ns.front_end,
         auto_launch=ns.auto_launch and not ns.disable_auto_launch,
         dont_print_server=ns.dont_print_server,

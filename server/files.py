@@ -26,7 +26,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from folders import UnsafePathError, resolve_inside, split_annotation
-from server.http import BadRequest
+from server.http import BadRequest, json_response, strict_dumps
 from server.keys import RUNTIME, SETTINGS
 
 SAFE_INLINE_TYPES = frozenset({
@@ -44,7 +44,7 @@ class Forbidden(web.HTTPBadRequest):
     """400 for a path that is unsafe (names the reason, never the resolved path)."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(text=json.dumps({"error": {"type": "unsafe_path", "message": message}}),
+        super().__init__(text=strict_dumps({"error": {"type": "unsafe_path", "message": message}}),
                          content_type="application/json")
 
 
@@ -122,7 +122,7 @@ async def view(request: web.Request) -> web.StreamResponse:
     base = folder_of(request, annotated or query.get("type") or "output")
     path = safe_path(base, query.get("subfolder", ""), filename, nested=True)
     if not path.is_file():
-        return web.json_response({"error": {"type": "not_found", "message": f"no file {filename!r}"}}, status=404)
+        return json_response({"error": {"type": "not_found", "message": f"no file {filename!r}"}}, status=404)
     converted = _converted(path, query.get("preview"), query.get("channel"))
     if converted is not None:
         body, ctype, name = converted
@@ -149,7 +149,7 @@ async def _read_part(part: BodyPartReader, limit: int) -> bytes:
         size += len(chunk)
         if size > limit:
             body = {"error": {"type": "too_large", "message": f"upload is over the limit of {limit} bytes"}}
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size, text=json.dumps(body),
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size, text=strict_dumps(body),
                                                 content_type="application/json")
         chunks.append(chunk)
 
@@ -228,7 +228,7 @@ async def upload_image(request: web.Request) -> web.Response:
     target.parent.mkdir(parents=True, exist_ok=True)
     if not target.exists() or _truthy(fields.get("overwrite")):
         target.write_bytes(data)
-    return web.json_response({"name": name, "subfolder": subfolder, "type": type_name})
+    return json_response({"name": name, "subfolder": subfolder, "type": type_name})
 
 
 def _original(request: web.Request, ref: dict[str, Any]) -> Path:
@@ -237,7 +237,7 @@ def _original(request: web.Request, ref: dict[str, Any]) -> Path:
     base = folder_of(request, ref.get("type") or "input")
     path = safe_path(base, str(ref.get("subfolder") or ""), ref["filename"])
     if not path.is_file():
-        raise web.HTTPNotFound(text=json.dumps({"error": {"type": "not_found", "message": "original image not found"}}),
+        raise web.HTTPNotFound(text=strict_dumps({"error": {"type": "not_found", "message": "original image not found"}}),
                                content_type="application/json")
     return path
 
@@ -266,7 +266,7 @@ async def upload_mask(request: web.Request) -> web.Response:
     name, target = _free_name(base, subfolder, filename or "mask.png", None, _truthy(fields.get("overwrite")))
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(buffer.getvalue())
-    return web.json_response({"name": name, "subfolder": subfolder, "type": type_name})
+    return json_response({"name": name, "subfolder": subfolder, "type": type_name})
 
 
 ROUTES = [

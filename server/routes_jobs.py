@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from server.http import BadRequest, int_query, read_json
+from server.http import BadRequest, int_query, json_response, json_response_async, read_json, strict_dumps
 from server.keys import QUEUE
 from server.routes_prompt import interrupt
 
@@ -142,7 +142,7 @@ async def get_jobs(request: web.Request) -> web.Response:
     total = len(jobs)
     page = jobs[offset:] if limit is None else jobs[offset:offset + limit]
     # The frontend's schema wants a number for `limit`: without one, it is everything.
-    return web.json_response({"jobs": page, "pagination": {"offset": offset, "limit": total if limit is None else limit,
+    return json_response({"jobs": page, "pagination": {"offset": offset, "limit": total if limit is None else limit,
                                                            "total": total, "has_more": offset + len(page) < total}})
 
 
@@ -161,8 +161,8 @@ def find_job(app: web.Application, job_id: str) -> dict[str, Any] | None:
 async def get_job(request: web.Request) -> web.Response:
     job = find_job(request.app, request.match_info["job_id"])
     if job is None:
-        return web.json_response({"error": {"type": "not_found", "message": "no job with this id"}}, status=404)
-    return web.json_response(job)
+        return json_response({"error": {"type": "not_found", "message": "no job with this id"}}, status=404)
+    return json_response(job)
 
 
 async def cancel_job(request: web.Request) -> web.Response:
@@ -171,10 +171,10 @@ async def cancel_job(request: web.Request) -> web.Response:
     outcome = interrupt(request.app, job_id)
     if outcome == "not_found":
         if request.app[QUEUE].history_item(job_id) is not None:
-            return web.json_response({"error": {"type": "already_finished",
+            return json_response({"error": {"type": "already_finished",
                                                 "message": "the job has already finished"}}, status=409)
-        return web.json_response({"error": {"type": "not_found", "message": "no job with this id"}}, status=404)
-    return web.json_response({"id": job_id, "status": "cancelled" if outcome == "removed" else "cancelling"})
+        return json_response({"error": {"type": "not_found", "message": "no job with this id"}}, status=404)
+    return json_response({"id": job_id, "status": "cancelled" if outcome == "removed" else "cancelling"})
 
 
 async def cancel_jobs(request: web.Request) -> web.Response:
@@ -184,7 +184,7 @@ async def cancel_jobs(request: web.Request) -> web.Response:
     if not isinstance(ids, list) or not 1 <= len(ids) <= 100 or not all(isinstance(i, str) for i in ids):
         raise BadRequest("'job_ids' must be a list of 1 to 100 job ids")
     cancelled = [job_id for job_id in ids if interrupt(request.app, job_id) != "not_found"]
-    return web.json_response({"cancelled": cancelled})
+    return json_response({"cancelled": cancelled})
 
 
 ROUTES = [

@@ -29,6 +29,8 @@ from typing import Any, Callable
 
 from aiohttp import WSMsgType, web
 
+from server.http import strict_dumps
+
 log = logging.getLogger(__name__)
 
 PREVIEW_IMAGE = 1
@@ -127,7 +129,7 @@ class WebSocketHub:
     def _dispatch_json(self, event: str, data: Any, client_id: str | None) -> None:
         self._track(event, data, client_id)
         try:
-            text = json.dumps({"type": event, "data": data})
+            text = strict_dumps({"type": event, "data": data})
         except (TypeError, ValueError):
             log.exception("event %s is not JSON-serialisable; dropped", event)
             return
@@ -191,12 +193,12 @@ class WebSocketHub:
         client = Client(sid=sid, ws=ws, transport=transport)
         self.clients[sid] = client
         client.task = asyncio.ensure_future(self._writer(client))
-        self._enqueue(client, json.dumps({"type": "status", "data": {"status": self.status(), "sid": sid}}))
+        self._enqueue(client, strict_dumps({"type": "status", "data": {"status": self.status(), "sid": sid}}))
         running = self.running
         if running is not None and running["client_id"] in (None, sid):
             data = {"node": running["node"], "display_node": running["display_node"],
                     "prompt_id": running["prompt_id"]}
-            self._enqueue(client, json.dumps({"type": "executing", "data": data}))
+            self._enqueue(client, strict_dumps({"type": "executing", "data": data}))
         return client
 
     def remove(self, client: Client) -> None:
