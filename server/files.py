@@ -60,12 +60,37 @@ def safe_path(base: Path, subfolder: str, filename: str, *, nested: bool = False
     """`base/subfolder/filename` inside `base`, or Forbidden. `nested` lets the file name hold
     folders itself ("sub/x.png", as /view accepts); uploads never do."""
     if not filename or (not nested and "/" in filename) or filename.endswith("/"):
-        raise Forbidden(f"invalid file name {filename!r}")
+        raise Forbidden(f"invalid file name {_short(filename)}")
+    _check_parts(subfolder, filename, nested)
     try:
         resolve_inside(base, subfolder)
         return resolve_inside(base, f"{subfolder}/{filename}" if subfolder else filename)
     except UnsafePathError as exc:
         raise Forbidden(str(exc)) from None
+
+
+MAX_NAME_BYTES = 255  # the longest file name (one path part) common file systems allow
+
+
+def _short(text: str) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= 80 else shown[:60] + f"...' ({len(text)} characters)"
+
+
+def _check_parts(subfolder: str, filename: str, nested: bool) -> None:
+    """Forbidden for names no file system takes: too long, NUL, lone surrogates, `.`/`..` as the name."""
+    for text, what in ((subfolder, "subfolder"), (filename, "file name")):
+        try:
+            encoded = text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise Forbidden(f"the {what} is not valid Unicode") from None
+        if b"\0" in encoded:
+            raise Forbidden(f"the {what} holds a NUL character")
+        if any(len(part.encode("utf-8")) > MAX_NAME_BYTES for part in text.replace("\\", "/").split("/")):
+            raise Forbidden(f"the {what} {_short(text)} is too long (at most {MAX_NAME_BYTES} bytes per name)")
+    last = filename.replace("\\", "/").rsplit("/", 1)[-1] if nested else filename
+    if last.strip() in (".", "..", ""):
+        raise Forbidden(f"invalid file name {filename!r}")
 
 
 def content_type_of(name: str) -> str:
@@ -213,6 +238,21 @@ def _free_name(base: Path, subfolder: str, filename: str, data: bytes | None, ov
     return target.name, target
 
 
+def write_upload(target: Path, data: bytes, subfolder: str, *, overwrite: bool) -> None:
+    """Write `data` at `target` (making its folder); a path the file system refuses (a subfolder
+    that is a file, a name that is a folder) is a 400 naming the reason, not the path."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_dir():
+            raise Forbidden(f"a folder named {target.name!r} exists where the file would go")
+        if overwrite or not target.exists():
+            target.write_bytes(data)
+    except (FileExistsError, NotADirectoryError):
+        raise Forbidden(f"the subfolder {_short(subfolder)} is not a folder (a part of it is a file)") from None
+    except OSError as exc:
+        raise Forbidden(f"the file cannot be written: {exc.strerror or type(exc).__name__}") from None
+
+
 def _truthy(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes", "on")
 
@@ -225,9 +265,7 @@ async def upload_image(request: web.Request) -> web.Response:
     base = folder_of(request, type_name)
     subfolder = fields.get("subfolder", "")
     name, target = _free_name(base, subfolder, filename or "image.png", data, _truthy(fields.get("overwrite")))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not target.exists() or _truthy(fields.get("overwrite")):
-        target.write_bytes(data)
+    write_upload(target, data, subfolder, overwrite=_truthy(fields.get("overwrite")))
     return json_response({"name": name, "subfolder": subfolder, "type": type_name})
 
 
@@ -264,8 +302,7 @@ async def upload_mask(request: web.Request) -> web.Response:
     base = folder_of(request, type_name)
     subfolder = fields.get("subfolder", "")
     name, target = _free_name(base, subfolder, filename or "mask.png", None, _truthy(fields.get("overwrite")))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(buffer.getvalue())
+    write_upload(target, buffer.getvalue(), subfolder, overwrite=True)
     return json_response({"name": name, "subfolder": subfolder, "type": type_name})
 
 

@@ -14,7 +14,7 @@ import asyncio
 import json
 import math
 import re
-from typing import Any
+from typing import Any, Callable
 
 from aiohttp import web
 
@@ -68,7 +68,7 @@ def _check_text(text: str) -> None:
         raise StrictJSONError("a string holds a lone surrogate (not valid Unicode)") from None
 
 
-_ABSOLUTE_PATH = re.compile(r"""(?:(?<![\w.:])/|\b[A-Za-z]:[\\/]|\\\\)[^\s'"]*""")
+_ABSOLUTE_PATH = re.compile(r"""(?:(?<![\w.:/])/|\b[A-Za-z]:[\\/]|\\\\)[^\s'"]*""")
 
 
 def scrub_paths(text: str) -> str:
@@ -113,11 +113,12 @@ def json_response(data: Any, *, status: int = 200, headers: Any = None) -> web.R
     return web.json_response(data, status=status, headers=headers, dumps=strict_dumps)
 
 
-async def json_response_async(data: Any, *, status: int = 200, headers: Any = None,
-                              big: bool = True) -> web.Response:
-    """`json_response`, serialised on a worker thread when `big` (history and queue listings)."""
-    text = await asyncio.to_thread(strict_dumps, data) if big else strict_dumps(data)
-    return web.Response(text=text, status=status, headers=headers, content_type="application/json")
+async def json_response_off_loop(build: Callable[[], Any], *, status: int = 200) -> web.Response:
+    """A strict JSON response whose data `build()` makes and which is serialised on a worker
+    thread: listings (history, queue, jobs) that read and parse stored prompts never hold up the
+    event loop, so other requests keep being answered meanwhile."""
+    text = await asyncio.to_thread(lambda: strict_dumps(build()))
+    return web.Response(text=text, status=status, content_type="application/json")
 
 
 def error_response(status: int, kind: str, message: str, **extra: Any) -> web.Response:

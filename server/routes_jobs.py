@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from server.http import BadRequest, int_query, json_response, json_response_async, read_json, strict_dumps
+from server.http import BadRequest, int_query, json_response, json_response_off_loop, read_json
 from server.keys import QUEUE
 from server.routes_prompt import interrupt
 
@@ -125,6 +125,13 @@ async def get_jobs(request: web.Request) -> web.Response:
     if sort_by not in ("created_at", "execution_duration") or order not in ("asc", "desc"):
         raise BadRequest("sort_by must be created_at or execution_duration; sort_order asc or desc")
     queue = request.app[QUEUE]
+    workflow_id = request.query.get("workflow_id")
+    return await json_response_off_loop(lambda: _jobs_page(queue, wanted, workflow_id, sort_by, order, offset, limit))
+
+
+def _jobs_page(queue: Any, wanted: list[str], workflow_id: str | None, sort_by: str, order: str,
+               offset: int, limit: int | None) -> dict[str, Any]:
+    """The body of GET /api/jobs (runs on a worker thread)."""
     jobs: list[dict[str, Any]] = []
     if "in_progress" in wanted:
         jobs += [queued_job(i.as_list(), "in_progress") for i in queue.running()]
@@ -135,15 +142,14 @@ async def get_jobs(request: web.Request) -> web.Response:
             job = history_job(pid, entry)
             if job["status"] in wanted:
                 jobs.append(job)
-    workflow_id = request.query.get("workflow_id")
     if workflow_id:
         jobs = [j for j in jobs if j.get("workflow_id") == workflow_id]
     jobs.sort(key=_sort_key(sort_by), reverse=order == "desc")
     total = len(jobs)
     page = jobs[offset:] if limit is None else jobs[offset:offset + limit]
     # The frontend's schema wants a number for `limit`: without one, it is everything.
-    return json_response({"jobs": page, "pagination": {"offset": offset, "limit": total if limit is None else limit,
-                                                           "total": total, "has_more": offset + len(page) < total}})
+    return {"jobs": page, "pagination": {"offset": offset, "limit": total if limit is None else limit,
+                                         "total": total, "has_more": offset + len(page) < total}}
 
 
 def find_job(app: web.Application, job_id: str) -> dict[str, Any] | None:

@@ -14,7 +14,7 @@ from typing import Any, Callable
 from aiohttp import web
 
 from executor.validate import validate_prompt
-from server.http import BadRequest, int_query, json_response, json_response_async, read_json, strict_dumps
+from server.http import BadRequest, int_query, json_response, json_response_off_loop, read_json
 from server.keys import QUEUE, RUNTIME, WORKER
 
 
@@ -89,8 +89,8 @@ async def get_prompt(request: web.Request) -> web.Response:
 
 async def get_queue(request: web.Request) -> web.Response:
     queue = request.app[QUEUE]
-    return json_response({"queue_running": [i.as_list() for i in queue.running()],
-                              "queue_pending": [i.as_list() for i in queue.pending()]})
+    return await json_response_off_loop(lambda: {"queue_running": [i.as_list() for i in queue.running()],
+                                                 "queue_pending": [i.as_list() for i in queue.pending()]})
 
 
 def _clear_or_delete(body: dict, clear: Callable[[], object], delete: Callable[[list], object]) -> None:
@@ -155,13 +155,18 @@ async def post_free(request: web.Request) -> web.Response:
 async def get_history(request: web.Request) -> web.Response:
     max_items = int_query(request, "max_items", None, minimum=0)
     offset = int_query(request, "offset", -1)
-    return json_response(request.app[QUEUE].history(max_items, offset if offset is not None else -1))
+    queue = request.app[QUEUE]
+    return await json_response_off_loop(lambda: queue.history(max_items, offset if offset is not None else -1))
 
 
 async def get_history_item(request: web.Request) -> web.Response:
     prompt_id = request.match_info["prompt_id"]
-    entry = request.app[QUEUE].history_item(prompt_id)
-    return json_response({} if entry is None else {prompt_id: entry})
+    queue = request.app[QUEUE]
+
+    def item() -> dict[str, Any]:
+        entry = queue.history_item(prompt_id)
+        return {} if entry is None else {prompt_id: entry}
+    return await json_response_off_loop(item)
 
 
 async def post_history(request: web.Request) -> web.Response:

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from aiohttp import web
 
 from folders import UnsafePathError, resolve_inside
-from server.files import Forbidden
+from server.files import MAX_NAME_BYTES, Forbidden
 from server.http import BadRequest, json_response, read_json, strict_dumps
 from server.keys import RUNTIME, SETTINGS
 
@@ -35,9 +36,28 @@ def user_root(request: web.Request) -> Path:
 
 def user_path(request: web.Request, relative: str) -> Path:
     try:
+        relative.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Forbidden("the path is not valid Unicode") from None
+    if any(len(part.encode("utf-8")) > MAX_NAME_BYTES for part in relative.replace("\\", "/").split("/")):
+        raise Forbidden(f"a name in the path is too long (at most {MAX_NAME_BYTES} bytes)")
+    try:
         return resolve_inside(user_root(request), relative)
     except UnsafePathError as exc:
         raise Forbidden(str(exc)) from None
+
+
+@contextmanager
+def _file_system_errors(what: str) -> Iterator[None]:
+    """OSErrors of a write or move as a 400 naming the reason (never the server's path)."""
+    try:
+        yield
+    except (FileExistsError, NotADirectoryError):
+        raise BadRequest(f"cannot {what}: a part of the path is a file, not a folder") from None
+    except IsADirectoryError:
+        raise BadRequest(f"cannot {what}: a folder exists at that path") from None
+    except OSError as exc:
+        raise BadRequest(f"cannot {what}: {exc.strerror or type(exc).__name__}") from None
 
 
 def _not_found(what: str) -> web.Response:
@@ -166,8 +186,11 @@ async def post_userdata(request: web.Request) -> web.Response:
     body = await request.content.read(limit + 1)
     if len(body) > limit:
         raise BadRequest(f"body is over the limit of {limit} bytes")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(body)
+    with _file_system_errors("write the file"):
+        if path.is_dir():
+            raise IsADirectoryError(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
     root = user_root(request).resolve()
     if _truthy(request.query.get("full_info")):
         return json_response(_info(root, path))
@@ -189,8 +212,11 @@ async def move_userdata(request: web.Request) -> web.Response:
         return _not_found("file")
     if dest.exists() and not _truthy(request.query.get("overwrite"), True):
         return json_response({"error": {"type": "exists", "message": "destination exists"}}, status=409)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(source, dest)
+    with _file_system_errors("move the file"):
+        if dest.is_dir():
+            raise IsADirectoryError(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, dest)
     root = user_root(request).resolve()
     if _truthy(request.query.get("full_info")):
         return json_response(_info(root, dest))
