@@ -18,12 +18,17 @@ touches the disk; history is read from SQLite on demand.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
+
+from executor.queue_recovery import open_queue_db
+
+log = logging.getLogger(__name__)
 
 # Keys of extra_data never shown back to clients (ComfyUI strips the same ones).
 SENSITIVE_EXTRA_KEYS = frozenset({"auth_token_comfy_org", "api_key_comfy_org"})
@@ -95,10 +100,7 @@ class PromptQueue:
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._closed = False
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_queue_db(self.path, _SCHEMA)  # recovers a damaged file (executor/queue_recovery.py)
         self._pending: dict[str, QueueItem] = {}
         self._running: dict[str, QueueItem] = {}
         self._flags: dict[str, Any] = {}
@@ -112,8 +114,11 @@ class PromptQueue:
             self._db.execute("UPDATE queue SET running = 0 WHERE running = 1")
             for number, seq, item, created in self._db.execute(
                     "SELECT number, seq, item, created FROM queue"):
-                num, pid, prompt, extra, outs = json.loads(item)
-                self._pending[pid] = QueueItem(float(number), pid, prompt, extra, outs, seq, created, item)
+                try:
+                    num, pid, prompt, extra, outs = json.loads(item)
+                    self._pending[pid] = QueueItem(float(number), pid, prompt, extra, outs, seq, created, item)
+                except (TypeError, ValueError) as exc:
+                    log.warning("skipping an unreadable queued prompt in %s: %s", self.path, exc)
             row = self._db.execute("SELECT value FROM meta WHERE key = 'counter'").fetchone()
             self._counter = int(row[0]) if row else 0
 
