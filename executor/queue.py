@@ -9,7 +9,10 @@ committed transaction, so a process killed at any moment (`kill -9` mid-sampling
 consistent file. WAL + NORMAL survives process crashes, which is what we need; only an OS crash
 or power loss can drop the last commits. On open, a prompt that was marked running is put back
 to pending with its number unchanged, so it runs again first; history is never trimmed by a
-restart, only by the `max_history` bound when a new entry is added.
+restart, only by the `max_history` bound when a new entry is added. Outputs that name written
+files (SaveImage's `images`...) are recorded as each node finishes (`record_output`), so a
+prompt re-run after a crash reuses them instead of writing a second set; they move into the
+history entry, and out of `written_outputs`, in the transaction that finishes the prompt.
 
 Queue entries are ComfyUI's 5-element lists `[number, prompt_id, prompt, extra_data,
 outputs_to_execute]`. A mirror of the (small) queue is kept in memory so `GET /queue` never
@@ -50,6 +53,12 @@ CREATE TABLE IF NOT EXISTS history (
     created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS written_outputs (
+    prompt_id TEXT NOT NULL,
+    node_id TEXT NOT NULL,
+    output TEXT NOT NULL,
+    PRIMARY KEY (prompt_id, node_id)
+);
 """
 
 
@@ -212,12 +221,34 @@ class PromptQueue:
             if not self._closed:
                 with self._transaction():
                     self._db.execute("DELETE FROM queue WHERE prompt_id = ?", (item.prompt_id,))
+                    self._db.execute("DELETE FROM written_outputs WHERE prompt_id = ?", (item.prompt_id,))
                     self._db.execute("INSERT OR REPLACE INTO history(prompt_id, status_str, entry, created) "
                                      "VALUES (?, ?, ?, ?)",
                                      (item.prompt_id, status.get("status_str"), text, time.time()))
                     self._trim_history()
         self._changed()
         return entry
+
+    def record_output(self, prompt_id: str, node_id: str, output: dict[str, Any]) -> None:
+        """Durably note that `node_id` of the running prompt wrote `output` (its ui dict)."""
+        text = json.dumps(output)
+        with self._lock:
+            if not self._closed:
+                self._db.execute("INSERT OR REPLACE INTO written_outputs(prompt_id, node_id, output) VALUES (?, ?, ?)",
+                                 (prompt_id, node_id, text))
+
+    def recorded_outputs(self, prompt_id: str) -> dict[str, Any]:
+        """The outputs recorded for `prompt_id` by an earlier, interrupted run ({} if none)."""
+        with self._lock:
+            rows = self._db.execute("SELECT node_id, output FROM written_outputs WHERE prompt_id = ?",
+                                    (prompt_id,)).fetchall()
+        recorded: dict[str, Any] = {}
+        for node_id, text in rows:
+            try:
+                recorded[node_id] = json.loads(text)
+            except ValueError:
+                continue
+        return recorded
 
     def _trim_history(self) -> None:
         if self.max_history <= 0:
