@@ -316,6 +316,25 @@ class PromptQueue:
                                     (limit, offset)).fetchall()
         return {pid: json.loads(entry) for pid, entry in rows}
 
+    def history_summaries(self) -> dict[str, Any]:
+        """Every history entry without its prompt graph (`prompt[2]` is `{}`): what job listings
+        need. SQLite's JSON functions pick the small parts out, so the (big) prompts are never
+        parsed into Python objects."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT prompt_id, json_extract(entry, '$.prompt[0]'), json_extract(entry, '$.prompt[3]'), "
+                "json_extract(entry, '$.outputs'), json_extract(entry, '$.status'), json_extract(entry, '$.meta') "
+                "FROM history ORDER BY seq").fetchall()
+        summaries: dict[str, Any] = {}
+        for pid, number, extra, outputs, status, meta in rows:
+            try:
+                summaries[pid] = {"prompt": [number, pid, {}, json.loads(extra or "{}"), []],
+                                  "outputs": json.loads(outputs or "{}"), "status": json.loads(status or "{}"),
+                                  "meta": json.loads(meta or "{}")}
+            except ValueError:
+                continue
+        return summaries
+
     def history_item(self, prompt_id: str) -> dict[str, Any] | None:
         with self._lock:
             row = self._db.execute("SELECT entry FROM history WHERE prompt_id = ?", (prompt_id,)).fetchone()

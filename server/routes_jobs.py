@@ -138,7 +138,7 @@ def _jobs_page(queue: Any, wanted: list[str], workflow_id: str | None, sort_by: 
     if "pending" in wanted:
         jobs += [queued_job(i.as_list(), "pending") for i in queue.pending()]
     if {"completed", "failed", "cancelled"} & set(wanted):
-        for pid, entry in queue.history().items():
+        for pid, entry in queue.history_summaries().items():  # no prompt graphs parsed
             job = history_job(pid, entry)
             if job["status"] in wanted:
                 jobs.append(job)
