@@ -63,6 +63,7 @@ class Config:
     auth_token: str | None = None
     max_upload_size: float = 100.0
     max_history: int = 10000
+    allowed_hosts: tuple[str, ...] = ()
     front_end: str = "loom"
     front_end_root: Path | None = None
     front_end_version: str | None = None
@@ -142,6 +143,9 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
                    help="require this bearer token on API requests (or set LOOM_AUTH_TOKEN)")
     g.add_argument("--max-upload-size", type=float, default=100.0, metavar="MB", help="largest upload in MB")
     g.add_argument("--max-history", type=int, default=10000, metavar="N", help="prompts kept in the history")
+    g.add_argument("--allowed-hosts", action="append", default=[], metavar="HOST",
+                   help="extra Host names the server answers to, comma-separated or repeated (default: loopback and the "
+                        "listen address; '*' allows any; refuses DNS-rebinding pages otherwise)")
     g.add_argument("--front-end", choices=("loom", "comfyui", "official"), default="loom",
                    help="which web editor to serve: Loom's (default) or ComfyUI's official frontend ('comfyui', "
                         "also 'official'), from the optional comfyui-frontend-package (requirements-frontend.txt)")
@@ -334,6 +338,7 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         auth_token=ns.auth_token or environ.get("LOOM_AUTH_TOKEN") or None,
         max_upload_size=ns.max_upload_size,
         max_history=ns.max_history,
+        allowed_hosts=tuple(h.strip().lower() for group in ns.allowed_hosts for h in group.split(",") if h.strip()),
         front_end="comfyui" if ns.front_end == "official" or ns.front_end_version or ns.front_end_root
         else ns.front_end,
         front_end_root=_expand(ns.front_end_root, environ) if ns.front_end_root else None,

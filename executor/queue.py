@@ -9,7 +9,10 @@ committed transaction, so a process killed at any moment (`kill -9` mid-sampling
 consistent file. WAL + NORMAL survives process crashes, which is what we need; only an OS crash
 or power loss can drop the last commits. On open, a prompt that was marked running is put back
 to pending with its number unchanged, so it runs again first; history is never trimmed by a
-restart, only by the `max_history` bound when a new entry is added.
+restart, only by the `max_history` bound when a new entry is added. Outputs that name written
+files (SaveImage's `images`...) are recorded as each node finishes (`record_output`), so a
+prompt re-run after a crash reuses them instead of writing a second set; they move into the
+history entry, and out of `written_outputs`, in the transaction that finishes the prompt.
 
 Queue entries are ComfyUI's 5-element lists `[number, prompt_id, prompt, extra_data,
 outputs_to_execute]`. A mirror of the (small) queue is kept in memory so `GET /queue` never
@@ -18,12 +21,17 @@ touches the disk; history is read from SQLite on demand.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
+
+from executor.queue_recovery import open_queue_db
+
+log = logging.getLogger(__name__)
 
 # Keys of extra_data never shown back to clients (ComfyUI strips the same ones).
 SENSITIVE_EXTRA_KEYS = frozenset({"auth_token_comfy_org", "api_key_comfy_org"})
@@ -45,6 +53,12 @@ CREATE TABLE IF NOT EXISTS history (
     created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS written_outputs (
+    prompt_id TEXT NOT NULL,
+    node_id TEXT NOT NULL,
+    output TEXT NOT NULL,
+    PRIMARY KEY (prompt_id, node_id)
+);
 """
 
 
@@ -95,10 +109,7 @@ class PromptQueue:
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._closed = False
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_queue_db(self.path, _SCHEMA)  # recovers a damaged file (executor/queue_recovery.py)
         self._pending: dict[str, QueueItem] = {}
         self._running: dict[str, QueueItem] = {}
         self._flags: dict[str, Any] = {}
@@ -112,8 +123,11 @@ class PromptQueue:
             self._db.execute("UPDATE queue SET running = 0 WHERE running = 1")
             for number, seq, item, created in self._db.execute(
                     "SELECT number, seq, item, created FROM queue"):
-                num, pid, prompt, extra, outs = json.loads(item)
-                self._pending[pid] = QueueItem(float(number), pid, prompt, extra, outs, seq, created, item)
+                try:
+                    num, pid, prompt, extra, outs = json.loads(item)
+                    self._pending[pid] = QueueItem(float(number), pid, prompt, extra, outs, seq, created, item)
+                except (TypeError, ValueError) as exc:
+                    log.warning("skipping an unreadable queued prompt in %s: %s", self.path, exc)
             row = self._db.execute("SELECT value FROM meta WHERE key = 'counter'").fetchone()
             self._counter = int(row[0]) if row else 0
 
@@ -207,12 +221,34 @@ class PromptQueue:
             if not self._closed:
                 with self._transaction():
                     self._db.execute("DELETE FROM queue WHERE prompt_id = ?", (item.prompt_id,))
+                    self._db.execute("DELETE FROM written_outputs WHERE prompt_id = ?", (item.prompt_id,))
                     self._db.execute("INSERT OR REPLACE INTO history(prompt_id, status_str, entry, created) "
                                      "VALUES (?, ?, ?, ?)",
                                      (item.prompt_id, status.get("status_str"), text, time.time()))
                     self._trim_history()
         self._changed()
         return entry
+
+    def record_output(self, prompt_id: str, node_id: str, output: dict[str, Any]) -> None:
+        """Durably note that `node_id` of the running prompt wrote `output` (its ui dict)."""
+        text = json.dumps(output)
+        with self._lock:
+            if not self._closed:
+                self._db.execute("INSERT OR REPLACE INTO written_outputs(prompt_id, node_id, output) VALUES (?, ?, ?)",
+                                 (prompt_id, node_id, text))
+
+    def recorded_outputs(self, prompt_id: str) -> dict[str, Any]:
+        """The outputs recorded for `prompt_id` by an earlier, interrupted run ({} if none)."""
+        with self._lock:
+            rows = self._db.execute("SELECT node_id, output FROM written_outputs WHERE prompt_id = ?",
+                                    (prompt_id,)).fetchall()
+        recorded: dict[str, Any] = {}
+        for node_id, text in rows:
+            try:
+                recorded[node_id] = json.loads(text)
+            except ValueError:
+                continue
+        return recorded
 
     def _trim_history(self) -> None:
         if self.max_history <= 0:
@@ -279,6 +315,25 @@ class PromptQueue:
             rows = self._db.execute("SELECT prompt_id, entry FROM history ORDER BY seq LIMIT ? OFFSET ?",
                                     (limit, offset)).fetchall()
         return {pid: json.loads(entry) for pid, entry in rows}
+
+    def history_summaries(self) -> dict[str, Any]:
+        """Every history entry without its prompt graph (`prompt[2]` is `{}`): what job listings
+        need. SQLite's JSON functions pick the small parts out, so the (big) prompts are never
+        parsed into Python objects."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT prompt_id, json_extract(entry, '$.prompt[0]'), json_extract(entry, '$.prompt[3]'), "
+                "json_extract(entry, '$.outputs'), json_extract(entry, '$.status'), json_extract(entry, '$.meta') "
+                "FROM history ORDER BY seq").fetchall()
+        summaries: dict[str, Any] = {}
+        for pid, number, extra, outputs, status, meta in rows:
+            try:
+                summaries[pid] = {"prompt": [number, pid, {}, json.loads(extra or "{}"), []],
+                                  "outputs": json.loads(outputs or "{}"), "status": json.loads(status or "{}"),
+                                  "meta": json.loads(meta or "{}")}
+            except ValueError:
+                continue
+        return summaries
 
     def history_item(self, prompt_id: str) -> dict[str, Any] | None:
         with self._lock:

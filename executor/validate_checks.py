@@ -10,6 +10,7 @@ show them unchanged. Loom adds `dependency_cycle` and reports unknown classes pe
 from __future__ import annotations
 
 import inspect
+import math
 import traceback
 from typing import Any, Callable, Mapping
 
@@ -95,6 +96,12 @@ def check_link(spec: InputSpec, value: Any, prompt: Mapping[str, Any], lookup: C
     return []
 
 
+# Data that only a node makes: a constant (a string, a number) given for one is an error, not a
+# crash at run time. Widget-like custom types are not listed, so packs' own widgets still work.
+LINK_ONLY_TYPES = frozenset({
+    "IMAGE", "MASK", "LATENT", "MODEL", "CLIP", "VAE", "CONDITIONING", "CONTROL_NET", "CLIP_VISION",
+    "CLIP_VISION_OUTPUT", "STYLE_MODEL", "UPSCALE_MODEL", "GLIGEN", "NOISE", "GUIDER", "SAMPLER", "SIGMAS",
+    "AUDIO", "VIDEO", "PHOTOMAKER", "LORA_MODEL", "HOOKS", "TIMESTEPS_RANGE", "LATENT_OPERATION"})
 _COERCE: dict[str, Callable[[Any], Any]] = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}
 
 
@@ -103,11 +110,19 @@ def coerce_constant(spec: InputSpec, value: Any) -> tuple[Any, list[Error]]:
     `{"__value__": v}` unwrapped); returns the converted value and any error."""
     if isinstance(value, dict) and "__value__" in value:
         value = value["__value__"]
+    if spec.type in LINK_ONLY_TYPES and not spec.is_combo:
+        return value, [make_error("invalid_input_type", f"Input {spec.name} of type {spec.type} needs a link to "
+                                  f"another node's output, got a constant {type(value).__name__}",
+                                  f"{spec.name}, {str(value)[:200]}", input_name=spec.name,
+                                  input_config=input_config(spec), received_value=value)]
     convert = _COERCE.get(spec.type)
     if convert is None:
         return value, []
     try:
-        return convert(value), []
+        converted = convert(value)
+        if isinstance(converted, float) and not math.isfinite(converted):
+            raise ValueError(f"{value!r} is not a finite number")
+        return converted, []
     except (TypeError, ValueError, OverflowError) as ex:
         return value, [make_error("invalid_input_type", f"Failed to convert an input value to a {spec.type} value",
                                   f"{spec.name}, {value}, {ex}", input_name=spec.name,

@@ -3,6 +3,8 @@
 Owns the life of a prompt after it is queued: clearing the interrupt flag before it starts,
 calling `Executor.execute` on this thread (so GPU work never runs on the server's event loop),
 forwarding every event to a sink given by the server together with the submitting client's id,
+recording file-writing outputs as they happen (`PromptQueue.record_output`) so a prompt re-run
+after a crash skips output nodes that already wrote (no second set of files, one history entry),
 writing the history entry, and only then sending `executing` with `node: null` — so a client
 that reads `/history/{id}` on that message always finds the entry (ComfyUI's order too).
 Also carries out the `/free` requests (unload models, free memory) between prompts.
@@ -88,6 +90,8 @@ class Worker:
                     return  # sent by us once history is stored
                 if event.type in _HISTORY_EVENTS:
                     collected.append([event.type, dict(event.data)])
+                if event.type == "executed":
+                    self._record(item, event.data)
             try:
                 self.sink(event, client_id)
             except Exception:  # a broken sink must not kill the prompt
@@ -103,12 +107,35 @@ class Worker:
         self.sink(Event("executing", {"node": None, "display_node": None, "prompt_id": item.prompt_id}), client_id)
         return entry
 
+    def _record(self, item: QueueItem, data: Any) -> None:
+        """Persist an `executed` output that names files, before anything else can happen."""
+        node, output = data.get("node"), data.get("output")
+        if isinstance(node, str) and isinstance(output, dict) and writes_files(output):
+            try:
+                self.queue.record_output(item.prompt_id, node, output)
+            except Exception:
+                log.exception("could not record the outputs of node %s", node)
+
     def _execute(self, item: QueueItem, emit: Callable[[Any], None],
                  collected: list[list[Any]]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-        """Call the executor; turn its result (or a crash of the executor itself) into history parts."""
+        """Call the executor; turn its result (or a crash of the executor itself) into history parts.
+        Output nodes whose files an interrupted earlier run already wrote are not run again."""
+        recorded = self.queue.recorded_outputs(item.prompt_id)
+        targets = [n for n in item.outputs_to_execute if n not in recorded]
+        if recorded and item.outputs_to_execute and not targets:
+            log.info("prompt %s: every output was written before a restart; reusing them", item.prompt_id)
+            for kind in ("execution_start", "execution_cached", "execution_success"):
+                data: dict[str, Any] = {"prompt_id": item.prompt_id, "timestamp": int(time.time() * 1000)}
+                if kind == "execution_cached":
+                    data["nodes"] = sorted(recorded)
+                emit(Event(kind, data))
+            return dict(recorded), {}, {"status_str": "success", "completed": True, "messages": collected}
+        if recorded and targets:
+            log.info("prompt %s: reusing outputs of %s written before a restart", item.prompt_id, sorted(recorded))
         try:
             result = self.executor.execute(item.prompt, item.prompt_id, extra_data=item.extra_data,
-                                           outputs_to_execute=item.outputs_to_execute, emit=emit)
+                                           outputs_to_execute=targets if recorded and targets else
+                                           item.outputs_to_execute, emit=emit)
         except Exception as exc:  # the executor promises not to raise; stay alive if it does
             log.exception("executor failed on prompt %s", item.prompt_id)
             data = {"prompt_id": item.prompt_id, "node_id": None, "node_type": None, "executed": [],
@@ -116,11 +143,12 @@ class Worker:
                     "traceback": traceback.format_exception(exc), "current_inputs": {}, "current_outputs": {},
                     "timestamp": int(time.time() * 1000)}
             emit(Event("execution_error", data))
-            return {}, {}, {"status_str": "error", "completed": False, "messages": collected}
+            return dict(recorded), {}, {"status_str": "error", "completed": False, "messages": collected}
         messages = [list(m) for m in (getattr(result, "messages", None) or [])] or collected
         ok = getattr(result, "status", "error") == "success"
         status = {"status_str": "success" if ok else "error", "completed": ok, "messages": messages}
-        return dict(getattr(result, "outputs", {}) or {}), dict(getattr(result, "meta", {}) or {}), status
+        outputs = {**recorded, **dict(getattr(result, "outputs", {}) or {})}
+        return outputs, dict(getattr(result, "meta", {}) or {}), status
 
     def _apply_flags(self) -> None:
         """Carry out `/free` requests: unload models from the device (the model manager's
@@ -139,6 +167,12 @@ class Worker:
             self.models.free(unload_models=unload, free_memory=free)
         elif unload:
             _call_first(self.models, ("unload_all", "unload_all_models", "unload_models"))
+
+
+def writes_files(output: dict[str, Any]) -> bool:
+    """True for a ui output naming saved files (`images`/`audio`/`video`... entries with a filename)."""
+    return any(isinstance(value, list) and any(isinstance(v, dict) and "filename" in v for v in value)
+               for value in output.values())
 
 
 def _call_first(obj: Any, names: tuple[str, ...]) -> None:

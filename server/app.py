@@ -15,7 +15,10 @@ ComfyUI-style `send_sync`; `runtime.web_directories` ({pack: folder}) is served 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import re
+import sys
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Sequence
 
@@ -108,19 +111,48 @@ def _add_front_end(app: web.Application, root: Path | None) -> None:
     app.router.add_static("/", root)
 
 
-def _print_address(settings: ServerSettings) -> None:
-    host = settings.host
-    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
-    if ":" in shown:
-        shown = f"[{shown}]"
-    print(f"Loom is serving on http://{shown}:{settings.port}  (Ctrl+C to stop)", flush=True)
+def _listens_beyond_loopback(settings: ServerSettings) -> bool:
+    for host in (h.strip().strip("[]") for h in settings.host.split(",")):
+        if host in ("", "0.0.0.0", "::"):
+            return True
+        try:
+            if not ipaddress.ip_address(host).is_loopback:
+                return True
+        except ValueError:
+            if host != "localhost":
+                return True
+    return False
+
+
+def security_warning(settings: ServerSettings) -> str | None:
+    """The warning printed when Loom listens beyond this machine without a token, else None."""
+    if settings.auth_token or not _listens_beyond_loopback(settings):
+        return None
+    return (f"WARNING: Loom listens on {settings.host} (reachable from other machines) without --auth-token: "
+            "anyone who can reach this port can run workflows and read and write your files. "
+            "Set --auth-token TOKEN (or LOOM_AUTH_TOKEN), or listen on 127.0.0.1.")
+
+
+def banner(message: str, settings: ServerSettings) -> str:
+    """The start-up line, with the addresses really listened on (taken from aiohttp's own
+    'Running on ...' message, which lists the bound sockets)."""
+    urls = re.findall(r"https?://\S+", message)
+    shown = ", ".join(urls) if urls else f"{settings.host}:{settings.port}"
+    line = f"Loom is serving on {shown}  (Ctrl+C to stop)"
+    if any(host in ("0.0.0.0", "::", "") for host in settings.host.split(",")):
+        line += f"\n  on this machine: http://127.0.0.1:{settings.port}"
+    return line
 
 
 def serve(runtime: Any, *, setup_hooks: Sequence[AppHook] = ()) -> None:
     """Run the server until interrupted (blocking): `python main.py`."""
     settings = ServerSettings.from_config(getattr(runtime, "config", None))
     app = create_app(runtime, settings=settings, setup_hooks=setup_hooks)
+    warning = security_warning(settings)
+    if warning:
+        log.warning("%s", warning)
+        print(warning, file=sys.stderr, flush=True)
     hosts: Any = [h for h in settings.host.split(",") if h] or ["127.0.0.1"]
     web.run_app(app, host=hosts if len(hosts) > 1 else hosts[0], port=settings.port,
-                print=lambda _message: _print_address(settings), access_log=None, handle_signals=True,
+                print=lambda message: print(banner(message, settings), flush=True), access_log=None, handle_signals=True,
                 shutdown_timeout=5.0)

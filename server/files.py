@@ -27,7 +27,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from folders import UnsafePathError, resolve_inside, split_annotation
-from server.http import BadRequest
+from server.http import BadRequest, json_response, strict_dumps
 from server.keys import RUNTIME, SETTINGS
 
 SAFE_INLINE_TYPES = frozenset({
@@ -45,7 +45,7 @@ class Forbidden(web.HTTPBadRequest):
     """400 for a path that is unsafe (names the reason, never the resolved path)."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(text=json.dumps({"error": {"type": "unsafe_path", "message": message}}),
+        super().__init__(text=strict_dumps({"error": {"type": "unsafe_path", "message": message}}),
                          content_type="application/json")
 
 
@@ -61,12 +61,37 @@ def safe_path(base: Path, subfolder: str, filename: str, *, nested: bool = False
     """`base/subfolder/filename` inside `base`, or Forbidden. `nested` lets the file name hold
     folders itself ("sub/x.png", as /view accepts); uploads never do."""
     if not filename or (not nested and "/" in filename) or filename.endswith("/"):
-        raise Forbidden(f"invalid file name {filename!r}")
+        raise Forbidden(f"invalid file name {_short(filename)}")
+    _check_parts(subfolder, filename, nested)
     try:
         resolve_inside(base, subfolder)
         return resolve_inside(base, f"{subfolder}/{filename}" if subfolder else filename)
     except UnsafePathError as exc:
         raise Forbidden(str(exc)) from None
+
+
+MAX_NAME_BYTES = 255  # the longest file name (one path part) common file systems allow
+
+
+def _short(text: str) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= 80 else shown[:60] + f"...' ({len(text)} characters)"
+
+
+def _check_parts(subfolder: str, filename: str, nested: bool) -> None:
+    """Forbidden for names no file system takes: too long, NUL, lone surrogates, `.`/`..` as the name."""
+    for text, what in ((subfolder, "subfolder"), (filename, "file name")):
+        try:
+            encoded = text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise Forbidden(f"the {what} is not valid Unicode") from None
+        if b"\0" in encoded:
+            raise Forbidden(f"the {what} holds a NUL character")
+        if any(len(part.encode("utf-8")) > MAX_NAME_BYTES for part in text.replace("\\", "/").split("/")):
+            raise Forbidden(f"the {what} {_short(text)} is too long (at most {MAX_NAME_BYTES} bytes per name)")
+    last = filename.replace("\\", "/").rsplit("/", 1)[-1] if nested else filename
+    if last.strip() in (".", "..", ""):
+        raise Forbidden(f"invalid file name {filename!r}")
 
 
 def content_type_of(name: str) -> str:
@@ -123,7 +148,7 @@ async def view(request: web.Request) -> web.StreamResponse:
     base = folder_of(request, annotated or query.get("type") or "output")
     path = safe_path(base, query.get("subfolder", ""), filename, nested=True)
     if not path.is_file():
-        return web.json_response({"error": {"type": "not_found", "message": f"no file {filename!r}"}}, status=404)
+        return json_response({"error": {"type": "not_found", "message": f"no file {filename!r}"}}, status=404)
     converted = _converted(path, query.get("preview"), query.get("channel"))
     if converted is not None:
         body, ctype, name = converted
@@ -150,7 +175,7 @@ async def _read_part(part: BodyPartReader, limit: int) -> bytes:
         size += len(chunk)
         if size > limit:
             body = {"error": {"type": "too_large", "message": f"upload is over the limit of {limit} bytes"}}
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size, text=json.dumps(body),
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size, text=strict_dumps(body),
                                                 content_type="application/json")
         chunks.append(chunk)
 
@@ -214,6 +239,21 @@ def _free_name(base: Path, subfolder: str, filename: str, data: bytes | None, ov
     return target.name, target
 
 
+def write_upload(target: Path, data: bytes, subfolder: str, *, overwrite: bool) -> None:
+    """Write `data` at `target` (making its folder); a path the file system refuses (a subfolder
+    that is a file, a name that is a folder) is a 400 naming the reason, not the path."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_dir():
+            raise Forbidden(f"a folder named {target.name!r} exists where the file would go")
+        if overwrite or not target.exists():
+            target.write_bytes(data)
+    except (FileExistsError, NotADirectoryError):
+        raise Forbidden(f"the subfolder {_short(subfolder)} is not a folder (a part of it is a file)") from None
+    except OSError as exc:
+        raise Forbidden(f"the file cannot be written: {exc.strerror or type(exc).__name__}") from None
+
+
 def _truthy(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes", "on")
 
@@ -226,10 +266,8 @@ async def upload_image(request: web.Request) -> web.Response:
     base = folder_of(request, type_name)
     subfolder = fields.get("subfolder", "")
     name, target = _free_name(base, subfolder, filename or "image.png", data, _truthy(fields.get("overwrite")))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not target.exists() or _truthy(fields.get("overwrite")):
-        target.write_bytes(data)
-    return web.json_response({"name": name, "subfolder": subfolder, "type": type_name})
+    write_upload(target, data, subfolder, overwrite=_truthy(fields.get("overwrite")))
+    return json_response({"name": name, "subfolder": subfolder, "type": type_name})
 
 
 def _original(request: web.Request, ref: dict[str, Any]) -> Path:
@@ -238,7 +276,7 @@ def _original(request: web.Request, ref: dict[str, Any]) -> Path:
     base = folder_of(request, ref.get("type") or "input")
     path = safe_path(base, str(ref.get("subfolder") or ""), ref["filename"])
     if not path.is_file():
-        raise web.HTTPNotFound(text=json.dumps({"error": {"type": "not_found", "message": "original image not found"}}),
+        raise web.HTTPNotFound(text=strict_dumps({"error": {"type": "not_found", "message": "original image not found"}}),
                                content_type="application/json")
     return path
 
@@ -265,9 +303,8 @@ async def upload_mask(request: web.Request) -> web.Response:
     base = folder_of(request, type_name)
     subfolder = fields.get("subfolder", "")
     name, target = _free_name(base, subfolder, filename or "mask.png", None, _truthy(fields.get("overwrite")))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(buffer.getvalue())
-    return web.json_response({"name": name, "subfolder": subfolder, "type": type_name})
+    write_upload(target, buffer.getvalue(), subfolder, overwrite=True)
+    return json_response({"name": name, "subfolder": subfolder, "type": type_name})
 
 
 async def internal_files(request: web.Request) -> web.Response:

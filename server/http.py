@@ -1,22 +1,130 @@
-"""Small HTTP helpers shared by the route modules: bounded JSON bodies, error responses, and
+"""Small HTTP helpers shared by the route modules: strict bounded JSON bodies, strict JSON
+responses, error responses, and
 `add_api_routes` (every route both bare and under `/api/`).
 
-A malformed body (not JSON, not the expected type, larger than the limit) is the client's
-error: 400 with a message saying what was wrong, never a 500 and never a traceback.
+A malformed body (not JSON, not the expected type, larger than the limit, `NaN`/`Infinity`
+constants, a number too large for a float such as `1e400`, nesting deeper than
+`MAX_JSON_DEPTH`, a lone surrogate in a string) is the client's error: 400 with a message saying
+what was wrong, never a 500 and never a traceback. Responses go through `strict_dumps`: strict
+JSON only (a non-finite float a node put in its output becomes `null`), and big bodies are
+parsed and serialised on a worker thread so the event loop keeps answering other requests.
 """
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any, Iterable
+import math
+import re
+from typing import Any, Callable, Iterable
 
 from aiohttp import web
 
 from server.keys import SETTINGS
 
 
+MAX_JSON_DEPTH = 64
+MAX_QUERY_INT = 2**63 - 1
+_THREAD_BYTES = 256 * 1024  # parse / serialise bodies larger than this off the event loop
+
+
+class StrictJSONError(ValueError):
+    """The body is JSON-shaped but not strict JSON (non-finite numbers, too deep, lone surrogates)."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise StrictJSONError(f"{name} is not valid JSON (numbers must be finite)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise StrictJSONError(f"the number {text[:40]} is too large (numbers must be finite)")
+    return value
+
+
+def _check_tree(value: Any) -> None:
+    """Depth bound and no lone surrogates anywhere (iterative: no recursion on hostile input)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            _check_text(item)
+            continue
+        if not isinstance(item, (dict, list)):
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise StrictJSONError(f"JSON is nested more than {MAX_JSON_DEPTH} levels deep")
+        if isinstance(item, dict):
+            for key, child in item.items():
+                _check_text(key)
+                stack.append((child, depth + 1))
+        else:
+            stack.extend((child, depth + 1) for child in item)
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise StrictJSONError("a string holds a lone surrogate (not valid Unicode)") from None
+
+
+_ABSOLUTE_PATH = re.compile(r"""(?:(?<![\w.:/])/|\b[A-Za-z]:[\\/]|\\\\)[^\s'"]*""")
+
+
+def scrub_paths(text: str) -> str:
+    """`text` with absolute file paths (POSIX, `C:\\...`, UNC) shown by their last part only."""
+    def last_part(match: re.Match[str]) -> str:
+        parts = [part for part in re.split(r"[\\/]", match.group(0)) if part]
+        return f"<...>/{parts[-1]}" if parts else match.group(0)
+    return _ABSOLUTE_PATH.sub(last_part, text)
+
+
+def strict_loads(raw: bytes | str) -> Any:
+    """Parse strict JSON; raises ValueError (StrictJSONError / JSONDecodeError) on anything else."""
+    try:
+        value = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise StrictJSONError(f"JSON is nested more than {MAX_JSON_DEPTH} levels deep") from None
+    _check_tree(value)
+    return value
+
+
+def _finite(value: Any) -> Any:
+    """A copy of `value` with non-finite floats as None (only used when strict dumping failed)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(child) for key, child in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(child) for child in value]
+    return value
+
+
+def strict_dumps(value: Any) -> str:
+    """JSON text that every strict parser accepts: NaN/Infinity become null."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), allow_nan=False)
+
+
+def json_response(data: Any, *, status: int = 200, headers: Any = None) -> web.Response:
+    """`web.json_response` with strict JSON (see `strict_dumps`)."""
+    return web.json_response(data, status=status, headers=headers, dumps=strict_dumps)
+
+
+async def json_response_off_loop(build: Callable[[], Any], *, status: int = 200) -> web.Response:
+    """A strict JSON response whose data `build()` makes and which is serialised on a worker
+    thread: listings (history, queue, jobs) that read and parse stored prompts never hold up the
+    event loop, so other requests keep being answered meanwhile."""
+    text = await asyncio.to_thread(lambda: strict_dumps(build()))
+    return web.Response(text=text, status=status, content_type="application/json")
+
+
 def error_response(status: int, kind: str, message: str, **extra: Any) -> web.Response:
     """`{"error": {"type", "message", ...}}` with the given status."""
-    return web.json_response({"error": {"type": kind, "message": message, **extra}}, status=status)
+    return json_response({"error": {"type": kind, "message": message, **extra}}, status=status)
 
 
 class BadRequest(web.HTTPBadRequest):
@@ -47,7 +155,9 @@ async def read_json(request: web.Request, *, expect: type | tuple[type, ...] = d
             return {}
         raise BadRequest("request body is empty; expected JSON")
     try:
-        value = json.loads(raw)
+        value = await asyncio.to_thread(strict_loads, raw) if len(raw) > _THREAD_BYTES else strict_loads(raw)
+    except StrictJSONError as exc:
+        raise BadRequest(f"request body is not strict JSON: {exc}") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(value, expect):
@@ -68,6 +178,8 @@ def int_query(request: web.Request, name: str, default: int | None, *, minimum: 
         raise BadRequest(f"query parameter {name!r} must be an integer, got {raw!r}") from None
     if minimum is not None and value < minimum:
         raise BadRequest(f"query parameter {name!r} must be at least {minimum}, got {value}")
+    if abs(value) > MAX_QUERY_INT:
+        raise BadRequest(f"query parameter {name!r} is out of range (at most {MAX_QUERY_INT})")
     return value
 
 

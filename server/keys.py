@@ -19,7 +19,8 @@ from executor.worker import Worker
 @dataclass(frozen=True)
 class ServerSettings:
     """HTTP-level settings. `cors_origin` "*" allows any origin; `max_json_bytes` bounds
-    JSON request bodies (prompts), `max_upload_bytes` uploads."""
+    JSON request bodies (prompts), `max_upload_bytes` uploads; `allowed_hosts` are the extra
+    `Host` names (lower case, "*" any) requests may carry besides loopback and the listen address."""
 
     host: str = "127.0.0.1"
     port: int = 8188
@@ -28,6 +29,7 @@ class ServerSettings:
     max_upload_bytes: int = 100 * 1024 * 1024
     max_json_bytes: int = 64 * 1024 * 1024
     max_history: int = 10000
+    allowed_hosts: tuple[str, ...] = ()
     verbose: bool = False
     front_end: str = "loom"
     web_root: Path | None = None
@@ -46,6 +48,7 @@ class ServerSettings:
             "auth_token": get("auth_token", None) or None,
             "max_upload_bytes": int(float(get("max_upload_size", 100)) * 1024 * 1024),
             "max_history": int(get("max_history", cls.max_history)),
+            "allowed_hosts": tuple(get("allowed_hosts", ()) or ()),
             "verbose": bool(get("verbose", False)),
             "front_end": str(get("front_end", "loom")),
             "web_root": get("front_end_root", None),

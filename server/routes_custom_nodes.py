@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from server.http import add_api_routes
+from server.http import add_api_routes, json_response
 from server.keys import RUNTIME
 from server.prompt_server_compat import attach_prompt_server
 
@@ -21,7 +21,7 @@ async def get_custom_nodes(request: web.Request) -> web.Response:
     """`{"packs": [...]}`: each pack's `LoadedPack.to_json()` (name, path, state ok/failed/disabled,
     import_seconds, error traceback, api styles, nodes, node_errors, collisions, web_directory)."""
     packs = getattr(request.app[RUNTIME], "custom_packs", None) or []
-    return web.json_response({"packs": [pack.to_json() for pack in packs]})
+    return json_response({"packs": [pack.to_json() for pack in packs]})
 
 
 ROUTES = [("GET", "/loom/custom_nodes", get_custom_nodes)]

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from server.http import json_response
 from server.keys import EXTENSION_DIRS, RUNTIME, SETTINGS, WEB_ROOT
 
 LOOM_VERSION = "0.1.0"
@@ -31,7 +32,7 @@ def _object_info(runtime: Any) -> dict[str, Any]:
 
 
 async def get_object_info(request: web.Request) -> web.Response:
-    return web.json_response(_object_info(request.app[RUNTIME]))
+    return json_response(_object_info(request.app[RUNTIME]))
 
 
 async def get_object_info_node(request: web.Request) -> web.Response:
@@ -39,8 +40,8 @@ async def get_object_info_node(request: web.Request) -> web.Response:
     name = request.match_info["node_class"]
     spec = runtime.registry.get(name)
     if spec is None:
-        return web.json_response({})
-    return web.json_response({name: spec.object_info(getattr(runtime, "folders", None))})
+        return json_response({})
+    return json_response({name: spec.object_info(getattr(runtime, "folders", None))})
 
 
 def _list(runtime: Any, kind: str) -> list[str] | None:
@@ -59,19 +60,19 @@ def _list(runtime: Any, kind: str) -> list[str] | None:
 async def get_embeddings(request: web.Request) -> web.Response:
     """Embedding names without their suffix (what `embedding:NAME` in a prompt refers to)."""
     names = _list(request.app[RUNTIME], "embeddings") or []
-    return web.json_response([os.path.splitext(n)[0] for n in names])
+    return json_response([os.path.splitext(n)[0] for n in names])
 
 
 async def get_models(request: web.Request) -> web.Response:
     folders = getattr(request.app[RUNTIME], "folders", None)
-    return web.json_response(list(folders.kinds()) if folders is not None else [])
+    return json_response(list(folders.kinds()) if folders is not None else [])
 
 
 async def get_models_folder(request: web.Request) -> web.Response:
     names = _list(request.app[RUNTIME], request.match_info["folder"])
     if names is None:
-        return web.json_response({"error": {"type": "not_found", "message": "unknown model folder"}}, status=404)
-    return web.json_response(names)
+        return json_response({"error": {"type": "not_found", "message": "unknown model folder"}}, status=404)
+    return json_response(names)
 
 
 def _ram() -> tuple[int, int]:
@@ -101,8 +102,34 @@ def _devices(models: Any) -> tuple[list[dict[str, Any]], tuple[int, int] | None]
              "torch_vram_total": 0, "torch_vram_free": 0}], None
 
 
+_SECRET_WORDS = ("token", "password", "passwd", "secret", "api-key", "api_key", "apikey", "credential")
+REDACTED = "<redacted>"
+
+
+def _secret_flag(arg: str) -> bool:
+    return arg.startswith("-") and any(word in arg.lower() for word in _SECRET_WORDS)
+
+
+def redacted_argv(argv: list[str], token: str | None) -> list[str]:
+    """`argv` with the value of every secret-looking flag (`--auth-token T`, `--x-api-key=K`, ...)
+    and any argument holding the configured token replaced by "<redacted>"."""
+    out: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next and not arg.startswith("--"):
+            out.append(REDACTED)
+        elif "=" in arg and _secret_flag(arg.split("=", 1)[0]):
+            out.append(arg.split("=", 1)[0] + "=" + REDACTED)
+        elif token and token in arg:
+            out.append(arg.replace(token, REDACTED))
+        else:
+            out.append(arg)
+        hide_next = _secret_flag(arg) and "=" not in arg
+    return out
+
+
 async def get_system_stats(request: web.Request) -> web.Response:
-    """RAM, device memory, versions and argv, in ComfyUI's shape."""
+    """RAM, device memory, versions and argv (secrets redacted), in ComfyUI's shape."""
     devices, ram = _devices(getattr(request.app[RUNTIME], "models", None))
     ram_total, ram_free = ram or _ram()
     import torch
@@ -110,8 +137,8 @@ async def get_system_stats(request: web.Request) -> web.Response:
               "comfyui_version": LOOM_VERSION, "loom_version": LOOM_VERSION,
               "required_frontend_version": None, "installed_templates_version": None,
               "python_version": sys.version, "pytorch_version": torch.__version__, "embedded_python": False,
-              "argv": list(sys.argv), "platform": platform.platform()}
-    return web.json_response({"system": system, "devices": devices})
+              "argv": redacted_argv(sys.argv, request.app[SETTINGS].auth_token), "platform": platform.platform()}
+    return json_response({"system": system, "devices": devices})
 
 
 async def get_extensions(request: web.Request) -> web.Response:
@@ -126,26 +153,26 @@ async def get_extensions(request: web.Request) -> web.Response:
         root = Path(directory)
         for path in sorted(root.rglob("*.js")):
             files.append(f"/extensions/{name}/{path.relative_to(root).as_posix()}")
-    return web.json_response(files)
+    return json_response(files)
 
 
 async def get_features(request: web.Request) -> web.Response:
-    return web.json_response({**FEATURES, "max_upload_size": request.app[SETTINGS].max_upload_bytes})
+    return json_response({**FEATURES, "max_upload_size": request.app[SETTINGS].max_upload_bytes})
 
 
 async def get_i18n(request: web.Request) -> web.Response:
     """Translations of custom node packs (none yet: the frontend falls back to its own)."""
-    return web.json_response({})
+    return json_response({})
 
 
 async def get_global_subgraphs(request: web.Request) -> web.Response:
     """Subgraph blueprints shipped by node packs (none): ComfyUI's frontend asks on load."""
-    return web.json_response({})
+    return json_response({})
 
 
 async def get_workflow_templates(request: web.Request) -> web.Response:
     """Example workflows shipped by node packs, by pack (none yet)."""
-    return web.json_response({})
+    return json_response({})
 
 
 ROUTES = [

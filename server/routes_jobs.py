@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from server.http import BadRequest, int_query, read_json
+from server.http import BadRequest, int_query, json_response, json_response_off_loop, read_json
 from server.keys import QUEUE
 from server.routes_prompt import interrupt
 
@@ -125,25 +125,31 @@ async def get_jobs(request: web.Request) -> web.Response:
     if sort_by not in ("created_at", "execution_duration") or order not in ("asc", "desc"):
         raise BadRequest("sort_by must be created_at or execution_duration; sort_order asc or desc")
     queue = request.app[QUEUE]
+    workflow_id = request.query.get("workflow_id")
+    return await json_response_off_loop(lambda: _jobs_page(queue, wanted, workflow_id, sort_by, order, offset, limit))
+
+
+def _jobs_page(queue: Any, wanted: list[str], workflow_id: str | None, sort_by: str, order: str,
+               offset: int, limit: int | None) -> dict[str, Any]:
+    """The body of GET /api/jobs (runs on a worker thread)."""
     jobs: list[dict[str, Any]] = []
     if "in_progress" in wanted:
         jobs += [queued_job(i.as_list(), "in_progress") for i in queue.running()]
     if "pending" in wanted:
         jobs += [queued_job(i.as_list(), "pending") for i in queue.pending()]
     if {"completed", "failed", "cancelled"} & set(wanted):
-        for pid, entry in queue.history().items():
+        for pid, entry in queue.history_summaries().items():  # no prompt graphs parsed
             job = history_job(pid, entry)
             if job["status"] in wanted:
                 jobs.append(job)
-    workflow_id = request.query.get("workflow_id")
     if workflow_id:
         jobs = [j for j in jobs if j.get("workflow_id") == workflow_id]
     jobs.sort(key=_sort_key(sort_by), reverse=order == "desc")
     total = len(jobs)
     page = jobs[offset:] if limit is None else jobs[offset:offset + limit]
     # The frontend's schema wants a number for `limit`: without one, it is everything.
-    return web.json_response({"jobs": page, "pagination": {"offset": offset, "limit": total if limit is None else limit,
-                                                           "total": total, "has_more": offset + len(page) < total}})
+    return {"jobs": page, "pagination": {"offset": offset, "limit": total if limit is None else limit,
+                                         "total": total, "has_more": offset + len(page) < total}}
 
 
 def find_job(app: web.Application, job_id: str) -> dict[str, Any] | None:
@@ -161,8 +167,8 @@ def find_job(app: web.Application, job_id: str) -> dict[str, Any] | None:
 async def get_job(request: web.Request) -> web.Response:
     job = find_job(request.app, request.match_info["job_id"])
     if job is None:
-        return web.json_response({"error": {"type": "not_found", "message": "no job with this id"}}, status=404)
-    return web.json_response(job)
+        return json_response({"error": {"type": "not_found", "message": "no job with this id"}}, status=404)
+    return json_response(job)
 
 
 async def cancel_job(request: web.Request) -> web.Response:
@@ -171,10 +177,10 @@ async def cancel_job(request: web.Request) -> web.Response:
     outcome = interrupt(request.app, job_id)
     if outcome == "not_found":
         if request.app[QUEUE].history_item(job_id) is not None:
-            return web.json_response({"error": {"type": "already_finished",
+            return json_response({"error": {"type": "already_finished",
                                                 "message": "the job has already finished"}}, status=409)
-        return web.json_response({"error": {"type": "not_found", "message": "no job with this id"}}, status=404)
-    return web.json_response({"id": job_id, "status": "cancelled" if outcome == "removed" else "cancelling"})
+        return json_response({"error": {"type": "not_found", "message": "no job with this id"}}, status=404)
+    return json_response({"id": job_id, "status": "cancelled" if outcome == "removed" else "cancelling"})
 
 
 async def cancel_jobs(request: web.Request) -> web.Response:
@@ -184,7 +190,7 @@ async def cancel_jobs(request: web.Request) -> web.Response:
     if not isinstance(ids, list) or not 1 <= len(ids) <= 100 or not all(isinstance(i, str) for i in ids):
         raise BadRequest("'job_ids' must be a list of 1 to 100 job ids")
     cancelled = [job_id for job_id in ids if interrupt(request.app, job_id) != "not_found"]
-    return web.json_response({"cancelled": cancelled})
+    return json_response({"cancelled": cancelled})
 
 
 ROUTES = [

@@ -14,7 +14,7 @@ from typing import Any, Callable
 from aiohttp import web
 
 from executor.validate import validate_prompt
-from server.http import BadRequest, int_query, read_json
+from server.http import BadRequest, int_query, json_response, json_response_off_loop, read_json
 from server.keys import QUEUE, RUNTIME, WORKER
 
 
@@ -24,7 +24,7 @@ def queue_info(queue: Any) -> dict[str, Any]:
 
 
 def _invalid(message: str, details: str = "") -> web.Response:
-    return web.json_response({"error": {"type": "invalid_prompt", "message": message, "details": details,
+    return json_response({"error": {"type": "invalid_prompt", "message": message, "details": details,
                                         "extra_info": {}}, "node_errors": {}}, status=400)
 
 
@@ -69,14 +69,14 @@ async def post_prompt(request: web.Request) -> web.Response:
     known = queue.find(prompt_id)
     if known is not None or queue.history_item(prompt_id) is not None:
         num, _ = queue.put(prompt_id, prompt, extra, [], number=number)
-        return web.json_response({"prompt_id": prompt_id, "number": _num(num), "node_errors": {}})
+        return json_response({"prompt_id": prompt_id, "number": _num(num), "node_errors": {}})
     loop = asyncio.get_running_loop()
     result = await loop.run_in_executor(
         None, lambda: validate_prompt(prompt, runtime.registry, getattr(runtime, "folders", None), targets))
     if not result.ok:
-        return web.json_response({"error": result.error, "node_errors": result.node_errors}, status=400)
+        return json_response({"error": result.error, "node_errors": result.node_errors}, status=400)
     num, _ = queue.put(prompt_id, result.prompt or prompt, extra, list(result.outputs), number=number, front=front)
-    return web.json_response({"prompt_id": prompt_id, "number": _num(num), "node_errors": result.node_errors})
+    return json_response({"prompt_id": prompt_id, "number": _num(num), "node_errors": result.node_errors})
 
 
 def _num(number: float) -> float | int:
@@ -84,13 +84,13 @@ def _num(number: float) -> float | int:
 
 
 async def get_prompt(request: web.Request) -> web.Response:
-    return web.json_response(queue_info(request.app[QUEUE]))
+    return json_response(queue_info(request.app[QUEUE]))
 
 
 async def get_queue(request: web.Request) -> web.Response:
     queue = request.app[QUEUE]
-    return web.json_response({"queue_running": [i.as_list() for i in queue.running()],
-                              "queue_pending": [i.as_list() for i in queue.pending()]})
+    return await json_response_off_loop(lambda: {"queue_running": [i.as_list() for i in queue.running()],
+                                                 "queue_pending": [i.as_list() for i in queue.pending()]})
 
 
 def _clear_or_delete(body: dict, clear: Callable[[], object], delete: Callable[[list], object]) -> None:
@@ -155,13 +155,18 @@ async def post_free(request: web.Request) -> web.Response:
 async def get_history(request: web.Request) -> web.Response:
     max_items = int_query(request, "max_items", None, minimum=0)
     offset = int_query(request, "offset", -1)
-    return web.json_response(request.app[QUEUE].history(max_items, offset if offset is not None else -1))
+    queue = request.app[QUEUE]
+    return await json_response_off_loop(lambda: queue.history(max_items, offset if offset is not None else -1))
 
 
 async def get_history_item(request: web.Request) -> web.Response:
     prompt_id = request.match_info["prompt_id"]
-    entry = request.app[QUEUE].history_item(prompt_id)
-    return web.json_response({} if entry is None else {prompt_id: entry})
+    queue = request.app[QUEUE]
+
+    def item() -> dict[str, Any]:
+        entry = queue.history_item(prompt_id)
+        return {} if entry is None else {prompt_id: entry}
+    return await json_response_off_loop(item)
 
 
 async def post_history(request: web.Request) -> web.Response:

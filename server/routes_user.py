@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from aiohttp import web
 
 from folders import UnsafePathError, resolve_inside
-from server.files import Forbidden
-from server.http import BadRequest, read_json
+from server.files import MAX_NAME_BYTES, Forbidden
+from server.http import BadRequest, json_response, read_json
 from server.keys import RUNTIME, SETTINGS
 
 USER = "default"
@@ -49,23 +50,42 @@ def user_root(request: web.Request) -> Path:
 
 def user_path(request: web.Request, relative: str) -> Path:
     try:
+        relative.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Forbidden("the path is not valid Unicode") from None
+    if any(len(part.encode("utf-8")) > MAX_NAME_BYTES for part in relative.replace("\\", "/").split("/")):
+        raise Forbidden(f"a name in the path is too long (at most {MAX_NAME_BYTES} bytes)")
+    try:
         return resolve_inside(user_root(request), relative)
     except UnsafePathError as exc:
         raise Forbidden(str(exc)) from None
 
 
+@contextmanager
+def _file_system_errors(what: str) -> Iterator[None]:
+    """OSErrors of a write or move as a 400 naming the reason (never the server's path)."""
+    try:
+        yield
+    except (FileExistsError, NotADirectoryError):
+        raise BadRequest(f"cannot {what}: a part of the path is a file, not a folder") from None
+    except IsADirectoryError:
+        raise BadRequest(f"cannot {what}: a folder exists at that path") from None
+    except OSError as exc:
+        raise BadRequest(f"cannot {what}: {exc.strerror or type(exc).__name__}") from None
+
+
 def _not_found(what: str) -> web.Response:
-    return web.json_response({"error": {"type": "not_found", "message": f"{what} not found"}}, status=404)
+    return json_response({"error": {"type": "not_found", "message": f"{what} not found"}}, status=404)
 
 
 # ---- users and settings ------------------------------------------------------------------------
 
 async def get_users(request: web.Request) -> web.Response:
-    return web.json_response({"storage": "server", "migrated": True})
+    return json_response({"storage": "server", "migrated": True})
 
 
 async def post_users(request: web.Request) -> web.Response:
-    return web.json_response({"error": {"type": "single_user", "message": "Loom runs in single-user mode"}},
+    return json_response({"error": {"type": "single_user", "message": "Loom runs in single-user mode"}},
                              status=400)
 
 
@@ -81,12 +101,12 @@ def _load_settings(request: web.Request) -> dict[str, Any]:
 def _save_settings(request: web.Request, settings: dict[str, Any]) -> None:
     path = user_root(request) / SETTINGS_FILE
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(settings, indent=4), encoding="utf-8")
+    tmp.write_text(json.dumps(settings, indent=4, allow_nan=False), encoding="utf-8")
     os.replace(tmp, path)
 
 
 async def get_settings(request: web.Request) -> web.Response:
-    return web.json_response({**DEFAULT_SETTINGS, **_load_settings(request)})
+    return json_response({**DEFAULT_SETTINGS, **_load_settings(request)})
 
 
 async def post_settings(request: web.Request) -> web.Response:
@@ -100,7 +120,7 @@ async def post_settings(request: web.Request) -> web.Response:
 
 async def get_setting(request: web.Request) -> web.Response:
     setting = request.match_info["setting_id"]
-    return web.json_response(_load_settings(request).get(setting, DEFAULT_SETTINGS.get(setting)))
+    return json_response(_load_settings(request).get(setting, DEFAULT_SETTINGS.get(setting)))
 
 
 async def post_setting(request: web.Request) -> web.Response:
@@ -136,11 +156,11 @@ async def list_userdata(request: web.Request) -> web.Response:
     recurse = _truthy(request.query.get("recurse"))
     files = sorted(p for p in (path.rglob("*") if recurse else path.glob("*")) if p.is_file())
     if _truthy(request.query.get("full_info")):
-        return web.json_response([_info(path, p) for p in files])
+        return json_response([_info(path, p) for p in files])
     names = [p.relative_to(path).as_posix() for p in files]
     if _truthy(request.query.get("split")):
-        return web.json_response([[n, *n.split("/")] for n in names])
-    return web.json_response(names)
+        return json_response([[n, *n.split("/")] for n in names])
+    return json_response(names)
 
 
 async def list_userdata_v2(request: web.Request) -> web.Response:
@@ -157,7 +177,7 @@ async def list_userdata_v2(request: web.Request) -> web.Response:
             stat = entry.stat()
             item.update(size=stat.st_size, modified=stat.st_mtime)
         out.append(item)
-    return web.json_response(out)
+    return json_response(out)
 
 
 # Content types of user files the frontend loads itself (its page links `userdata/user.css`); anything else is
@@ -188,17 +208,20 @@ async def post_userdata(request: web.Request) -> web.Response:
     if path == user_root(request).resolve():
         raise BadRequest("a file name is required")
     if path.exists() and not _truthy(request.query.get("overwrite"), True):
-        return web.json_response({"error": {"type": "exists", "message": "file exists"}}, status=409)
+        return json_response({"error": {"type": "exists", "message": "file exists"}}, status=409)
     limit = request.app[SETTINGS].max_upload_bytes
     body = await request.content.read(limit + 1)
     if len(body) > limit:
         raise BadRequest(f"body is over the limit of {limit} bytes")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(body)
+    with _file_system_errors("write the file"):
+        if path.is_dir():
+            raise IsADirectoryError(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
     root = user_root(request).resolve()
     if _truthy(request.query.get("full_info")):
-        return web.json_response(_info(root, path))
-    return web.json_response(path.relative_to(root).as_posix())
+        return json_response(_info(root, path))
+    return json_response(path.relative_to(root).as_posix())
 
 
 async def delete_userdata(request: web.Request) -> web.Response:
@@ -215,13 +238,16 @@ async def move_userdata(request: web.Request) -> web.Response:
     if not source.is_file():
         return _not_found("file")
     if dest.exists() and not _truthy(request.query.get("overwrite"), True):
-        return web.json_response({"error": {"type": "exists", "message": "destination exists"}}, status=409)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(source, dest)
+        return json_response({"error": {"type": "exists", "message": "destination exists"}}, status=409)
+    with _file_system_errors("move the file"):
+        if dest.is_dir():
+            raise IsADirectoryError(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, dest)
     root = user_root(request).resolve()
     if _truthy(request.query.get("full_info")):
-        return web.json_response(_info(root, dest))
-    return web.json_response(dest.relative_to(root).as_posix())
+        return json_response(_info(root, dest))
+    return json_response(dest.relative_to(root).as_posix())
 
 
 ROUTES = [

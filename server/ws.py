@@ -10,8 +10,14 @@ Back-pressure (why each client has its own bounded buffers and writer task): the
 hands events over with `call_soon_threadsafe` and never waits; each client drains its own
 buffers, so one stalled browser never delays the worker or the other clients. At most
 `max_previews` preview frames wait per client (older ones are dropped first — a newer preview
-supersedes them); if `max_events` JSON messages pile up the client is disconnected rather
-than silently losing events (it reconnects and gets `status` and the running node anew).
+supersedes them). Per-node state events (`executing` for a node, `progress_state`) of one prompt
+are coalesced while they wait: a newer one replaces the unsent older one and moves to the end,
+so a client that reads slower than a 10,000-node graph runs gets the latest state, not a backlog
+(`executed`, `progress`, the final `executing` with node null and everything else are kept in
+order). Memory per client is bounded: past `max_events` messages or `max_bytes` waiting, a
+client that has read nothing for `stall_seconds` is disconnected with a log line (it reconnects
+and gets `status` and the running node anew); a client that keeps reading is dropped only past
+`HARD_FACTOR` times those bounds. A timer looks at stalled clients every second too.
 Frames are never compressed (`compress=False`) and never fragmented: some API clients read
 neither.
 """
@@ -23,11 +29,14 @@ import json
 import logging
 import struct
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from aiohttp import WSMsgType, web
+
+from server.http import strict_dumps
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +49,27 @@ def encode_preview(image_format: str, data: bytes) -> bytes:
     return struct.pack(">II", PREVIEW_IMAGE, IMAGE_FORMATS.get(image_format.upper(), 1)) + bytes(data)
 
 
+HARD_FACTOR = 8
+_COALESCED = frozenset({"executing", "progress_state"})
+
+
+def coalesce_key(event: str, data: Any) -> tuple[str, Any] | None:
+    """The key under which a newer event replaces an unsent older one, or None (always kept)."""
+    if event not in _COALESCED or not isinstance(data, dict):
+        return None
+    if event == "executing" and data.get("node") is None:
+        return None
+    return event, data.get("prompt_id")
+
+
+@dataclass(eq=False)
+class Message:
+    """One waiting JSON text frame; `text` None once a newer coalesced message superseded it."""
+
+    text: str | None
+    key: tuple[str, Any] | None = None
+
+
 @dataclass(eq=False)
 class Client:
     """One connected websocket and its outgoing buffers."""
@@ -47,7 +77,11 @@ class Client:
     sid: str
     ws: web.WebSocketResponse
     transport: Any = None
-    events: collections.deque = field(default_factory=collections.deque)
+    events: collections.deque = field(default_factory=collections.deque)  # of Message (some superseded)
+    latest: dict = field(default_factory=dict)  # coalesce key -> its waiting Message
+    waiting: int = 0  # live messages in `events`
+    waiting_bytes: int = 0
+    last_progress: float = field(default_factory=time.monotonic)  # last send, or when the buffer filled from empty
     previews: collections.deque = field(default_factory=collections.deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
@@ -58,9 +92,12 @@ class WebSocketHub:
     """Routes messages to clients; `send` and `send_event` may be called from any thread."""
 
     def __init__(self, status: Callable[[], dict[str, Any]], *, max_events: int = 4096,
-                 max_previews: int = 2) -> None:
+                 max_previews: int = 2, max_bytes: int = 32 << 20, stall_seconds: float = 5.0) -> None:
         self.status = status
         self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.stall_seconds = stall_seconds
+        self.coalesced = 0
         self.max_previews = max_previews
         self.clients: dict[str, Client] = {}
         self.running: dict[str, Any] | None = None  # {"prompt_id", "node", "display_node", "client_id"}
@@ -76,6 +113,14 @@ class WebSocketHub:
         """Bind to the server's event loop (called at start-up, on that loop)."""
         self._loop = loop
         self._loop_thread = threading.get_ident()
+        loop.call_later(1.0, self._watch)
+
+    def _watch(self) -> None:
+        """Once a second: disconnect clients over their bounds that read nothing for a while."""
+        for client in list(self.clients.values()):
+            self._check_bounds(client)
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_later(1.0, self._watch)
 
     # ---- thread-safe entry points -----------------------------------------------------------
 
@@ -133,12 +178,13 @@ class WebSocketHub:
     def _dispatch_json(self, event: str, data: Any, client_id: str | None) -> None:
         self._track(event, data, client_id)
         try:
-            text = json.dumps({"type": event, "data": data})
+            text = strict_dumps({"type": event, "data": data})
         except (TypeError, ValueError):
             log.exception("event %s is not JSON-serialisable; dropped", event)
             return
+        key = coalesce_key(event, data)
         for client in self._targets(client_id):
-            self._enqueue(client, text)
+            self._enqueue(client, text, key)
 
     def _dispatch_binary(self, frame: bytes, client_id: str | None) -> None:
         for client in self._targets(client_id):
@@ -154,16 +200,41 @@ class WebSocketHub:
         client = self.clients.get(client_id)
         return [client] if client is not None else []
 
-    def _enqueue(self, client: Client, text: str) -> None:
+    def _enqueue(self, client: Client, text: str, key: tuple[str, Any] | None = None) -> None:
         if client.closed:
             return
-        if len(client.events) >= self.max_events:
-            self.disconnected_slow += 1
-            log.warning("websocket client %s is not reading; disconnecting it", client.sid)
-            self._drop(client)
-            return
-        client.events.append(text)
+        if key is not None:
+            older = client.latest.get(key)
+            if older is not None and older.text is not None:
+                client.waiting -= 1
+                client.waiting_bytes -= len(older.text)
+                older.text = None
+                self.coalesced += 1
+        if client.waiting == 0:
+            client.last_progress = time.monotonic()
+        message = Message(text, key)
+        client.events.append(message)
+        if key is not None:
+            client.latest[key] = message
+        client.waiting += 1
+        client.waiting_bytes += len(text)
         client.wake.set()
+        self._check_bounds(client)
+
+    def _check_bounds(self, client: Client) -> None:
+        """Disconnect a client over its bounds that read nothing for `stall_seconds` (or far over)."""
+        if client.closed or (client.waiting <= self.max_events and client.waiting_bytes <= self.max_bytes):
+            return
+        idle = time.monotonic() - client.last_progress
+        far_over = (client.waiting > HARD_FACTOR * self.max_events
+                    or client.waiting_bytes > HARD_FACTOR * self.max_bytes)
+        if idle < self.stall_seconds and not far_over:
+            return
+        self.disconnected_slow += 1
+        why = f"has read nothing for {idle:.1f} s" if idle >= self.stall_seconds else "fell too far behind"
+        log.warning("websocket client %s %s with %d messages (%d bytes) waiting; disconnecting it",
+                    client.sid, why, client.waiting, client.waiting_bytes)
+        self._drop(client)
 
     def _drop(self, client: Client) -> None:
         client.closed = True
@@ -184,9 +255,17 @@ class WebSocketHub:
                 if ws.closed:
                     return
                 if client.events:
-                    await ws.send_str(client.events.popleft())
+                    message = client.events.popleft()
+                    if message.text is None:
+                        continue
+                    if message.key is not None and client.latest.get(message.key) is message:
+                        del client.latest[message.key]
+                    client.waiting -= 1
+                    client.waiting_bytes -= len(message.text)
+                    await ws.send_str(message.text)
                 else:
                     await ws.send_bytes(client.previews.popleft())
+                client.last_progress = time.monotonic()
 
     # ---- connections ---------------------------------------------------------------------------
 
@@ -197,12 +276,12 @@ class WebSocketHub:
         client = Client(sid=sid, ws=ws, transport=transport)
         self.clients[sid] = client
         client.task = asyncio.ensure_future(self._writer(client))
-        self._enqueue(client, json.dumps({"type": "status", "data": {"status": self.status(), "sid": sid}}))
+        self._enqueue(client, strict_dumps({"type": "status", "data": {"status": self.status(), "sid": sid}}))
         running = self.running
         if running is not None and running["client_id"] in (None, sid):
             data = {"node": running["node"], "display_node": running["display_node"],
                     "prompt_id": running["prompt_id"]}
-            self._enqueue(client, json.dumps({"type": "executing", "data": data}))
+            self._enqueue(client, strict_dumps({"type": "executing", "data": data}))
         return client
 
     def remove(self, client: Client) -> None:

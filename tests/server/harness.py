@@ -69,6 +69,39 @@ class SaveTestImage(Node):
         return NodeOutput(values=(), ui={"images": [{"filename": name, "subfolder": "", "type": "output"}]})
 
 
+class SaveNumberedImage(Node):
+    """Writes `<prefix>_<n>.png` under output/ with the next free n (as SaveImage counts), so a
+    second run of the same prompt writes a second file. Like SaveImage it has no outputs."""
+
+    CATEGORY = "testing"
+    OUTPUT_NODE = True
+    INPUTS = (String("prefix", "numbered"),)
+    OUTPUTS = ()
+
+    def execute(self, prefix: str) -> NodeOutput:
+        out = Path(current().folders.output_directory)
+        out.mkdir(parents=True, exist_ok=True)
+        n = len(list(out.glob(f"{prefix}_*.png")))
+        name = f"{prefix}_{n:05d}.png"
+        Image.new("RGB", (8, 8), (n % 256, 0, 0)).save(out / name)
+        return NodeOutput(values=(), ui={"images": [{"filename": name, "subfolder": "", "type": "output"}]})
+
+
+class WaitWhileFileExists(Node):
+    """Blocks while the file `marker` exists (after its input is ready): a deterministic window
+    in which a test can kill the process after an earlier node wrote its output."""
+
+    CATEGORY = "testing"
+    OUTPUT_NODE = True
+    INPUTS = (String("after", ""), String("marker", ""))
+    OUTPUTS = (Output("STRING"),)
+
+    def execute(self, after: str, marker: str) -> NodeOutput:
+        while marker and Path(marker).exists():
+            time.sleep(0.02)
+        return NodeOutput(values=(after,), ui={"text": [after]})
+
+
 def build_test_runtime(base: Path, config: Any = None) -> SimpleNamespace:
     """A runtime like `runtime.build_runtime` makes, on folders under `base`."""
     folders = Folders.for_base(base)

@@ -10,7 +10,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parents[1]), str(HERE)]
 
 from config import parse_args  # noqa: E402
-from harness import SaveTestImage, SlowSteps  # noqa: E402
+from harness import SaveNumberedImage, SaveTestImage, SlowSteps, WaitWhileFileExists  # noqa: E402
 from runtime import build_runtime  # noqa: E402
 from server.app import serve  # noqa: E402
 
@@ -18,4 +18,6 @@ if __name__ == "__main__":
     runtime = build_runtime(parse_args(sys.argv[1:], dict(os.environ)))
     runtime.registry.register(SlowSteps, pack="tests")
     runtime.registry.register(SaveTestImage, pack="tests")
+    runtime.registry.register(SaveNumberedImage, pack="tests")
+    runtime.registry.register(WaitWhileFileExists, pack="tests")
     serve(runtime)

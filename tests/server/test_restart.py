@@ -137,3 +137,41 @@ def test_kill_9_mid_run_then_restart_loses_nothing(tmp_path: Path) -> None:
         assert order == [done, running, *pending]
     finally:
         _stop(proc2)
+
+
+@pytest.mark.slow
+def test_kill_9_after_save_before_done_writes_no_second_set(tmp_path: Path) -> None:
+    """kill -9 while an output node run after the saver blocks: the re-run reuses the written
+    output. (Independent output nodes run last-listed first: "2" saves, then "1" waits.)"""
+    marker = tmp_path / "hold"
+    marker.write_text("held")
+    prompt = {"1": {"class_type": "WaitWhileFileExists", "inputs": {"after": "x", "marker": str(marker)}},
+              "2": {"class_type": "SaveNumberedImage", "inputs": {"prefix": "crash"}}}
+    output = tmp_path / "output"
+    proc, url = _start([str(LAUNCHER)], tmp_path, "first.log")
+    try:
+        _wait_up(proc, url)
+        pid = _post(url + "/prompt", {"prompt": prompt, "prompt_id": "saves-then-waits"})["prompt_id"]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not list(output.glob("crash_*.png")):
+            time.sleep(0.02)
+        assert list(output.glob("crash_*.png")), "the saver did not run first"
+        time.sleep(0.5)  # node 1 is blocked on the marker: the prompt is not done
+        assert [e[1] for e in _get(url + "/queue")["queue_running"]] == [pid]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    marker.unlink()
+    proc2, url2 = _start([str(LAUNCHER)], tmp_path, "second.log")
+    try:
+        _wait_up(proc2, url2)
+        entry = _wait_history(url2, pid)
+        assert entry["status"]["status_str"] == "success", entry["status"]
+        assert sorted(p.name for p in output.glob("crash_*.png")) == ["crash_00000.png"]
+        assert entry["outputs"]["2"]["images"][0]["filename"] == "crash_00000.png"
+        assert entry["outputs"]["1"]["text"] == ["x"]
+        assert list(_get(url2 + "/history")) == [pid]
+    finally:
+        _stop(proc2)

@@ -34,6 +34,7 @@ def test_a_stalled_client_is_cut_off_and_blocks_nobody(tmp_path: Path) -> None:
         async with LiveServer(build_test_runtime(tmp_path)) as srv:
             hub = srv.app[HUB]
             hub.max_events = 200
+            hub.stall_seconds = 0.5
             stalled = await _stalled_client(srv.url, "stalled")
             try:
                 assert "stalled" in hub.clients
@@ -97,3 +98,37 @@ def test_preview_buffer_keeps_only_the_newest(tmp_path: Path) -> None:
                 assert hub.dropped_previews == 8 and len(client.events) == 1
 
     run(body)
+
+
+def test_a_client_reading_a_10000_node_prompt_stays_connected_and_sees_it_finish(tmp_path: Path) -> None:
+    """Some 20,000 events in a burst: per-node state may be coalesced, outputs and the end are not."""
+    async def body() -> None:
+        async with LiveServer(build_test_runtime(tmp_path)) as srv:
+            hub = srv.app[HUB]
+            nodes = 10_000
+            prompt: dict = {"1": {"class_type": "PrimitiveString", "inputs": {"value": "v"}}}
+            for i in range(2, nodes + 1):
+                prompt[str(i)] = {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}
+            async with srv.session.ws_connect(f"{srv.url}/ws?clientId=reader", max_msg_size=0) as ws:
+                await ws.receive(timeout=5)
+                pid = (await srv.post_prompt(prompt, client_id="reader"))["prompt_id"]
+                executed, last_executing = 0, "unset"
+                while True:
+                    msg = await ws.receive(timeout=60)
+                    assert msg.type == aiohttp.WSMsgType.TEXT, msg
+                    event = json.loads(msg.data)
+                    if event["data"].get("prompt_id") != pid:
+                        continue
+                    if event["type"] == "executed":
+                        executed += 1
+                    if event["type"] == "executing":
+                        last_executing = event["data"]["node"]
+                        if last_executing is None:
+                            break
+                    if event["type"] == "execution_success":
+                        pass
+                assert executed == nodes - 1, "every output message arrives"
+                assert hub.disconnected_slow == 0 and "reader" in hub.clients
+            assert (await srv.wait_history(pid, timeout=60))["status"]["status_str"] == "success"
+
+    run(body, timeout=240)
