@@ -21,14 +21,14 @@ def enable(runtime: Any) -> None:
     from cluster.routes import cluster_routes_hook
 
     config = runtime.config
-    connect.connect(config.ray_address, config.ray_workers)
+    started_here = connect.connect(config.ray_address, config.ray_workers)
     workers = config.ray_workers or connect.default_worker_count()
 
     made: list[ClusterDispatcher] = []
 
     def make_dispatcher(queue: Any, sink: Any) -> ClusterDispatcher:
         made.append(ClusterDispatcher(queue, sink, folders=runtime.folders, config=config, workers=workers,
-                                      kill_workers_on_stop=config.ray_address == "local"))
+                                      kill_workers_on_stop=started_here))
         return made[-1]
 
     runtime.worker_factory = make_dispatcher

@@ -45,24 +45,14 @@ class WorkerActor:
         from runtime import build_runtime
 
         self.worker_id = worker_id
+        # build_runtime gives torch one thread per core of the node, as a local run has: CPU
+        # results depend on the thread count, and the same image as a local run is the promise.
         self.runtime = build_runtime(worker_config(config, worker_id))
-        self._fit_threads()
         self._run_lock = threading.Lock()
         self._current: str | None = None
         self._cancelled: set[str] = set()
         self._models: list[str] = []
         self._node = _node_address()
-
-    def _fit_threads(self) -> None:
-        """On CPU, use the CPUs Ray gave this actor rather than every core of the node."""
-        import ray
-        import torch
-
-        if self.runtime.models.compute_device.type != "cpu":
-            return
-        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
-        if cpus:
-            torch.set_num_threads(max(1, int(cpus)))
 
     def info(self) -> dict[str, Any]:
         """This worker's entry of GET /loom/cluster (without `state`, which the head knows)."""

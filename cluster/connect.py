@@ -12,6 +12,7 @@ restarts re-attaches to the same processes, with their models still loaded.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from config import REPO_ROOT
@@ -24,14 +25,16 @@ ACTOR_THREADS = 4  # run + interrupt + free + info at once
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024 * 1024
 
 
-def connect(address: str, workers: int | None, *, namespace: str = NAMESPACE) -> None:
-    """`ray.init` for `--ray-address` (`local`, `auto` or `HOST:PORT`); idempotent."""
+def connect(address: str, workers: int | None, *, namespace: str = NAMESPACE) -> bool:
+    """`ray.init` for `--ray-address` (`local`, `auto` or `HOST:PORT`); True when this call
+    started a local cluster (which ends with this process). Does nothing when Ray is initialised."""
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     runtime_env = {"env_vars": {"PYTHONPATH": str(REPO_ROOT)}}
     if address == "local":
+        _loopback_only()
         ray.init(num_cpus=max(workers or 1, 1), _node_ip_address=LOOPBACK, include_dashboard=False,
                  namespace=namespace, runtime_env=runtime_env, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
                  log_to_driver=False, configure_logging=False)
@@ -39,6 +42,20 @@ def connect(address: str, workers: int | None, *, namespace: str = NAMESPACE) ->
         ray.init(address=address, namespace=namespace, runtime_env=runtime_env, log_to_driver=False,
                  configure_logging=False)
     log.info("joined Ray cluster %s: %s", address, ray.cluster_resources())
+    return address == "local"
+
+
+def _loopback_only() -> None:
+    """Make the local cluster's node address 127.0.0.1, so Ray's servers bind only loopback.
+
+    `ray.init(_node_ip_address="127.0.0.1")` is not enough: Ray replaces a loopback address by
+    the machine's network address unless multi-machine clusters are off, which is its switch
+    `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0` (read when ray is imported, hence also the constant;
+    the variable is inherited by the raylet and the worker processes)."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def default_worker_count() -> int:

@@ -121,9 +121,8 @@ class ClusterDispatcher:
             item = self.queue.take(prompt_id)
             if item is None:
                 return True
-            self._models_of.pop(prompt_id, None)
             slot = next(s for s in live if s.view().id == worker_id)
-            slot.run(item)
+            slot.run(item, self._models_of.pop(prompt_id, frozenset()))
         return True
 
     def _models(self, item: QueueItem) -> frozenset[str]:

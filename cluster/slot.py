@@ -56,6 +56,7 @@ class WorkerSlot:
         self.state = "starting"
         self.current: QueueItem | None = None
         self.models: frozenset[str] = frozenset()
+        self.loading: frozenset[str] = frozenset()
         self.prompts_run = 0
         self.info: dict[str, Any] = {"id": str(index), "node": None, "pid": None, "device": None,
                                      "prompt_id": None, "models": []}
@@ -95,7 +96,8 @@ class WorkerSlot:
         self.start()
 
     def view(self) -> WorkerView:
-        return WorkerView(str(self.index), self.state == "idle", self.models, self.prompts_run)
+        """For routing, a busy worker already holds what its running prompt loads."""
+        return WorkerView(str(self.index), self.state == "idle", self.models | self.loading, self.prompts_run)
 
     def public(self) -> dict[str, Any]:
         """This worker's entry of GET /loom/cluster."""
@@ -106,9 +108,9 @@ class WorkerSlot:
 
     # ---- running a prompt -------------------------------------------------------------------
 
-    def run(self, item: QueueItem) -> None:
-        """Start `item` on this worker (its thread); the slot is busy until it is done."""
-        self.state, self.current = "busy", item
+    def run(self, item: QueueItem, models: frozenset[str] = frozenset()) -> None:
+        """Start `item` (which loads `models`) on this worker's thread; busy until it is done."""
+        self.state, self.current, self.loading = "busy", item, models
         self._thread = threading.Thread(target=self._run, args=(item,), name=f"loom-slot-{self.index}-run",
                                         daemon=True)
         self._thread.start()
@@ -121,7 +123,7 @@ class WorkerSlot:
         try:
             done = self._stream(item)
         except WorkerLost as exc:
-            self.state, self.current = "restarting", None
+            self.state, self.current, self.loading = "restarting", None, frozenset()
             self.deps.on_lost(self, item, str(exc))
             self.restart()
             return
@@ -166,7 +168,7 @@ class WorkerSlot:
 
     def _finish(self, item: QueueItem, done: tuple[Any, ...]) -> None:
         self.write_result(item, done)
-        self.models = frozenset(done[4])
+        self.models, self.loading = frozenset(done[4]), frozenset()
         self.prompts_run += 1
         self.current = None
         self.state = "idle"
