@@ -15,7 +15,7 @@ fi
 . .venv/bin/activate
 REQ=requirements.txt
 [ "$DEV" = 1 ] && REQ=requirements-dev.txt
-stamp=".venv/.loom-installed-$(cat "$REQ" requirements.txt constraints.txt 2>/dev/null | sha256sum | cut -c1-16)-$DEV"
+stamp=".venv/.loom-installed-$(cat "$REQ" requirements.txt requirements-ray.txt constraints.txt 2>/dev/null | sha256sum | cut -c1-16)-$DEV"
 if [ ! -f "$stamp" ]; then
   echo "setup: installing Python packages from $REQ (pinned by constraints.txt)"
   python -m pip install -q --upgrade pip
