@@ -30,6 +30,7 @@ import config  # noqa: E402
 import runtime  # noqa: E402
 from cluster import connect  # noqa: E402
 from cluster.dispatcher import ClusterDispatcher  # noqa: E402
+from cluster.routes import cluster_routes_hook  # noqa: E402
 from server.app import create_app  # noqa: E402
 
 PACKS = ROOT / "tests" / "cluster" / "packs"
@@ -41,9 +42,14 @@ def build(base: Path, workers: int | None) -> Any:
     rt = runtime.build_runtime(config.parse_args(
         ["--base-directory", str(base), "--cpu", "--custom-nodes-directory", str(PACKS)], {}))
     if workers:
-        rt.worker_factory = lambda queue, sink: ClusterDispatcher(
-            queue, sink, folders=rt.folders, config=rt.config, workers=workers, namespace=f"bench-{workers}",
-            kill_workers_on_stop=True)
+        made: list[ClusterDispatcher] = []
+
+        def factory(queue: Any, sink: Any) -> ClusterDispatcher:
+            made.append(ClusterDispatcher(queue, sink, folders=rt.folders, config=rt.config, workers=workers,
+                                          namespace=f"bench-{workers}", kill_workers_on_stop=True))
+            return made[-1]
+        rt.worker_factory = factory
+        rt.server_hooks.append(cluster_routes_hook(lambda: made[-1]))
     return rt
 
 
