@@ -70,3 +70,16 @@ def test_cluster_flags() -> None:
     assert config.parse_args([], {}).ray_address is None
     with pytest.raises(SystemExit):
         config.parse_args(["--ray-workers", "0"], {})
+
+
+def test_single_process_loom_never_imports_ray_or_cluster(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, config, runtime, server.app; rt = runtime.build_runtime(config.parse_args("
+            f"['--base-directory', {str(tmp_path)!r}, '--cpu'], {{}})); server.app.create_app(rt); "
+            "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith(('ray.', 'cluster'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
