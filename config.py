@@ -104,6 +104,9 @@ class Config:
     custom_nodes_directories: tuple[Path, ...] = ()
     disable_all_custom_nodes: bool = False
     disabled_custom_nodes: tuple[str, ...] = ()
+    # cluster (Ray): None runs prompts in this process (see cluster/)
+    ray_address: str | None = None
+    ray_workers: int | None = None
     # command
     command: str = "serve"
     workflow: Path | None = None
@@ -211,6 +214,15 @@ def _add_custom_node_flags(p: argparse.ArgumentParser) -> None:
                    help="do not load this pack (repeatable)")
 
 
+def _add_cluster_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("cluster (needs requirements-ray.txt)")
+    g.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                   help="run prompts on Ray worker actors: 'auto' (the cluster this machine belongs to), "
+                        "HOST:PORT (a cluster's GCS address), or 'local' (start a Ray cluster on this machine)")
+    g.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                   help="number of workers (default: one per GPU of the cluster, else one per node)")
+
+
 def _add_ignored_flags(p: argparse.ArgumentParser) -> None:
     for flag, nargs in _IGNORED_FLAGS.items():
         if nargs is None:
@@ -235,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cache_flags(p)
     _add_device_flags(p)
     _add_custom_node_flags(p)
+    _add_cluster_flags(p)
     _add_ignored_flags(p)
     return p
 
@@ -330,6 +343,8 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
     parser = build_parser()
     ns, unknown = parser.parse_known_intermixed_args(list(argv))
     command, workflow, overrides = _command(ns, parser, environ)
+    if ns.ray_workers is not None and ns.ray_workers < 1:
+        parser.error("--ray-workers must be at least 1")
     log_level = ns.verbose or "INFO"
     return Config(
         listen=ns.listen,
@@ -362,6 +377,8 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         custom_nodes_directories=tuple(_expand(d, environ) for d in ns.custom_nodes_directory),
         disable_all_custom_nodes=ns.disable_all_custom_nodes,
         disabled_custom_nodes=tuple(ns.disable_custom_node),
+        ray_address=ns.ray_address or None,
+        ray_workers=ns.ray_workers,
         command=command,
         workflow=workflow,
         overrides=overrides,

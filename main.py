@@ -29,6 +29,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         from executor.headless import run_headless
 
         return run_headless(runtime, config.workflow, config.overrides)  # type: ignore[arg-type]
+    if config.ray_address:
+        from cluster import enable
+
+        enable(runtime)  # prompts run on Ray worker actors (cluster/)
     from server.app import serve
 
     serve(runtime)

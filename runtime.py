@@ -44,6 +44,8 @@ class Runtime:
     custom_packs: list[Any] = field(default_factory=list)
     prestartup_runs: list[Any] = field(default_factory=list)
     compat: Any = None
+    # Set by cluster.enable under --ray-address: (queue, sink) -> what runs the queued prompts.
+    worker_factory: Callable[[Any, Any], Any] | None = None
 
 
 def _total_ram() -> int | None:

@@ -355,6 +355,31 @@ class PromptQueue:
         with self._lock:
             self._db.execute("DELETE FROM history")
 
+    # ---- placement by a dispatcher (cluster/) --------------------------------------------------
+
+    def take(self, prompt_id: str) -> QueueItem | None:
+        """Mark this pending prompt running (a dispatcher picking by model affinity rather than
+        by number); None when it is no longer pending."""
+        with self._lock:
+            item = self._pending.pop(prompt_id, None)
+            if item is None:
+                return None
+            self._running[prompt_id] = item
+            self._db.execute("UPDATE queue SET running = 1 WHERE prompt_id = ?", (prompt_id,))
+        self._changed()
+        return item
+
+    def requeue(self, item: QueueItem) -> None:
+        """Put a running prompt back to pending with its number unchanged (its worker was lost)."""
+        with self._cond:
+            if self._running.pop(item.prompt_id, None) is None:
+                return
+            self._pending[item.prompt_id] = item
+            if not self._closed:
+                self._db.execute("UPDATE queue SET running = 0 WHERE prompt_id = ?", (item.prompt_id,))
+            self._cond.notify()
+        self._changed()
+
     # ---- flags (POST /free) ------------------------------------------------------------------
 
     def set_flag(self, name: str, value: Any) -> None:

@@ -74,8 +74,11 @@ def create_app(runtime: Any, *, settings: ServerSettings | None = None, queue: P
     queue.on_change = hub.queue_changed
     app[QUEUE] = queue
     app[HUB] = hub
-    app[WORKER] = Worker(queue, runtime.executor, hub.send_event, interrupt=getattr(runtime, "interrupt", None),
-                         models=getattr(runtime, "models", None), cache=getattr(runtime, "cache", None))
+    # `runtime.worker_factory` (set by cluster/ under --ray-address) places prompts on other processes.
+    make_worker = getattr(runtime, "worker_factory", None)
+    app[WORKER] = make_worker(queue, hub.send_event) if make_worker is not None else Worker(
+        queue, runtime.executor, hub.send_event, interrupt=getattr(runtime, "interrupt", None),
+        models=getattr(runtime, "models", None), cache=getattr(runtime, "cache", None))
     app[EXTENSION_DIRS] = dict(getattr(runtime, "web_directories", None) or {})
     if settings.front_end == "comfyui":
         app[EXTENSION_DIRS]["loom"] = COMFYUI_EXTENSIONS

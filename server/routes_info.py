@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from server.http import json_response
-from server.keys import EXTENSION_DIRS, RUNTIME, SETTINGS, WEB_ROOT
+from server.keys import EXTENSION_DIRS, RUNTIME, SETTINGS, WEB_ROOT, WORKER
 
 LOOM_VERSION = "0.1.0"
 FEATURES: dict[str, Any] = {"supports_preview_metadata": False}
@@ -138,7 +138,11 @@ async def get_system_stats(request: web.Request) -> web.Response:
               "required_frontend_version": None, "installed_templates_version": None,
               "python_version": sys.version, "pytorch_version": torch.__version__, "embedded_python": False,
               "argv": redacted_argv(sys.argv, request.app[SETTINGS].auth_token), "platform": platform.platform()}
-    return json_response({"system": system, "devices": devices})
+    stats: dict[str, Any] = {"system": system, "devices": devices}
+    cluster_info = getattr(request.app[WORKER], "cluster_info", None)
+    if cluster_info is not None:  # --ray-address: the workers (GET /loom/cluster's list)
+        stats["workers"] = cluster_info()["workers"]
+    return json_response(stats)
 
 
 async def get_extensions(request: web.Request) -> web.Response:

@@ -114,11 +114,10 @@ async def post_queue(request: web.Request) -> web.Response:
 def interrupt(app: web.Application, prompt_id: str | None) -> str:
     """Stop `prompt_id` (or whatever runs): "interrupted", "removed" (was pending) or "not_found"."""
     queue = app[QUEUE]
-    runtime = app[RUNTIME]
     running = queue.running()
     if prompt_id is None:
         if running:
-            runtime.interrupt.set()
+            _interrupt_running(app, None)
             return "interrupted"
         return "not_found"
     found = queue.find(prompt_id)
@@ -128,8 +127,17 @@ def interrupt(app: web.Application, prompt_id: str | None) -> str:
     if state == "pending":
         queue.delete_pending([prompt_id])
         return "removed"
-    runtime.interrupt.set()
+    _interrupt_running(app, prompt_id)
     return "interrupted"
+
+
+def _interrupt_running(app: web.Application, prompt_id: str | None) -> None:
+    """A worker that runs several prompts at once (cluster/) is told which one; else the flag."""
+    by_prompt = getattr(app[WORKER], "interrupt_prompt", None)
+    if by_prompt is not None:
+        by_prompt(prompt_id)
+    else:
+        app[RUNTIME].interrupt.set()
 
 
 async def post_interrupt(request: web.Request) -> web.Response:
