@@ -301,3 +301,13 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     header, _ = _safetensors_header(path)
     meta = header.get("__metadata__") or {}
     return {str(k): str(v) for k, v in meta.items()}
+
+
+def read_keys(path: str | os.PathLike) -> list[str]:
+    """The tensor names of a safetensors file, from its header alone (no tensor read); [] for other formats or a
+    missing file (callers then read the file as usual)."""
+    path = Path(path)
+    if not path.is_file() or path.suffix.lower() not in SAFETENSORS_SUFFIXES:
+        return []
+    header, _ = _safetensors_header(path)
+    return [k for k in header if k != "__metadata__"]

@@ -32,4 +32,5 @@ BUILTIN_MODULES: list[str] = [
     "nodes.model_sampling_advanced",
     "nodes.model_merging_sdxl",
     "nodes.guidance_pag",
+    "nodes.sd3",
 ]
