@@ -33,7 +33,7 @@ CLIP_TYPES = ("stable_diffusion", "stable_cascade", "sd3", "stable_audio", "moch
 SUPPORTED_CLIP_TYPES = ("stable_diffusion",)
 # ComfyUI's DualCLIPLoader `type` choices; Loom builds "sdxl" (CLIP-L + CLIP-G) and says so for the others.
 DUAL_CLIP_TYPES = ("sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_image")
-SUPPORTED_DUAL_CLIP_TYPES = ("sdxl",)
+SUPPORTED_DUAL_CLIP_TYPES = ("sdxl", "sd3")
 UNET_WEIGHT_DTYPES = ("default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2")
 _FP8 = {"fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e4m3fn_fast": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
 

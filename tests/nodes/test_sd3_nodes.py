@@ -1,0 +1,90 @@
+"""SD3 through the real executor on tiny files: CheckpointLoaderSimple on an MMDiT checkpoint, DualCLIPLoader type
+sd3, EmptySD3LatentImage, ModelSamplingSD3 / ModelSamplingAuraFlow, KSampler with flow sampling, VAEDecode of the
+16-channel VAE; bad input (a 4-channel latent, an unknown shift)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffusion.model_sampling_flow import FlowSampling
+from tests.fixtures.tiny_sd3 import write_tiny_sd3
+from tests.fixtures.tiny_sdxl import G_WIDTH, L_WIDTH, tiny_clip_g_hf, tiny_clip_l_hf, write
+from tests.nodes.sd_env import SDEnv
+
+CKPT = "tiny-sd35m.safetensors"
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> SDEnv:
+    env = SDEnv(tmp_path)
+    write_tiny_sd3(tmp_path / "models" / "checkpoints" / CKPT)
+    write(tiny_clip_l_hf(), tmp_path / "models" / "text_encoders" / "clip_l.safetensors")
+    write(tiny_clip_g_hf(), tmp_path / "models" / "text_encoders" / "clip_g.safetensors")
+    return env
+
+
+def sd3_txt2img(latent_node: dict | None = None, sampling: str = "ModelSamplingSD3", shift: float = 3.0) -> dict:
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
+        "10": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": "clip_l.safetensors",
+                                                          "clip_name2": "clip_g.safetensors", "type": "sd3"}},
+        "4": latent_node or {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 48,
+                                                                             "batch_size": 1}},
+        "6": {"class_type": sampling, "inputs": {"model": ["1", 0], "shift": shift}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "an astronaut riding a horse", "clip": ["10", 0]}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry, lowres", "clip": ["10", 0]}},
+        "5": {"class_type": "KSampler", "inputs": {"seed": 42, "steps": 3, "cfg": 4.5, "sampler_name": "euler",
+                                                   "scheduler": "simple", "denoise": 1.0, "model": ["6", 0],
+                                                   "positive": ["2", 0], "negative": ["3", 0],
+                                                   "latent_image": ["4", 0]}},
+        "7": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
+        "9": {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": "sd3"}},
+    }
+
+
+def test_empty_sd3_latent(env: SDEnv) -> None:
+    latent = env.value({"4": {"class_type": "EmptySD3LatentImage",
+                              "inputs": {"width": 64, "height": 48, "batch_size": 2}}}, "4")
+    assert latent["samples"].shape == (2, 16, 6, 8) and not latent["samples"].any()
+
+
+def test_sd3_text_conditioning(env: SDEnv) -> None:
+    cond = env.value(sd3_txt2img(), "2")
+    context, pooled = cond[0][0], cond[0][1]["pooled_output"]
+    assert context.shape == (1, 77, 4096) and pooled.shape == (1, L_WIDTH + G_WIDTH)
+    assert context[0, :, L_WIDTH + G_WIDTH:].abs().max() == 0 and context[0, :, :L_WIDTH + G_WIDTH].abs().max() > 0
+
+
+def test_sd3_txt2img_runs_and_is_deterministic(env: SDEnv) -> None:
+    env.ok(sd3_txt2img())
+    image = env.value(sd3_txt2img(), "7")
+    assert image.shape == (1, 48, 64, 3) and torch.isfinite(image).all()
+    again = env.value(sd3_txt2img(), "7")
+    assert torch.equal(image, again)
+    other = env.value(sd3_txt2img(shift=1.0), "7")
+    assert not torch.equal(image, other)
+
+
+def test_model_sampling_nodes_patch_flow_schedules(env: SDEnv) -> None:
+    sd3 = env.value(sd3_txt2img(), "6")
+    aura = env.value(sd3_txt2img(sampling="ModelSamplingAuraFlow", shift=1.73), "6")
+    ms, ms_aura = sd3.object_patches["model_sampling"], aura.object_patches["model_sampling"]
+    assert isinstance(ms, FlowSampling) and ms.shift == 3.0 and float(ms.timestep(torch.tensor(0.5))) == 500.0
+    assert ms_aura.shift == 1.73 and float(ms_aura.timestep(torch.tensor(0.5))) == 0.5
+
+
+def test_four_channel_latent_is_refused(env: SDEnv) -> None:
+    # An SD1.5-style latent with content (an empty one is widened to 16 channels, as ComfyUI does).
+    prompt = sd3_txt2img({"class_type": "LatentFromBatch", "inputs": {"samples": ["40", 0], "batch_index": 0,
+                                                                     "length": 1}})
+    prompt["40"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["41", 0], "vae": ["42", 2]}}
+    prompt["41"] = {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1,
+                                                           "color": 0x808080}}
+    prompt["42"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny-sd15.safetensors"}}
+    result = env.run(prompt)
+    assert result.status == "error"
+    message = result.error["exception_message"]
+    assert result.error["node_type"] == "KSampler" and "latent_image has 4 channels" in message and "16" in message
+    env.ok(sd3_txt2img())  # nothing else was affected
