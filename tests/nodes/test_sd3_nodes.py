@@ -88,3 +88,23 @@ def test_four_channel_latent_is_refused(env: SDEnv) -> None:
     message = result.error["exception_message"]
     assert result.error["node_type"] == "KSampler" and "latent_image has 4 channels" in message and "16" in message
     env.ok(sd3_txt2img())  # nothing else was affected
+
+
+def _with_slg(layers: str, scale: float) -> dict:
+    prompt = sd3_txt2img()
+    prompt["11"] = {"class_type": "SkipLayerGuidanceSD3", "inputs": {"model": ["6", 0], "layers": layers,
+                                                                     "scale": scale, "start_percent": 0.0,
+                                                                     "end_percent": 1.0}}
+    prompt["5"]["inputs"]["model"] = ["11", 0]
+    return prompt
+
+
+def test_skip_layer_guidance(env: SDEnv) -> None:
+    plain = env.value(sd3_txt2img(), "7")
+    assert torch.equal(env.value(_with_slg("1", 0.0), "7"), plain)
+    guided = env.value(_with_slg("1", 3.0), "7")
+    assert not torch.equal(guided, plain) and torch.isfinite(guided).all()
+    result = env.run(_with_slg("7, x", 3.0))
+    assert result.status == "error" and "layers must be comma-separated" in result.error["exception_message"]
+    result = env.run(_with_slg("5", 3.0))
+    assert result.status == "error" and "joint blocks 0 to 1" in result.error["exception_message"]
