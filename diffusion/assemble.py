@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from diffusion.checkpoint import CheckpointError, read_keys, read_state_dict, strip_prefix
+from diffusion.checkpoint import CheckpointError, keep_fp8, read_keys, read_state_dict, strip_prefix
 from diffusion.clip_multi import MultiTextEncoder, build_dual
 from diffusion.diffusion_model import DiffusionModel
 from diffusion.families import get_family
@@ -89,8 +89,9 @@ def load_checkpoint_modules(path: str | os.PathLike[str], precision: Precision,
     "vae": AutoencoderKL | None}, read on the CPU in `precision` (cast while reading). SD3/SD3.5 files (an MMDiT)
     give the MMDiT with flow sampling and the 16-channel VAE."""
     if _file_is_mmdit(path):
+        unet_dtype = keep_fp8(path, precision.unet)
         state_dict = read_state_dict(path, dtype=lambda key: precision.vae if key.startswith("first_stage_model.")
-                                     else precision.unet)
+                                     else unet_dtype(key))
         sd3 = load_sd3_checkpoint(state_dict, precision.unet, precision.vae, path)
         return {"unet": diffusion_model(sd3.mmdit, "sd3", "flow"), "clip": None, "vae": sd3.vae}
     loaded = load_checkpoint(path, dtype=precision.unet, vae_dtype=precision.vae,
@@ -102,7 +103,7 @@ def load_checkpoint_modules(path: str | os.PathLike[str], precision: Precision,
 def load_unet_module(path: str | os.PathLike[str], dtype: torch.dtype) -> DiffusionModel:
     """A `DiffusionModel` from a UNet-only file (or a checkpoint's UNet); the family is read off the shapes."""
     if _file_is_mmdit(path):
-        state_dict = strip_prefix(read_state_dict(path, dtype=dtype), "model.diffusion_model.")
+        state_dict = strip_prefix(read_state_dict(path, dtype=keep_fp8(path, dtype)), "model.diffusion_model.")
         return diffusion_model(build_mmdit(state_dict, dtype), "sd3", "flow")
     unet, family, prediction = load_unet_file(path, dtype=dtype)
     return diffusion_model(unet, family, prediction)

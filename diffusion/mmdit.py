@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from diffusion.mmdit_blocks import FinalLayer, JointBlock
+from diffusion.mmdit_blocks import FinalLayer, JointBlock, Linear
 from diffusion.unet_blocks import timestep_embedding
 
 PREFIX = "joint_blocks."
@@ -91,7 +91,7 @@ class EmbedMLP(nn.Module):
 
     def __init__(self, in_dim: int, dim: int):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(in_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.mlp = nn.Sequential(Linear(in_dim, dim), nn.SiLU(), Linear(dim, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mlp(x)
@@ -111,7 +111,7 @@ class MMDiT(nn.Module):
         self.x_embedder = PatchEmbed(config.patch_size, config.in_channels, d)
         self.t_embedder = EmbedMLP(256, d)
         self.y_embedder = EmbedMLP(config.adm_in_channels, d)
-        self.context_embedder = nn.Linear(config.context_dim, d)
+        self.context_embedder = Linear(config.context_dim, d)
         m = config.pos_embed_max_size
         self.register_buffer("pos_embed", sincos_pos_embed_2d(d, m, 64), persistent=True)
         mlp_hidden = int(d * config.mlp_ratio)

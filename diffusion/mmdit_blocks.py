@@ -16,6 +16,24 @@ from torch import nn
 from diffusion.attention import attention
 
 LAYER_NORM_EPS = 1e-6
+FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+
+
+class Linear(nn.Linear):
+    """nn.Linear whose weight may be stored in another dtype than the computation's (fp8 files kept in fp8 in
+    memory): the weight and bias are cast to the input's dtype per call, the weight times `scale_weight` when the
+    file is ComfyUI "scaled fp8" (a per-layer scalar beside the weight)."""
+
+    scale_weight: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w, b = self.weight, self.bias
+        if w.dtype != x.dtype or self.scale_weight is not None:
+            w = w.to(x.dtype)
+            if self.scale_weight is not None:
+                w = w * self.scale_weight.to(device=x.device, dtype=x.dtype)
+            b = b.to(x.dtype) if b is not None else None
+        return F.linear(x, w, b)
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -44,10 +62,10 @@ class SelfAttentionProjections(nn.Module):
         super().__init__()
         self.heads = heads
         self.head_dim = dim // heads
-        self.qkv = nn.Linear(dim, dim * 3)
+        self.qkv = Linear(dim, dim * 3)
         self.ln_q = RMSNorm(self.head_dim) if qk_norm else None
         self.ln_k = RMSNorm(self.head_dim) if qk_norm else None
-        self.proj = None if pre_only else nn.Linear(dim, dim)
+        self.proj = None if pre_only else Linear(dim, dim)
 
     def pre_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q, k, v each B×N×D (heads interleaved as B×N×H·d), q and k normalised per head."""
@@ -64,8 +82,8 @@ class Mlp(nn.Module):
 
     def __init__(self, dim: int, hidden: int):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc1 = Linear(dim, hidden)
+        self.fc2 = Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
@@ -89,7 +107,7 @@ class DismantledBlock(nn.Module):
             self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=LAYER_NORM_EPS)
             self.mlp = Mlp(dim, mlp_hidden)
         n_mods = 2 if pre_only else (9 if dual_attention else 6)
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, n_mods * dim))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), Linear(dim, n_mods * dim))
 
     def pre_attention(self, x: torch.Tensor, c: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], tuple]:
         """(q, k, v) of the joint attention and what `post_attention` needs."""
@@ -142,8 +160,8 @@ class FinalLayer(nn.Module):
     def __init__(self, dim: int, patch: int, out_channels: int):
         super().__init__()
         self.norm_final = nn.LayerNorm(dim, elementwise_affine=False, eps=LAYER_NORM_EPS)
-        self.linear = nn.Linear(dim, patch * patch * out_channels)
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+        self.linear = Linear(dim, patch * patch * out_channels)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), Linear(dim, 2 * dim))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)

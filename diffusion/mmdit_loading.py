@@ -15,7 +15,7 @@ import torch
 from diffusion.checkpoint import UNET_PREFIX, VAE_PREFIX, CheckpointError, strip_prefix
 from diffusion.families.shapes import vae_config_from_state_dict
 from diffusion.mmdit import MMDiT, mmdit_config_from_state_dict, sincos_pos_embed_2d
-from diffusion.unet import load_assigned
+from diffusion.mmdit_blocks import FP8_DTYPES, Linear
 from diffusion.vae import AutoencoderKL, build_vae
 
 
@@ -37,12 +37,45 @@ def build_mmdit(state_dict: dict[str, torch.Tensor], dtype: torch.dtype = torch.
         config = mmdit_config_from_state_dict(state_dict)
     except (KeyError, ValueError) as err:
         raise CheckpointError(f"MMDiT weights lack a tensor every SD3 model has ({err})") from err
+    state_dict, scales = _split_fp8_scales(state_dict)
     if "pos_embed" not in state_dict:
         state_dict = {**state_dict, "pos_embed": sincos_pos_embed_2d(config.hidden_size, config.pos_embed_max_size, 64)}
     with torch.device("meta"):
         model = MMDiT(config)
-    load_assigned(model, state_dict, dtype, device, "MMDiT")
+    _check_keys(model, state_dict)
+    # fp8 linear weights stay fp8 in memory (each Linear upcasts per call); everything else in `dtype`
+    cast = {k: v.to(device) if v.dtype in FP8_DTYPES and k.endswith(".weight") else v.to(device=device, dtype=dtype)
+            for k, v in state_dict.items()}
+    model.load_state_dict(cast, strict=True, assign=True)
+    for name, scale in scales.items():
+        module = model.get_submodule(name)
+        if not isinstance(module, Linear):
+            raise CheckpointError(f"scaled fp8: {name}.scale_weight belongs to no linear layer")
+        module.scale_weight = scale.float().to(device)
     return model.eval().requires_grad_(False)
+
+
+def _check_keys(model: MMDiT, state_dict: dict[str, torch.Tensor]) -> None:
+    """`CheckpointError` naming missing, unexpected or wrongly shaped tensors."""
+    expected = model.state_dict(keep_vars=True)
+    missing, unexpected = sorted(set(expected) - set(state_dict)), sorted(set(state_dict) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"MMDiT weights do not match its config: {len(missing)} missing (e.g. {missing[:5]}), "
+                              f"{len(unexpected)} unexpected (e.g. {unexpected[:5]})")
+    wrong = [k for k, v in expected.items() if tuple(v.shape) != tuple(state_dict[k].shape)]
+    if wrong:
+        raise CheckpointError(f"MMDiT weights have {len(wrong)} tensors of the wrong shape, e.g. {wrong[0]}: file "
+                              f"{tuple(state_dict[wrong[0]].shape)}, model {tuple(expected[wrong[0]].shape)}")
+
+
+def _split_fp8_scales(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """ComfyUI "scaled fp8" files: the `scaled_fp8` marker, per-layer `scale_weight` (weight = stored · scale)
+    and `scale_input` (only for fp8 matmuls, unused when upcasting) are taken out; returns (weights, scales by
+    layer name)."""
+    scales = {k[: -len(".scale_weight")]: v for k, v in state_dict.items() if k.endswith(".scale_weight")}
+    weights = {k: v for k, v in state_dict.items()
+               if k != "scaled_fp8" and not k.endswith((".scale_weight", ".scale_input"))}
+    return weights, scales
 
 
 @dataclass
