@@ -108,3 +108,18 @@ def test_skip_layer_guidance(env: SDEnv) -> None:
     assert result.status == "error" and "layers must be comma-separated" in result.error["exception_message"]
     result = env.run(_with_slg("5", 3.0))
     assert result.status == "error" and "joint blocks 0 to 1" in result.error["exception_message"]
+
+
+def test_fp8_checkpoint_samples_through_the_model_manager(env: SDEnv, tmp_path: Path) -> None:
+    from tests.fixtures.tiny_sd3 import tiny_sd3_state_dict
+
+    sd = tiny_sd3_state_dict()
+    for key in [k for k in sd if k.startswith("model.diffusion_model.") and sd[k].ndim == 2]:
+        sd[key] = sd[key].to(torch.float8_e4m3fn)
+    write(sd, tmp_path / "models" / "checkpoints" / "fp8.safetensors")
+    prompt = sd3_txt2img()
+    prompt["1"]["inputs"]["ckpt_name"] = "fp8.safetensors"
+    image = env.value(prompt, "7")
+    model = env.value(prompt, "1")
+    assert torch.isfinite(image).all() and image.shape == (1, 48, 64, 3)
+    assert model.model.diffusion_model.joint_blocks[0].x_block.mlp.fc1.weight.dtype == torch.float8_e4m3fn
