@@ -141,6 +141,17 @@ def load_dual_text_encoder_module(first: str | os.PathLike[str], second: str | o
         raise CheckpointError(f"{os.fspath(first)} + {os.fspath(second)}: {err}") from err
 
 
+def load_single_sd3_text_encoder_module(path: str | os.PathLike[str], dtype: torch.dtype) -> MultiTextEncoder:
+    """CLIPLoader type sd3: one CLIP-L or CLIP-G file as SD3's text model (the missing tower's part is zeros)."""
+    tower = load_text_encoder_module(path, dtype)
+    if tower.config.family == "sd1":
+        return MultiTextEncoder("sd3", clip_l=tower)
+    if tower.config.family == "clip_g":
+        return MultiTextEncoder("sd3", clip_g=tower)
+    raise CheckpointError(f"{os.fspath(path)}: type sd3 takes a CLIP-L or CLIP-G file, this is a "
+                          f"{tower.config.family} text encoder")
+
+
 def model_socket(model: DiffusionModel, name: str = "") -> ModelHandle:
     """A new MODEL value (a "unet" handle) on a shared `DiffusionModel`."""
     return ModelHandle(model, name=name or "model", kind="unet")

@@ -123,3 +123,33 @@ def test_fp8_checkpoint_samples_through_the_model_manager(env: SDEnv, tmp_path: 
     model = env.value(prompt, "1")
     assert torch.isfinite(image).all() and image.shape == (1, 48, 64, 3)
     assert model.model.diffusion_model.joint_blocks[0].x_block.mlp.fc1.weight.dtype == torch.float8_e4m3fn
+
+
+def _tiny_t5_file(path: Path) -> Path:
+    """A T5 encoder's key layout (as in t5xxl_fp16.safetensors), tiny."""
+    gen = torch.Generator().manual_seed(0)
+    sd = {"shared.weight": torch.randn(64, 16, generator=gen), "encoder.final_layer_norm.weight": torch.ones(16),
+          "encoder.block.0.layer.0.SelfAttention.q.weight": torch.randn(16, 16, generator=gen),
+          "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight": torch.randn(32, 2, generator=gen)}
+    return write(sd, path)
+
+
+def test_t5_file_given_as_clip_l_is_refused(env: SDEnv, tmp_path: Path) -> None:
+    _tiny_t5_file(tmp_path / "models" / "text_encoders" / "t5xxl.safetensors")
+    prompt = sd3_txt2img()
+    prompt["10"]["inputs"]["clip_name1"] = "t5xxl.safetensors"
+    result = env.run(prompt)
+    assert result.status == "error" and result.error["node_type"] == "DualCLIPLoader"
+    assert "t5xxl.safetensors" in result.error["exception_message"]
+    assert "not a CLIP text encoder" in result.error["exception_message"]
+    env.ok(sd3_txt2img())
+
+
+def test_clip_loader_sd3_single_tower(env: SDEnv) -> None:
+    prompt = {"1": {"class_type": "CLIPLoader", "inputs": {"clip_name": "clip_g.safetensors", "type": "sd3"}},
+              "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["1", 0]}}}
+    cond = env.value(prompt, "2")
+    context, pooled = cond[0][0], cond[0][1]["pooled_output"]
+    assert context.shape == (1, 77, 4096) and pooled.shape == (1, 768 + G_WIDTH)
+    assert context[0, :, :768].abs().max() == 0 and context[0, :, 768:768 + G_WIDTH].abs().max() > 0
+    assert pooled[0, :768].abs().max() == 0
