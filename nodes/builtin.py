@@ -33,4 +33,5 @@ BUILTIN_MODULES: list[str] = [
     "nodes.model_merging_sdxl",
     "nodes.guidance_pag",
     "nodes.sd3",
+    "nodes.model_merging_sd3",
 ]

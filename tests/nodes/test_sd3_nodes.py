@@ -153,3 +153,28 @@ def test_clip_loader_sd3_single_tower(env: SDEnv) -> None:
     assert context.shape == (1, 77, 4096) and pooled.shape == (1, 768 + G_WIDTH)
     assert context[0, :, :768].abs().max() == 0 and context[0, :, 768:768 + G_WIDTH].abs().max() > 0
     assert pooled[0, :768].abs().max() == 0
+
+
+def test_model_merge_sd3(env: SDEnv, tmp_path: Path) -> None:
+    write_tiny_sd3(tmp_path / "models" / "checkpoints" / "other.safetensors", seed=7)
+    info = env.registry.object_info()
+    assert list(info["ModelMergeSD3_2B"]["input"]["required"])[2:8] == [
+        "pos_embed.", "x_embedder.", "context_embedder.", "y_embedder.", "t_embedder.", "joint_blocks.0."]
+    assert "joint_blocks.37." in info["ModelMergeSD35_Large"]["input"]["required"]
+
+    def merged(ratio: float) -> dict:
+        prompt = sd3_txt2img()
+        prompt["20"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "other.safetensors"}}
+        ratios = {name: ratio for name in info["ModelMergeSD3_2B"]["input"]["required"] if name.endswith(".")}
+        prompt["21"] = {"class_type": "ModelMergeSD3_2B", "inputs": {"model1": ["1", 0], "model2": ["20", 0],
+                                                                     **ratios}}
+        prompt["6"]["inputs"]["model"] = ["21", 0]
+        return prompt
+
+    own = env.value(sd3_txt2img(), "7")
+    other = sd3_txt2img()  # the other model's MMDiT, decoded with the same VAE as the merges
+    other["20"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "other.safetensors"}}
+    other["6"]["inputs"]["model"] = ["20", 0]
+    theirs = env.value(other, "7")
+    torch.testing.assert_close(env.value(merged(1.0), "7"), own, atol=1e-5, rtol=0)
+    torch.testing.assert_close(env.value(merged(0.0), "7"), theirs, atol=1e-5, rtol=0)
