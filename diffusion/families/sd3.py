@@ -41,7 +41,7 @@ def encode_adm(cond: dict, height: int, width: int, prompt_type: str, adm_channe
 
 
 SD3 = register(ModelFamily(
-    name="sd3", description="SD3 / SD3.5 (MMDiT)", priority=100, matches=matches, unet_config=unet_config,
+    name="sd3", description="SD3 / SD3.5 (MMDiT)", priority=-10, matches=matches, unet_config=unet_config,
     text_encoders=("clip_l", "clip_g", "t5xxl"), latent_format=SD3_LATENT, clip_type="sd3",
     memory_usage_factor=1.6, adm_channels=POOLED_WIDTH, encode_adm=encode_adm,
 ))
