@@ -32,7 +32,7 @@ from diffusion.loading import load_checkpoint, load_unet_file, load_vae_file
 from diffusion.model_sampling import ModelSampling
 from diffusion.model_sampling_continuous import ContinuousSampling
 from diffusion.model_sampling_flow import SD3_SHIFT, FlowSampling
-from diffusion.mmdit_loading import build_mmdit, checkpoint_is_mmdit, is_mmdit, load_sd3_checkpoint
+from diffusion.mmdit_loading import build_mmdit, checkpoint_is_mmdit, load_sd3_checkpoint
 from diffusion.patcher import ModelHandle
 from diffusion.text_encoders import CLIP, TextEncoder, build_text_encoder
 from diffusion.vae import VAE, AutoencoderKL
