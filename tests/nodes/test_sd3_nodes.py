@@ -178,3 +178,18 @@ def test_model_merge_sd3(env: SDEnv, tmp_path: Path) -> None:
     theirs = env.value(other, "7")
     torch.testing.assert_close(env.value(merged(1.0), "7"), own, atol=1e-5, rtol=0)
     torch.testing.assert_close(env.value(merged(0.0), "7"), theirs, atol=1e-5, rtol=0)
+
+
+def test_unet_loader_takes_an_mmdit_file(env: SDEnv, tmp_path: Path) -> None:
+    from tests.fixtures.tiny_sd3 import tiny_sd3_state_dict
+
+    prefix = "model.diffusion_model."
+    sd = {k[len(prefix):]: v for k, v in tiny_sd3_state_dict().items() if k.startswith(prefix)}
+    write(sd, tmp_path / "models" / "diffusion_models" / "sd35m_mmdit.safetensors")
+    prompt = sd3_txt2img()
+    prompt["30"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "sd35m_mmdit.safetensors",
+                                                           "weight_dtype": "default"}}
+    prompt["6"]["inputs"]["model"] = ["30", 0]
+    model = env.value(prompt, "30")
+    assert model.model.family == "sd3" and model.model.latent_format.channels == 16
+    torch.testing.assert_close(env.value(prompt, "7"), env.value(sd3_txt2img(), "7"), atol=1e-5, rtol=0)
