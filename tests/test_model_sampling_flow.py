@@ -44,3 +44,18 @@ def test_sd3_latent_format() -> None:
     x = torch.randn(1, 16, 2, 2)
     torch.testing.assert_close(SD3.process_out(SD3.process_in(x)), x)
     assert SD3.channels == 16 and len(SD3.rgb_factors) == 16 and SD3.taesd_decoder_name == "taesd3_decoder"
+
+
+def test_sd3_previews_latent2rgb_and_taesd3(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    from diffusion.latent_formats import latent_to_rgb_preview
+    from diffusion.taesd import decoder, load_taesd_decoder
+
+    latent = torch.randn(1, 16, 8, 8)
+    assert latent_to_rgb_preview(latent, SD3).shape == (8, 8, 3)
+    assert latent_to_rgb_preview(latent, "sd3").shape == (8, 8, 3)
+    path = tmp_path / "taesd3_decoder.safetensors"
+    save_file({k: v.contiguous() for k, v in decoder(16).state_dict().items()}, str(path))
+    taesd3 = load_taesd_decoder(path, latent_channels=16)
+    assert latent_to_rgb_preview(latent, SD3, taesd3).shape == (64, 64, 3)
