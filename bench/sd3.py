@@ -2,7 +2,7 @@
 MMDiT forward time at batch 2 (a cfg pair) for 256² and 512² images (32² and 64² latents), fp32 weights and fp8
 storage (float8_e4m3fn linear weights upcast per layer).
 
-    flock /tmp/loom-bigmodel.lock python bench/sd3.py [--runs 3]
+    flock /tmp/loom-bigmodel.lock python bench/sd3.py [--runs 3] [--sides 32 64]
 
 Load is `diffusion.assemble.load_checkpoint_modules` (read, build MMDiT + VAE on `meta`, assign) of the fp16
 reference file into fp32. The forward figures are the median of `--runs` calls after one warm-up call, 77 context
@@ -51,6 +51,7 @@ def to_fp8(net: torch.nn.Module) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--sides", type=int, nargs="+", default=[32, 64], help="latent sides (pixels / 8)")
     args = parser.parse_args()
     path = reference_checkpoint(REPO / ".." / "shared", "sd35m")
     start = time.perf_counter()
@@ -60,10 +61,10 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}")
     print("| case | seconds |\n|---|---|")
     print(f"| load fp16 file → fp32 (peak RSS {rss:.1f} GiB) | {load:.1f} |")
-    for side in (32, 64):
+    for side in args.sides:
         print(f"| MMDiT forward, batch 2, {side * 8}², fp32 | {forward_seconds(net, side, args.runs):.2f} |")
     to_fp8(net)
-    for side in (32, 64):
+    for side in args.sides:
         print(f"| MMDiT forward, batch 2, {side * 8}², fp8 storage | {forward_seconds(net, side, args.runs):.2f} |")
 
 
