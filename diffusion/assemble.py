@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from diffusion.checkpoint import CheckpointError, read_state_dict
+from diffusion.checkpoint import CheckpointError, keep_fp8, read_keys, read_state_dict, strip_prefix
 from diffusion.clip_multi import MultiTextEncoder, build_dual
 from diffusion.diffusion_model import DiffusionModel
 from diffusion.families import get_family
@@ -31,6 +31,8 @@ from diffusion.latent_formats import PLAYGROUND_V25
 from diffusion.loading import load_checkpoint, load_unet_file, load_vae_file
 from diffusion.model_sampling import ModelSampling
 from diffusion.model_sampling_continuous import ContinuousSampling
+from diffusion.model_sampling_flow import SD3_SHIFT, FlowSampling
+from diffusion.mmdit_loading import build_mmdit, checkpoint_is_mmdit, load_sd3_checkpoint
 from diffusion.patcher import ModelHandle
 from diffusion.text_encoders import CLIP, TextEncoder, build_text_encoder
 from diffusion.vae import VAE, AutoencoderKL
@@ -58,6 +60,8 @@ class Precision:
 def model_sampling_for(prediction: str, sampling: SamplingSpec | None = None) -> nn.Module:
     """The schedule a loaded file samples with: the discrete SD schedule with `prediction` ("eps"/"v"), or what
     its marker keys ask for (`SamplingSpec`: v-prediction + zsnr, EDM / CosXL continuous schedules)."""
+    if prediction == "flow":
+        return FlowSampling(SD3_SHIFT)
     if sampling is None:
         return ModelSampling(prediction=_PREDICTIONS.get(prediction, prediction))
     if sampling.kind == "edm":
@@ -82,7 +86,14 @@ def diffusion_model(unet: nn.Module, family: str, prediction: str,
 def load_checkpoint_modules(path: str | os.PathLike[str], precision: Precision,
                             prediction: str | None = None) -> dict[str, nn.Module | None]:
     """The base modules of a single-file checkpoint: {"unet": DiffusionModel, "clip": TextEncoder | None,
-    "vae": AutoencoderKL | None}, read on the CPU in `precision` (cast while reading)."""
+    "vae": AutoencoderKL | None}, read on the CPU in `precision` (cast while reading). SD3/SD3.5 files (an MMDiT)
+    give the MMDiT with flow sampling and the 16-channel VAE."""
+    if _file_is_mmdit(path):
+        unet_dtype = keep_fp8(path, precision.unet)
+        state_dict = read_state_dict(path, dtype=lambda key: precision.vae if key.startswith("first_stage_model.")
+                                     else unet_dtype(key))
+        sd3 = load_sd3_checkpoint(state_dict, precision.unet, precision.vae, path)
+        return {"unet": diffusion_model(sd3.mmdit, "sd3", "flow"), "clip": None, "vae": sd3.vae}
     loaded = load_checkpoint(path, dtype=precision.unet, vae_dtype=precision.vae,
                              text_encoder_dtype=precision.text_encoder, prediction=prediction)
     model = diffusion_model(loaded.unet, loaded.info.family, loaded.info.prediction, loaded.info.sampling)
@@ -91,8 +102,17 @@ def load_checkpoint_modules(path: str | os.PathLike[str], precision: Precision,
 
 def load_unet_module(path: str | os.PathLike[str], dtype: torch.dtype) -> DiffusionModel:
     """A `DiffusionModel` from a UNet-only file (or a checkpoint's UNet); the family is read off the shapes."""
+    if _file_is_mmdit(path):
+        state_dict = strip_prefix(read_state_dict(path, dtype=keep_fp8(path, dtype)), "model.diffusion_model.")
+        return diffusion_model(build_mmdit(state_dict, dtype), "sd3", "flow")
     unet, family, prediction = load_unet_file(path, dtype=dtype)
     return diffusion_model(unet, family, prediction)
+
+
+def _file_is_mmdit(path: str | os.PathLike[str]) -> bool:
+    """Whether a file's keys (read from its header, no tensors) hold an SD3 MMDiT."""
+    keys = dict.fromkeys(read_keys(path))
+    return checkpoint_is_mmdit(keys)
 
 
 def load_vae_module(path: str | os.PathLike[str], dtype: torch.dtype) -> AutoencoderKL:
@@ -119,6 +139,17 @@ def load_dual_text_encoder_module(first: str | os.PathLike[str], second: str | o
         return build_dual(towers[0], towers[1], family)
     except ValueError as err:
         raise CheckpointError(f"{os.fspath(first)} + {os.fspath(second)}: {err}") from err
+
+
+def load_single_sd3_text_encoder_module(path: str | os.PathLike[str], dtype: torch.dtype) -> MultiTextEncoder:
+    """CLIPLoader type sd3: one CLIP-L or CLIP-G file as SD3's text model (the missing tower's part is zeros)."""
+    tower = load_text_encoder_module(path, dtype)
+    if tower.config.family == "sd1":
+        return MultiTextEncoder("sd3", clip_l=tower)
+    if tower.config.family == "clip_g":
+        return MultiTextEncoder("sd3", clip_g=tower)
+    raise CheckpointError(f"{os.fspath(path)}: type sd3 takes a CLIP-L or CLIP-G file, this is a "
+                          f"{tower.config.family} text encoder")
 
 
 def model_socket(model: DiffusionModel, name: str = "") -> ModelHandle:

@@ -301,3 +301,24 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     header, _ = _safetensors_header(path)
     meta = header.get("__metadata__") or {}
     return {str(k): str(v) for k, v in meta.items()}
+
+
+def read_keys(path: str | os.PathLike) -> list[str]:
+    """The tensor names of a safetensors file, from its header alone (no tensor read); [] for other formats or a
+    missing file (callers then read the file as usual)."""
+    path = Path(path)
+    if not path.is_file() or path.suffix.lower() not in SAFETENSORS_SUFFIXES:
+        return []
+    header, _ = _safetensors_header(path)
+    return [k for k in header if k != "__metadata__"]
+
+
+def keep_fp8(path: str | os.PathLike, dtype: torch.dtype) -> Callable[[str], torch.dtype | None]:
+    """A per-key dtype choice for `read_state_dict` that keeps a safetensors file's float8 tensors in float8 (the
+    networks that take them upcast per layer) and casts the rest to `dtype`."""
+    path = Path(path)
+    fp8 = set()
+    if path.is_file() and path.suffix.lower() in SAFETENSORS_SUFFIXES:
+        header, _ = _safetensors_header(path)
+        fp8 = {k for k, v in header.items() if k != "__metadata__" and str(v.get("dtype", "")).startswith("F8")}
+    return lambda key: None if key in fp8 else dtype

@@ -35,8 +35,33 @@ def combine_g_only(outputs: Outputs) -> tuple[torch.Tensor, torch.Tensor]:
     return outputs["g"]
 
 
+SD3_CONTEXT_WIDTH = 4096  # T5-XXL's width; the CLIP part is zero-padded to it
+SD3_L_WIDTH, SD3_G_WIDTH = 768, 1280
+
+
+def combine_sd3(outputs: Outputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """SD3 (ComfyUI `comfy/text_encoders/sd3_clip.py` as the spec): context = CLIP-L ‖ bigG per token (bigG alone
+    is preceded by 768 zeros), zero-padded to 4096 wide; pooled = L's unprojected ‖ G's projected pooled output,
+    zeros for a missing tower. T5-XXL tokens, when a T5 tower is present, follow along the sequence."""
+    l_out, g_out = outputs.get("l"), outputs.get("g")
+    ref = next(v[0] for v in outputs.values())
+    l_pooled = l_out[1] if l_out is not None else ref.new_zeros(1, SD3_L_WIDTH)
+    g_pooled = g_out[1] if g_out is not None else ref.new_zeros(1, SD3_G_WIDTH)
+    lg = l_out[0] if l_out is not None else None
+    if g_out is not None:
+        if lg is None:
+            lg = torch.nn.functional.pad(g_out[0], (SD3_L_WIDTH, 0))
+        else:
+            cut = min(lg.shape[1], g_out[0].shape[1])
+            lg = torch.cat([lg[:, :cut], g_out[0][:, :cut]], dim=-1)
+    lg = torch.nn.functional.pad(lg, (0, SD3_CONTEXT_WIDTH - lg.shape[-1]))
+    t5 = outputs.get("t5")
+    cond = lg if t5 is None else torch.cat([lg, t5[0]], dim=-2)
+    return cond, torch.cat([l_pooled, g_pooled], dim=-1)
+
+
 COMBINERS: dict[str, Callable[[Outputs], tuple[torch.Tensor, torch.Tensor]]] = {
-    "sdxl": combine_sdxl, "sdxl_refiner": combine_g_only,
+    "sdxl": combine_sdxl, "sdxl_refiner": combine_g_only, "sd3": combine_sd3,
 }
 # The towers each family needs, by token key.
 REQUIRED_TOWERS = {"sdxl": ("l", "g"), "sdxl_refiner": ("g",)}

@@ -27,6 +27,7 @@ class LatentFormat:
     taesd_decoder_name: str | None = None
     latents_mean: tuple[float, ...] | None = None  # per-channel normalisation (Playground v2.5)
     latents_std: tuple[float, ...] | None = None
+    shift_factor: float = 0.0  # subtracted before scaling (SD3: 0.0609)
 
     def _stats(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         shape = (1, -1) + (1,) * (latent.ndim - 2)
@@ -37,14 +38,14 @@ class LatentFormat:
     def process_in(self, latent: torch.Tensor) -> torch.Tensor:
         """Raw VAE latent -> sampler latent: × scale, or (x − mean)·scale/std for normalised formats."""
         if self.latents_mean is None:
-            return latent * self.scale_factor
+            return (latent - self.shift_factor) * self.scale_factor
         mean, std = self._stats(latent)
         return (latent - mean) * self.scale_factor / std
 
     def process_out(self, latent: torch.Tensor) -> torch.Tensor:
         """Sampler latent -> raw VAE latent."""
         if self.latents_mean is None:
-            return latent / self.scale_factor
+            return latent / self.scale_factor + self.shift_factor
         mean, std = self._stats(latent)
         return latent * std / self.scale_factor + mean
 
@@ -72,6 +73,22 @@ PLAYGROUND_V25 = LatentFormat(
     latents_mean=(-1.6574, 1.886, -1.383, 2.5155),
     latents_std=(8.4927, 5.9022, 6.5498, 5.2299),
 )
+
+# SD3 / SD3.5: the 16-channel VAE, (latent − 0.0609)·1.5305 (ComfyUI SD3; preview factors fitted by ComfyUI).
+SD3 = LatentFormat(
+    scale_factor=1.5305,
+    shift_factor=0.0609,
+    channels=16,
+    rgb_factors=((-0.0922, -0.0175, 0.0749), (0.0311, 0.0633, 0.0954), (0.1994, 0.0927, 0.0458),
+                 (0.0856, 0.0339, 0.0902), (0.0587, 0.0272, -0.0496), (-0.0006, 0.1104, 0.0309),
+                 (0.0978, 0.0306, 0.0427), (-0.0042, 0.1038, 0.1358), (-0.0194, 0.0020, 0.0669),
+                 (-0.0488, 0.0130, -0.0268), (0.0922, 0.0988, 0.0951), (-0.0278, 0.0524, -0.0542),
+                 (0.0332, 0.0456, 0.0895), (-0.0069, -0.0030, -0.0810), (-0.0596, -0.0465, -0.0293),
+                 (-0.1448, -0.1463, -0.1189)),
+    rgb_bias=(0.2394, 0.2135, 0.1925),
+    taesd_decoder_name="taesd3_decoder",
+)
+
 
 def latent_format_for(family: str) -> LatentFormat:
     """The latent format a registered family declares ("sd1", "sd2", "sdxl", ...; see `diffusion.families`)."""

@@ -31,6 +31,7 @@ class VAEConfig:
     z_channels: int = 4
     embed_dim: int = 4
     double_z: bool = True
+    use_quant_conv: bool = True  # the SD3/SD3.5 16-channel VAE has neither quant_conv nor post_quant_conv
 
     @classmethod
     def sd(cls) -> VAEConfig:
@@ -196,15 +197,19 @@ class AutoencoderKL(nn.Module):
         self.config = config
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
-        self.quant_conv = nn.Conv2d(2 * config.z_channels, 2 * config.embed_dim, 1)
-        self.post_quant_conv = nn.Conv2d(config.embed_dim, config.z_channels, 1)
+        if config.use_quant_conv:
+            self.quant_conv = nn.Conv2d(2 * config.z_channels, 2 * config.embed_dim, 1)
+            self.post_quant_conv = nn.Conv2d(config.embed_dim, config.z_channels, 1)
+        else:
+            self.quant_conv = self.post_quant_conv = None
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        mean, _logvar = self.quant_conv(self.encoder(x)).chunk(2, dim=1)
+        moments = self.encoder(x)
+        mean, _logvar = (moments if self.quant_conv is None else self.quant_conv(moments)).chunk(2, dim=1)
         return mean
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.post_quant_conv(z))
+        return self.decoder(z if self.post_quant_conv is None else self.post_quant_conv(z))
 
 
 _ATTN_PROJECTIONS = ("q", "k", "v", "proj_out")

@@ -46,4 +46,6 @@ BUILTIN_MODULES: list[str] = [
     "nodes.image_filters",
     "nodes.compositing",
     "nodes.image_files",
+    "nodes.sd3",
+    "nodes.model_merging_sd3",
 ]

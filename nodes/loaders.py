@@ -15,7 +15,8 @@ from typing import Any, Callable
 import torch
 
 from diffusion.assemble import (Precision, clip_socket, load_checkpoint_modules, load_dual_text_encoder_module,
-                                load_text_encoder_module, load_unet_module, load_vae_module, model_socket,
+                                load_single_sd3_text_encoder_module, load_text_encoder_module,
+                                load_unet_module, load_vae_module, model_socket,
                                 vae_socket)
 from diffusion.patcher import ModelHandle
 from diffusion.text_encoders import CLIP
@@ -30,10 +31,10 @@ log = logging.getLogger(__name__)
 # from the keys) and says so for the others.
 CLIP_TYPES = ("stable_diffusion", "stable_cascade", "sd3", "stable_audio", "mochi", "ltxv", "pixart", "cosmos",
               "lumina2", "wan", "hidream", "chroma", "ace", "omnigen2", "qwen_image", "hunyuan_image")
-SUPPORTED_CLIP_TYPES = ("stable_diffusion",)
+SUPPORTED_CLIP_TYPES = ("stable_diffusion", "sd3")
 # ComfyUI's DualCLIPLoader `type` choices; Loom builds "sdxl" (CLIP-L + CLIP-G) and says so for the others.
 DUAL_CLIP_TYPES = ("sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_image")
-SUPPORTED_DUAL_CLIP_TYPES = ("sdxl",)
+SUPPORTED_DUAL_CLIP_TYPES = ("sdxl", "sd3")
 UNET_WEIGHT_DTYPES = ("default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2")
 _FP8 = {"fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e4m3fn_fast": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
 
@@ -207,11 +208,16 @@ class CLIPLoader(Node):
     def execute(self, clip_name: str, type: str = "stable_diffusion", device: str = "default") -> tuple[CLIP]:
         if type not in SUPPORTED_CLIP_TYPES:
             raise ValueError(f"CLIPLoader type {type!r} is not supported by Loom yet; supported: "
-                             f"{', '.join(SUPPORTED_CLIP_TYPES)} (SD1.x CLIP-L and SD2.x OpenCLIP-H files)")
+                             f"{', '.join(SUPPORTED_CLIP_TYPES)} (SD1.x CLIP-L and SD2.x OpenCLIP-H files; "
+                             f"sd3: a CLIP-L or CLIP-G file)")
         ctx = node_context()
         folders = _folders(ctx)
         path = folders.full_path("text_encoders", clip_name)
         dtype = dtype_for(ctx, "text_encoder")
+        if type == "sd3":  # one SD3 tower; the other's part of the context and pooled vector is zeros
+            module = cached_one(ctx, path, lambda: load_single_sd3_text_encoder_module(path, dtype),
+                                f"clip:sd3:{dtype}", "clip")
+            return (clip_socket(module, clip_name, embedding_directories(folders)),)
         module = cached_one(ctx, path, lambda: load_text_encoder_module(path, dtype), f"clip:{dtype}", "clip")
         return (clip_socket(module, clip_name, embedding_directories(folders)),)
 

@@ -43,10 +43,12 @@ def preview_decoder(ctx: NodeContext, model: Any) -> torch.nn.Module | None:
         from diffusion.taesd import load_taesd_decoder
     except ImportError:
         return None
+    channels = getattr(model.latent_format, "channels", 4)  # TAESD3 decodes the 16-channel SD3 latent
     try:
         if ctx.models is None:
-            return load_taesd_decoder(path)
-        return ctx.models.files.get_or_load(path, lambda: load_taesd_decoder(path), dtype=torch.float32, part="taesd_decoder")
+            return load_taesd_decoder(path, latent_channels=channels)
+        return ctx.models.files.get_or_load(path, lambda: load_taesd_decoder(path, latent_channels=channels),
+                                            dtype=torch.float32, part="taesd_decoder")
     except (OSError, ValueError, RuntimeError) as err:
         log.warning("cannot use %s for previews: %s", path, err)
         return None

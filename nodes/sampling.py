@@ -128,11 +128,17 @@ def _preview_image(x0: torch.Tensor, model: DiffusionModel, decoder: torch.nn.Mo
 
 
 def fix_empty_latent_channels(model: DiffusionModel, latent: torch.Tensor) -> torch.Tensor:
-    """An all-zero latent with the wrong channel count becomes zeros of the model's latent channels (ComfyUI)."""
+    """An all-zero latent with the wrong channel count becomes zeros of the model's latent channels (ComfyUI); any
+    other latent of the wrong channel count is refused with the reason (e.g. an SD1.5 latent fed to SD3)."""
     channels = model.latent_format.channels
     if latent.shape[1] != channels and torch.count_nonzero(latent) == 0:
         return torch.zeros((latent.shape[0], channels) + tuple(latent.shape[2:]), dtype=latent.dtype,
                            device=latent.device)
+    if latent.ndim == 4 and latent.shape[1] != channels:
+        raise ValueError(
+            f"latent_image has {latent.shape[1]} channels but this {getattr(model, 'family', '')} model works on "
+            f"{channels}-channel latents: make the latent for this model (e.g. EmptySD3LatentImage for SD3) or "
+            f"encode the image with this model's VAE")
     return latent
 
 

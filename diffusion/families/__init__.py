@@ -11,7 +11,7 @@ and the families.
 """
 from __future__ import annotations
 
-from diffusion.families import sd1, sd2, sdxl, sdxl_refiner  # noqa: F401  (each registers its family)
+from diffusion.families import sd1, sd2, sd3, sdxl, sdxl_refiner  # noqa: F401  (each registers its family)
 from diffusion.families.base import Evidence, ModelFamily
 from diffusion.families.detect import (
     ModelInfo,

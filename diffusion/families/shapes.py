@@ -132,8 +132,10 @@ def vae_config_from_state_dict(vae: dict[str, torch.Tensor]) -> VAEConfig:
     return VAEConfig(
         ch=ch, ch_mult=mults, num_res_blocks=len(indices(vae, r"encoder\.down\.0\.block\.(\d+)\.")),
         in_channels=vae["encoder.conv_in.weight"].shape[1], out_ch=vae["decoder.conv_out.weight"].shape[0],
-        z_channels=z_channels, embed_dim=vae["post_quant_conv.weight"].shape[1],
+        z_channels=z_channels,
+        embed_dim=vae["post_quant_conv.weight"].shape[1] if "post_quant_conv.weight" in vae else z_channels,
         double_z=vae["encoder.conv_out.weight"].shape[0] == 2 * z_channels,
+        use_quant_conv="post_quant_conv.weight" in vae,
     )
 
 

@@ -162,7 +162,7 @@ def test_component_loaders(env: SDEnv) -> None:
     assert rounded.dtype == weight.dtype and not torch.equal(rounded, weight)
     torch.testing.assert_close(rounded, weight.to(torch.float8_e4m3fn).to(weight.dtype))
     bad = dict(prompt)
-    bad["21"] = {"class_type": "CLIPLoader", "inputs": {"clip_name": "te.safetensors", "type": "sd3"}}
+    bad["21"] = {"class_type": "CLIPLoader", "inputs": {"clip_name": "te.safetensors", "type": "stable_cascade"}}
     result = env.run(bad)
     assert result.status == "error" and "not supported by Loom" in result.error["exception_message"]
 

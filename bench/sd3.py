@@ -1,0 +1,72 @@
+"""Benchmark: the full-size SD3.5 Medium reference checkpoint on this machine's CPU — load time and peak RSS, and
+MMDiT forward time at batch 2 (a cfg pair) for 256² and 512² images (32² and 64² latents), fp32 weights and fp8
+storage (float8_e4m3fn linear weights upcast per layer).
+
+    flock /tmp/loom-bigmodel.lock python bench/sd3.py [--runs 3] [--sides 32 64]
+
+Load is `diffusion.assemble.load_checkpoint_modules` (read, build MMDiT + VAE on `meta`, assign) of the fp16
+reference file into fp32. The forward figures are the median of `--runs` calls after one warm-up call, 77 context
+tokens (two CLIPs, no T5). The checkpoint is built with shared/reference/make_random_checkpoint.py into
+<repo>/.cache/reference when missing (tests/fixtures/reference.py). Prints a Markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from diffusion.assemble import Precision, load_checkpoint_modules  # noqa: E402
+from tests.fixtures.reference import reference_checkpoint  # noqa: E402
+
+
+def forward_seconds(net: torch.nn.Module, side: int, runs: int) -> float:
+    x, t = torch.randn(2, 16, side, side), torch.tensor([1000.0, 1000.0])
+    ctx, y = torch.randn(2, 77, 4096), torch.randn(2, 2048)
+    times = []
+    with torch.inference_mode():
+        net(x, t, context=ctx, y=y)
+        for _ in range(runs):
+            start = time.perf_counter()
+            net(x, t, context=ctx, y=y)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def to_fp8(net: torch.nn.Module) -> None:
+    """Linear weights to float8_e4m3fn storage (the MMDiT's Linear upcasts them per call)."""
+    for module in net.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.weight.data = module.weight.data.to(torch.float8_e4m3fn)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--sides", type=int, nargs="+", default=[32, 64], help="latent sides (pixels / 8)")
+    args = parser.parse_args()
+    path = reference_checkpoint(REPO / ".." / "shared", "sd35m")
+    start = time.perf_counter()
+    net = load_checkpoint_modules(path, Precision())["unet"].diffusion_model
+    load = time.perf_counter() - start
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    print(f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}")
+    print("| case | seconds |\n|---|---|")
+    print(f"| load fp16 file → fp32 (peak RSS {rss:.1f} GiB) | {load:.1f} |")
+    for side in args.sides:
+        print(f"| MMDiT forward, batch 2, {side * 8}², fp32 | {forward_seconds(net, side, args.runs):.2f} |")
+    to_fp8(net)
+    for side in args.sides:
+        print(f"| MMDiT forward, batch 2, {side * 8}², fp8 storage | {forward_seconds(net, side, args.runs):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
