@@ -11,7 +11,8 @@ hands events over with `call_soon_threadsafe` and never waits; each client drain
 buffers, so one stalled browser never delays the worker or the other clients. At most
 `max_previews` preview frames wait per client (older ones are dropped first — a newer preview
 supersedes them). Per-node state events (`executing` for a node, `progress_state`) of one prompt
-are coalesced while they wait: a newer one replaces the unsent older one and moves to the end,
+are coalesced while they wait behind COALESCE_AFTER others: a newer one replaces the unsent older one and moves
+to the end,
 so a client that reads slower than a 10,000-node graph runs gets the latest state, not a backlog
 (`executed`, `progress`, the final `executing` with node null and everything else are kept in
 order). Memory per client is bounded: past `max_events` messages or `max_bytes` waiting, a
@@ -50,6 +51,9 @@ def encode_preview(image_format: str, data: bytes) -> bytes:
 
 
 HARD_FACTOR = 8
+# Coalescing starts once this many messages wait for a client: one that keeps up gets every event (API clients
+# follow each node's `executing`), one that falls behind gets the latest state.
+COALESCE_AFTER = 256
 _COALESCED = frozenset({"executing", "progress_state"})
 
 
@@ -82,6 +86,7 @@ class Client:
     waiting: int = 0  # live messages in `events`
     waiting_bytes: int = 0
     last_progress: float = field(default_factory=time.monotonic)  # last send, or when the buffer filled from empty
+    sending_since: float | None = None  # when the send now waiting on the client's socket started
     previews: collections.deque = field(default_factory=collections.deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
@@ -203,7 +208,7 @@ class WebSocketHub:
     def _enqueue(self, client: Client, text: str, key: tuple[str, Any] | None = None) -> None:
         if client.closed:
             return
-        if key is not None:
+        if key is not None and client.waiting >= COALESCE_AFTER:
             older = client.latest.get(key)
             if older is not None and older.text is not None:
                 client.waiting -= 1
@@ -225,7 +230,9 @@ class WebSocketHub:
         """Disconnect a client over its bounds that read nothing for `stall_seconds` (or far over)."""
         if client.closed or (client.waiting <= self.max_events and client.waiting_bytes <= self.max_bytes):
             return
-        idle = time.monotonic() - client.last_progress
+        # Stalled means a send has waited on the client's socket that long. A writer that has not been scheduled
+        # (the worker thread holding the interpreter through a burst) is Loom being behind, not the client.
+        idle = time.monotonic() - client.sending_since if client.sending_since is not None else 0.0
         far_over = (client.waiting > HARD_FACTOR * self.max_events
                     or client.waiting_bytes > HARD_FACTOR * self.max_bytes)
         if idle < self.stall_seconds and not far_over:
@@ -262,7 +269,9 @@ class WebSocketHub:
                         del client.latest[message.key]
                     client.waiting -= 1
                     client.waiting_bytes -= len(message.text)
+                    client.sending_since = time.monotonic()
                     await ws.send_str(message.text)
+                    client.sending_since = None
                 else:
                     await ws.send_bytes(client.previews.popleft())
                 client.last_progress = time.monotonic()

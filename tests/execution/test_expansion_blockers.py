@@ -27,7 +27,7 @@ def test_loop_by_expansion_ids_display_nodes_and_cache(tmp_path: Path) -> None:
         ephemeral = [e for e in executing if "." in e["node"]]
         assert ephemeral, "the loop ran no expanded nodes"
         # ids derive from the parent (ComfyUI's "<parent>.<call>.<graph>.<id>"), displays are submitted nodes
-        assert all(e["node"].startswith("5.0.0.") for e in ephemeral)
+        assert all(e["node"].startswith("5.0.0.") for e in ephemeral), [e["node"] for e in ephemeral]
         assert {e["display_node"] for e in ephemeral} <= {"2", "3", "4", "5"}
         assert "5.0.0.Recurse" in [e["node"] for e in ephemeral]
         states: dict = {}
