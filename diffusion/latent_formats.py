@@ -90,16 +90,6 @@ SD3 = LatentFormat(
 )
 
 
-def latent_format_for(family: str) -> LatentFormat:
-    """The latent format a registered family declares ("sd1", "sd2", "sdxl", ...; see `diffusion.families`)."""
-    from diffusion.families import get_family  # the families import this module for the formats
-
-    try:
-        return get_family(family).latent_format
-    except KeyError as err:
-        raise ValueError(str(err.args[0])) from None
-
-
 def latent_to_rgb(latent: torch.Tensor, fmt: LatentFormat) -> torch.Tensor:
     """B×C×H×W sampler latent -> B×H×W×3 float RGB in [-1, 1]-ish via the linear projection."""
     weight = torch.tensor(fmt.rgb_factors, dtype=torch.float32, device=latent.device).transpose(0, 1)
@@ -107,11 +97,10 @@ def latent_to_rgb(latent: torch.Tensor, fmt: LatentFormat) -> torch.Tensor:
     return torch.nn.functional.linear(latent.float().movedim(1, -1), weight, bias)
 
 
-def latent_to_rgb_preview(latent: torch.Tensor, family: str | LatentFormat = "sd1",
+def latent_to_rgb_preview(latent: torch.Tensor, fmt: LatentFormat,
                           taesd_decoder: torch.nn.Module | None = None) -> np.ndarray:
     """The first latent of a batch as an H×W×3 uint8 preview (ComfyUI's Latent2RGB previewer, or the
     given TAESD decoder, whose output is taken to be in [0, 1] unless it has `output_range == (-1, 1)`)."""
-    fmt = family if isinstance(family, LatentFormat) else latent_format_for(family)
     with torch.no_grad():
         if taesd_decoder is not None:
             image = taesd_decoder(latent[:1].to(next(taesd_decoder.parameters()).dtype)).float()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from diffusion.families import latent_format_for
 from diffusion.latent_formats import SD3
 from diffusion.model_sampling_flow import FlowSampling, time_snr_shift
 from diffusion.schedules import calculate_sigmas
@@ -54,7 +55,7 @@ def test_sd3_previews_latent2rgb_and_taesd3(tmp_path) -> None:
 
     latent = torch.randn(1, 16, 8, 8)
     assert latent_to_rgb_preview(latent, SD3).shape == (8, 8, 3)
-    assert latent_to_rgb_preview(latent, "sd3").shape == (8, 8, 3)
+    assert latent_to_rgb_preview(latent, latent_format_for("sd3")).shape == (8, 8, 3)
     path = tmp_path / "taesd3_decoder.safetensors"
     save_file({k: v.contiguous() for k, v in decoder(16).state_dict().items()}, str(path))
     taesd3 = load_taesd_decoder(path, latent_channels=16)

@@ -21,11 +21,12 @@ from diffusion.families.detect import (
     text_encoder_family,
     unet_config_from_state_dict,
 )
-from diffusion.families.registry import families, family_for, get_family, register
+from diffusion.families.registry import families, family_for, get_family, latent_format_for, register
 from diffusion.families.sd2 import V_PREDICTION_STD_THRESHOLD
 from diffusion.families.shapes import UNetShapes, read_unet_shapes, vae_config_from_state_dict
 
 __all__ = [
+    "latent_format_for",
     "Evidence", "ModelFamily", "ModelInfo", "UNetShapes", "V_PREDICTION_STD_THRESHOLD", "detect_checkpoint",
     "detect_file_kind", "detect_prediction", "families", "family_for", "get_family", "read_unet_shapes",
     "register", "text_encoder_family", "unet_config_from_state_dict", "vae_config_from_state_dict",

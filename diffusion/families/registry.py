@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from diffusion.checkpoint import CheckpointError
 from diffusion.families.base import Evidence, ModelFamily
+from diffusion.latent_formats import LatentFormat
 
 _FAMILIES: dict[str, ModelFamily] = {}
 ALIASES = {"sd15": "sd1", "sd21": "sd2"}
@@ -46,3 +47,11 @@ def family_for(evidence: Evidence) -> ModelFamily:
         f"{s.model_channels}, channel multipliers {s.channel_mult}, transformer depths {s.depth_in}; known "
         f"families: {[f.name for f in families()]}"
     )
+
+
+def latent_format_for(family: str) -> LatentFormat:
+    """The latent format family `family` declares ("sd1", "sd2", "sdxl", ...); ValueError for an unknown name."""
+    try:
+        return get_family(family).latent_format
+    except KeyError as err:
+        raise ValueError(str(err.args[0])) from None

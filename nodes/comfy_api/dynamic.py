@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Iterable
 
-from nodes.comfy_api import io
+from nodes.comfy_api import io_core as io
 
 Entry = tuple[str, str, tuple[str, dict[str, Any]]]  # (section, name, (type, options))
 

@@ -22,7 +22,8 @@ from diffusion.families import (
     unet_config_from_state_dict,
 )
 from diffusion.families import registry
-from diffusion.latent_formats import SD15, SDXL, latent_format_for
+from diffusion.families import latent_format_for
+from diffusion.latent_formats import SD15, SDXL
 from diffusion.unet import UNetConfig, UNetModel, count_parameters
 
 

@@ -9,7 +9,7 @@ import torch
 
 from diffusion.diffusion_model import DiffusionModel
 from diffusion.guidance import CFGGuider
-from diffusion.latent_formats import latent_to_rgb_preview
+from diffusion.latent_formats import SD15, latent_to_rgb_preview
 from diffusion.model_sampling import ModelSampling
 from diffusion.noise import DisableNoise, RandomNoise, prepare_noise
 from diffusion.sample import ksampler_sigmas, sample, sample_custom, sampler_object
@@ -134,7 +134,7 @@ def test_noise_mask_keeps_the_unmasked_latent(tiny_model):
 
 def test_callback_previews_and_interrupt(tiny_model):
     calls = []
-    run(tiny_model, callback=lambda i, x0, x, n: calls.append((i, n, latent_to_rgb_preview(x0, "sd1").shape)))
+    run(tiny_model, callback=lambda i, x0, x, n: calls.append((i, n, latent_to_rgb_preview(x0, SD15).shape)))
     assert calls == [(i, 3, (8, 8, 3)) for i in range(3)]
 
     class Stop(Exception):
@@ -209,14 +209,14 @@ def test_latent_previews(tmp_path):
     from diffusion.latent_formats import SD15, load_taesd_decoder, taesd_decoder
     latent = torch.zeros(1, 4, 2, 3)
     latent[0, 0] = 1.0  # channel 0 alone maps to its factor row (0.3512, 0.2297, 0.3227)
-    rgb = latent_to_rgb_preview(latent, "sd1")
+    rgb = latent_to_rgb_preview(latent, SD15)
     expected = ((torch.tensor(SD15.rgb_factors[0]) + 1) / 2 * 255).to(torch.uint8)
     assert rgb.shape == (2, 3, 3) and rgb[0, 0].tolist() == expected.tolist()
     weights = {k: torch.randn(v.shape, generator=torch.Generator().manual_seed(0)) * 0.05
                for k, v in taesd_decoder().state_dict().items()}
     save_file(weights, str(tmp_path / "taesd_decoder.safetensors"))
     decoder = load_taesd_decoder(str(tmp_path / "taesd_decoder.safetensors"))
-    preview = latent_to_rgb_preview(torch.randn(1, 4, 8, 8), "sd1", taesd_decoder=decoder)
+    preview = latent_to_rgb_preview(torch.randn(1, 4, 8, 8), SD15, taesd_decoder=decoder)
     assert preview.shape == (64, 64, 3) and preview.dtype.name == "uint8"
 
 
