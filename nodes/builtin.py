@@ -37,4 +37,5 @@ BUILTIN_MODULES: list[str] = [
     "nodes.attention_multiply",
     "nodes.inpaint_models",
     "nodes.token_patches",
+    "nodes.step_cache",
 ]
