@@ -268,8 +268,10 @@ class ModelManager:
             if entry.weights_key != handle.weights_key():
                 entry.restore()
                 entry.apply(handle)
-            if self.policy.compile and handle.kind == "unet" and not entry.partial:
-                compile_model(handle.model)  # in place, once; streamed (partial) models stay eager
+            asked = handle.options.get("torch_compile")  # set by the TorchCompileModel node
+            if (self.policy.compile or asked) and handle.kind == "unet" and not entry.partial:
+                # in place, once; streamed (partial) models stay eager
+                compile_model(handle.model, backend=(asked or {}).get("backend", "inductor"))
             entry.last_used = next(self._tick)
 
     def _place(self, entry: LoadedModule, extra: int) -> None:

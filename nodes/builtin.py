@@ -38,4 +38,5 @@ BUILTIN_MODULES: list[str] = [
     "nodes.inpaint_models",
     "nodes.token_patches",
     "nodes.step_cache",
+    "nodes.torch_compile",
 ]
