@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import logging
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ GIB = 1024 ** 3
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
           "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 VRAM_STATES = ("gpu_only", "high", "normal", "low", "none", "cpu")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,8 @@ class ModelManager:
        Only the original values of patched keys are backed up, on the CPU.
     5. Precision (`dtype_for`; loaders read weights in it, the manager never casts): fp16 for UNet and text
        encoder on CUDA/MPS (the VAE bf16 where supported, else fp32), fp32 on the CPU; `--precision bf16`
-       anywhere, or `auto` on CPUs with AMX-BF16/AVX512-BF16 for the UNet; per-component overrides win.
+       anywhere but on a CPU without AMX-BF16/AVX512-BF16 (fp32 there, said once), or `auto` on CPUs with them for
+       the UNet; per-component overrides win.
     6. On CPU compute, loading moves nothing but patches are still applied and removed.
     7. `--compile` (`policy.compile`): a fully placed UNet is compiled in place on its first load
        (`diffusion/compile.py`; one graph per input shape); text encoders, VAEs and streamed models stay eager.
@@ -126,6 +130,8 @@ class ModelManager:
         self._tick = itertools.count(1)
         self._dead: list[int] = []
         self._pending_unload = False
+        self.cpu_flags: frozenset[str] | None = None  # None: read /proc/cpuinfo
+        self._bf16_fallback_said = False
 
     # --- devices and precision ----------------------------------------------------------------------------------
     @property
@@ -156,7 +162,7 @@ class ModelManager:
                     "text_encoder": self.policy.text_enc_precision}.get(kind)
         choice = (override or self.policy.precision or "default").lower()
         if choice in DTYPES:
-            return DTYPES[choice]
+            return self._cpu_native(DTYPES[choice], kind)
         if choice not in ("auto", "default"):
             raise ValueError(f"precision {choice!r} is not one of fp32, fp16, bf16, auto")
         if self.device.type == "cuda":
@@ -165,8 +171,19 @@ class ModelManager:
             return torch.float16
         if self.device.type == "mps":
             return torch.float32 if kind == "vae" else torch.float16
-        if choice == "auto" and kind == "unet" and cpu_supports_bf16():
+        if choice == "auto" and kind == "unet" and cpu_supports_bf16(self.cpu_flags):
             return torch.bfloat16
+        return torch.float32
+
+    def _cpu_native(self, dtype: torch.dtype, kind: str) -> torch.dtype:
+        """bf16 asked for on a CPU without bf16 instructions: torch would emulate it (over ten times slower than
+        fp32), so compute in fp32 instead; said once in the log. `cpu_flags` may be injected (tests)."""
+        if dtype != torch.bfloat16 or self.device.type != "cpu" or cpu_supports_bf16(self.cpu_flags):
+            return dtype
+        if not self._bf16_fallback_said:
+            self._bf16_fallback_said = True
+            log.warning("bf16 was asked for, but this CPU has no bf16 instructions (avx512_bf16/amx_bf16): torch "
+                        "would emulate it far slower than fp32, so models compute in fp32 (first: %s)", kind)
         return torch.float32
 
     def configure_threads(self) -> int:
@@ -268,8 +285,10 @@ class ModelManager:
             if entry.weights_key != handle.weights_key():
                 entry.restore()
                 entry.apply(handle)
-            if self.policy.compile and handle.kind == "unet" and not entry.partial:
-                compile_model(handle.model)  # in place, once; streamed (partial) models stay eager
+            asked = handle.options.get("torch_compile")  # set by the TorchCompileModel node
+            if (self.policy.compile or asked) and handle.kind == "unet" and not entry.partial:
+                # in place, once; streamed (partial) models stay eager
+                compile_model(handle.model, backend=(asked or {}).get("backend", "inductor"))
             entry.last_used = next(self._tick)
 
     def _place(self, entry: LoadedModule, extra: int) -> None:

@@ -48,4 +48,6 @@ BUILTIN_MODULES: list[str] = [
     "nodes.image_files",
     "nodes.sd3",
     "nodes.model_merging_sd3",
+    "nodes.step_cache",
+    "nodes.torch_compile",
 ]

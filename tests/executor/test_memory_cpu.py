@@ -49,6 +49,7 @@ def test_dtype_choice_on_cpu() -> None:
     assert mm.device.type == "cpu" and mm.compute_device == torch.device("cpu")
     assert {mm.dtype_for(k) for k in ("unet", "vae", "text_encoder")} == {torch.float32}
     mm = ModelManager(MemoryPolicy.from_config(Cfg()))
+    mm.cpu_flags = frozenset({"avx512_bf16"})  # a CPU that computes bf16 natively
     assert mm.dtype_for("unet") == torch.bfloat16 and mm.dtype_for("text_encoder") == torch.bfloat16
     assert mm.dtype_for("vae") == torch.float32
     auto = ModelManager(MemoryPolicy(cpu=True, precision="auto"))
