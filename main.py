@@ -28,6 +28,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     if config.command == "run":
         from executor.headless import run_headless
 
+        if config.ray_address:
+            logging.getLogger("loom").warning("--ray-address is ignored by `main.py run`: the workflow runs in this "
+                                              "process (the cluster runs prompts queued through the server)")
+
         return run_headless(runtime, config.workflow, config.overrides)  # type: ignore[arg-type]
     if config.ray_address:
         from cluster import enable
