@@ -97,7 +97,7 @@ class WebSocketHub:
     """Routes messages to clients; `send` and `send_event` may be called from any thread."""
 
     def __init__(self, status: Callable[[], dict[str, Any]], *, max_events: int = 4096,
-                 max_previews: int = 2, max_bytes: int = 32 << 20, stall_seconds: float = 5.0) -> None:
+                 max_previews: int = 2, max_bytes: int = 32 << 20, stall_seconds: float = 15.0) -> None:
         self.status = status
         self.max_events = max_events
         self.max_bytes = max_bytes

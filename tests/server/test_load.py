@@ -71,7 +71,8 @@ def test_queue_and_object_info_answer_while_a_long_node_runs(tmp_path: Path) -> 
     """Generous bound only (the machine is shared); figures are in bench/RESULTS.md."""
     async def body() -> None:
         async with LiveServer(build_test_runtime(tmp_path)) as srv:
-            pid = (await srv.post_prompt(slow_prompt(steps=300, delay=0.01, busy=True)))["prompt_id"]
+            # long enough to outlast the measurements on a loaded machine; interrupted right after them
+            pid = (await srv.post_prompt(slow_prompt(steps=3000, delay=0.01, busy=True)))["prompt_id"]
             while True:
                 async with srv.session.get(f"{srv.url}/queue") as r:
                     if (await r.json())["queue_running"]:
@@ -81,8 +82,9 @@ def test_queue_and_object_info_answer_while_a_long_node_runs(tmp_path: Path) -> 
             info_times = await _latencies(srv, "/object_info", 20)
             async with srv.session.get(f"{srv.url}/queue") as r:
                 assert (await r.json())["queue_running"], "the node was still running while we measured"
-            assert statistics.median(queue_times) < 0.5, queue_times
-            assert statistics.median(info_times) < 0.5, info_times
+            # Responsiveness, not speed (figures are bench/server.py's): a blocked event loop would take seconds.
+            assert statistics.median(queue_times) < 2.0, queue_times
+            assert statistics.median(info_times) < 2.0, info_times
             await srv.session.post(f"{srv.url}/interrupt", json={})
             await srv.wait_history(pid)
 
