@@ -1,8 +1,8 @@
 """The websocket hub: `/ws?clientId=ID` connections and the routing of events to them.
 
 Owns: the set of connected clients, ComfyUI's message shapes on the wire (`{"type", "data"}` JSON
-text frames; binary preview frames `>I` event type 1, `>I` image format 1=JPEG/2=PNG, then the
-bytes), which client gets which message (execution events to the submitting client, to everyone
+text frames; binary preview frames as `executor.events.PreviewImage` encodes them: `>I` event type 1, `>I` image
+format 1=JPEG/2=PNG, then the bytes), which client gets which message (execution events to the submitting client, to everyone
 when the prompt has none; previews likewise), `status` on connect (with `sid`) and on every queue
 change, and `executing` for the node now running to a client that connects mid-run.
 
@@ -28,7 +28,6 @@ import asyncio
 import collections
 import json
 import logging
-import struct
 import threading
 import time
 import uuid
@@ -37,18 +36,10 @@ from typing import Any, Callable
 
 from aiohttp import WSMsgType, web
 
+from executor.events import PreviewImage
 from server.http import strict_dumps
 
 log = logging.getLogger(__name__)
-
-PREVIEW_IMAGE = 1
-IMAGE_FORMATS = {"JPEG": 1, "PNG": 2}
-
-
-def encode_preview(image_format: str, data: bytes) -> bytes:
-    """ComfyUI's binary preview frame: event type, image format, image bytes (big-endian ints)."""
-    return struct.pack(">II", PREVIEW_IMAGE, IMAGE_FORMATS.get(image_format.upper(), 1)) + bytes(data)
-
 
 HARD_FACTOR = 8
 # Coalescing starts once this many messages wait for a client: one that keeps up gets every event (API clients
@@ -137,11 +128,10 @@ class WebSocketHub:
     def send_event(self, event: Any, client_id: str | None = None) -> None:
         """The worker's sink: an `executor.events.Event` or `PreviewImage`, routed to the client
         that submitted the prompt (all clients when None)."""
-        if hasattr(event, "image_format"):
-            frame = encode_preview(event.image_format, event.data)
-            if client_id is not None and client_id in self.preview_metadata_clients \
-                    and hasattr(event, "to_frame_with_metadata"):
-                frame = event.to_frame_with_metadata()  # the client announced supports_preview_metadata
+        if isinstance(event, PreviewImage):
+            with_metadata = client_id is not None and client_id in self.preview_metadata_clients
+            # the event-type-4 frame only for a client that announced supports_preview_metadata
+            frame = event.to_frame_with_metadata() if with_metadata else event.to_frame()
             self._call(self._dispatch_binary, frame, client_id)
         else:
             self._call(self._dispatch_json, event.type, event.data, client_id)
