@@ -35,7 +35,7 @@ from diffusion.patcher import ModelHandle  # noqa: E402
 from diffusion.sample import sample  # noqa: E402
 from diffusion.text_encoders import CLIP  # noqa: E402
 from executor.devices import CudaDevice, FakeDevice  # noqa: E402
-from executor.memory import MemoryPolicy, ModelManager, estimate_working_memory  # noqa: E402
+from executor.memory import MemoryPolicy, ModelManager  # noqa: E402
 
 SHARED = REPO / ".." / "shared" / "reference"
 GIB = 1024 ** 3
@@ -89,7 +89,7 @@ def generate(mm: ModelManager, pipe: Pipeline, *, steps: int, batch: int, size: 
     sync()
     times["encode"] = time.perf_counter() - t0
     latent = torch.zeros(batch, 4, size // 8, size // 8)
-    work = estimate_working_memory("unet", tuple(latent.shape), mm.dtype_for("unet"))
+    work = pipe.unet.model.working_memory(tuple(latent.shape), dtype=mm.dtype_for("unet"))
     t1 = time.perf_counter()
     with mm.use([pipe.unet], working_memory=work) as device:
         samples = sample(pipe.unet.model, noise=None, positive=positive, negative=negative, cfg=7.0,
@@ -98,7 +98,7 @@ def generate(mm: ModelManager, pipe: Pipeline, *, steps: int, batch: int, size: 
     sync()
     times["sample"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    decode_work = estimate_working_memory("vae_decode", tuple(samples.shape), mm.dtype_for("vae"))
+    decode_work = pipe.vae.memory_required_decode(tuple(samples.shape), mm.dtype_for("vae"))
     with mm.use([pipe.vae_handle], working_memory=decode_work):
         image = mm.retry_on_oom(lambda: pipe.vae.decode(samples), fallback=lambda: pipe.vae.decode_tiled(samples))
     sync()

@@ -72,27 +72,6 @@ class MemoryPolicy:
         return "normal"
 
 
-def estimate_working_memory(kind: str, shape: Sequence[int], dtype: torch.dtype = torch.float16,
-                            cond_batch: int = 2) -> int:
-    """A rough estimate of the activation memory one call needs, in bytes, for `use(..., working_memory=)`.
-
-    kind "unet": `shape` is the latent (B, C, H, W) and `cond_batch` how many copies run at once (2 with CFG);
-    "vae_decode": the latent to decode; "vae_encode": the image (B, H, W, C). The factors are empirical: the
-    largest live activations of an SD-size UNet/VAE at full resolution, with SDPA attention (no T×T matrix).
-    """
-    size = torch.empty((), dtype=dtype).element_size()
-    if kind == "unet":
-        b, _, h, w = shape
-        return int(b * cond_batch * h * w * size * 20_000) + 256 * 1024 ** 2
-    if kind == "vae_decode":
-        b, _, h, w = shape
-        return int(b * h * w * 64 * size * 2_200)
-    if kind == "vae_encode":
-        b, h, w = shape[0], shape[1], shape[2]
-        return int(b * h * w * size * 1_800)
-    raise ValueError(f"estimate_working_memory: unknown kind {kind!r} (unet, vae_decode, vae_encode)")
-
-
 class ModelManager:
     """Decides where every model's weights live. The policy:
 
@@ -214,7 +193,8 @@ class ModelManager:
     @contextmanager
     def use(self, handles: Sequence[Any], working_memory: int = 0) -> Iterator[torch.device]:
         """Load `handles` (with their patches) for the block and keep them from eviction; yields the compute
-        device. `working_memory` is the activation memory the block will need (see `estimate_working_memory`)."""
+        device. `working_memory` is the activation memory the block will need (the models estimate it: `DiffusionModel.working_memory`,
+        `VAE.memory_required_decode` / `memory_required_encode`, `UpscaleModel.working_memory`)."""
         hs = self._distinct([self.handle_for(h) for h in handles])
         with self._lock:
             self._cleanup_dead()

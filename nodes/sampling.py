@@ -37,15 +37,6 @@ PREVIEWS_PER_RUN = 10  # at most about this many preview images per sampling run
 Latent = dict[str, Any]
 
 
-def unet_working_memory(shape: tuple[int, ...], dtype: torch.dtype, cond_batch: int = 2) -> int:
-    """Activation bytes a UNet call on latents of `shape` needs (cond and uncond batched: `cond_batch` copies).
-
-    The empirical factor of `executor/memory.py`'s estimate for an SD-size UNet with SDPA attention."""
-    size = max(1, torch.finfo(dtype).bits // 8) if dtype.is_floating_point else 4
-    b, _, h, w = shape[:4]
-    return int(b * cond_batch * h * w * size * 20_000) + 256 * 1024 ** 2
-
-
 def cond_models(*conditionings: list | None) -> list[ModelHandle]:
     """The extra models conditioning needs on the device while sampling (ControlNets and the like).
 
@@ -76,9 +67,7 @@ def run_with_model(handle: Any, latent_shape: tuple[int, ...], fn: Callable[[Dif
     module = handle.model if isinstance(handle, ModelHandle) else getattr(handle, "model", handle)
     if ctx is None or ctx.models is None:
         return fn(module, torch.device("cpu"))
-    dtype = next(module.parameters()).dtype
-    # The model's family scales the SD1.5-size estimate (diffusion.families: memory_usage_factor).
-    working = int(unet_working_memory(latent_shape, dtype, cond_batch) * getattr(module, "memory_usage_factor", 1.0))
+    working = module.working_memory(latent_shape, cond_batch)
     with ctx.models.use([handle, *(extra or [])], working_memory=working) as device:
         return fn(module, torch.device(device) if device is not None else torch.device("cpu"))
 

@@ -31,6 +31,11 @@ class UpscaleModel:
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         return self.descriptor(image)
 
+    def working_memory(self, image: torch.Tensor) -> int:
+        """Activation bytes for one tile (ComfyUI's estimate: 512²·3 elements × scale × 384) plus the image."""
+        size = image.element_size()
+        return int(512 * 512 * 3 * size * max(self.scale, 1.0) * 384.0 + image.nelement() * size)
+
 
 class UpscaleModelLoader(Node):
     """Loads an ESRGAN, Real-ESRGAN, SwinIR or other single-image upscale model (spandrel)."""
@@ -48,12 +53,6 @@ class UpscaleModelLoader(Node):
         model = cached_one(ctx, path, lambda: UpscaleModel(load_upscale_model(read_upscale_state_dict(path), model_name),
                                                            model_name), "upscale", "upscale")
         return (model,)
-
-
-def working_memory(model: UpscaleModel, image: torch.Tensor) -> int:
-    """Activation bytes for one tile (ComfyUI's estimate: 512²·3 elements × scale × 384) plus the image."""
-    size = image.element_size()
-    return int(512 * 512 * 3 * size * max(model.scale, 1.0) * 384.0 + image.nelement() * size)
 
 
 class ImageUpscaleWithModel(Node):
@@ -78,7 +77,7 @@ class ImageUpscaleWithModel(Node):
         if ctx.models is None:
             out = upscale_with_retries(upscale_model.descriptor, pixels, tile, DEFAULT_OVERLAP, on_tile)
             return (out.movedim(-3, -1),)
-        with ctx.models.use([upscale_model.handle], working_memory(upscale_model, image)) as device:
+        with ctx.models.use([upscale_model.handle], upscale_model.working_memory(image)) as device:
             out = upscale_with_retries(upscale_model.descriptor, pixels.to(device), tile, DEFAULT_OVERLAP, on_tile,
                                        on_oom=lambda: _reset_progress(done))
         return (out.movedim(-3, -1),)
