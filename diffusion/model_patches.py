@@ -11,13 +11,12 @@ hypernetworks, as `transformer_options["patches"]` hooks (see `diffusion/unet.py
   every attention, `k + mlp_k(k)·strength`, `v + mlp_v(v)·strength`.
 
 Each patch is a small callable object; nodes add it to a clone's model options (`ModelHandle.options`). Nothing
-here touches a device: hypernetwork layers follow the activations they are called with.
+here chooses a device: the memory manager moves a hypernetwork's layers with the model (`HypernetworkPatch.to`).
 """
 from __future__ import annotations
 
-import copy
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -179,24 +178,31 @@ def read_hypernetwork(path: str | os.PathLike[str]) -> dict[int, nn.ModuleList]:
 @dataclass(eq=False)
 class HypernetworkPatch:
     """The attn1/attn2 patch `(x, context, value, options) -> (x, k_input, v_input)` adding the hypernetwork's
-    MLP outputs to the key and value inputs of attentions whose context width it has layers for."""
+    MLP outputs to the key and value inputs of attentions whose context width it has layers for.
+
+    Its layers are weights of their own: the memory manager moves them with the model (`to`), and a call casts the
+    activations to the layers' dtype and back."""
 
     layers: dict[int, nn.ModuleList]
     strength: float
-    _placed: dict[tuple[str, torch.dtype], dict[int, nn.ModuleList]] = field(default_factory=dict, repr=False)
 
-    def _on(self, like: Tensor) -> dict[int, nn.ModuleList]:
-        key = (str(like.device), like.dtype)
-        if key not in self._placed:
-            self._placed[key] = {d: copy.deepcopy(m).to(device=like.device, dtype=like.dtype)
-                                 for d, m in self.layers.items()}
-        return self._placed[key]
+    def to(self, device: torch.device | str) -> "HypernetworkPatch":
+        for mlps in self.layers.values():
+            mlps.to(device)
+        return self
 
     def __call__(self, x: Tensor, context: Tensor | None, value: Tensor | None,
                  options: dict[str, Any]) -> tuple[Tensor, Tensor | None, Tensor | None]:
         k = x if context is None else context
         v = k if value is None else value
-        layers = self._on(k).get(int(k.shape[-1]))
+        layers = self.layers.get(int(k.shape[-1]))
         if layers is None:
             return x, context, value
-        return x, k + layers[0](k) * self.strength, v + layers[1](v) * self.strength
+        return x, k + self._run(layers[0], k) * self.strength, v + self._run(layers[1], v) * self.strength
+
+    @staticmethod
+    def _run(mlp: nn.Module, t: Tensor) -> Tensor:
+        weight = next(mlp.parameters(), None)
+        if weight is None:
+            return mlp(t)
+        return mlp(t.to(device=weight.device, dtype=weight.dtype)).to(device=t.device, dtype=t.dtype)

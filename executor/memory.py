@@ -265,6 +265,7 @@ class ModelManager:
             if entry.weights_key != handle.weights_key():
                 entry.restore()
                 entry.apply(handle)
+            entry.place_patch_modules(handle.options, self.compute_device)
             asked = handle.options.get("torch_compile")  # set by the TorchCompileModel node
             if (self.policy.compile or asked) and handle.kind == "unet" and not entry.partial:
                 # in place, once; streamed (partial) models stay eager

@@ -117,6 +117,21 @@ def _resolve(root: nn.Module, dotted: str) -> tuple[Any, str]:
     return owner, attr
 
 
+def patch_modules(options: dict[str, Any]) -> list[Any]:
+    """The patch objects in a handle's `transformer_options` ("patches" lists and "patches_replace" dicts) that
+    hold weights of their own: they say so with a `to(device)` method (e.g. `HypernetworkPatch`), and the manager
+    moves them with the model, as ComfyUI's ModelPatcher moves its patches' modules."""
+    topts = options.get("transformer_options") or {}
+    found: list[Any] = []
+    candidates = [p for ps in (topts.get("patches") or {}).values() for p in ps]
+    candidates += [p for block in (topts.get("patches_replace") or {}).values() for p in block.values()]
+    for patch in candidates:
+        if callable(getattr(patch, "to", None)) and not isinstance(patch, (Tensor, nn.Module)) \
+                and all(patch is not f for f in found):
+            found.append(patch)
+    return found
+
+
 class LoadedModule:
     """The manager's record of one base module: placement, streaming hooks, applied patches and their backups.
 
@@ -144,6 +159,7 @@ class LoadedModule:
         self.patched_keys: list[str] = []
         self.last_used = 0
         self.in_use = 0
+        self.patch_modules: list[Any] = []  # weight-holding patch objects of the handle placed with it
 
     @property
     def partial(self) -> bool:
@@ -193,8 +209,22 @@ class LoadedModule:
                 _set_tensor(container, name, self.device.to_offload(_get_tensor(container, name)))
             raise
 
+    def place_patch_modules(self, options: dict[str, Any], device: torch.device) -> None:
+        """Move the weight-holding patches among `options` (hypernetworks and the like: see `patch_modules`) to
+        `device` with the module; the previous handle's ones go back to the offload device."""
+        wanted = patch_modules(options)
+        for old in self.patch_modules:
+            if all(old is not new for new in wanted):
+                old.to(OFFLOAD)
+        for new in wanted:
+            new.to(device)
+        self.patch_modules = wanted
+
     def unplace(self) -> None:
         """Undo `place`: streamed units lose their hooks, resident units go back to the offload device."""
+        for patch in self.patch_modules:
+            patch.to(OFFLOAD)
+        self.patch_modules = []
         mod = self.module()
         self._unstash_all()
         for hook in self.hooks:
