@@ -15,10 +15,13 @@ ComfyUI-style `send_sync`; `runtime.web_directories` ({pack: folder}) is served 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import re
 import sys
+import threading
+import webbrowser
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Sequence
 
@@ -147,6 +150,30 @@ def banner(message: str, settings: ServerSettings) -> str:
     return line
 
 
+def editor_url(settings: ServerSettings) -> str:
+    """The address a browser on this machine opens: the first listen address, a wildcard as 127.0.0.1."""
+    host = next((h.strip() for h in settings.host.split(",") if h.strip()), "127.0.0.1")
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host.strip('[]')}]"
+    return f"http://{host}:{settings.port}"
+
+
+def on_listening(message: str, settings: ServerSettings,
+                 open_browser: Callable[[str], Any] = webbrowser.open) -> threading.Thread | None:
+    """Run once every socket listens (aiohttp's start-up message): print the banner unless
+    --dont-print-server, and under --auto-launch open the editor in a browser, as ComfyUI does.
+    The browser is opened from a thread (a command-line browser may wait); the thread is returned."""
+    if not settings.dont_print_server:
+        print(banner(message, settings), flush=True)
+    if not settings.auto_launch:
+        return None
+    thread = threading.Thread(target=open_browser, args=(editor_url(settings),), name="loom-auto-launch", daemon=True)
+    thread.start()
+    return thread
+
+
 def serve(runtime: Any, *, setup_hooks: Sequence[AppHook] = ()) -> None:
     """Run the server until interrupted (blocking): `python main.py`."""
     settings = ServerSettings.from_config(getattr(runtime, "config", None))
@@ -157,5 +184,5 @@ def serve(runtime: Any, *, setup_hooks: Sequence[AppHook] = ()) -> None:
         print(warning, file=sys.stderr, flush=True)
     hosts: Any = [h for h in settings.host.split(",") if h] or ["127.0.0.1"]
     web.run_app(app, host=hosts if len(hosts) > 1 else hosts[0], port=settings.port,
-                print=lambda message: print(banner(message, settings), flush=True), access_log=None, handle_signals=True,
+                print=functools.partial(on_listening, settings=settings), access_log=None, handle_signals=True,
                 shutdown_timeout=5.0)

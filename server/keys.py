@@ -33,6 +33,8 @@ class ServerSettings:
     verbose: bool = False
     front_end: str = "loom"
     web_root: Path | None = None
+    auto_launch: bool = False
+    dont_print_server: bool = False
 
     @classmethod
     def from_config(cls, config: Any, **overrides: Any) -> "ServerSettings":
@@ -52,6 +54,8 @@ class ServerSettings:
             "verbose": bool(get("verbose", False)),
             "front_end": str(get("front_end", "loom")),
             "web_root": get("front_end_root", None),
+            "auto_launch": bool(get("auto_launch", False)),
+            "dont_print_server": bool(get("dont_print_server", False)),
         }
         values.update(overrides)
         return cls(**values)

@@ -102,34 +102,9 @@ def _devices(models: Any) -> tuple[list[dict[str, Any]], tuple[int, int] | None]
              "torch_vram_total": 0, "torch_vram_free": 0}], None
 
 
-_SECRET_WORDS = ("token", "password", "passwd", "secret", "api-key", "api_key", "apikey", "credential")
-REDACTED = "<redacted>"
-
-
-def _secret_flag(arg: str) -> bool:
-    return arg.startswith("-") and any(word in arg.lower() for word in _SECRET_WORDS)
-
-
-def redacted_argv(argv: list[str], token: str | None) -> list[str]:
-    """`argv` with the value of every secret-looking flag (`--auth-token T`, `--x-api-key=K`, ...)
-    and any argument holding the configured token replaced by "<redacted>"."""
-    out: list[str] = []
-    hide_next = False
-    for arg in argv:
-        if hide_next and not arg.startswith("--"):
-            out.append(REDACTED)
-        elif "=" in arg and _secret_flag(arg.split("=", 1)[0]):
-            out.append(arg.split("=", 1)[0] + "=" + REDACTED)
-        elif token and token in arg:
-            out.append(arg.replace(token, REDACTED))
-        else:
-            out.append(arg)
-        hide_next = _secret_flag(arg) and "=" not in arg
-    return out
-
-
 async def get_system_stats(request: web.Request) -> web.Response:
-    """RAM, device memory, versions and argv (secrets redacted), in ComfyUI's shape."""
+    """RAM, device memory, versions and the command line (Config.argv, secrets already redacted),
+    in ComfyUI's shape."""
     devices, ram = _devices(getattr(request.app[RUNTIME], "models", None))
     ram_total, ram_free = ram or _ram()
     import torch
@@ -137,7 +112,7 @@ async def get_system_stats(request: web.Request) -> web.Response:
               "comfyui_version": LOOM_VERSION, "loom_version": LOOM_VERSION,
               "required_frontend_version": None, "installed_templates_version": None,
               "python_version": sys.version, "pytorch_version": torch.__version__, "embedded_python": False,
-              "argv": redacted_argv(sys.argv, request.app[SETTINGS].auth_token), "platform": platform.platform()}
+              "argv": list(request.app[RUNTIME].config.argv), "platform": platform.platform()}
     stats: dict[str, Any] = {"system": system, "devices": devices}
     cluster_info = getattr(request.app[WORKER], "cluster_info", None)
     if cluster_info is not None:  # --ray-address: the workers (GET /loom/cluster's list)

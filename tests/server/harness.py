@@ -17,6 +17,7 @@ import aiohttp
 from aiohttp import web
 from PIL import Image
 
+from config import Config
 from executor.run import Executor
 from folders import Folders
 from nodes.context import InterruptFlag, current
@@ -112,7 +113,7 @@ def build_test_runtime(base: Path, config: Any = None) -> SimpleNamespace:
     registry.register(SaveTestImage, pack="tests")
     interrupt = InterruptFlag()
     executor = Executor(registry, folders=folders, interrupt=interrupt)
-    return SimpleNamespace(config=config, folders=folders, registry=registry, models=None, cache=executor.cache,
+    return SimpleNamespace(config=config if config is not None else Config(), folders=folders, registry=registry, models=None, cache=executor.cache,
                            interrupt=interrupt, executor=executor)
 
 
