@@ -12,11 +12,14 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterable, Mapping, TextIO
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, TextIO
 
 from executor.events import Event, PreviewImage
 from executor.submission import Submission, SubmissionError, validate_submission
 from executor.workflow import WorkflowError, load_workflow_file
+
+if TYPE_CHECKING:
+    from runtime import Runtime
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 FILE_KEYS = ("images", "gifs", "videos", "audio", "animated", "3d", "files")
@@ -154,7 +157,7 @@ def output_paths(outputs: Mapping[str, Any], folders: Any) -> list[Path]:
     return paths
 
 
-def run_headless(runtime: Any, workflow: Path, overrides: Iterable[Any] = (), *, stdout: TextIO | None = None,
+def run_headless(runtime: Runtime, workflow: Path, overrides: Iterable[Any] = (), *, stdout: TextIO | None = None,
                  stderr: TextIO | None = None) -> int:
     """Run one workflow file to completion; returns the process exit status."""
     out, err = stdout or sys.stdout, stderr or sys.stderr
@@ -167,7 +170,7 @@ def run_headless(runtime: Any, workflow: Path, overrides: Iterable[Any] = (), *,
     extra = {"extra_pnginfo": {"workflow": ui}} if ui is not None else {}
     draft = Submission(prompt=prompt, prompt_id=uuid.uuid4().hex, extra_data=extra)
     try:
-        checked = validate_submission(draft, runtime.registry, getattr(runtime, "folders", None))
+        checked = validate_submission(draft, runtime.registry, runtime.folders)
     except SubmissionError as refused:
         err.write(format_validation(refused.error, refused.node_errors, prompt) + "\n")
         return EXIT_INVALID
@@ -180,7 +183,7 @@ def run_headless(runtime: Any, workflow: Path, overrides: Iterable[Any] = (), *,
     except KeyboardInterrupt:
         err.write("\ninterrupted\n")
         return EXIT_INTERRUPTED
-    _print_outputs(result.outputs, getattr(runtime, "folders", None), out, err)
+    _print_outputs(result.outputs, runtime.folders, out, err)
     if result.status == "error":
         err.write(format_execution_error(result.error or {}) + "\n")
         return EXIT_FAILED

@@ -23,7 +23,7 @@ import sys
 import threading
 import webbrowser
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Sequence
 
 from aiohttp import web
 
@@ -36,6 +36,9 @@ from server.http import add_api_routes
 from server.keys import EXTENSION_DIRS, QUEUE, RUNTIME, SETTINGS, WEB_ROOT, WORKER, ServerSettings
 from server.ws import HUB, WebSocketHub, websocket_handler
 
+if TYPE_CHECKING:
+    from runtime import Runtime
+
 log = logging.getLogger(__name__)
 
 QUEUE_FILE = "loom_queue.sqlite3"
@@ -43,10 +46,8 @@ ROUTE_MODULES = (routes_prompt, routes_jobs, routes_info, routes_user, files)
 AppHook = Callable[[web.Application], None]
 
 
-def _queue_path(runtime: Any) -> Path:
-    folders = getattr(runtime, "folders", None)
-    user_dir = Path(folders.user_directory) if folders is not None else Path("user")
-    return user_dir / QUEUE_FILE
+def _queue_path(runtime: Runtime) -> Path:
+    return Path(runtime.folders.user_directory) / QUEUE_FILE
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -62,11 +63,11 @@ async def _close_websockets(app: web.Application) -> None:
     await app[HUB].close_all()
 
 
-def create_app(runtime: Any, *, settings: ServerSettings | None = None, queue: PromptQueue | None = None,
-               setup_hooks: Sequence[AppHook] = ()) -> web.Application:
-    """The application for `runtime` (`runtime.registry`, `.folders`, `.executor`, `.interrupt`,
-    optional `.models`, `.cache`, `.config`). The queue file is `<user dir>/loom_queue.sqlite3`."""
-    settings = settings or ServerSettings.from_config(getattr(runtime, "config", None))
+def create_app(runtime: Runtime, *, settings: ServerSettings | None = None, queue: PromptQueue | None = None,
+                setup_hooks: Sequence[AppHook] = ()) -> web.Application:
+    """The application for `runtime` (`runtime.Runtime`); `settings` default to its Config's.
+    The queue file is `<user dir>/loom_queue.sqlite3`."""
+    settings = settings or ServerSettings.from_config(runtime.config)
     app = web.Application(middlewares=[security_middleware, error_middleware],
                           client_max_size=settings.max_upload_bytes + (1 << 20))
     app[RUNTIME] = runtime
@@ -78,11 +79,11 @@ def create_app(runtime: Any, *, settings: ServerSettings | None = None, queue: P
     app[QUEUE] = queue
     app[HUB] = hub
     # `runtime.worker_factory` (set by cluster/ under --ray-address) places prompts on other processes.
-    make_worker = getattr(runtime, "worker_factory", None)
+    make_worker = runtime.worker_factory
     app[WORKER] = make_worker(queue, hub.send_event) if make_worker is not None else Worker(
-        queue, runtime.executor, hub.send_event, interrupt=getattr(runtime, "interrupt", None),
-        models=getattr(runtime, "models", None), cache=getattr(runtime, "cache", None))
-    app[EXTENSION_DIRS] = dict(getattr(runtime, "web_directories", None) or {})
+        queue, runtime.executor, hub.send_event, interrupt=runtime.interrupt, models=runtime.models,
+        cache=runtime.cache)
+    app[EXTENSION_DIRS] = dict(runtime.web_directories)
     if settings.front_end == "comfyui":
         app[EXTENSION_DIRS]["loom"] = COMFYUI_EXTENSIONS
     for module in ROUTE_MODULES:
@@ -91,7 +92,7 @@ def create_app(runtime: Any, *, settings: ServerSettings | None = None, queue: P
     routes_custom_nodes.setup(app)
     routes_frontend.setup(app)
     app[routes_frontend.LOG_BUFFER_KEY].bind(hub.send)
-    for hook in (*setup_hooks, *(getattr(runtime, "server_hooks", None) or ())):
+    for hook in (*setup_hooks, *runtime.server_hooks):
         hook(app)
     for name, directory in app[EXTENSION_DIRS].items():
         app.router.add_static(f"/extensions/{name}", directory)
@@ -174,9 +175,9 @@ def on_listening(message: str, settings: ServerSettings,
     return thread
 
 
-def serve(runtime: Any, *, setup_hooks: Sequence[AppHook] = ()) -> None:
+def serve(runtime: Runtime, *, setup_hooks: Sequence[AppHook] = ()) -> None:
     """Run the server until interrupted (blocking): `python main.py`."""
-    settings = ServerSettings.from_config(getattr(runtime, "config", None))
+    settings = ServerSettings.from_config(runtime.config)
     app = create_app(runtime, settings=settings, setup_hooks=setup_hooks)
     warning = security_warning(settings)
     if warning:

@@ -34,8 +34,7 @@ async def post_prompt(request: web.Request) -> web.Response:
         if queue.find(draft.prompt_id) is not None or queue.history_item(draft.prompt_id) is not None:
             num, _ = queue.put(draft.prompt_id, draft.prompt, draft.extra_data, [], number=draft.number)
             return json_response({"prompt_id": draft.prompt_id, "number": _num(num), "node_errors": {}})
-        checked = await loop.run_in_executor(None, validate_submission, draft, runtime.registry,
-                                             getattr(runtime, "folders", None))
+        checked = await loop.run_in_executor(None, validate_submission, draft, runtime.registry, runtime.folders)
     except SubmissionError as refused:
         return json_response(refused.response(), status=400)
     num, _ = queue.put(checked.prompt_id, checked.prompt, checked.extra_data, checked.outputs,
