@@ -88,6 +88,9 @@ export function makeNodeClass(app, name, def) {
       app.invokeExtensions('nodeCreated', this);
     }
     onConnectionsChange() {
+      this.followMatchTypes();
+    }
+    followMatchTypes() {
       // MatchType sockets (schema API): a template's sockets take the type linked into one of them.
       if (!desc.sockets.some((s) => s.template)) return;
       const connected = {};
@@ -105,6 +108,7 @@ export function makeNodeClass(app, name, def) {
     onConfigure(info) {
       applyWidgetValues(this, def, info.widgets_values);
       syncConvertedWidgets(this);
+      this.followMatchTypes(); // a loaded node's MatchType sockets follow its saved links
       if (this.isImageLoader) showInputPreview(this, this.widgets?.[0]?.value, app);
       super.onConfigure?.(info);
     }
