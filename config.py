@@ -112,6 +112,8 @@ class Config:
     workflow: Path | None = None
     overrides: tuple[Override, ...] = ()
     warnings: tuple[str, ...] = ()
+    # the command line this Config was read from, program name first, secrets replaced (GET /system_stats)
+    argv: tuple[str, ...] = ("main.py",)
 
     @property
     def vram_mode(self) -> str:
@@ -322,9 +324,38 @@ def parse_override(text: str, parser: argparse.ArgumentParser | None = None) -> 
     return Override(node.strip(), name.strip(), value)
 
 
+_SECRET_WORDS = ("token", "password", "passwd", "secret", "api-key", "api_key", "apikey", "credential")
+REDACTED = "<redacted>"
+
+
+def _secret_flag(arg: str) -> bool:
+    return arg.startswith("-") and any(word in arg.lower() for word in _SECRET_WORDS)
+
+
+def redacted_argv(argv: Sequence[str], token: str | None) -> list[str]:
+    """`argv` with the value of every secret-looking flag (`--auth-token T`, `--x-api-key=K`, ...)
+    and any argument holding the configured token replaced by "<redacted>"."""
+    out: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next and not arg.startswith("--"):
+            out.append(REDACTED)
+        elif "=" in arg and _secret_flag(arg.split("=", 1)[0]):
+            out.append(arg.split("=", 1)[0] + "=" + REDACTED)
+        elif token and token in arg:
+            out.append(arg.replace(token, REDACTED))
+        else:
+            out.append(arg)
+        hide_next = _secret_flag(arg) and "=" not in arg
+    return out
+
+
 def _warnings(ns: argparse.Namespace, unknown: Sequence[str]) -> tuple[str, ...]:
     out = [f"ignoring ComfyUI flag {flag}: it has no effect in Loom"
            for flag in _IGNORED_FLAGS if getattr(ns, _ignored_dest(flag)) not in (None, False)]
+    if ns.cache_classic:
+        out.append("ignoring ComfyUI flag --cache-classic: Loom's output cache is always keyed by signature and bounded "
+                   "by --cache-ram / --cache-lru (--cache-none turns it off)")
     if ns.front_end_version:
         out.append(f"--front-end-version {ns.front_end_version}: Loom downloads no frontend; it serves the installed "
                    "comfyui-frontend-package (pip install comfyui-frontend-package==VERSION to change it)")
@@ -333,8 +364,8 @@ def _warnings(ns: argparse.Namespace, unknown: Sequence[str]) -> tuple[str, ...]
     return tuple(out)
 
 
-def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
-    """Read the command line (without the program name) and the environment into a `Config`.
+def parse_args(argv: Sequence[str], environ: Mapping[str, str], prog: str = "main.py") -> Config:
+    """Read the command line (without the program name, which is `prog`) and the environment into a `Config`.
 
     Environment: `LOOM_BASE_DIRECTORY` (when `--base-directory` is absent), `LOOM_AUTH_TOKEN`
     (when `--auth-token` is absent) and `HOME` (to expand `~`). Bad values exit with status 2
@@ -346,11 +377,12 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
     if ns.ray_workers is not None and ns.ray_workers < 1:
         parser.error("--ray-workers must be at least 1")
     log_level = ns.verbose or "INFO"
+    auth_token = ns.auth_token or environ.get("LOOM_AUTH_TOKEN") or None
     return Config(
         listen=ns.listen,
         port=ns.port,
         enable_cors_header=ns.enable_cors_header,
-        auth_token=ns.auth_token or environ.get("LOOM_AUTH_TOKEN") or None,
+        auth_token=auth_token,
         max_upload_size=ns.max_upload_size,
         max_history=ns.max_history,
         allowed_hosts=tuple(h.strip().lower() for group in ns.allowed_hosts for h in group.split(",") if h.strip()),
@@ -383,4 +415,5 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         workflow=workflow,
         overrides=overrides,
         warnings=_warnings(ns, unknown),
+        argv=tuple(redacted_argv([prog, *argv], auth_token)),
     )

@@ -16,7 +16,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     """Parse the flags, build the runtime, then serve or run one workflow; returns the exit status."""
     from config import parse_args
 
-    config = parse_args(list(sys.argv[1:] if argv is None else argv), dict(os.environ if environ is None else environ))
+    config = parse_args(list(sys.argv[1:] if argv is None else argv), dict(os.environ if environ is None else environ),
+                        prog=sys.argv[0] if argv is None and sys.argv and sys.argv[0] else "main.py")
     logging.basicConfig(level=getattr(logging, config.log_level, logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for warning in config.warnings:

@@ -11,7 +11,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from config import Config
 from executor.cache import OutputCache
@@ -20,6 +20,9 @@ from executor.run import Executor
 from folders import Folders
 from nodes.context import InterruptFlag
 from nodes.registry import NodeRegistry, build_builtin_registry
+
+if TYPE_CHECKING:
+    from compat import CompatBinding
 
 log = logging.getLogger(__name__)
 
@@ -30,22 +33,39 @@ DEFAULT_CACHE_CAP = 4 * GIB
 
 @dataclass
 class Runtime:
-    """Everything a running Loom shares: handed to `server.app.serve` or the headless runner."""
+    """Everything a running Loom shares: handed to `server.app.serve`, the headless runner, the
+    compat layer and the cluster, which read its parts as typed attributes (no fallbacks).
+
+    `config`, `folders`, `registry`, `executor`, `interrupt` and `cache` always exist; `models`
+    is the model manager, None only in a runtime assembled without one (`assemble_runtime`, for
+    graphs that load no model). The rest is filled while starting: custom-node packs, their web
+    folders and server hooks, the compat binding, and under `--ray-address` the worker factory.
+    """
 
     config: Config
     folders: Folders
     registry: NodeRegistry
-    models: ModelManager
-    cache: OutputCache
-    interrupt: InterruptFlag
     executor: Executor
+    interrupt: InterruptFlag
+    cache: OutputCache
+    models: ModelManager | None = None
     server_hooks: list[Callable[[Any], None]] = field(default_factory=list)
     web_directories: dict[str, Path] = field(default_factory=dict)
     custom_packs: list[Any] = field(default_factory=list)
     prestartup_runs: list[Any] = field(default_factory=list)
-    compat: Any = None
+    compat: CompatBinding | None = None  # None when custom nodes are disabled
     # Set by cluster.enable under --ray-address: (queue, sink) -> what runs the queued prompts.
     worker_factory: Callable[[Any, Any], Any] | None = None
+
+
+def assemble_runtime(registry: NodeRegistry, folders: Folders, *, config: Config | None = None,
+                     executor: Executor | None = None, models: ModelManager | None = None) -> Runtime:
+    """A Runtime around given parts (tests, tools): the default Config when none is given, and the
+    executor's interrupt flag and cache (a new Executor over `registry` and `folders` when none is given)."""
+    if executor is None:
+        executor = Executor(registry, folders=folders, models=models, interrupt=InterruptFlag())
+    return Runtime(config=config if config is not None else Config(), folders=folders, registry=registry,
+                   executor=executor, interrupt=executor.interrupt, cache=executor.cache, models=models)
 
 
 def _total_ram() -> int | None:
@@ -106,7 +126,7 @@ def build_runtime(config: Config) -> Runtime:
     # The worker announces the end of each prompt after storing its history (ComfyUI's order).
     executor = Executor(registry, folders=folders, models=models, cache=cache, interrupt=interrupt,
                         announce_done=False, node_options={"preview_method": config.preview_method})
-    runtime = Runtime(config=config, folders=folders, registry=registry, models=models, cache=cache,
-                      interrupt=interrupt, executor=executor)
+    runtime = Runtime(config=config, folders=folders, registry=registry, executor=executor, interrupt=interrupt,
+                      cache=cache, models=models)
     load_custom_nodes(config, registry, runtime)
     return runtime

@@ -113,23 +113,20 @@ async def _server_times(build: Callable[..., dict[str, Any]], n: int, changed_va
                         repeat: int, base: Path) -> dict[str, float]:
     """The same three runs through a real server on a loopback port: POST /prompt, then wait
     for the websocket's `executing` message with `node: null` and for the history entry."""
-    from types import SimpleNamespace
 
     import aiohttp
     from aiohttp import web
 
     from folders import Folders
-    from nodes.context import InterruptFlag
     from nodes.registry import build_builtin_registry
+    from runtime import assemble_runtime
     from server.app import create_app
 
     runs: dict[str, list[tuple[float, float]]] = {"first": [], "rerun": [], "changed": []}
     for rep in range(repeat):
         folders = Folders.for_base(base / f"server{rep}")
         registry = build_builtin_registry()
-        interrupt = InterruptFlag()
-        runtime = SimpleNamespace(registry=registry, folders=folders, interrupt=interrupt, config=None,
-                                  executor=Executor(registry, folders=folders, interrupt=interrupt))
+        runtime = assemble_runtime(registry, folders)
         runner = web.AppRunner(create_app(runtime), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

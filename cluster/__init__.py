@@ -10,12 +10,15 @@ See docs/cluster.md.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cluster import connect
 
+if TYPE_CHECKING:
+    from runtime import Runtime
 
-def enable(runtime: Any) -> None:
+
+def enable(runtime: Runtime) -> None:
     """Join the cluster `runtime.config.ray_address` names and route prompts to its workers."""
     from cluster.dispatcher import ClusterDispatcher
     from cluster.routes import cluster_routes_hook

@@ -103,7 +103,7 @@ class WorkerActor:
             try:
                 outcome["result"] = self.runtime.executor.execute(
                     prompt, prompt_id, extra_data=extra_data, outputs_to_execute=outputs_to_execute,
-                    emit=events.put)
+                    emit=events.put, converted=True)  # queued prompts come validated (executor/submission)
             except Exception as exc:  # the executor promises not to raise; report it if it does
                 outcome["crash"] = exc
             finally:

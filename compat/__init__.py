@@ -34,10 +34,14 @@ import sys
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compat.prompt_server import PromptServer
-from nodes.context import InterruptFlag, current_or_none
+from nodes.context import FoldersLike, InterruptFlag, ModelManagerLike, current_or_none
+
+if TYPE_CHECKING:
+    from config import Config
+    from runtime import Runtime
 
 _HERE = Path(__file__).resolve().parent
 # ComfyUI module name -> the compat source file executed under that name (None: a bare package).
@@ -70,18 +74,18 @@ COMFY_API_VERSIONS = ("latest", "v0_0_2", "v0_0_1")
 class CompatBinding:
     """What the compatibility modules of one runtime reach."""
 
-    folders: Any
-    models: Any
+    folders: FoldersLike
+    models: ModelManagerLike | None
     interrupt: InterruptFlag
-    config: Any
+    config: Config
     prompt_server: PromptServer
 
-    def current_folders(self) -> Any:
+    def current_folders(self) -> FoldersLike:
         """The running node's folders, else the runtime's."""
         ctx = current_or_none()
         return ctx.folders if ctx is not None and ctx.folders is not None else self.folders
 
-    def current_models(self) -> Any:
+    def current_models(self) -> ModelManagerLike | None:
         ctx = current_or_none()
         return ctx.models if ctx is not None and ctx.models is not None else self.models
 
@@ -137,14 +141,13 @@ def _link_parent(name: str, module: types.ModuleType) -> None:
         setattr(sys.modules[parent], child, module)
 
 
-def install_compat(runtime: Any) -> CompatBinding:
-    """Install the compatibility modules for `runtime` (`.folders`, `.models`, `.interrupt`,
-    `.config`) into `sys.modules` and make a fresh `PromptServer.instance`; returns the binding."""
+def install_compat(runtime: Runtime) -> CompatBinding:
+    """Install the compatibility modules for `runtime` (its folders, models, interrupt flag,
+    config and registry) into `sys.modules` and make a fresh `PromptServer.instance`; returns the binding."""
     prompt_server = PromptServer()
     PromptServer.instance = prompt_server
-    binding = CompatBinding(folders=runtime.folders, models=getattr(runtime, "models", None),
-                            interrupt=getattr(runtime, "interrupt", None) or InterruptFlag(),
-                            config=getattr(runtime, "config", None), prompt_server=prompt_server)
+    binding = CompatBinding(folders=runtime.folders, models=runtime.models, interrupt=runtime.interrupt,
+                            config=runtime.config, prompt_server=prompt_server)
     for name, filename in SOURCE_MODULES.items():
         if filename is None:
             module = _package(name, f"Loom's compatibility package for ComfyUI's {name}.")
@@ -159,9 +162,7 @@ def install_compat(runtime: Any) -> CompatBinding:
     for name, module in _comfy_api_modules().items():
         sys.modules[name] = module
         _link_parent(name, module)
-    registry = getattr(runtime, "registry", None)
-    if registry is not None:
-        from compat.nodes_module import install_nodes_api
+    from compat.nodes_module import install_nodes_api
 
-        install_nodes_api(registry, binding)
+    install_nodes_api(runtime.registry, binding)
     return binding

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import enum
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from config import Config
 
 BINDING: Any  # set by compat.install_compat before this module runs
 log = logging.getLogger(__name__)
@@ -59,7 +62,7 @@ FROM_CONFIG: dict[str, str] = {
 class ArgsView:
     """`comfy.cli_args.args`: ComfyUI's flags read from Loom's Config."""
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Config) -> None:
         object.__setattr__(self, "_config", config)
         object.__setattr__(self, "_local", {})
 
@@ -69,15 +72,14 @@ class ArgsView:
             return local[name]
         config = object.__getattribute__(self, "_config")
         if name == "preview_method":
-            value = getattr(config, "preview_method", "none") if config is not None else "none"
             try:
-                return LatentPreviewMethod(value)
+                return LatentPreviewMethod(config.preview_method)
             except ValueError:
                 return LatentPreviewMethod.Auto
-        if name == "cache_ram" and config is not None:
-            return getattr(config, "cache_ram", None) or 0
-        if name in FROM_CONFIG and config is not None:
-            value = getattr(config, FROM_CONFIG[name], None)
+        if name == "cache_ram":
+            return config.cache_ram or 0
+        if name in FROM_CONFIG:
+            value = getattr(config, FROM_CONFIG[name])  # the field of that name (FROM_CONFIG lists Config fields)
             return str(value) if name.endswith("_directory") and value is not None else value
         if name in COMFY_DEFAULTS:
             return COMFY_DEFAULTS[name]

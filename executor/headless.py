@@ -12,11 +12,14 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterable, Mapping, TextIO
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, TextIO
 
 from executor.events import Event, PreviewImage
-from executor.validate import ValidationResult, validate_prompt
+from executor.submission import Submission, SubmissionError, validate_submission
 from executor.workflow import WorkflowError, load_workflow_file
+
+if TYPE_CHECKING:
+    from runtime import Runtime
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 FILE_KEYS = ("images", "gifs", "videos", "audio", "animated", "3d", "files")
@@ -60,20 +63,21 @@ def apply_overrides(prompt: dict[str, Any], overrides: Iterable[Any], registry: 
         node.setdefault("inputs", {})[override.input] = parse_value(override.value)
 
 
-def format_validation(result: ValidationResult, prompt: Mapping[str, Any]) -> str:
+def format_validation(error: Mapping[str, Any] | None, node_errors: Mapping[str, Any],
+                      prompt: Mapping[str, Any]) -> str:
     """A readable account of validation errors, one line per error."""
     lines = []
-    if result.error is not None:
-        lines.append(f"error: {result.error['message']}")
-    for node_id, entry in result.node_errors.items():
+    if error is not None:
+        lines.append(f"error: {error['message']}")
+    for node_id, entry in node_errors.items():
         node = prompt.get(node_id) or {}
         title = (node.get("_meta") or {}).get("title") if isinstance(node, Mapping) else None
         label = f"node {node_id} ({entry['class_type']}{', ' + repr(title) if title else ''})"
         for error in entry["errors"]:
             details = f": {error['details']}" if error.get("details") else ""
             lines.append(f"  {label}: {error['message']}{details}")
-    if result.error is not None and not result.node_errors and result.error.get("details"):
-        lines.append(f"  {result.error['details']}")
+    if error is not None and not node_errors and error.get("details"):
+        lines.append(f"  {error['details']}")
     return "\n".join(lines)
 
 
@@ -153,7 +157,7 @@ def output_paths(outputs: Mapping[str, Any], folders: Any) -> list[Path]:
     return paths
 
 
-def run_headless(runtime: Any, workflow: Path, overrides: Iterable[Any] = (), *, stdout: TextIO | None = None,
+def run_headless(runtime: Runtime, workflow: Path, overrides: Iterable[Any] = (), *, stdout: TextIO | None = None,
                  stderr: TextIO | None = None) -> int:
     """Run one workflow file to completion; returns the process exit status."""
     out, err = stdout or sys.stdout, stderr or sys.stderr
@@ -163,20 +167,23 @@ def run_headless(runtime: Any, workflow: Path, overrides: Iterable[Any] = (), *,
     except (WorkflowError, OverrideError) as error:
         err.write(f"error: {error}\n")
         return EXIT_INVALID
-    checked = validate_prompt(prompt, runtime.registry, getattr(runtime, "folders", None))
-    if checked.node_errors or not checked.ok:
-        err.write(format_validation(checked, prompt) + "\n")
-    if not checked.ok:
-        return EXIT_INVALID
-    display = ProgressDisplay(checked.prompt, err)
     extra = {"extra_pnginfo": {"workflow": ui}} if ui is not None else {}
+    draft = Submission(prompt=prompt, prompt_id=uuid.uuid4().hex, extra_data=extra)
     try:
-        result = runtime.executor.execute(checked.prompt, uuid.uuid4().hex, extra_data=extra,
-                                          outputs_to_execute=checked.outputs, emit=display)
+        checked = validate_submission(draft, runtime.registry, runtime.folders)
+    except SubmissionError as refused:
+        err.write(format_validation(refused.error, refused.node_errors, prompt) + "\n")
+        return EXIT_INVALID
+    if checked.node_errors:
+        err.write(format_validation(None, checked.node_errors, prompt) + "\n")
+    display = ProgressDisplay(checked.prompt, err)
+    try:
+        result = runtime.executor.execute(checked.prompt, checked.prompt_id, extra_data=checked.extra_data,
+                                          outputs_to_execute=checked.outputs, emit=display, converted=True)
     except KeyboardInterrupt:
         err.write("\ninterrupted\n")
         return EXIT_INTERRUPTED
-    _print_outputs(result.outputs, getattr(runtime, "folders", None), out, err)
+    _print_outputs(result.outputs, runtime.folders, out, err)
     if result.status == "error":
         err.write(format_execution_error(result.error or {}) + "\n")
         return EXIT_FAILED

@@ -63,9 +63,10 @@ class PromptRun:
     """The state of one `Executor.execute` call."""
 
     def __init__(self, executor: Executor, prompt: Mapping[str, Any], prompt_id: str, extra_data: dict[str, Any],
-                 emit: ev.EventSink, result: ExecutionResult) -> None:
+                 emit: ev.EventSink, result: ExecutionResult, converted: bool = False) -> None:
         self.ex = executor
         self.prompt = prompt
+        self.converted = converted  # the prompt's constants were converted by validation (executor/submission)
         self.graph = DynamicGraph(prompt)
         self.prompt_id = prompt_id
         self.extra_data = extra_data
@@ -200,7 +201,9 @@ class PromptRun:
                 raise PromptFailure(node_id, str(class_type), f"Node class '{class_type}' is not registered",
                                     "executor.run.UnknownNodeError")
             self.specs[node_id] = spec
-            self.work[node_id] = {"class_type": spec.class_type, "inputs": _coerced_inputs(spec, node)}
+            given = self.converted and node_id in self.prompt  # expanded nodes are converted here
+            inputs = dict(node.get("inputs") or {}) if given else _coerced_inputs(spec, node)
+            self.work[node_id] = {"class_type": spec.class_type, "inputs": inputs}
         try:
             order = topological_order(self.graph, nodes, links)
         except CycleError as cycle:

@@ -70,13 +70,16 @@ class Executor:
         self._instances: dict[str, tuple[str, Any]] = {}
 
     def execute(self, prompt: Mapping[str, Any], prompt_id: str, *, extra_data: Mapping[str, Any] | None = None,
-                outputs_to_execute: list[str] | None = None, emit: ev.EventSink | None = None) -> ExecutionResult:
+                outputs_to_execute: list[str] | None = None, emit: ev.EventSink | None = None,
+                converted: bool = False) -> ExecutionResult:
         """Run `prompt` (API format, validated) and report through `emit`; never raises for a
-        node's exception. `outputs_to_execute` defaults to every output node of the prompt.
+        node's exception. `outputs_to_execute` defaults to every output node of the prompt;
+        `converted` says validation already converted its constants (a `Submission`'s prompt), so
+        only the nodes of expansions are converted here.
         The run's coroutine gets an event loop of its own on this thread (on a helper thread
         when this thread already runs one), so async nodes never touch the server's loop."""
         result = ExecutionResult(status="success")
-        run = PromptRun(self, prompt, prompt_id, dict(extra_data or {}), emit or ev.null_sink, result)
+        run = PromptRun(self, prompt, prompt_id, dict(extra_data or {}), emit or ev.null_sink, result, converted)
         _run_coroutine(run.run(outputs_to_execute))
         if self.announce_done:
             run.emit(ev.Event(ev.EXECUTING, {"node": None, "prompt_id": prompt_id}))

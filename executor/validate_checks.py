@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 from executor.plan import as_link
 from nodes.comfy_api.extension import resolve
 from nodes.graph_builder import ExecutionBlocker
-from nodes.spec import ANY, COMBO, FileIndex, InputSpec, NodeSpec
+from nodes.spec import ANY, COMBO, MATCH_TYPE, FileIndex, InputSpec, NodeSpec
 
 Error = dict[str, Any]
 # ComfyUI shortens combo lists longer than this in its `value_not_in_list` details.
@@ -36,9 +36,10 @@ def input_config(spec: InputSpec, files: FileIndex | None = None) -> list[Any]:
 
 
 def types_match(received: str, expected: str) -> bool:
-    """ComfyUI's link rule: equal names, `*` on either side, a type whose `__ne__` says they
-    match, or a shared member of the comma-separated unions (`"IMAGE,MASK"` accepts `MASK`)."""
-    if received == expected or received == ANY or expected == ANY:
+    """ComfyUI's link rule: equal names, `*` or an io.MatchType socket on either side (ComfyUI
+    leaves MatchType to the editor), a type whose `__ne__` says they match, or a shared member of
+    the comma-separated unions (`"IMAGE,MASK"` accepts `MASK`)."""
+    if received == expected or received in (ANY, MATCH_TYPE) or expected in (ANY, MATCH_TYPE):
         return True
     if not (received != expected) or not (expected != received):
         return True  # a pack's str subclass whose __ne__ says "matches" (AnyType idioms), as ComfyUI asks

@@ -32,7 +32,8 @@ class Worker:
     """Runs queued prompts one at a time on its own daemon thread.
 
     `executor` is anything with `execute(prompt, prompt_id, *, extra_data, outputs_to_execute,
-    emit)` returning an object with `status`, `outputs`, `messages`, `meta`, `error`.
+    emit, converted)` returning an object with `status`, `outputs`, `messages`, `meta`, `error`
+    (queued prompts come validated, their constants converted: `converted=True`).
     """
 
     def __init__(self, queue: PromptQueue, executor: Any, sink: WorkerSink, *, interrupt: Any = None,
@@ -135,7 +136,7 @@ class Worker:
         try:
             result = self.executor.execute(item.prompt, item.prompt_id, extra_data=item.extra_data,
                                            outputs_to_execute=targets if recorded and targets else
-                                           item.outputs_to_execute, emit=emit)
+                                           item.outputs_to_execute, emit=emit, converted=True)
         except Exception as exc:  # the executor promises not to raise; stay alive if it does
             log.exception("executor failed on prompt %s", item.prompt_id)
             data = {"prompt_id": item.prompt_id, "node_id": None, "node_type": None, "executed": [],

@@ -39,7 +39,7 @@ _API = TypeAdapter(dict[str, ApiNode])
 
 def parse_api(obj: Any) -> dict[str, Any]:
     """Check an API prompt's structure and return it as plain dicts with string node ids and
-    `[str id, int slot]` links; raises `WorkflowError` at the offending path."""
+    `[str id, int slot]` links (other keys of a node are kept); raises `WorkflowError` at the offending path."""
     if not isinstance(obj, dict):
         raise WorkflowError(f"an API prompt must be a JSON object of nodes, not {type(obj).__name__}")
     try:
@@ -49,7 +49,7 @@ def parse_api(obj: Any) -> dict[str, Any]:
     prompt: dict[str, Any] = {}
     for node_id, node in nodes.items():
         inputs = {name: _normalise_link(value) for name, value in node.inputs.items()}
-        entry: dict[str, Any] = {"class_type": node.class_type, "inputs": inputs}
+        entry: dict[str, Any] = {**(node.model_extra or {}), "class_type": node.class_type, "inputs": inputs}
         if node.meta is not None:
             entry["_meta"] = node.meta
         prompt[node_id] = entry

@@ -27,12 +27,16 @@ import traceback
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Sequence
 
 from nodes.classic import adapt_classic, is_classic
 from nodes.comfy_api.adapt import adapt_schema_node, is_schema_node
 from nodes.comfy_api.extension import node_classes
 from nodes.spec import Node, NodeSpec, SpecError
+
+if TYPE_CHECKING:
+    from config import Config
+    from folders import Folders
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +83,11 @@ class LoadedPack:
 
 # ---- finding packs ----------------------------------------------------------------------------
 
-def pack_directories(config: Any, folders: Any = None) -> list[Path]:
+def pack_directories(config: Config, folders: Folders) -> list[Path]:
     """The folders searched for packs: the `custom_nodes` folder kind (base folder and
     extra_model_paths additions), then each `--custom-nodes-directory`; duplicates dropped."""
-    found: list[Path] = []
-    if folders is not None:
-        found += [Path(p) for p in folders.folder_paths("custom_nodes")]
-    elif config is not None:
-        found.append(Path(config.custom_nodes_directory))
-    found += [Path(p) for p in getattr(config, "custom_nodes_directories", ()) or ()]
+    found = [Path(p) for p in folders.folder_paths("custom_nodes")]
+    found += [Path(p) for p in config.custom_nodes_directories]
     unique: list[Path] = []
     for path in found:
         if path not in unique:

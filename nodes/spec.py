@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping, Protocol, Sequence
 
 ANY = "*"
+MATCH_TYPE = "COMFY_MATCHTYPE_V3"  # the schema API's io.MatchType sockets: any link validates (ComfyUI's rule)
 PRIMITIVE_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 COMBO = "COMBO"
 # Hidden inputs the executor fills in, by kind (ComfyUI's names).
@@ -186,6 +187,10 @@ class NodeSpec:
     source: Any = None
     info_extra: Mapping[str, Any] = field(default_factory=dict)
     accepts_all_inputs: bool = False  # undeclared constant inputs are passed too (schema API)
+    # What /object_info lists, when it is not `inputs` one by one: names of `inputs` and
+    # (section, name, entry) items given as they are (a schema node's dynamic inputs: ComfyUI
+    # lists the Autogrow / DynamicCombo itself, `inputs` has its dotted sockets). Called per listing.
+    info_inputs: Callable[[], Sequence[str | tuple[str, str, Any]]] | None = None
 
     def __post_init__(self) -> None:
         check_spec(self)
@@ -237,8 +242,15 @@ class NodeSpec:
     def object_info(self, files: FileIndex | None = None) -> dict[str, Any]:
         """The `/object_info/{class}` entry, in ComfyUI's JSON shape."""
         sections: dict[str, dict[str, Any]] = {"required": {}, "optional": {}, "hidden": {}}
-        for spec in self.inputs:
-            sections[spec.section][spec.name] = spec.object_info_entry(files)
+        by_name = {spec.name: spec for spec in self.inputs}
+        for item in self.info_inputs() if self.info_inputs is not None else by_name:
+            if isinstance(item, str):
+                spec = by_name.get(item)
+                if spec is not None:
+                    sections[spec.section][spec.name] = spec.object_info_entry(files)
+            else:
+                section, name, entry = item
+                sections[section][name] = entry
         info: dict[str, Any] = {
             "input": {k: v for k, v in sections.items() if v or k == "required"},
             "input_order": {k: list(v) for k, v in sections.items() if v or k == "required"},

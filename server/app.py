@@ -15,12 +15,15 @@ ComfyUI-style `send_sync`; `runtime.web_directories` ({pack: folder}) is served 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import re
 import sys
+import threading
+import webbrowser
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Sequence
 
 from aiohttp import web
 
@@ -33,6 +36,9 @@ from server.http import add_api_routes
 from server.keys import EXTENSION_DIRS, QUEUE, RUNTIME, SETTINGS, WEB_ROOT, WORKER, ServerSettings
 from server.ws import HUB, WebSocketHub, websocket_handler
 
+if TYPE_CHECKING:
+    from runtime import Runtime
+
 log = logging.getLogger(__name__)
 
 QUEUE_FILE = "loom_queue.sqlite3"
@@ -40,10 +46,8 @@ ROUTE_MODULES = (routes_prompt, routes_jobs, routes_info, routes_user, files)
 AppHook = Callable[[web.Application], None]
 
 
-def _queue_path(runtime: Any) -> Path:
-    folders = getattr(runtime, "folders", None)
-    user_dir = Path(folders.user_directory) if folders is not None else Path("user")
-    return user_dir / QUEUE_FILE
+def _queue_path(runtime: Runtime) -> Path:
+    return Path(runtime.folders.user_directory) / QUEUE_FILE
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -59,11 +63,11 @@ async def _close_websockets(app: web.Application) -> None:
     await app[HUB].close_all()
 
 
-def create_app(runtime: Any, *, settings: ServerSettings | None = None, queue: PromptQueue | None = None,
-               setup_hooks: Sequence[AppHook] = ()) -> web.Application:
-    """The application for `runtime` (`runtime.registry`, `.folders`, `.executor`, `.interrupt`,
-    optional `.models`, `.cache`, `.config`). The queue file is `<user dir>/loom_queue.sqlite3`."""
-    settings = settings or ServerSettings.from_config(getattr(runtime, "config", None))
+def create_app(runtime: Runtime, *, settings: ServerSettings | None = None, queue: PromptQueue | None = None,
+                setup_hooks: Sequence[AppHook] = ()) -> web.Application:
+    """The application for `runtime` (`runtime.Runtime`); `settings` default to its Config's.
+    The queue file is `<user dir>/loom_queue.sqlite3`."""
+    settings = settings or ServerSettings.from_config(runtime.config)
     app = web.Application(middlewares=[security_middleware, error_middleware],
                           client_max_size=settings.max_upload_bytes + (1 << 20))
     app[RUNTIME] = runtime
@@ -75,11 +79,11 @@ def create_app(runtime: Any, *, settings: ServerSettings | None = None, queue: P
     app[QUEUE] = queue
     app[HUB] = hub
     # `runtime.worker_factory` (set by cluster/ under --ray-address) places prompts on other processes.
-    make_worker = getattr(runtime, "worker_factory", None)
+    make_worker = runtime.worker_factory
     app[WORKER] = make_worker(queue, hub.send_event) if make_worker is not None else Worker(
-        queue, runtime.executor, hub.send_event, interrupt=getattr(runtime, "interrupt", None),
-        models=getattr(runtime, "models", None), cache=getattr(runtime, "cache", None))
-    app[EXTENSION_DIRS] = dict(getattr(runtime, "web_directories", None) or {})
+        queue, runtime.executor, hub.send_event, interrupt=runtime.interrupt, models=runtime.models,
+        cache=runtime.cache)
+    app[EXTENSION_DIRS] = dict(runtime.web_directories)
     if settings.front_end == "comfyui":
         app[EXTENSION_DIRS]["loom"] = COMFYUI_EXTENSIONS
     for module in ROUTE_MODULES:
@@ -88,7 +92,7 @@ def create_app(runtime: Any, *, settings: ServerSettings | None = None, queue: P
     routes_custom_nodes.setup(app)
     routes_frontend.setup(app)
     app[routes_frontend.LOG_BUFFER_KEY].bind(hub.send)
-    for hook in (*setup_hooks, *(getattr(runtime, "server_hooks", None) or ())):
+    for hook in (*setup_hooks, *runtime.server_hooks):
         hook(app)
     for name, directory in app[EXTENSION_DIRS].items():
         app.router.add_static(f"/extensions/{name}", directory)
@@ -147,9 +151,33 @@ def banner(message: str, settings: ServerSettings) -> str:
     return line
 
 
-def serve(runtime: Any, *, setup_hooks: Sequence[AppHook] = ()) -> None:
+def editor_url(settings: ServerSettings) -> str:
+    """The address a browser on this machine opens: the first listen address, a wildcard as 127.0.0.1."""
+    host = next((h.strip() for h in settings.host.split(",") if h.strip()), "127.0.0.1")
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host.strip('[]')}]"
+    return f"http://{host}:{settings.port}"
+
+
+def on_listening(message: str, settings: ServerSettings,
+                 open_browser: Callable[[str], Any] = webbrowser.open) -> threading.Thread | None:
+    """Run once every socket listens (aiohttp's start-up message): print the banner unless
+    --dont-print-server, and under --auto-launch open the editor in a browser, as ComfyUI does.
+    The browser is opened from a thread (a command-line browser may wait); the thread is returned."""
+    if not settings.dont_print_server:
+        print(banner(message, settings), flush=True)
+    if not settings.auto_launch:
+        return None
+    thread = threading.Thread(target=open_browser, args=(editor_url(settings),), name="loom-auto-launch", daemon=True)
+    thread.start()
+    return thread
+
+
+def serve(runtime: Runtime, *, setup_hooks: Sequence[AppHook] = ()) -> None:
     """Run the server until interrupted (blocking): `python main.py`."""
-    settings = ServerSettings.from_config(getattr(runtime, "config", None))
+    settings = ServerSettings.from_config(runtime.config)
     app = create_app(runtime, settings=settings, setup_hooks=setup_hooks)
     warning = security_warning(settings)
     if warning:
@@ -157,5 +185,5 @@ def serve(runtime: Any, *, setup_hooks: Sequence[AppHook] = ()) -> None:
         print(warning, file=sys.stderr, flush=True)
     hosts: Any = [h for h in settings.host.split(",") if h] or ["127.0.0.1"]
     web.run_app(app, host=hosts if len(hosts) > 1 else hosts[0], port=settings.port,
-                print=lambda message: print(banner(message, settings), flush=True), access_log=None, handle_signals=True,
+                print=functools.partial(on_listening, settings=settings), access_log=None, handle_signals=True,
                 shutdown_timeout=5.0)

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from executor.queue import PromptQueue
 from executor.worker import Worker
+
+if TYPE_CHECKING:
+    from config import Config
+    from runtime import Runtime
 
 
 @dataclass(frozen=True)
@@ -33,31 +37,31 @@ class ServerSettings:
     verbose: bool = False
     front_end: str = "loom"
     web_root: Path | None = None
+    auto_launch: bool = False
+    dont_print_server: bool = False
 
     @classmethod
-    def from_config(cls, config: Any, **overrides: Any) -> "ServerSettings":
-        """Read the server flags of `config.Config` (missing attributes keep their defaults)."""
-        def get(name: str, default: Any) -> Any:
-            value = getattr(config, name, default)
-            return default if value is None and default is not None else value
-
+    def from_config(cls, config: Config, **overrides: Any) -> "ServerSettings":
+        """Read the server flags of `config.Config`."""
         values = {
-            "host": get("listen", cls.host),
-            "port": int(get("port", cls.port)),
-            "cors_origin": get("enable_cors_header", None),
-            "auth_token": get("auth_token", None) or None,
-            "max_upload_bytes": int(float(get("max_upload_size", 100)) * 1024 * 1024),
-            "max_history": int(get("max_history", cls.max_history)),
-            "allowed_hosts": tuple(get("allowed_hosts", ()) or ()),
-            "verbose": bool(get("verbose", False)),
-            "front_end": str(get("front_end", "loom")),
-            "web_root": get("front_end_root", None),
+            "host": config.listen,
+            "port": config.port,
+            "cors_origin": config.enable_cors_header,
+            "auth_token": config.auth_token or None,
+            "max_upload_bytes": int(config.max_upload_size * 1024 * 1024),
+            "max_history": config.max_history,
+            "allowed_hosts": tuple(config.allowed_hosts),
+            "verbose": config.verbose,
+            "front_end": config.front_end,
+            "web_root": config.front_end_root,
+            "auto_launch": config.auto_launch,
+            "dont_print_server": config.dont_print_server,
         }
         values.update(overrides)
         return cls(**values)
 
 
-RUNTIME: web.AppKey[Any] = web.AppKey("loom_runtime", object)
+RUNTIME: web.AppKey[Runtime] = web.AppKey("loom_runtime", object)
 SETTINGS: web.AppKey[ServerSettings] = web.AppKey("loom_settings", ServerSettings)
 QUEUE: web.AppKey[PromptQueue] = web.AppKey("loom_queue", PromptQueue)
 WORKER: web.AppKey[Worker] = web.AppKey("loom_worker", Worker)

@@ -20,7 +20,7 @@ from server.prompt_server_compat import attach_prompt_server
 async def get_custom_nodes(request: web.Request) -> web.Response:
     """`{"packs": [...]}`: each pack's `LoadedPack.to_json()` (name, path, state ok/failed/disabled,
     import_seconds, error traceback, api styles, nodes, node_errors, collisions, web_directory)."""
-    packs = getattr(request.app[RUNTIME], "custom_packs", None) or []
+    packs = request.app[RUNTIME].custom_packs
     return json_response({"packs": [pack.to_json() for pack in packs]})
 
 
@@ -30,5 +30,5 @@ ROUTES = [("GET", "/loom/custom_nodes", get_custom_nodes)]
 def setup(app: web.Application) -> None:
     """Add the custom-node routes and bind the runtime's PromptServer (see the module docstring)."""
     add_api_routes(app, ROUTES)
-    compat: Any = getattr(app[RUNTIME], "compat", None)
-    attach_prompt_server(app, getattr(compat, "prompt_server", None))
+    compat = app[RUNTIME].compat
+    attach_prompt_server(app, compat.prompt_server if compat is not None else None)

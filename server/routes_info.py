@@ -12,27 +12,23 @@ import os
 import platform
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from server.http import json_response
 from server.keys import EXTENSION_DIRS, RUNTIME, SETTINGS, WEB_ROOT, WORKER
 
+if TYPE_CHECKING:
+    from runtime import Runtime
+
 LOOM_VERSION = "0.1.0"
 FEATURES: dict[str, Any] = {"supports_preview_metadata": False}
 
 
-def _object_info(runtime: Any) -> dict[str, Any]:
-    registry = runtime.registry
-    folders = getattr(runtime, "folders", None)
-    if hasattr(registry, "object_info"):
-        return registry.object_info(folders)
-    return {name: registry.get(name).object_info(folders) for name in registry}
-
-
 async def get_object_info(request: web.Request) -> web.Response:
-    return json_response(_object_info(request.app[RUNTIME]))
+    runtime = request.app[RUNTIME]
+    return json_response(runtime.registry.object_info(runtime.folders))
 
 
 async def get_object_info_node(request: web.Request) -> web.Response:
@@ -41,15 +37,12 @@ async def get_object_info_node(request: web.Request) -> web.Response:
     spec = runtime.registry.get(name)
     if spec is None:
         return json_response({})
-    return json_response({name: spec.object_info(getattr(runtime, "folders", None))})
+    return json_response({name: spec.object_info(runtime.folders)})
 
 
-def _list(runtime: Any, kind: str) -> list[str] | None:
-    folders = getattr(runtime, "folders", None)
-    if folders is None:
-        return None
-    has_kind = getattr(folders, "has_kind", None)
-    if has_kind is not None and not has_kind(kind):
+def _list(runtime: Runtime, kind: str) -> list[str] | None:
+    folders = runtime.folders
+    if not folders.has_kind(kind):
         return None
     try:
         return folders.list_files(kind)
@@ -64,8 +57,7 @@ async def get_embeddings(request: web.Request) -> web.Response:
 
 
 async def get_models(request: web.Request) -> web.Response:
-    folders = getattr(request.app[RUNTIME], "folders", None)
-    return json_response(list(folders.kinds()) if folders is not None else [])
+    return json_response(list(request.app[RUNTIME].folders.kinds()))
 
 
 async def get_models_folder(request: web.Request) -> web.Response:
@@ -102,42 +94,17 @@ def _devices(models: Any) -> tuple[list[dict[str, Any]], tuple[int, int] | None]
              "torch_vram_total": 0, "torch_vram_free": 0}], None
 
 
-_SECRET_WORDS = ("token", "password", "passwd", "secret", "api-key", "api_key", "apikey", "credential")
-REDACTED = "<redacted>"
-
-
-def _secret_flag(arg: str) -> bool:
-    return arg.startswith("-") and any(word in arg.lower() for word in _SECRET_WORDS)
-
-
-def redacted_argv(argv: list[str], token: str | None) -> list[str]:
-    """`argv` with the value of every secret-looking flag (`--auth-token T`, `--x-api-key=K`, ...)
-    and any argument holding the configured token replaced by "<redacted>"."""
-    out: list[str] = []
-    hide_next = False
-    for arg in argv:
-        if hide_next and not arg.startswith("--"):
-            out.append(REDACTED)
-        elif "=" in arg and _secret_flag(arg.split("=", 1)[0]):
-            out.append(arg.split("=", 1)[0] + "=" + REDACTED)
-        elif token and token in arg:
-            out.append(arg.replace(token, REDACTED))
-        else:
-            out.append(arg)
-        hide_next = _secret_flag(arg) and "=" not in arg
-    return out
-
-
 async def get_system_stats(request: web.Request) -> web.Response:
-    """RAM, device memory, versions and argv (secrets redacted), in ComfyUI's shape."""
-    devices, ram = _devices(getattr(request.app[RUNTIME], "models", None))
+    """RAM, device memory, versions and the command line (Config.argv, secrets already redacted),
+    in ComfyUI's shape."""
+    devices, ram = _devices(request.app[RUNTIME].models)
     ram_total, ram_free = ram or _ram()
     import torch
     system = {"os": sys.platform if os.name != "nt" else "nt", "ram_total": ram_total, "ram_free": ram_free,
               "comfyui_version": LOOM_VERSION, "loom_version": LOOM_VERSION,
               "required_frontend_version": None, "installed_templates_version": None,
               "python_version": sys.version, "pytorch_version": torch.__version__, "embedded_python": False,
-              "argv": redacted_argv(sys.argv, request.app[SETTINGS].auth_token), "platform": platform.platform()}
+              "argv": list(request.app[RUNTIME].config.argv), "platform": platform.platform()}
     stats: dict[str, Any] = {"system": system, "devices": devices}
     cluster_info = getattr(request.app[WORKER], "cluster_info", None)
     if cluster_info is not None:  # --ray-address: the workers (GET /loom/cluster's list)

@@ -1,19 +1,18 @@
 """Routes of the prompt queue: POST/GET /prompt, GET/POST /queue, POST /interrupt, POST /free,
 GET/POST /history, GET /history/{id}.
 
-Each handler translates HTTP to calls on `executor.queue.PromptQueue` and `executor.validate`;
-validation runs before anything is queued (400 with ComfyUI's `error`/`node_errors` body).
+Each handler translates HTTP to calls on `executor.queue.PromptQueue` and `executor.submission`
+(the one parser of submitted prompts); validation runs before anything is queued (400 with
+ComfyUI's `error`/`node_errors` body).
 """
 from __future__ import annotations
 
 import asyncio
-import time
-import uuid
 from typing import Any, Callable
 
 from aiohttp import web
 
-from executor.validate import validate_prompt
+from executor.submission import SubmissionError, read_submission, validate_submission
 from server.http import BadRequest, int_query, json_response, json_response_off_loop, read_json
 from server.keys import QUEUE, RUNTIME, WORKER
 
@@ -23,60 +22,24 @@ def queue_info(queue: Any) -> dict[str, Any]:
     return {"exec_info": {"queue_remaining": queue.remaining()}}
 
 
-def _invalid(message: str, details: str = "") -> web.Response:
-    return json_response({"error": {"type": "invalid_prompt", "message": message, "details": details,
-                                        "extra_info": {}}, "node_errors": {}}, status=400)
-
-
-def _submission(body: dict[str, Any]) -> tuple[dict, str, dict, float | None, bool, list | None]:
-    """Check the fields of a POST /prompt body; raise BadRequest naming the bad one."""
-    prompt = body.get("prompt")
-    if not isinstance(prompt, dict):
-        raise BadRequest("'prompt' must be a JSON object mapping node ids to nodes", "invalid_prompt")
-    prompt_id = body.get("prompt_id") or str(uuid.uuid4())
-    if not isinstance(prompt_id, str) or len(prompt_id) > 256:
-        raise BadRequest("'prompt_id' must be a string of at most 256 characters", "invalid_prompt")
-    extra = body.get("extra_data") or {}
-    if not isinstance(extra, dict):
-        raise BadRequest("'extra_data' must be a JSON object", "invalid_prompt")
-    extra = dict(extra)
-    client_id = body.get("client_id")
-    if client_id is not None:
-        if not isinstance(client_id, str):
-            raise BadRequest("'client_id' must be a string", "invalid_prompt")
-        extra["client_id"] = client_id
-    extra.setdefault("create_time", int(time.time() * 1000))
-    number = body.get("number")
-    if number is not None:
-        if isinstance(number, bool) or not isinstance(number, (int, float, str)):
-            raise BadRequest("'number' must be a number", "invalid_prompt")
-        try:
-            number = float(number)
-        except ValueError:
-            raise BadRequest("'number' must be a number", "invalid_prompt") from None
-    targets = body.get("partial_execution_targets")
-    if targets is not None and (not isinstance(targets, list) or not all(isinstance(t, str) for t in targets)):
-        raise BadRequest("'partial_execution_targets' must be a list of node ids", "invalid_prompt")
-    return prompt, prompt_id, extra, number, bool(body.get("front")), targets
-
-
 async def post_prompt(request: web.Request) -> web.Response:
-    """Validate and queue a prompt: `{prompt_id, number, node_errors}`, or 400."""
+    """Validate and queue a prompt (`executor.submission`): `{prompt_id, number, node_errors}`, or
+    400 with ComfyUI's `error`/`node_errors` body. An id already queued or run is not queued again."""
     body = await read_json(request)
-    prompt, prompt_id, extra, number, front, targets = _submission(body)
     runtime = request.app[RUNTIME]
     queue = request.app[QUEUE]
-    known = queue.find(prompt_id)
-    if known is not None or queue.history_item(prompt_id) is not None:
-        num, _ = queue.put(prompt_id, prompt, extra, [], number=number)
-        return json_response({"prompt_id": prompt_id, "number": _num(num), "node_errors": {}})
     loop = asyncio.get_running_loop()
-    result = await loop.run_in_executor(
-        None, lambda: validate_prompt(prompt, runtime.registry, getattr(runtime, "folders", None), targets))
-    if not result.ok:
-        return json_response({"error": result.error, "node_errors": result.node_errors}, status=400)
-    num, _ = queue.put(prompt_id, result.prompt or prompt, extra, list(result.outputs), number=number, front=front)
-    return json_response({"prompt_id": prompt_id, "number": _num(num), "node_errors": result.node_errors})
+    try:
+        draft = await loop.run_in_executor(None, read_submission, body, runtime.registry)
+        if queue.find(draft.prompt_id) is not None or queue.history_item(draft.prompt_id) is not None:
+            num, _ = queue.put(draft.prompt_id, draft.prompt, draft.extra_data, [], number=draft.number)
+            return json_response({"prompt_id": draft.prompt_id, "number": _num(num), "node_errors": {}})
+        checked = await loop.run_in_executor(None, validate_submission, draft, runtime.registry, runtime.folders)
+    except SubmissionError as refused:
+        return json_response(refused.response(), status=400)
+    num, _ = queue.put(checked.prompt_id, checked.prompt, checked.extra_data, checked.outputs,
+                       number=checked.number, front=checked.front)
+    return json_response({"prompt_id": checked.prompt_id, "number": _num(num), "node_errors": checked.node_errors})
 
 
 def _num(number: float) -> float | int:

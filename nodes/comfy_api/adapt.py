@@ -11,12 +11,13 @@ helper results, including `expand=` graphs and `block_execution=`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from typing import Any, Callable
 
 from nodes.classic import adapt_classic
 from nodes.comfy_api import io
-from nodes.comfy_api.dynamic import fold_dynamic
+from nodes.comfy_api.dynamic import fold_dynamic, info_layout, output_matchtypes
 from nodes.comfy_api.ui import ui_dict
 from nodes.graph_builder import ExecutionBlocker
 from nodes.spec import NodeOutput, NodeSpec, SpecError, validate_args
@@ -105,6 +106,10 @@ def adapt_schema_node(cls: type, *, python_module: str = "nodes") -> NodeSpec:
     extra = dict(spec.info_extra)
     if schema.search_aliases:
         extra["search_aliases"] = list(schema.search_aliases)
+    matchtypes = output_matchtypes(schema.outputs)
+    if matchtypes is not None:
+        extra["output_matchtypes"] = matchtypes
+    dynamic = any(callable(getattr(item, "info_entry", None)) for item in schema.inputs)
     return dataclasses.replace(
         spec,
         instantiate=lambda: SchemaCall(cls, hidden_names),
@@ -115,4 +120,12 @@ def adapt_schema_node(cls: type, *, python_module: str = "nodes") -> NodeSpec:
         check_lazy_status=_lazy_hook(_overridden(cls, "check_lazy_status"), hidden_names),
         info_extra=extra,
         accepts_all_inputs=bool(getattr(schema, "accept_all_inputs", False)),
+        info_inputs=functools.partial(_listed_inputs, cls) if dynamic else None,
     )
+
+
+def _listed_inputs(cls: type) -> list[Any]:
+    """What /object_info lists for a schema node with dynamic inputs, from its schema read anew
+    (as ComfyUI re-reads it for each listing)."""
+    schema = cls.GET_SCHEMA()
+    return info_layout(schema.inputs, [h.name for h in schema.hidden])

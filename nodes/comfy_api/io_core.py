@@ -11,8 +11,9 @@ the factories of the socket types: `Int.Input("steps", default=20, min=1)`,
 As in ComfyUI (`comfy_api/latest/_io.py`), a `ComfyNode` also answers the classic attributes
 (`INPUT_TYPES()`, `RETURN_TYPES`, `FUNCTION`, `CATEGORY`, ...) derived from its schema, so
 `nodes.classic.adapt_classic` reads it and `nodes.comfy_api.adapt` only adds the schema
-hooks. Dynamic inputs (Autogrow, DynamicCombo, MatchType templates) and node expansion are
-not supported; see docs/custom-nodes.md.
+hooks. The dynamic types (Autogrow, DynamicCombo, MatchType) are in `dynamic.py`; see
+docs/custom-nodes.md. Each `as_dict` gives the options ComfyUI's gives (None means "not given"
+and is left out, False is kept), so the entries nested in dynamic inputs match ComfyUI's.
 """
 from __future__ import annotations
 
@@ -236,7 +237,7 @@ class String(ComfyTypeIO):
             self.multiline, self.placeholder, self.dynamic_prompts = multiline, placeholder, dynamic_prompts
 
         def as_dict(self) -> dict[str, Any]:
-            return super().as_dict() | _pruned({"multiline": self.multiline or None, "placeholder": self.placeholder,
+            return super().as_dict() | _pruned({"multiline": self.multiline, "placeholder": self.placeholder,
                                                 "dynamicPrompts": self.dynamic_prompts})
 
 
@@ -264,7 +265,7 @@ class Combo(ComfyTypeIO):
         def as_dict(self) -> dict[str, Any]:
             upload = {self.upload.value: True} if isinstance(self.upload, UploadType) else {}
             folder = self.image_folder.value if isinstance(self.image_folder, Enum) else self.image_folder
-            return super().as_dict() | _pruned({"options": self.options,
+            return super().as_dict() | _pruned({"multiselect": False, "options": self.options,
                                                 "control_after_generate": self.control_after_generate,
                                                 "image_folder": folder}) | upload
 

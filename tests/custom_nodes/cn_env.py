@@ -3,14 +3,13 @@ helper that validates and runs an API prompt through the runtime's executor, col
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from config import parse_args
 from executor.validate import validate_prompt
 from folders import Folders
-from nodes.context import InterruptFlag
-from runtime import Runtime, build_runtime
+from nodes.registry import build_builtin_registry
+from runtime import Runtime, assemble_runtime, build_runtime
 
 HERE = Path(__file__).resolve().parent
 PACKS = HERE / "packs"
@@ -28,11 +27,12 @@ def make_runtime(base: Path, *flags: str, packs: Path | None = PACKS) -> Runtime
     return build_runtime(parse_args(args, {}))
 
 
-def bare_runtime(base: Path) -> SimpleNamespace:
-    """The parts `compat.install_compat` reads, without building a whole runtime."""
+def bare_runtime(base: Path) -> Runtime:
+    """A runtime of the built-in nodes without custom packs or a model manager (what
+    `compat.install_compat` reads), without building a whole one."""
     for sub in ("input", "output", "temp", "user"):
         (base / sub).mkdir(parents=True, exist_ok=True)
-    return SimpleNamespace(folders=Folders.for_base(base), models=None, interrupt=InterruptFlag(), config=None)
+    return assemble_runtime(build_builtin_registry(), Folders.for_base(base))
 
 
 def run_prompt(runtime: Runtime, prompt: dict[str, Any], prompt_id: str = "p1",

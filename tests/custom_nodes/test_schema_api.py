@@ -45,7 +45,7 @@ def test_object_info_has_comfyuis_shape() -> None:
     assert required["cfg"] == ["FLOAT", {"default": 7.5, "min": 0.0, "max": 30.0, "step": 0.5, "round": 0.01}]
     assert required["prompt"] == ["STRING", {"multiline": True, "placeholder": "type", "dynamicPrompts": True}]
     assert required["flag"] == ["BOOLEAN", {"default": True, "label_on": "yes", "label_off": "no"}]
-    assert required["mode"] == [["a", "b"], {"default": "b", "tooltip": "pick"}]
+    assert required["mode"] == [["a", "b"], {"default": "b", "tooltip": "pick", "multiselect": False}]
     assert info["input"]["optional"] == {"any": ["IMAGE,MASK"], "latent": ["LATENT", {"lazy": True}]}
     assert info["output"] == ["LATENT", "INT"] and info["output_is_list"] == [False, True]
     assert info["output_name"] == ["out", "INT"] and info["output_tooltips"] == ["the latent", ""]
@@ -59,7 +59,7 @@ def test_classic_view_of_a_schema_node() -> None:
     assert Widgets.RETURN_TYPES == ("LATENT", "INT") and Widgets.OUTPUT_IS_LIST == (False, True)
     assert Widgets.CATEGORY == "tests" and Widgets.FUNCTION == "EXECUTE_NORMALIZED"
     assert Widgets.INPUT_TYPES()["required"]["mode"] == ("COMBO", {"default": "b", "tooltip": "pick",
-                                                                   "options": ["a", "b"]})
+                                                                   "multiselect": False, "options": ["a", "b"]})
     assert is_schema_node(Widgets) and not is_schema_node(io.ComfyNode) and not is_schema_node(int)
 
 

@@ -150,9 +150,17 @@ def test_expansion_with_cache_none_and_cache_lru(tmp_path: Path) -> None:
 
 def test_schema_autogrow_dynamic_combo_and_multitype(tmp_path: Path) -> None:
     async def body(c: Client) -> None:
-        async with c.srv.session.get(c.srv.url + "/object_info/SchemaSumGrow") as r:
-            info = (await r.json())["SchemaSumGrow"]["input"]
-        assert list(info["required"]) == ["values.v0"] and list(info["optional"]) == [f"values.v{i}" for i in (1, 2, 3, 4)]
+        async with c.srv.session.get(c.srv.url + "/object_info") as r:
+            every = await r.json()
+        # ComfyUI's entries: the dynamic input itself with its template / options, not its sockets
+        assert every["SchemaSumGrow"]["input"] == {"required": {"values": ["COMFY_AUTOGROW_V3", {"template": {
+            "input": {"required": {"v": ["INT", {"forceInput": True}]}}, "prefix": "v", "min": 1, "max": 5}}]}}
+        assert every["SchemaSumGrow"]["input_order"] == {"required": ["values"]}
+        assert every["SchemaPickMode"]["input"]["required"] == {
+            "value": ["INT,FLOAT"],
+            "mode": ["COMFY_DYNAMICCOMBO_V3", {"options": [
+                {"key": "scale", "inputs": {"required": {"factor": ["INT", {"default": 2}]}}},
+                {"key": "offset", "inputs": {"required": {"amount": ["INT", {"default": 1}]}}}]}]}
         run = await c.run({"1": node("ExecInt", value=2), "2": node("ExecInt", value=5),
                            "3": node("SchemaSumGrow", **{"values.v0": ["1", 0], "values.v3": ["2", 0]}),
                            "4": node("ExecRecord", value=["3", 0]),
@@ -171,6 +179,35 @@ def test_schema_autogrow_dynamic_combo_and_multitype(tmp_path: Path) -> None:
                                         "5": node("SchemaPickMode", value=["1", 0], mode="nope"),
                                         "6": node("ExecRecord", value=["5", 0])})
         assert status == 400 and refused["node_errors"]["5"]["errors"][0]["type"] == "value_not_in_list"
+    serve(tmp_path, body)
+
+
+def test_schema_matchtype_object_info_validation_and_run(tmp_path: Path) -> None:
+    async def body(c: Client) -> None:
+        async with c.srv.session.get(c.srv.url + "/object_info/SchemaDouble") as r:
+            info = (await r.json())["SchemaDouble"]
+        template = {"template_id": "number", "allowed_types": "INT,FLOAT"}
+        assert info["input"] == {"required": {"value": ["COMFY_MATCHTYPE_V3", {"template": template}]}}
+        assert info["output"] == ["COMFY_MATCHTYPE_V3", "STRING"] and info["output_name"] == ["MATCHTYPE", "text"]
+        assert info["output_matchtypes"] == ["number", None]
+        async with c.srv.session.get(c.srv.url + "/object_info/ExecInt") as r:
+            assert "output_matchtypes" not in (await r.json())["ExecInt"]
+        # a MatchType output feeds an INT input, an INT feeds the MatchType input: both validate
+        run = await c.run({"1": node("ExecInt", value=4), "2": node("SchemaDouble", value=["1", 0]),
+                           "3": node("ExecInt", value=["2", 0]), "4": node("ExecRecord", value=["3", 0]),
+                           "5": node("ExecRecord", value=["2", 1])})
+        assert run.history["status"]["status_str"] == "success"
+        assert run.values("4") == [8] and run.values("5") == ["8"]
+        # as in ComfyUI the server leaves the allowed types to the editor: a STRING is doubled too
+        text = await c.run({"1": node("PrimitiveString", value="ab"), "2": node("SchemaDouble", value=["1", 0]),
+                            "3": node("ExecRecord", value=["2", 0])})
+        assert text.values("3") == ["abab"]
+        # a constant reaches a MatchType input as given; a plain type mismatch is still refused
+        assert (await c.run({"2": node("SchemaDouble", value=1.5), "3": node("ExecRecord", value=["2", 0])}
+                            )).values("3") == [3.0]
+        status, refused = await c.post({"1": node("PrimitiveString", value="x"), "2": node("ExecInt", value=["1", 0]),
+                                        "3": node("ExecRecord", value=["2", 0])})
+        assert status == 400 and refused["node_errors"]["2"]["errors"][0]["type"] == "return_type_mismatch"
     serve(tmp_path, body)
 
 

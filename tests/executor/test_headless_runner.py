@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -14,6 +13,7 @@ from executor.headless import (EXIT_FAILED, EXIT_INVALID, EXIT_OK, OverrideError
                                parse_value, run_headless)
 from executor.run import Executor
 from nodes.spec import Input, Node, String
+from runtime import assemble_runtime
 from tests.executor.fake_nodes import fake_registry
 
 
@@ -41,7 +41,7 @@ class FakeFolders:
 def runtime(tmp_path: Path) -> Any:
     registry = fake_registry(FakeSave)
     folders = FakeFolders(tmp_path)
-    return SimpleNamespace(registry=registry, folders=folders, executor=Executor(registry, folders=folders))
+    return assemble_runtime(registry, folders, executor=Executor(registry, folders=folders))
 
 
 PROMPT = {"1": {"class_type": "FInt", "inputs": {"value": 2}, "_meta": {"title": "two"}},

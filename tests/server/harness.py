@@ -10,13 +10,14 @@ import asyncio
 import io
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Awaitable, Callable, TypeVar
 
 import aiohttp
 from aiohttp import web
 from PIL import Image
 
+from config import Config
+from runtime import Runtime, assemble_runtime
 from executor.run import Executor
 from folders import Folders
 from nodes.context import InterruptFlag, current
@@ -102,8 +103,8 @@ class WaitWhileFileExists(Node):
         return NodeOutput(values=(after,), ui={"text": [after]})
 
 
-def build_test_runtime(base: Path, config: Any = None) -> SimpleNamespace:
-    """A runtime like `runtime.build_runtime` makes, on folders under `base`."""
+def build_test_runtime(base: Path, config: Config | None = None) -> Runtime:
+    """A runtime like `runtime.build_runtime` makes, on folders under `base` (no model manager)."""
     folders = Folders.for_base(base)
     for sub in ("input", "output", "temp", "user"):
         (base / sub).mkdir(parents=True, exist_ok=True)
@@ -112,8 +113,7 @@ def build_test_runtime(base: Path, config: Any = None) -> SimpleNamespace:
     registry.register(SaveTestImage, pack="tests")
     interrupt = InterruptFlag()
     executor = Executor(registry, folders=folders, interrupt=interrupt)
-    return SimpleNamespace(config=config, folders=folders, registry=registry, models=None, cache=executor.cache,
-                           interrupt=interrupt, executor=executor)
+    return assemble_runtime(registry, folders, config=config, executor=executor)
 
 
 class LiveServer:

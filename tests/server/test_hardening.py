@@ -13,7 +13,7 @@ import pytest
 from harness import LiveServer, build_test_runtime, concat_prompt, png_bytes, run
 from server.app import banner, security_warning
 from server.keys import ServerSettings
-from server.routes_info import redacted_argv
+from config import parse_args, redacted_argv
 
 EVIL = "attacker.example"
 
@@ -90,13 +90,16 @@ def test_cross_origin_reads_are_refused_too(tmp_path: Path) -> None:
     run(body)
 
 
-def test_system_stats_never_shows_the_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_system_stats_shows_the_configs_command_line_never_the_token(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     token = "s3cr3t-token-value"
-    monkeypatch.setattr(sys, "argv", ["main.py", "--auth-token", token, "--listen", "127.0.0.1",
-                                      "--api-key=abc123", f"--other={token}"])
+    config = parse_args(["--auth-token", token, "--listen", "127.0.0.1", "--api-key=abc123", f"--other={token}"], {})
+    assert token not in repr(config.argv) and "abc123" not in repr(config.argv)
+    # the route reads the Config, never the process: what sys.argv holds does not show
+    monkeypatch.setattr(sys, "argv", ["pytest", "--not-loom"])
 
     async def body() -> None:
-        async with LiveServer(build_test_runtime(tmp_path), auth_token=token) as srv:
+        async with LiveServer(build_test_runtime(tmp_path, config), auth_token=token) as srv:
             headers = {"Authorization": f"Bearer {token}"}
             async with srv.session.get(srv.url + "/system_stats", headers=headers) as r:
                 text = await r.text()
@@ -104,6 +107,7 @@ def test_system_stats_never_shows_the_token(tmp_path: Path, monkeypatch: pytest.
             assert token not in text and "abc123" not in text
             argv = _strict(text)["system"]["argv"]
             assert argv[:3] == ["main.py", "--auth-token", "<redacted>"] and "--listen" in argv
+            assert "--not-loom" not in argv and argv[-1] == "--other=<redacted>"
             async with srv.session.get(srv.url + "/system_stats?token=wrong") as r:
                 assert r.status == 401 and token not in await r.text()
 

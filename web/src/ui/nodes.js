@@ -5,7 +5,9 @@
  */
 
 import { LiteGraph, LGraphNode, RenderShape } from '@comfyorg/litegraph';
-import { describeNode, CONTROL_VALUES, controlMode, isControlValue, widgetValuesByName } from '../graph/specs.js';
+import {
+  describeNode, CONTROL_VALUES, controlMode, isControlValue, resolveMatchTypes, widgetValuesByName,
+} from '../graph/specs.js';
 import { addWidgets, showInputPreview } from './widgets.js';
 import { addMarkdownWidget } from './markdown_note.js';
 
@@ -85,9 +87,28 @@ export function makeNodeClass(app, name, def) {
       this.size = [Math.max(w, 260), h];
       app.invokeExtensions('nodeCreated', this);
     }
+    onConnectionsChange() {
+      this.followMatchTypes();
+    }
+    followMatchTypes() {
+      // MatchType sockets (schema API): a template's sockets take the type linked into one of them.
+      if (!desc.sockets.some((s) => s.template)) return;
+      const connected = {};
+      for (const inp of this.inputs ?? []) {
+        const link = inp.link != null ? this.graph?.links?.get?.(inp.link) ?? this.graph?.links?.[inp.link] : null;
+        if (link?.type && link.type !== '*') connected[inp.name] = link.type;
+      }
+      const types = resolveMatchTypes(desc, connected);
+      desc.sockets.forEach((s, i) => {
+        const inp = this.inputs?.find((x) => x.name === s.name);
+        if (inp) inp.type = types.inputs[i];
+      });
+      desc.outputs.forEach((o, i) => { if (this.outputs?.[i]) this.outputs[i].type = types.outputs[i]; });
+    }
     onConfigure(info) {
       applyWidgetValues(this, def, info.widgets_values);
       syncConvertedWidgets(this);
+      this.followMatchTypes(); // a loaded node's MatchType sockets follow its saved links
       if (this.isImageLoader) showInputPreview(this, this.widgets?.[0]?.value, app);
       super.onConfigure?.(info);
     }

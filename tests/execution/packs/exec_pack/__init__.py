@@ -395,7 +395,22 @@ class SchemaPickMode(io.ComfyNode):
         return io.NodeOutput(value + mode["amount"] + 1000 * ("factor" in mode))
 
 
-NODE_CLASS_MAPPINGS.update({"SchemaSumGrow": SchemaSumGrow, "SchemaPickMode": SchemaPickMode})
+class SchemaDouble(io.ComfyNode):
+    """io.MatchType: the output is of whatever type reaches `value` (numbers, as the template allows)."""
+
+    @classmethod
+    def define_schema(cls):
+        numbers = io.MatchType.Template("number", allowed_types=[io.Int, io.Float])
+        return io.Schema(node_id="SchemaDouble", inputs=[io.MatchType.Input("value", template=numbers)],
+                         outputs=[io.MatchType.Output(numbers), io.String.Output(display_name="text")])
+
+    @classmethod
+    def execute(cls, value):
+        return io.NodeOutput(value * 2, repr(value * 2))
+
+
+NODE_CLASS_MAPPINGS.update({"SchemaSumGrow": SchemaSumGrow, "SchemaPickMode": SchemaPickMode,
+                            "SchemaDouble": SchemaDouble})
 
 
 class ExecExpandRecord:
