@@ -52,4 +52,5 @@ BUILTIN_MODULES: list[str] = [
     "nodes.torch_compile",
     "nodes.video",
     "nodes.model_saving",
+    "nodes.diffusers_loader",
 ]
