@@ -1,6 +1,6 @@
 """ModelComputeDtype through the real executor and model manager on the tiny SD1.5 checkpoint (fp32 weights on the
 CPU): fp16 makes the UNet's layers compute in fp16 (their outputs are fp16) while the stored weights stay fp32 and
-bitwise unchanged, giving an image close to but not equal to the fp32 one; "default" changes nothing; bf16 follows
+bitwise unchanged (on a GPU, fp32 over fp16 weights), giving an image close to but not equal to the fp32 one; "default" changes nothing; bf16 follows
 the manager's CPU rule (fp32 on a CPU without bf16 instructions). ComputeCast alone: outputs in the compute dtype,
 weights restored after every call and when the hooks are removed."""
 from __future__ import annotations
@@ -40,15 +40,17 @@ def watch_outputs(env: SDEnv) -> tuple[list[torch.dtype], Any, dict[str, torch.T
     return seen, hooks, weights
 
 
-def test_fp16_computes_in_fp16_and_leaves_the_weights(env: SDEnv) -> None:
+def test_other_dtype_computes_in_it_and_leaves_the_weights(env: SDEnv) -> None:
+    stored = env.models.dtype_for("unet")  # fp32 on the CPU (fp16 on a GPU: then ask for fp32)
+    name, dtype = ("fp16", torch.float16) if stored == torch.float32 else ("fp32", torch.float32)
     reference = env.value(graph(None), "8")
     seen, hooks, before = watch_outputs(env)
     try:
-        image = env.value(graph("fp16"), "8")
+        image = env.value(graph(name), "8")
     finally:
         for hook in hooks:
             hook.remove()
-    assert seen and set(seen) == {torch.float16}
+    assert seen and set(seen) == {dtype}
     unet = env.value(graph(None), "4").model
     after = {k: v.detach() for k, v in unet.state_dict().items()}
     assert all(after[k].dtype == before[k].dtype and torch.equal(after[k], before[k]) for k in before)
@@ -61,6 +63,8 @@ def test_default_changes_nothing(env: SDEnv) -> None:
 
 
 def test_bf16_follows_the_cpu_rule(env: SDEnv) -> None:
+    if env.models.device.type != "cpu":
+        pytest.skip("the CPU bf16 rule applies to CPU compute")
     reference = env.value(graph(None), "8")
     env.models.cpu_flags = frozenset()  # a CPU without bf16 units: computed in fp32, so the same image
     try:
