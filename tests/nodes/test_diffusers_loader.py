@@ -1,7 +1,9 @@
 """DiffusersLoader through the real executor on a real diffusers folder: the tiny SD1.5 checkpoint converted by
 diffusers' own single-file conversion and written with `save_pretrained` (unet/, vae/), its HF text tower as
 text_encoder/model.safetensors, and a model_index.json. Loaded back, every UNet, VAE and text-encoder weight equals
-the checkpoint's, and txt2img gives the same image as CheckpointLoaderSimple on the original file."""
+the checkpoint's, and txt2img gives the same image as CheckpointLoaderSimple on the original file. An SDXL folder
+(a random diffusers UNet in the SDXL layout, two text towers) loads as SDXL and its UNet computes what diffusers'
+does."""
 from __future__ import annotations
 
 import json
@@ -15,7 +17,9 @@ from safetensors.torch import save_file
 from diffusion.checkpoint import read_state_dict
 from diffusion.vae import VAEConfig
 from tests.fixtures.diffusers_oracle import diffusers_unet, diffusers_vae
-from tests.fixtures.tiny_checkpoints import tiny_unet_config
+from diffusion.families.sdxl import size_embeddings
+from tests.fixtures.tiny_checkpoints import tiny_unet_config, tiny_vae_state_dict
+from tests.fixtures.tiny_sdxl import G_WIDTH, XL_ADM, XL_CONTEXT, tiny_clip_g_hf, tiny_clip_l_hf
 from tests.nodes.sd_env import CKPT, SDEnv, txt2img
 
 TEXT_PREFIX = "cond_stage_model.transformer."
@@ -55,7 +59,9 @@ def states(env: SDEnv, prompt: dict[str, Any], node: str) -> list[dict[str, torc
 
 def test_lists_folders_with_a_model_index(env: SDEnv) -> None:
     info = env.registry.object_info(env.folders)["DiffusersLoader"]
-    assert info["input"]["required"]["model_path"] == [["sd/tiny"]]
+    choices = info["input"]["required"]["model_path"][0]
+    assert "sd/tiny" in choices and not any(c.startswith("notes") for c in choices)
+    assert set(choices) <= {"sd/tiny", "xl"}  # "xl" when the SDXL test ran first
     assert info["output"] == ["MODEL", "CLIP", "VAE"] and info["category"] == "advanced/loaders/deprecated"
 
 
@@ -80,3 +86,48 @@ def test_a_missing_folder_is_named(env: SDEnv) -> None:
                       "g": {"class_type": "Grab", "inputs": {"value": ["d", 0]}}})
     assert result.status != "success"
     assert "nope" in json.dumps(result.error or result.node_errors)
+
+
+def write_sdxl_folder(folder: Path) -> torch.nn.Module:
+    """An SDXL diffusers folder: a random tiny diffusers UNet (SDXL layout) saved with save_pretrained, the tiny
+    VAE through diffusers, CLIP-L and bigG text towers in the HF layout. Returns the diffusers UNet."""
+    import diffusers
+
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(32, 64, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 1, 2), attention_head_dim=(1, 1, 1), cross_attention_dim=XL_CONTEXT,
+        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
+        projection_class_embeddings_input_dim=XL_ADM, norm_num_groups=32).eval()
+    unet.save_pretrained(folder / "unet")
+    vae = {f"first_stage_model.{k}": v.float() for k, v in tiny_vae_state_dict().items()}
+    diffusers_vae(vae, VAEConfig.tiny()).save_pretrained(folder / "vae")
+    for part, tensors in (("text_encoder", tiny_clip_l_hf()), ("text_encoder_2", tiny_clip_g_hf())):
+        (folder / part).mkdir(parents=True)
+        save_file(tensors, str(folder / part / "model.safetensors"))
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionXLPipeline"}))
+    return unet
+
+
+def test_sdxl_folder(env: SDEnv) -> None:
+    theirs = write_sdxl_folder(env.base / "models" / "diffusers" / "xl")
+    prompt = {"d": {"class_type": "DiffusersLoader", "inputs": {"model_path": "xl"}}}
+    model, clip = env.value(prompt, "d", 0), env.value(prompt, "d", 1)
+    assert model.model.family == "sdxl" and set(clip.model.towers()) == {"l", "g"}
+    gen = torch.Generator().manual_seed(0)
+    x, context = torch.randn(2, 4, 16, 16, generator=gen), torch.randn(2, 77, XL_CONTEXT, generator=gen)
+    pooled = torch.randn(2, G_WIDTH, generator=gen)
+    time_ids = torch.tensor([[1024.0, 768.0, 0.0, 16.0, 1024.0, 768.0]] * 2)
+    y = torch.cat([pooled, torch.cat([size_embeddings(row.tolist()) for row in time_ids])], dim=1)
+    t = torch.tensor([999.0, 421.0])
+    with env.models.use([model]), torch.no_grad():
+        ours = model.model.diffusion_model
+        got = ours(x.to(ours.dtype), t, context.to(ours.dtype), y=y.to(ours.dtype)).float()
+        expected = theirs(x, t, encoder_hidden_states=context,
+                          added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}).sample
+    assert (got - expected).abs().max().item() < 1e-4
+    encoded = env.value({**prompt, "e": {"class_type": "CLIPTextEncode",
+                                         "inputs": {"text": "a red cube", "clip": ["d", 1]}}}, "e")
+    assert encoded[0][0].shape[-1] == XL_CONTEXT and encoded[0][1]["pooled_output"].shape[-1] == G_WIDTH
