@@ -166,3 +166,24 @@ def test_extract_lora_is_the_best_low_rank_factorisation() -> None:
     torch.testing.assert_close(exact_u.flatten(1) @ exact_d.flatten(1), conv, rtol=0, atol=1e-4)
     # The clamp only ever shrinks entries.
     assert float(cu.abs().max()) <= float(exact_u.abs().max()) + 1e-6
+
+
+def test_sd2_tower_in_the_hf_layout_reads_back_as_sd2() -> None:
+    """CLIPSave writes SD2's OpenCLIP-H in the HF layout (ComfyUI's `clip_h` file): read back, it is an SD2 tower
+    (recognised by its depth, as ComfyUI does) with the same encoding and projected pooled output."""
+    from diffusion.merge import hf_text_layout
+    from diffusion.text_encoders import CLIP, build_text_encoder
+    from tests.fixtures.tiny_text_encoders import tiny_text_encoder_state_dict
+
+    tower = build_text_encoder(tiny_text_encoder_state_dict("sd2", layers=24, dtype=torch.float32))
+    assert tower.config.family == "sd2"
+    local = tower.state_dict()
+    hf = hf_text_layout(tower.config, local, "")
+    hf["text_projection.weight"] = local["model.text_projection"].t().contiguous()
+    again = build_text_encoder(hf)
+    assert again.config.family == "sd2" and again.config.layers == 24
+    assert again.config.projection_dim == tower.config.projection_dim
+    with torch.no_grad():
+        (cond_a, pooled_a), (cond_b, pooled_b) = CLIP(tower).encode("a red cube"), CLIP(again).encode("a red cube")
+    torch.testing.assert_close(cond_b, cond_a, rtol=0, atol=1e-5)
+    torch.testing.assert_close(pooled_b, pooled_a, rtol=0, atol=1e-5)
