@@ -10,7 +10,8 @@ Owns:
 - `vae_to_ldm(sd)`: diffusers `AutoencoderKL` keys → LDM `first_stage_model` keys (the mid attention's linear
   q/k/v/out become the 1×1 convolutions of the LDM layout, old and new diffusers attention names both read);
 - `diffusers_checkpoint(folder)`: the whole checkpoint: `model.diffusion_model.*`, `first_stage_model.*`, the text
-  tower(s) in the HF CLIPTextModel layout under `cond_stage_model.transformer.` (SD1/SD2) or, with a second text
+  tower(s) in the HF CLIPTextModel layout under `cond_stage_model.transformer.` (SD1/SD2; SD2's 23 stored blocks
+  completed to OpenCLIP-H's 24, `complete_openclip_h`) or, with a second text
   encoder (SDXL), `conditioner.embedders.0.transformer.` and `conditioner.embedders.1.model.`.
 """
 from __future__ import annotations
@@ -150,5 +151,23 @@ def diffusers_checkpoint(folder: str | Path, dtype: torch.dtype | None = None) -
         slot = "conditioner.embedders.1.model." if "text_encoder" in files else "conditioner.embedders.0.model."
         out.update({slot + k: v for k, v in read("text_encoder_2").items()})
     elif "text_encoder" in files:
-        out.update({f"cond_stage_model.transformer.{k}": v for k, v in read("text_encoder").items()})
+        text = complete_openclip_h(read("text_encoder"))
+        out.update({f"cond_stage_model.transformer.{k}": v for k, v in text.items()})
     return out
+
+
+_SD2_STORED_LAYERS = 23  # diffusers' SD2 text_encoder: OpenCLIP-H's 24 blocks less the last, which SD2 never uses
+
+
+def complete_openclip_h(hf: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Diffusers stores SD2's OpenCLIP-H without its last block (SD2 reads the penultimate layer). The 24-block
+    depth is restored by repeating block 22 as block 23, so the default (penultimate) layer is the file's last
+    block, as ComfyUI's 24-block tower over such a file gives; other towers are returned as they are."""
+    layers = _indices(list(hf), r"text_model\.encoder\.layers\.(\d+)\.")
+    width = hf.get("text_model.embeddings.token_embedding.weight")
+    if len(layers) != _SD2_STORED_LAYERS or width is None or int(width.shape[1]) != 1024:
+        return hf
+    last = f"text_model.encoder.layers.{_SD2_STORED_LAYERS - 1}."
+    extra = {f"text_model.encoder.layers.{_SD2_STORED_LAYERS}.{k[len(last):]}": v
+             for k, v in hf.items() if k.startswith(last)}
+    return {**hf, **extra}

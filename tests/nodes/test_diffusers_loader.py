@@ -131,3 +131,21 @@ def test_sdxl_folder(env: SDEnv) -> None:
     encoded = env.value({**prompt, "e": {"class_type": "CLIPTextEncode",
                                          "inputs": {"text": "a red cube", "clip": ["d", 1]}}}, "e")
     assert encoded[0][0].shape[-1] == XL_CONTEXT and encoded[0][1]["pooled_output"].shape[-1] == G_WIDTH
+
+
+def test_sd2_text_encoder_gets_its_last_block_back() -> None:
+    """Diffusers' SD2 text_encoder holds 23 of OpenCLIP-H's 24 blocks; the conversion repeats the last one so the
+    default penultimate layer is the file's last block (meta tensors: only names and shapes matter here)."""
+    from diffusion.diffusers_convert import complete_openclip_h
+
+    def tower(layers: int, width: int) -> dict[str, torch.Tensor]:
+        sd = {"text_model.embeddings.token_embedding.weight": torch.empty(49408, width, device="meta")}
+        for i in range(layers):
+            sd[f"text_model.encoder.layers.{i}.mlp.fc1.weight"] = torch.empty(4 * width, width, device="meta")
+        return sd
+
+    sd2 = complete_openclip_h(tower(23, 1024))
+    assert "text_model.encoder.layers.23.mlp.fc1.weight" in sd2
+    assert sd2["text_model.encoder.layers.23.mlp.fc1.weight"] is sd2["text_model.encoder.layers.22.mlp.fc1.weight"]
+    for layers, width in ((12, 768), (24, 1024), (23, 768)):
+        assert complete_openclip_h(tower(layers, width)).keys() == tower(layers, width).keys()
