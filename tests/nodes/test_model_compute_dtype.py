@@ -1,7 +1,7 @@
 """ModelComputeDtype through the real executor and model manager on the tiny SD1.5 checkpoint (fp32 weights on the
 CPU): fp16 makes the UNet's layers compute in fp16 (their outputs are fp16) while the stored weights stay fp32 and
-bitwise unchanged (on a GPU, fp32 over fp16 weights), giving an image close to but not equal to the fp32 one; "default" changes nothing; bf16 follows
-the manager's CPU rule (fp32 on a CPU without bf16 instructions). ComputeCast alone: outputs in the compute dtype,
+bitwise unchanged (on a GPU, fp32 over fp16 weights), giving an image close to but not equal to the fp32 one;
+"default" changes nothing; bf16 follows the manager's CPU rule (fp32 on a CPU without bf16 instructions). ComputeCast alone: outputs in the compute dtype,
 weights restored after every call and when the hooks are removed."""
 from __future__ import annotations
 
