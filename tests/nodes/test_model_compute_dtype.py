@@ -1,11 +1,10 @@
 """ModelComputeDtype through the real executor and model manager on the tiny SD1.5 checkpoint (fp32 weights on the
 CPU): fp16 makes the UNet's layers compute in fp16 (their outputs are fp16) while the stored weights stay fp32 and
 bitwise unchanged (on a GPU, fp32 over fp16 weights), giving an image close to but not equal to the fp32 one;
-"default" changes nothing; bf16 follows the manager's CPU rule (fp32 on a CPU without bf16 instructions). ComputeCast alone: outputs in the compute dtype,
-weights restored after every call and when the hooks are removed."""
+"default" changes nothing; bf16 follows the manager's CPU rule (fp32 on a CPU without bf16 instructions).
+ComputeCast alone: outputs in the compute dtype, weights restored after every call and when the hooks are removed."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -88,7 +87,7 @@ def test_object_info(env: SDEnv) -> None:
     assert info["category"] == "advanced/debug/model" and info["output"] == ["MODEL"]
 
 
-def test_compute_cast_restores_weights(tmp_path: Path) -> None:
+def test_compute_cast_restores_weights() -> None:
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GroupNorm(2, 4), nn.Flatten(), nn.LazyLinear(5))
     net(torch.randn(1, 3, 6, 6))
     weights = {k: v.detach().clone() for k, v in net.state_dict().items()}
