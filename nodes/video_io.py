@@ -1,6 +1,6 @@
 """The VIDEO socket value and video files (PyAV): decoding to components, encoding and remuxing to files.
 
-Owns `VideoComponents` (frames as an IMAGE batch, optional AUDIO `{"waveform": B×C×S, "sample_rate"}`, the frame
+Owns `VideoContainer` / `VideoCodec` (the choices, ComfyUI's enums), `VideoComponents` (frames as an IMAGE batch, optional AUDIO `{"waveform": B×C×S, "sample_rate"}`, the frame
 rate as a `Fraction`, the container's metadata) and the two VIDEO values ComfyUI's video nodes pass around:
 `VideoFromFile` (a file, decoded only when asked) and `VideoFromComponents` (tensors, encoded when saved). Both
 have ComfyUI's `VideoInput` methods: `get_components()`, `get_dimensions()` (width, height) and
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from enum import Enum
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,18 +24,47 @@ import av
 import numpy as np
 import torch
 
-VIDEO_FORMATS = ("auto", "mp4")  # ComfyUI's Types.VideoContainer
-VIDEO_CODECS = ("auto", "h264")  # ComfyUI's Types.VideoCodec
+
+
+class VideoContainer(str, Enum):
+    """The containers SaveVideo writes (ComfyUI's `Types.VideoContainer`; "auto" is MP4)."""
+
+    AUTO = "auto"
+    MP4 = "mp4"
+
+    @classmethod
+    def as_input(cls) -> list[str]:
+        return [member.value for member in cls]
+
+    @classmethod
+    def get_extension(cls, value: "str | VideoContainer") -> str:
+        cls(value)  # a ValueError names an unknown container
+        return "mp4"
+
+
+class VideoCodec(str, Enum):
+    """The codecs SaveVideo writes (ComfyUI's `Types.VideoCodec`; "auto" is H.264)."""
+
+    AUTO = "auto"
+    H264 = "h264"
+
+    @classmethod
+    def as_input(cls) -> list[str]:
+        return [member.value for member in cls]
+
+
+VIDEO_FORMATS = tuple(VideoContainer.as_input())
+VIDEO_CODECS = tuple(VideoCodec.as_input())
 # Input files LoadVideo lists: those whose content type is video/* (ComfyUI filters by mimetype).
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".qt", ".webm", ".mkv", ".avi", ".mpeg", ".mpg", ".flv", ".wmv")
 _METADATA_OPTIONS = {"movflags": "use_metadata_tags"}
 
 
 def container_extension(format: str) -> str:
-    """The file extension of a VIDEO_FORMATS entry (ComfyUI's VideoContainer.get_extension)."""
+    """The file extension of a VIDEO_FORMATS entry."""
     if format not in VIDEO_FORMATS:
         raise ValueError(f"video format {format!r} is not one of {', '.join(VIDEO_FORMATS)}")
-    return "mp4"
+    return VideoContainer.get_extension(format)
 
 
 @dataclass(frozen=True)
@@ -58,9 +88,17 @@ class Video:
         images = self.get_components().images
         return int(images.shape[2]), int(images.shape[1])
 
+    def get_duration(self) -> float:
+        """Seconds: the frame count over the frame rate."""
+        components = self.get_components()
+        return float(int(components.images.shape[0]) / components.frame_rate)
+
     def save_to(self, path: str | Path, format: str = "auto", codec: str = "auto",
                 metadata: Mapping[str, Any] | None = None) -> None:
         raise NotImplementedError
+
+
+VideoInput = Video  # ComfyUI's name (`comfy_api.latest.Input.Video`)
 
 
 def _check_choices(format: str, codec: str) -> None:
@@ -114,6 +152,12 @@ class VideoFromFile(Video):
                 raise ValueError(f"no video stream in {self.path.name}")
             stream = container.streams.video[0]
             return int(stream.width), int(stream.height)
+
+    def get_duration(self) -> float:
+        with av.open(str(self.path)) as container:
+            if container.duration is not None:
+                return float(container.duration / av.time_base)
+        return super().get_duration()
 
     def get_components(self) -> VideoComponents:
         with av.open(str(self.path)) as container:
