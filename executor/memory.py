@@ -196,13 +196,13 @@ class ModelManager:
         asked = handle.options.get("model_compute_dtype")
         return None if asked is None else self._cpu_native(asked, handle.kind)
 
-    def _set_cast(self, handle: ModelHandle) -> None:
-        """Put the module's compute-dtype hooks in line with `handle` (attached anew after each placement, so they
-        run inside the streaming hooks)."""
+    def _set_cast(self, handle: ModelHandle, shared: bool) -> None:
+        """Put the module's compute-dtype hooks in line with `handle`, attached anew after each placement so they
+        run inside the streaming hooks. While another block uses the module (`shared`) its dtype is kept."""
         old = self._casts.pop(id(handle.model), None)
         if old is not None:
             old.remove()
-        dtype = self.compute_dtype_for(handle)
+        dtype = (old.dtype if old is not None else None) if shared else self.compute_dtype_for(handle)
         if dtype is not None:
             self._casts[id(handle.model)] = ComputeCast(handle.model, dtype)
 
@@ -306,7 +306,7 @@ class ModelManager:
             if entry.weights_key != handle.weights_key():
                 entry.restore()
                 entry.apply(handle)
-            self._set_cast(handle)
+            self._set_cast(handle, shared=entry.in_use > 1)
             asked = handle.options.get("torch_compile")  # set by the TorchCompileModel node
             if (self.policy.compile or asked) and handle.kind == "unet" and not entry.partial:
                 # in place, once; streamed (partial) models stay eager

@@ -49,3 +49,21 @@ def test_compute_dtype_whole_and_streamed() -> None:
         assert dev.used == 0
         assert all(torch.equal(net.state_dict()[k], v) and net.state_dict()[k].dtype == v.dtype
                    for k, v in weights.items())
+
+
+def test_a_nested_use_keeps_the_outer_blocks_compute_dtype() -> None:
+    x, tok = inputs()
+    net = SmallNet()
+    mm = ModelManager(MemoryPolicy(reserve_vram=0.0), device=FakeDevice(10 ** 9))
+    half = ModelHandle(net, name="net")
+    half.set_option("model_compute_dtype", torch.float16)
+    seen: list[torch.dtype] = []
+    hook = net.lin2.register_forward_hook(lambda m, a, out: seen.append(out.dtype))
+    with mm.use([half]), torch.no_grad():
+        with mm.use([ModelHandle(net, name="net")]):  # same weights, no option: the outer block's dtype stays
+            net(x, tok)
+        net(x, tok)
+    with mm.use([ModelHandle(net, name="net")]), torch.no_grad():
+        net(x, tok)
+    hook.remove()
+    assert seen == [torch.float16, torch.float16, torch.float32]
