@@ -44,6 +44,7 @@ DEFAULT_MODEL_KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "photomaker": (("photomaker",), MODEL_SUFFIXES),
     "classifiers": (("classifiers",), ()),
     "safety_checker": (("safety_checker",), ()),
+    "diffusers": (("diffusers",), ()),  # model folders (DiffusersLoader lists those with a model_index.json)
 }
 # Other names for the same kind (ComfyUI's legacy names).
 KIND_ALIASES = {"unet": "diffusion_models", "text_encoders": "clip"}

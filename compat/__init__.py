@@ -13,7 +13,7 @@ runtime (its folders, model manager, interrupt flag and config), before packs ar
 | `comfy.comfy_types`, `comfy.comfy_types.node_typing` | `compat/comfy_types.py` (IO, ComfyNodeABC, InputTypeDict, ...) |
 | `comfy_execution`, `comfy_execution.graph_utils` | `nodes/graph_builder.py` itself (GraphBuilder, Node, is_link, ExecutionBlocker) |
 | `comfy_execution.graph` | `compat/comfy_execution_graph.py` (ExecutionBlocker, DynamicPrompt = `executor.dynamic.DynamicGraph`) |
-| `comfy_api`, `comfy_api.latest`, `comfy_api.v0_0_2`, `comfy_api.v0_0_1` (+ `.io`, `.ui`) | `nodes/comfy_api/` (io, ui, ComfyExtension, ComfyAPI/ComfyAPISync of `api.py`) |
+| `comfy_api`, `comfy_api.latest`, `comfy_api.v0_0_2`, `comfy_api.v0_0_1` (+ `.io`, `.ui`, `.input`, `.input_impl`, `.util`) | `nodes/comfy_api/` (io, ui, ComfyExtension, ComfyAPI/ComfyAPISync of `api.py`; Input/InputImpl/Types of `media.py`) |
 | `comfy.cli_args` (`args`, LatentPreviewMethod) | `compat/cli_args.py`, a read-only view of the Config |
 | `comfy.sample` (prepare_noise, sample, sample_custom, fix_empty_latent_channels) | `compat/comfy_sample.py` |
 | `comfy.k_diffusion.sampling` (sample_*, get_sigmas_*, to_d, noise samplers) | `compat/k_diffusion_sampling.py` |
@@ -120,18 +120,21 @@ def _comfy_api_modules() -> dict[str, types.ModuleType]:
     from nodes.comfy_api import io, ui
     from nodes.comfy_api.api import ComfyAPI, ComfyAPISync
     from nodes.comfy_api.extension import ComfyExtension
+    from nodes.comfy_api.media import Input, InputImpl, Types, media_modules
 
     root = _package("comfy_api", "Loom's implementation of ComfyUI's comfy_api package.")
-    modules = {"comfy_api": root}
+    modules = {"comfy_api": root, **media_modules("comfy_api")}
     for version in COMFY_API_VERSIONS:
         name = f"comfy_api.{version}"
         package = _package(name, f"Loom's implementation of ComfyUI's {name} (schema API).")
         for attr, value in {"io": io, "ui": ui, "IO": io, "UI": ui, "ComfyExtension": ComfyExtension,
                             "ComfyAPI": ComfyAPI, "ComfyAPISync": ComfyAPISync,
-                            f"ComfyAPI_{version}": ComfyAPI}.items():
+                            f"ComfyAPI_{version}": ComfyAPI, "Input": Input, "InputImpl": InputImpl,
+                            "Types": Types}.items():
             setattr(package, attr, value)
         setattr(root, version, package)
         modules.update({name: package, f"{name}.io": io, f"{name}.ui": ui, f"{name}._io": io, f"{name}._ui": ui})
+        modules.update(media_modules(name))
     return modules
 
 

@@ -2,7 +2,7 @@
 
 Owns the assembly step between `diffusion/loading.py` (networks from files) and the nodes:
 - `Precision`: the dtype of each component, chosen by the caller (the memory manager's `dtype_for`);
-- `load_checkpoint_modules` / `load_unet_module` / `load_vae_module` / `load_text_encoder_module`: the shareable
+- `load_checkpoint_modules` / `load_diffusers_modules` (a diffusers folder) / `load_unet_module` / `load_vae_module` / `load_text_encoder_module`: the shareable
   base modules of one file (a `DiffusionModel` — UNet + schedule + parameterisation + latent format —, the text
   tower, the `AutoencoderKL`), read in the requested precisions on the CPU; the memory manager moves them later;
 - `model_socket` / `clip_socket` / `vae_socket`: fresh socket values around shared base modules — a `ModelHandle`
@@ -28,7 +28,8 @@ from diffusion.diffusion_model import DiffusionModel
 from diffusion.families import get_family
 from diffusion.families.base import SamplingSpec
 from diffusion.latent_formats import PLAYGROUND_V25
-from diffusion.loading import load_checkpoint, load_unet_file, load_vae_file
+from diffusion.diffusers_convert import diffusers_checkpoint
+from diffusion.loading import checkpoint_from_state_dict, load_checkpoint, load_unet_file, load_vae_file
 from diffusion.model_sampling import ModelSampling
 from diffusion.model_sampling_continuous import ContinuousSampling
 from diffusion.model_sampling_flow import SD3_SHIFT, FlowSampling
@@ -96,6 +97,20 @@ def load_checkpoint_modules(path: str | os.PathLike[str], precision: Precision,
         return {"unet": diffusion_model(sd3.mmdit, "sd3", "flow"), "clip": None, "vae": sd3.vae}
     loaded = load_checkpoint(path, dtype=precision.unet, vae_dtype=precision.vae,
                              text_encoder_dtype=precision.text_encoder, prediction=prediction)
+    model = diffusion_model(loaded.unet, loaded.info.family, loaded.info.prediction, loaded.info.sampling)
+    return {"unet": model, "clip": loaded.text_encoder, "vae": loaded.vae.model if loaded.vae is not None else None}
+
+
+def load_diffusers_modules(folder: str | os.PathLike[str], precision: Precision) -> dict[str, nn.Module | None]:
+    """`load_checkpoint_modules` for a diffusers folder (unet/, vae/, text_encoder/; DiffusersLoader): its parts
+    converted to the single-file layout (`diffusion/diffusers_convert.py`), then assembled as a checkpoint."""
+    state_dict = diffusers_checkpoint(folder)
+    for key, value in state_dict.items():
+        component = precision.vae if key.startswith("first_stage_model.") else precision.unet if \
+            key.startswith("model.") else precision.text_encoder
+        state_dict[key] = value.to(component) if value.is_floating_point() else value
+    loaded = checkpoint_from_state_dict(state_dict, {}, os.path.basename(os.fspath(folder)), precision.unet,
+                                        vae_dtype=precision.vae, text_encoder_dtype=precision.text_encoder)
     model = diffusion_model(loaded.unet, loaded.info.family, loaded.info.prediction, loaded.info.sampling)
     return {"unet": model, "clip": loaded.text_encoder, "vae": loaded.vae.model if loaded.vae is not None else None}
 

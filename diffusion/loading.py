@@ -1,6 +1,6 @@
 """From a model file to built networks: single-file SD checkpoints and UNet-/VAE-only files.
 
-Owns `load_checkpoint` (read once, cast while reading, detect the family, build UNet, VAE and — through
+Owns `load_checkpoint` (and `checkpoint_from_state_dict` for tensors already read: read once, cast while reading, detect the family, build UNet, VAE and — through
 `diffusion.text_encoders` — the text tower, each on `meta` with the file's tensors assigned), `load_unet_file` and
 `load_vae_file`. Nothing here decides devices or precisions: callers (the loader nodes, via the memory manager's
 policy) pass them in.
@@ -96,10 +96,28 @@ def load_checkpoint(
     """
     metadata = read_metadata(path)
     state_dict = read_state_dict(path, dtype=_dtype_by_component(dtype, vae_dtype, text_encoder_dtype), device=device)
+    return checkpoint_from_state_dict(state_dict, metadata, os.path.basename(os.fspath(path)), dtype, device,
+                                      vae_dtype=vae_dtype, text_encoder_dtype=text_encoder_dtype,
+                                      prediction=prediction, load_text_encoder=load_text_encoder)
+
+
+def checkpoint_from_state_dict(
+    state_dict: dict[str, torch.Tensor],
+    metadata: dict[str, str],
+    name: str,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    *,
+    vae_dtype: torch.dtype | None = None,
+    text_encoder_dtype: torch.dtype | None = None,
+    prediction: str | None = None,
+    load_text_encoder: bool = True,
+) -> LoadedCheckpoint:
+    """`load_checkpoint` on tensors already read (single-file checkpoint keys; `name` for messages)."""
     try:
         info = detect_checkpoint(state_dict, metadata)
     except CheckpointError as err:
-        raise CheckpointError(f"{os.path.basename(os.fspath(path))}: {err}") from err
+        raise CheckpointError(f"{name}: {err}") from err
     if prediction is not None:
         info = replace(info, prediction=prediction, sampling=None)
     parts = split_components(state_dict)

@@ -127,7 +127,8 @@ def _hf_text_modules(layers: int) -> list[str]:
 
 # The names LoRA files give each tower (templates over the HF path `text_model.…`; `{k}` = kohya's underscores).
 SD_TEXT_NAMES = ("lora_te_{k}", "text_encoder.{p}", "{p}", "cond_stage_model.transformer.{p}",
-                 "text_encoders.clip_l.transformer.{p}", "clip_l.transformer.{p}", "lora_te1_{k}")
+                 "text_encoders.clip_l.transformer.{p}", "clip_l.transformer.{p}", "lora_te1_{k}",
+                 "text_encoders.clip_h.transformer.{p}", "clip_h.transformer.{p}")
 SDXL_L_NAMES = ("lora_te1_{k}", "text_encoder.{p}", "clip_l.transformer.{p}", "text_encoders.clip_l.transformer.{p}",
                 "conditioner.embedders.0.transformer.{p}", "lora_te_{k}")
 SDXL_G_NAMES = ("lora_te2_{k}", "text_encoder_2.{p}", "clip_g.transformer.{p}", "text_encoders.clip_g.transformer.{p}")

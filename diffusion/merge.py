@@ -96,7 +96,7 @@ def _hf_text_keys(layers: int) -> list[str]:
     return keys
 
 
-def _hf_layout(config: Any, state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+def hf_text_layout(config: Any, state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     """A tower's tensors (open_clip layout, TextEncoder keys) in the HF CLIPTextModel layout under `prefix`."""
     out = {}
     for hf in _hf_text_keys(config.layers):
@@ -109,7 +109,7 @@ def _hf_layout(config: Any, state: dict[str, Tensor], prefix: str) -> dict[str, 
     return out
 
 
-def _sub(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+def sub_state(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
@@ -122,15 +122,16 @@ def text_encoder_checkpoint_keys(encoder: Any, state: dict[str, Tensor]) -> dict
         towers = encoder.towers()
         out: dict[str, Tensor] = {}
         if "l" in towers:
-            out.update(_hf_layout(towers["l"].config, _sub(state, "clip_l."), "conditioner.embedders.0.transformer."))
+            out.update(hf_text_layout(towers["l"].config, sub_state(state, "clip_l."),
+                                      "conditioner.embedders.0.transformer."))
         if "g" in towers:
             slot = "conditioner.embedders.1." if "l" in towers else "conditioner.embedders.0."
-            out.update({slot + k: v for k, v in _sub(state, "clip_g.").items()})
+            out.update({slot + k: v for k, v in sub_state(state, "clip_g.").items()})
         return out
     config = encoder.config
     if config.family != "sd1":
         return {f"cond_stage_model.{k}": v for k, v in state.items()}
-    return _hf_layout(config, state, "cond_stage_model.transformer.")
+    return hf_text_layout(config, state, "cond_stage_model.transformer.")
 
 
 def checkpoint_layout(unet: dict[str, Tensor], text: dict[str, Tensor] | None, vae: dict[str, Tensor] | None,

@@ -94,6 +94,7 @@ OPENCLIP_BIGG = TextEncoderConfig(family="clip_g", width=1280, layers=32, heads=
 TOKEN_KEYS = {"sd1": "l", "sd2": "h", "clip_g": "g"}
 # ComfyUI's test for bigG in an HF-layout file: the tower is deeper than CLIP-L's 12 / OpenCLIP-H's 24 layers.
 BIGG_MARKER = "text_model.encoder.layers.30.mlp.fc1.weight"
+CLIP_H_MARKER = "text_model.encoder.layers.22.mlp.fc1.weight"  # OpenCLIP-H (SD2) in the HF layout: 23+ layers
 
 
 def open_clip_tower(config: TextEncoderConfig) -> nn.Module:
@@ -211,8 +212,8 @@ def _prefixes(keys: list[str], suffix: str) -> list[str]:
 
 
 def detect_family(state_dict: dict[str, torch.Tensor], family: str | None = None) -> tuple[str, str]:
-    """(family, key prefix) of a text-encoder state dict in the HF layout ("sd1", or "clip_g" when it is bigG's
-    depth) or open_clip's ("sd2", or "clip_g" at bigG's width 1280). `family` overrides the tower kind (for
+    """(family, key prefix) of a text-encoder state dict in the HF layout ("sd1", "sd2" at OpenCLIP-H's depth, as
+    ComfyUI writes SD2's `clip_h` files, or "clip_g" when it is bigG's depth) or open_clip's ("sd2", or "clip_g" at bigG's width 1280). `family` overrides the tower kind (for
     callers that know it, such as an SDXL checkpoint's embedder slot, and tiny test towers).
 
     Several prefixes can end in the same suffix (a full open_clip file also has `visual.transformer.resblocks.*`),
@@ -221,7 +222,11 @@ def detect_family(state_dict: dict[str, torch.Tensor], family: str | None = None
     keys = list(state_dict)
     for prefix in _prefixes(keys, "text_model.embeddings.token_embedding.weight"):
         if f"{prefix}text_model.encoder.layers.0.self_attn.q_proj.weight" in state_dict:
-            return family or ("clip_g" if f"{prefix}{BIGG_MARKER}" in state_dict else "sd1"), prefix
+            if family:
+                return family, prefix
+            if f"{prefix}{BIGG_MARKER}" in state_dict:
+                return "clip_g", prefix
+            return ("sd2" if f"{prefix}{CLIP_H_MARKER}" in state_dict else "sd1"), prefix
     for prefix in _prefixes(keys, "transformer.resblocks.0.attn.in_proj_weight"):
         if f"{prefix}token_embedding.weight" in state_dict:
             width = state_dict[f"{prefix}token_embedding.weight"].shape[1]
@@ -254,8 +259,9 @@ def config_from_state_dict(state_dict: dict[str, torch.Tensor],
         hidden = state_dict[f"{prefix}text_model.encoder.layers.0.mlp.fc1.weight"].shape[0]
         layers = _count_layers(keys, r"^text_model\.encoder\.layers\.(\d+)\.")
         proj = state_dict.get(f"{prefix}text_projection.weight")
-        # SD1 ignores a CLIP-L projection (SD3's clip_l file has one); bigG's pooled output is projected.
-        projection = int(proj.shape[0]) if proj is not None and family == "clip_g" else None
+        # SD1 ignores a CLIP-L projection (SD3's clip_l file has one); bigG's and OpenCLIP-H's pooled outputs are
+        # projected (as when they are read in open_clip's layout).
+        projection = int(proj.shape[0]) if proj is not None and family in ("clip_g", "sd2") else None
     else:
         vocab, width = state_dict[f"{prefix}token_embedding.weight"].shape
         context = state_dict[f"{prefix}positional_embedding"].shape[0]

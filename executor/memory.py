@@ -22,6 +22,7 @@ from torch import nn
 from diffusion.compile import compile_model
 from diffusion.patcher import ModelHandle
 from executor.devices import OFFLOAD, DeviceModel, cpu_supports_bf16, cpu_threads, detect_device, ram_info
+from executor.memory_cast import ComputeCast
 from executor.memory_files import ModelFileCache
 from executor.memory_load import LoadedModule
 
@@ -91,7 +92,9 @@ class ModelManager:
     5. Precision (`dtype_for`; loaders read weights in it, the manager never casts): fp16 for UNet and text
        encoder on CUDA/MPS (the VAE bf16 where supported, else fp32), fp32 on the CPU; `--precision bf16`
        anywhere but on a CPU without AMX-BF16/AVX512-BF16 (fp32 there, said once), or `auto` on CPUs with them for
-       the UNet; per-component overrides win.
+       the UNet; per-component overrides win. A handle's `model_compute_dtype` option (ModelComputeDtype) makes its
+       layers compute in that dtype while it is loaded, by per-layer cast hooks (`executor/memory_cast.py`; the
+       stored weights stay as they are), under the same CPU bf16 rule.
     6. On CPU compute, loading moves nothing but patches are still applied and removed.
     7. `--compile` (`policy.compile`): a fully placed UNet is compiled in place on its first load
        (`diffusion/compile.py`; one graph per input shape); text encoders, VAEs and streamed models stay eager.
@@ -111,6 +114,7 @@ class ModelManager:
         self._pending_unload = False
         self.cpu_flags: frozenset[str] | None = None  # None: read /proc/cpuinfo
         self._bf16_fallback_said = False
+        self._casts: dict[int, ComputeCast] = {}  # module id -> the compute-dtype hooks on it
 
     # --- devices and precision ----------------------------------------------------------------------------------
     @property
@@ -164,6 +168,22 @@ class ModelManager:
             log.warning("bf16 was asked for, but this CPU has no bf16 instructions (avx512_bf16/amx_bf16): torch "
                         "would emulate it far slower than fp32, so models compute in fp32 (first: %s)", kind)
         return torch.float32
+
+    def compute_dtype_for(self, handle: ModelHandle) -> torch.dtype | None:
+        """The dtype a handle's layers compute in when it asks for one (`model_compute_dtype`, set by
+        ModelComputeDtype), after the CPU bf16 rule; None: the dtype of its weights."""
+        asked = handle.options.get("model_compute_dtype")
+        return None if asked is None else self._cpu_native(asked, handle.kind)
+
+    def _set_cast(self, handle: ModelHandle, shared: bool) -> None:
+        """Put the module's compute-dtype hooks in line with `handle`, attached anew after each placement so they
+        run inside the streaming hooks. While another block uses the module (`shared`) its dtype is kept."""
+        old = self._casts.pop(id(handle.model), None)
+        if old is not None:
+            old.remove()
+        dtype = (old.dtype if old is not None else None) if shared else self.compute_dtype_for(handle)
+        if dtype is not None:
+            self._casts[id(handle.model)] = ComputeCast(handle.model, dtype)
 
     def configure_threads(self) -> int:
         """Once at start-up (runtime.build_runtime): give torch's intra-op pool one thread per core this process may
@@ -254,6 +274,7 @@ class ModelManager:
             if entry is not None and entry.ref() is None:
                 self.device.release(entry.device_bytes)
                 del self._entries[key]
+                self._casts.pop(key, None)
 
     def _load(self, entries: list[LoadedModule], handles: list[ModelHandle], working_memory: int) -> None:
         extra = working_memory + self.reserve_bytes()
@@ -266,6 +287,7 @@ class ModelManager:
                 entry.restore()
                 entry.apply(handle)
             entry.place_patch_modules(handle.options, self.compute_device)
+            self._set_cast(handle, shared=entry.in_use > 1)
             asked = handle.options.get("torch_compile")  # set by the TorchCompileModel node
             if (self.policy.compile or asked) and handle.kind == "unet" and not entry.partial:
                 # in place, once; streamed (partial) models stay eager
@@ -318,6 +340,9 @@ class ModelManager:
     def _unload(self, entry: LoadedModule) -> None:
         if entry.ref() is None:
             return
+        cast = self._casts.pop(id(entry.ref()), None)
+        if cast is not None:
+            cast.remove()
         entry.restore()
         if entry.placed:
             entry.unplace()

@@ -50,4 +50,7 @@ BUILTIN_MODULES: list[str] = [
     "nodes.model_merging_sd3",
     "nodes.step_cache",
     "nodes.torch_compile",
+    "nodes.video",
+    "nodes.model_saving",
+    "nodes.diffusers_loader",
 ]

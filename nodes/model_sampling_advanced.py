@@ -1,11 +1,14 @@
-"""ModelSamplingContinuousEDM and ModelSamplingContinuousV: continuous-sigma schedules patched onto a MODEL
-(ComfyUI `comfy_extras/nodes_model_advanced.py`, same names, inputs and semantics).
+"""ModelSamplingContinuousEDM and ModelSamplingContinuousV: continuous-sigma schedules patched onto a MODEL, and
+ModelComputeDtype (ComfyUI `comfy_extras/nodes_model_advanced.py`, same names, inputs and semantics).
 
 "edm" is EDM preconditioning with σ_data 0.5, "edm_playground_v2.5" the same plus Playground v2.5's latent
 format, "v_prediction" (CosXL and other EDM-v fine-tunes) and "eps" keep σ_data 1. The schedule lives in
 `diffusion/model_sampling_continuous.py`; the patch is an object patch on the clone, the base model is untouched.
+ModelComputeDtype only records the wish (`model_compute_dtype` option on a clone); the model manager carries it out.
 """
 from __future__ import annotations
+
+import torch
 
 from diffusion.latent_formats import PLAYGROUND_V25
 from diffusion.model_sampling_continuous import ContinuousSampling
@@ -69,4 +72,23 @@ class ModelSamplingContinuousV(Node):
         return (patched,)
 
 
-NODES: list[type] = [ModelSamplingContinuousEDM, ModelSamplingContinuousV]
+COMPUTE_DTYPES = {"default": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class ModelComputeDtype(Node):
+    """Makes the model compute in fp32, fp16 or bf16 whatever precision its weights are stored in ("default": in
+    the weights' own)."""
+
+    CATEGORY = "advanced/debug/model"
+    INPUTS = (Input("model", "MODEL"), Combo("dtype", tuple(COMPUTE_DTYPES)))
+    OUTPUTS = (Output("MODEL"),)
+
+    def execute(self, model: ModelHandle, dtype: str = "default") -> tuple[ModelHandle]:
+        if dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"ModelComputeDtype: dtype {dtype!r} is not one of {', '.join(COMPUTE_DTYPES)}")
+        patched = model.clone()
+        patched.set_option("model_compute_dtype", COMPUTE_DTYPES[dtype])
+        return (patched,)
+
+
+NODES: list[type] = [ModelSamplingContinuousEDM, ModelSamplingContinuousV, ModelComputeDtype]

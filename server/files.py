@@ -10,7 +10,9 @@ browsers do not execute (SVG is excluded: it can carry script) or plain text; an
 sent as `application/octet-stream` with `Content-Disposition: attachment`. Every answer has
 `X-Content-Type-Options: nosniff` and a `Content-Security-Policy: default-src 'none'; sandbox`.
 
-Uploads are bounded by `--max-upload-size`, must decode as an image (Pillow), and get ` (1)`,
+Uploads are bounded by `--max-upload-size`, must decode as an image (Pillow) or — for a name whose type is video/*
+or audio/* (ComfyUI's editor uploads LoadVideo's files to /upload/image too) — open as a media file with a video or
+audio stream (PyAV), and get ` (1)`,
 ` (2)`... suffixes on a name collision unless `overwrite` is set (an identical file is reused).
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import av
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -223,6 +226,21 @@ def _check_image(data: bytes) -> Image.Image:
         raise BadRequest("the uploaded file is not an image Loom can read") from None
 
 
+def _check_upload(data: bytes, filename: str) -> None:
+    """An image, or a video/audio file by name whose container PyAV opens with a video or audio stream."""
+    kind = content_type_of(filename).split("/")[0]
+    if kind not in ("video", "audio"):
+        _check_image(data)
+        return
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            if container.streams.video or container.streams.audio:
+                return
+    except (av.FFmpegError, ValueError, OSError):
+        pass
+    raise BadRequest(f"the uploaded file is not a {kind} file Loom can read")
+
+
 def _free_name(base: Path, subfolder: str, filename: str, data: bytes | None, overwrite: bool) -> tuple[str, Path]:
     """A name that does not collide: `name (1).ext`, `name (2).ext`...; an identical existing
     file is reused."""
@@ -261,7 +279,7 @@ def _truthy(value: str | None) -> bool:
 async def upload_image(request: web.Request) -> web.Response:
     """POST /upload/image: multipart `image`, `subfolder`, `type`, `overwrite`."""
     fields, filename, data = await read_upload(request)
-    _check_image(data)
+    _check_upload(data, filename or "image.png")
     type_name = fields.get("type") or "input"
     base = folder_of(request, type_name)
     subfolder = fields.get("subfolder", "")
