@@ -122,6 +122,13 @@ async def json_response_off_loop(build: Callable[[], Any], *, status: int = 200)
     return web.Response(text=text, status=status, content_type="application/json")
 
 
+async def text_response_off_loop(build: Callable[[], str], *, status: int = 200) -> web.Response:
+    """A JSON response whose text `build()` makes on a worker thread (texts spliced from stored,
+    already strict JSON: the queue and history listings)."""
+    text = await asyncio.to_thread(build)
+    return web.Response(text=text, status=status, content_type="application/json")
+
+
 def error_response(status: int, kind: str, message: str, **extra: Any) -> web.Response:
     """`{"error": {"type", "message", ...}}` with the given status."""
     return json_response({"error": {"type": kind, "message": message, **extra}}, status=status)

@@ -7,6 +7,7 @@ validation runs before anything is queued (400 with ComfyUI's `error`/`node_erro
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from typing import Any, Callable
@@ -14,7 +15,8 @@ from typing import Any, Callable
 from aiohttp import web
 
 from executor.validate import validate_prompt
-from server.http import BadRequest, int_query, json_response, json_response_off_loop, read_json
+from server.http import (BadRequest, int_query, json_response, json_response_off_loop, read_json,
+                         text_response_off_loop)
 from server.keys import QUEUE, RUNTIME, WORKER
 
 
@@ -66,16 +68,17 @@ async def post_prompt(request: web.Request) -> web.Response:
     prompt, prompt_id, extra, number, front, targets = _submission(body)
     runtime = request.app[RUNTIME]
     queue = request.app[QUEUE]
-    known = queue.find(prompt_id)
-    if known is not None or queue.history_item(prompt_id) is not None:
+    if queue.contains(prompt_id):
         num, _ = queue.put(prompt_id, prompt, extra, [], number=number)
         return json_response({"prompt_id": prompt_id, "number": _num(num), "node_errors": {}})
-    loop = asyncio.get_running_loop()
-    result = await loop.run_in_executor(
-        None, lambda: validate_prompt(prompt, runtime.registry, getattr(runtime, "folders", None), targets))
+    result = await asyncio.to_thread(
+        validate_prompt, prompt, runtime.registry, getattr(runtime, "folders", None), targets)
     if not result.ok:
-        return json_response({"error": result.error, "node_errors": result.node_errors}, status=400)
-    num, _ = queue.put(prompt_id, result.prompt or prompt, extra, list(result.outputs), number=number, front=front)
+        return await json_response_off_loop(lambda: {"error": result.error, "node_errors": result.node_errors},
+                                            status=400)
+    # Storing encodes the prompt (megabytes for a big one): on a worker thread, off the event loop.
+    num, _ = await asyncio.to_thread(lambda: queue.put(prompt_id, result.prompt or prompt, extra,
+                                                       list(result.outputs), number=number, front=front))
     return json_response({"prompt_id": prompt_id, "number": _num(num), "node_errors": result.node_errors})
 
 
@@ -88,9 +91,9 @@ async def get_prompt(request: web.Request) -> web.Response:
 
 
 async def get_queue(request: web.Request) -> web.Response:
+    """ComfyUI's answer holds every queued prompt: spliced from their stored JSON texts (nothing re-encoded)."""
     queue = request.app[QUEUE]
-    return await json_response_off_loop(lambda: {"queue_running": [i.as_list() for i in queue.running()],
-                                                 "queue_pending": [i.as_list() for i in queue.pending()]})
+    return await text_response_off_loop(queue.queue_text)
 
 
 def _clear_or_delete(body: dict, clear: Callable[[], object], delete: Callable[[list], object]) -> None:
@@ -164,17 +167,17 @@ async def get_history(request: web.Request) -> web.Response:
     max_items = int_query(request, "max_items", None, minimum=0)
     offset = int_query(request, "offset", -1)
     queue = request.app[QUEUE]
-    return await json_response_off_loop(lambda: queue.history(max_items, offset if offset is not None else -1))
+    return await text_response_off_loop(lambda: queue.history_text(max_items, offset if offset is not None else -1))
 
 
 async def get_history_item(request: web.Request) -> web.Response:
     prompt_id = request.match_info["prompt_id"]
     queue = request.app[QUEUE]
 
-    def item() -> dict[str, Any]:
-        entry = queue.history_item(prompt_id)
-        return {} if entry is None else {prompt_id: entry}
-    return await json_response_off_loop(item)
+    def item() -> str:
+        entry = queue.history_item_text(prompt_id)
+        return "{}" if entry is None else f"{{{json.dumps(prompt_id)}: {entry}}}"
+    return await text_response_off_loop(item)
 
 
 async def post_history(request: web.Request) -> web.Response:
