@@ -19,7 +19,8 @@ from executor.worker import Worker
 @dataclass(frozen=True)
 class ServerSettings:
     """HTTP-level settings. `cors_origin` "*" allows any origin; `max_json_bytes` bounds
-    JSON request bodies (prompts), `max_upload_bytes` uploads; `allowed_hosts` are the extra
+    JSON request bodies (prompts), `max_upload_bytes` uploads (from a Config both are
+    `--max-upload-size`, as ComfyUI bounds every body); `allowed_hosts` are the extra
     `Host` names (lower case, "*" any) requests may carry besides loopback and the listen address."""
 
     host: str = "127.0.0.1"
@@ -47,6 +48,8 @@ class ServerSettings:
             "cors_origin": get("enable_cors_header", None),
             "auth_token": get("auth_token", None) or None,
             "max_upload_bytes": int(float(get("max_upload_size", 100)) * 1024 * 1024),
+            # ComfyUI's --max-upload-size bounds every request body, prompts included.
+            "max_json_bytes": int(float(get("max_upload_size", 100)) * 1024 * 1024),
             "max_history": int(get("max_history", cls.max_history)),
             "allowed_hosts": tuple(get("allowed_hosts", ()) or ()),
             "verbose": bool(get("verbose", False)),

@@ -1,0 +1,66 @@
+"""aiohttp's own error answers in Loom's JSON error shape.
+
+Owns: `json_errors_middleware`. aiohttp answers some requests itself with a plain-text body
+before or instead of a Loom handler: 404 for a URL no route or static file serves, 405 for a
+method a route does not take, 413 for a body over `--max-upload-size`, and the like (the static
+file handler's 403/404 too). Each becomes `{"error": {"type", "message"}}` with the same status,
+as Loom's own errors are, keeping headers such as `Allow`; the message is Loom's own and never
+holds a server path. Errors a Loom handler already gave a JSON body pass unchanged.
+"""
+from __future__ import annotations
+
+import re
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from server.http import json_response, scrub_paths
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
+
+
+def _kind(reason: str) -> str:
+    """`Request Entity Too Large` -> `request_entity_too_large`."""
+    return re.sub(r"[^a-z0-9]+", "_", reason.lower()).strip("_") or "http_error"
+
+
+def _message(request: web.Request, exc: web.HTTPException) -> tuple[str, str]:
+    """(type, message) for one of aiohttp's answers."""
+    status = exc.status
+    if status == 404:
+        return "not_found", f"nothing is served at this URL for {request.method} (no such route or file)"
+    if status == 405:
+        allowed = exc.headers.get("Allow", "")
+        return "method_not_allowed", (f"method {request.method} is not allowed on this URL"
+                                      + (f"; allowed: {allowed}" if allowed else ""))
+    detail = scrub_paths(re.sub(r"^\d{3}: ", "", exc.text or "").strip()[:500])
+    if status == 413:
+        return "too_large", ("the request body is too large for this server (start Loom with a larger "
+                             f"--max-upload-size, in MB, to allow it){': ' + detail if detail else ''}")
+    return _kind(exc.reason or "error"), detail or exc.reason or "error"
+
+
+def _is_json(response: web.StreamResponse) -> bool:
+    return response.content_type == "application/json"
+
+
+def json_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """The JSON answer in place of aiohttp's plain-text `exc`."""
+    kind, message = _message(request, exc)
+    headers = {name: exc.headers[name] for name in _KEPT_HEADERS if name in exc.headers}
+    return json_response({"error": {"type": kind, "message": message}}, status=exc.status, headers=headers)
+
+
+@web.middleware
+async def json_errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give aiohttp's plain-text 4xx/5xx answers (raised or returned) Loom's JSON error body."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or _is_json(exc):
+            raise
+        return json_error(request, exc)
+    if isinstance(response, web.HTTPException) and response.status >= 400 and not _is_json(response):
+        return json_error(request, response)
+    return response
