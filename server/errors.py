@@ -5,11 +5,13 @@ before or instead of a Loom handler: 404 for a URL no route or static file serve
 method a route does not take, 413 for a body over `--max-upload-size`, and the like (the static
 file handler's 403/404 too). Each becomes `{"error": {"type", "message"}}` with the same status,
 as Loom's own errors are, keeping headers such as `Allow`; the message is Loom's own and never
-holds a server path. Errors a Loom handler already gave a JSON body pass unchanged.
+holds a server path. Errors a Loom handler already gave a JSON body keep it (returned rather than
+raised, so the security middleware adds its headers to them too).
 """
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Awaitable, Callable
 
 from aiohttp import web
@@ -58,9 +60,22 @@ async def json_errors_middleware(request: web.Request, handler: Handler) -> web.
     try:
         response = await handler(request)
     except web.HTTPException as exc:
-        if exc.status < 400 or _is_json(exc):
+        if exc.status < 400:
             raise
+        if _is_json(exc):  # Loom's own (BadRequest...): returned, so the outer middleware adds its headers
+            return web.Response(body=exc.body, status=exc.status, reason=exc.reason, headers=exc.headers)
         return json_error(request, exc)
     if isinstance(response, web.HTTPException) and response.status >= 400 and not _is_json(response):
         return json_error(request, response)
+    if isinstance(response, web.FileResponse) and not _serves_a_file(response):
+        # aiohttp's static handler answers a missing file with an empty 404 only when it sends it
+        return json_error(request, web.HTTPNotFound())
     return response
+
+
+def _serves_a_file(response: web.FileResponse) -> bool:
+    path = getattr(response, "_path", None)
+    try:
+        return path is None or Path(path).is_file()
+    except OSError:
+        return False
