@@ -123,14 +123,25 @@ class QueueItem:
         return self._public
 
 
-def item_text(item: QueueItem, public: bool) -> str:
-    """`item.as_list(public)` as strict JSON text, the prompt encoded node by node (so a huge
-    prompt is never one long call that holds the interpreter: other threads run in between)."""
-    number, prompt_id, prompt, extra, outs = item.as_list(public)
-    if isinstance(prompt, dict) and all(isinstance(key, str) for key in prompt):
-        body = "{" + ", ".join(f"{json.dumps(key)}: {strict_json_text(node)}" for key, node in prompt.items()) + "}"
-    else:
-        body = strict_json_text(prompt)
+_NODES_PER_CALL = 500
+
+
+def prompt_text(prompt: Any) -> str:
+    """A prompt as strict JSON text, encoded some hundred nodes per call: one call for a huge
+    prompt would hold the interpreter lock for seconds, and other threads (the event loop) run
+    between these. The text is what one `json.dumps` of the whole prompt would give."""
+    if not isinstance(prompt, dict) or not all(isinstance(key, str) for key in prompt):
+        return strict_json_text(prompt)
+    nodes = list(prompt.items())
+    parts = [strict_json_text(dict(nodes[at:at + _NODES_PER_CALL]))[1:-1]
+             for at in range(0, len(nodes), _NODES_PER_CALL)]
+    return "{" + ", ".join(parts) + "}"
+
+
+def item_text(item: QueueItem, public: bool, prompt: str | None = None) -> str:
+    """`item.as_list(public)` as strict JSON text; `prompt` is the prompt's text when already made."""
+    number, prompt_id, graph, extra, outs = item.as_list(public)
+    body = prompt if prompt is not None else prompt_text(graph)
     return (f"[{strict_json_text(number)}, {json.dumps(prompt_id)}, {body}, {strict_json_text(extra)}, "
             f"{strict_json_text(outs)}]")
 
@@ -252,6 +263,11 @@ class PromptQueue:
             front: bool = False) -> tuple[float, bool]:
         """Queue a prompt; returns (number, added). An id already known is not queued twice:
         the existing number (or the history entry's) is returned with added=False."""
+        with self._lock:
+            known = self._pending.get(prompt_id) or self._running.get(prompt_id)
+            if known is not None:
+                return known.number, False
+        body = prompt_text(prompt)  # the bulk of the work, done before taking the lock
         with self._cond:
             known = self._pending.get(prompt_id) or self._running.get(prompt_id)
             if known is not None:
@@ -266,6 +282,7 @@ class PromptQueue:
                 number = self.next_number(front)
             seq = self._next_seq()
             item = QueueItem(float(number), prompt_id, prompt, dict(extra_data), list(outputs_to_execute), seq)
+            item.raw = item_text(item, public=False, prompt=body)
             self._db.execute("INSERT INTO queue(prompt_id, number, seq, running, item, created) VALUES "
                              "(?, ?, ?, 0, ?, ?)", (prompt_id, item.number, seq, item.stored_text(), item.created))
             self._pending[prompt_id] = item
@@ -296,8 +313,8 @@ class PromptQueue:
             if self._closed:
                 raise QueueClosed()
             item = min(self._pending.values(), key=lambda i: (i.number, i.seq))
-            del self._pending[item.prompt_id]
             self._running[item.prompt_id] = item
+            del self._pending[item.prompt_id]
             self._db.execute("UPDATE queue SET running = 1 WHERE prompt_id = ?", (item.prompt_id,))
         self._changed()
         return item
@@ -361,27 +378,31 @@ class PromptQueue:
 
     # ---- listings and removal ----------------------------------------------------------------
 
+    # The four readers below take no lock: they read the in-memory mirror from snapshots (a dict's
+    # copy() is one step under the interpreter lock), so the event loop never waits on a thread
+    # that is writing megabytes to the file with the queue's lock held.
+
     def running(self) -> list[QueueItem]:
-        with self._lock:
-            return list(self._running.values())
+        return list(self._running.copy().values())
 
     def pending(self) -> list[QueueItem]:
-        with self._lock:
-            return sorted(self._pending.values(), key=lambda i: (i.number, i.seq))
+        return sorted(self._pending.copy().values(), key=lambda i: (i.number, i.seq))
 
     def find(self, prompt_id: str) -> tuple[str, QueueItem] | None:
-        """("running" | "pending", item) for a queued id, else None."""
-        with self._lock:
-            if prompt_id in self._running:
-                return "running", self._running[prompt_id]
-            if prompt_id in self._pending:
-                return "pending", self._pending[prompt_id]
-            return None
+        """("running" | "pending", item) for a queued id, else None. (A prompt being taken is put
+        into `_running` before it leaves `_pending`, so it is always found.)"""
+        item = self._running.get(prompt_id)
+        if item is not None:
+            return "running", item
+        item = self._pending.get(prompt_id)
+        if item is not None:
+            return "pending", item
+        item = self._running.get(prompt_id)
+        return None if item is None else ("running", item)
 
     def remaining(self) -> int:
         """Pending plus running (what ComfyUI reports as `queue_remaining`)."""
-        with self._lock:
-            return len(self._pending) + len(self._running)
+        return len(self._pending) + len(self._running)
 
     def delete_pending(self, prompt_ids: Iterable[str]) -> list[str]:
         """Remove the given ids from the pending queue; returns those actually removed."""
@@ -493,10 +514,11 @@ class PromptQueue:
         """Mark this pending prompt running (a dispatcher picking by model affinity rather than
         by number); None when it is no longer pending."""
         with self._lock:
-            item = self._pending.pop(prompt_id, None)
+            item = self._pending.get(prompt_id)
             if item is None:
                 return None
             self._running[prompt_id] = item
+            del self._pending[prompt_id]
             self._db.execute("UPDATE queue SET running = 1 WHERE prompt_id = ?", (prompt_id,))
         self._changed()
         return item
@@ -504,9 +526,10 @@ class PromptQueue:
     def requeue(self, item: QueueItem) -> None:
         """Put a running prompt back to pending with its number unchanged (its worker was lost)."""
         with self._cond:
-            if self._running.pop(item.prompt_id, None) is None:
+            if item.prompt_id not in self._running:
                 return
             self._pending[item.prompt_id] = item
+            del self._running[item.prompt_id]
             if not self._closed:
                 self._db.execute("UPDATE queue SET running = 0 WHERE prompt_id = ?", (item.prompt_id,))
             self._cond.notify()

@@ -44,12 +44,15 @@ def _finite(value: Any) -> Any:
     return value
 
 
+_STRICT = json.JSONEncoder(allow_nan=False)  # json.dumps(allow_nan=False) would build one per call
+
+
 def strict_json_text(value: Any) -> str:
-    """JSON text every strict parser accepts (NaN/Infinity become null)."""
+    """JSON text every strict parser accepts (NaN/Infinity become null); `json.dumps`'s format."""
     try:
-        return json.dumps(value, allow_nan=False)
+        return _STRICT.encode(value)
     except ValueError:
-        return json.dumps(_finite(value), allow_nan=False)
+        return _STRICT.encode(_finite(value))
 
 
 def sort_number(value: Any) -> float:

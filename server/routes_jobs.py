@@ -125,7 +125,7 @@ async def cancel_job(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
     outcome = interrupt(request.app, job_id)
     if outcome == "not_found":
-        if request.app[QUEUE].in_history(job_id):
+        if await asyncio.to_thread(request.app[QUEUE].in_history, job_id):
             return json_response({"error": {"type": "already_finished",
                                                 "message": "the job has already finished"}}, status=409)
         return json_response({"error": {"type": "not_found", "message": "no job with this id"}}, status=404)

@@ -10,14 +10,18 @@ import asyncio
 import json
 import time
 import uuid
+from contextlib import nullcontext
 from typing import Any, Callable
 
 from aiohttp import web
 
 from executor.validate import validate_prompt
-from server.http import (BadRequest, int_query, json_response, json_response_off_loop, read_json,
+from server.http import (BadRequest, gc_paused, int_query, json_response, json_response_off_loop, read_json,
                          text_response_off_loop)
 from server.keys import QUEUE, RUNTIME, WORKER
+
+
+_BIG_PROMPT_NODES = 1000
 
 
 def queue_info(queue: Any) -> dict[str, Any]:
@@ -68,18 +72,30 @@ async def post_prompt(request: web.Request) -> web.Response:
     prompt, prompt_id, extra, number, front, targets = _submission(body)
     runtime = request.app[RUNTIME]
     queue = request.app[QUEUE]
-    if queue.contains(prompt_id):
-        num, _ = queue.put(prompt_id, prompt, extra, [], number=number)
+    # The queue's file is only touched on worker threads: a big prompt being stored meanwhile
+    # holds the queue's lock, and the event loop must not wait for it.
+    if await asyncio.to_thread(queue.contains, prompt_id):
+        num, _ = await asyncio.to_thread(queue.put, prompt_id, prompt, extra, [], number=number)
         return json_response({"prompt_id": prompt_id, "number": _num(num), "node_errors": {}})
-    result = await asyncio.to_thread(
-        validate_prompt, prompt, runtime.registry, getattr(runtime, "folders", None), targets)
+    result, num = await asyncio.to_thread(_admit, queue, runtime, prompt_id, prompt, extra, number, front, targets)
     if not result.ok:
         return await json_response_off_loop(lambda: {"error": result.error, "node_errors": result.node_errors},
                                             status=400)
-    # Storing encodes the prompt (megabytes for a big one): on a worker thread, off the event loop.
-    num, _ = await asyncio.to_thread(lambda: queue.put(prompt_id, result.prompt or prompt, extra,
-                                                       list(result.outputs), number=number, front=front))
     return json_response({"prompt_id": prompt_id, "number": _num(num), "node_errors": result.node_errors})
+
+
+def _admit(queue: Any, runtime: Any, prompt_id: str, prompt: dict[str, Any], extra: dict[str, Any],
+           number: float | None, front: bool, targets: list | None) -> tuple[Any, float]:
+    """Validate, and queue when valid (on a worker thread: storing encodes megabytes for a big
+    prompt). Validation copies the nodes and storing encodes them: for a big prompt, with the
+    collector paused (see gc_paused). Returns (validation result, number)."""
+    with gc_paused() if len(prompt) > _BIG_PROMPT_NODES else nullcontext():
+        result = validate_prompt(prompt, runtime.registry, getattr(runtime, "folders", None), targets)
+        if not result.ok:
+            return result, 0.0
+        num, _ = queue.put(prompt_id, result.prompt or prompt, extra, list(result.outputs), number=number,
+                           front=front)
+    return result, num
 
 
 def _num(number: float) -> float | int:
@@ -110,7 +126,8 @@ def _clear_or_delete(body: dict, clear: Callable[[], object], delete: Callable[[
 async def post_queue(request: web.Request) -> web.Response:
     """`{"clear": true}` empties the pending queue; `{"delete": [ids]}` removes some."""
     queue = request.app[QUEUE]
-    _clear_or_delete(await read_json(request), queue.clear_pending, queue.delete_pending)
+    body = await read_json(request)
+    await asyncio.to_thread(_clear_or_delete, body, queue.clear_pending, queue.delete_pending)
     return web.Response(status=200)
 
 
@@ -183,7 +200,8 @@ async def get_history_item(request: web.Request) -> web.Response:
 async def post_history(request: web.Request) -> web.Response:
     """`{"clear": true}` wipes history; `{"delete": [ids]}` removes entries."""
     queue = request.app[QUEUE]
-    _clear_or_delete(await read_json(request), queue.clear_history, queue.delete_history)
+    body = await read_json(request)
+    await asyncio.to_thread(_clear_or_delete, body, queue.clear_history, queue.delete_history)
     return web.Response(status=200)
 
 
