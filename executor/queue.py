@@ -460,7 +460,7 @@ class PromptQueue:
             params.append(workflow_id)
         way = "DESC" if descending else "ASC"
         order = f"duration {way}, seq" if sort_by == "execution_duration" else f"create_time {way}, number {way}, seq"
-        limit = -1 if first is None else max(0, first)
+        limit = -1 if first is None else max(0, min(first, 2**62))  # offset + limit may pass SQLite's 64 bits
         with self._lock:
             total = self._db.execute(f"SELECT COUNT(*) FROM history_jobs WHERE {where}", params).fetchone()[0]
             rows = self._db.execute(f"SELECT job FROM history_jobs WHERE {where} ORDER BY {order} LIMIT ?",

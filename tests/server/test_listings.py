@@ -78,7 +78,8 @@ def test_job_pages_equal_a_full_sort_and_read_no_prompt(tmp_path: Path) -> None:
                      ("cancelled,pending", "wf1", "created_at", "desc", 0, 50),
                      ("", None, "execution_duration", "desc", 5, 10),
                      ("completed,failed,cancelled", "wf0", "execution_duration", "asc", 0, 4),
-                     ("", None, "created_at", "desc", 40, 10), ("", None, "created_at", "asc", 0, None)]
+                     ("", None, "created_at", "desc", 40, 10), ("", None, "created_at", "asc", 0, None),
+                     ("completed", None, "created_at", "desc", 2**63 - 1, 2**63 - 1)]
             for status, wid, sort_by, order, offset, limit in cases:
                 query = {"sort_by": sort_by, "sort_order": order, "offset": str(offset)}
                 query.update({"status": status} if status else {})
