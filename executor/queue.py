@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from executor.queue_recovery import open_queue_db
-from executor.queue_summary import SUMMARY_VERSION, job_summary, strict_json_text
+from executor.queue_summary import SUMMARY_VERSION, JobSummary, job_summary, strict_json_text
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ class PromptQueue:
             log.info("job summaries built for %d history entr%s of %s", len(missing),
                      "y" if len(missing) == 1 else "ies", self.path)
 
-    def _insert_summary(self, seq: int, prompt_id: str, summary: Any) -> None:
+    def _insert_summary(self, seq: int, prompt_id: str, summary: JobSummary) -> None:
         self._db.execute("INSERT OR REPLACE INTO history_jobs(seq, prompt_id, state, number, create_time, duration, "
                          "workflow_id, job) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                          (seq, prompt_id, summary.state, summary.number, summary.create_time, summary.duration,
