@@ -477,6 +477,19 @@ class PromptQueue:
             row = self._db.execute("SELECT entry FROM history WHERE prompt_id = ?", (prompt_id,)).fetchone()
         return None if row is None else row[0]
 
+    def history_job_parts(self, prompt_id: str) -> dict[str, str | None] | None:
+        """A finished prompt's job summary and the JSON texts of its prompt graph, extra data,
+        outputs and status, picked out by SQLite's `->` (JSON text out; nothing parsed in Python);
+        None if unknown."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT j.job, h.entry -> '$.prompt[2]', h.entry -> '$.prompt[3]', h.entry -> '$.outputs', "
+                "h.entry -> '$.status' "
+                "FROM history h JOIN history_jobs j ON j.seq = h.seq WHERE h.prompt_id = ?", (prompt_id,)).fetchone()
+        if row is None:
+            return None
+        return dict(zip(("job", "prompt", "extra_data", "outputs", "status"), row))
+
     def in_history(self, prompt_id: str) -> bool:
         with self._lock:
             return self._db.execute("SELECT 1 FROM history WHERE prompt_id = ?", (prompt_id,)).fetchone() is not None

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from executor.queue_summary import job_summary, pruned, sort_number
 from executor.queue_summary import workflow_id as workflow_id_of
-from server.http import BadRequest, int_query, json_response, json_response_off_loop, read_json
+from server.http import BadRequest, int_query, json_response, json_response_off_loop, read_json, strict_dumps
 from server.keys import QUEUE
 from server.routes_prompt import interrupt
 
@@ -31,14 +31,9 @@ def queued_job(entry: list[Any], status: str) -> dict[str, Any]:
                    "outputs_count": 0, "previewable_outputs_count": 0, "workflow_id": workflow_id_of(extra)})
 
 
-def history_job(prompt_id: str, entry: dict[str, Any], full: bool = False) -> dict[str, Any]:
-    """A job from a history entry (ComfyUI's shape); `full` adds outputs, status and workflow."""
-    job = job_summary(prompt_id, entry).job
-    if full:
-        _number, _pid, prompt, extra, _outs = entry["prompt"]
-        job.update({"outputs": entry.get("outputs") or {}, "execution_status": entry.get("status") or {},
-                    "workflow": {"prompt": prompt, "extra_data": extra}})
-    return job
+def history_job(prompt_id: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """A job from a history entry (ComfyUI's shape), as listings show it."""
+    return job_summary(prompt_id, entry).job
 
 
 def _statuses(request: web.Request) -> list[str]:
@@ -99,25 +94,32 @@ def _jobs_page(queue: Any, wanted: list[str], workflow_id: str | None, sort_by: 
                                          "total": total, "has_more": offset + len(page) < total}}
 
 
-def find_job(app: web.Application, job_id: str) -> dict[str, Any] | None:
+def find_job_text(app: web.Application, job_id: str) -> str | None:
+    """`GET /jobs/{id}`'s answer as JSON text: a finished job's summary with its outputs, status
+    and workflow spliced in as SQLite picked them out of the stored entry (a 50 MB prompt is
+    never parsed in Python); a queued job from the queue's mirror; None when unknown."""
     queue = app[QUEUE]
-    entry = queue.history_item(job_id)
-    if entry is not None:
-        return history_job(job_id, entry, full=True)
+    parts = queue.history_job_parts(job_id)
+    if parts is not None:
+        job = (parts["job"] or "{}").rstrip()[:-1]
+        def part(name: str, default: str) -> str:
+            value = parts[name]
+            return value if value not in (None, "null") else default
+        return (f'{job}, "outputs": {part("outputs", "{}")}, "execution_status": {part("status", "{}")}, '
+                f'"workflow": {{"prompt": {part("prompt", "null")}, "extra_data": {part("extra_data", "null")}}}}}')
     found = queue.find(job_id)
     if found is None:
         return None
     state, item = found
-    return queued_job(item.as_list(), "in_progress" if state == "running" else "pending")
+    return strict_dumps(queued_job(item.as_list(), "in_progress" if state == "running" else "pending"))
 
 
 async def get_job(request: web.Request) -> web.Response:
-    """One job with its outputs and workflow (its stored entry parsed and encoded on a worker thread)."""
-    app, job_id = request.app, request.match_info["job_id"]
-    job = await asyncio.to_thread(find_job, app, job_id)
-    if job is None:
+    """One job; a finished one with its outputs and workflow (made on a worker thread)."""
+    text = await asyncio.to_thread(find_job_text, request.app, request.match_info["job_id"])
+    if text is None:
         return json_response({"error": {"type": "not_found", "message": "no job with this id"}}, status=404)
-    return await json_response_off_loop(lambda: job)
+    return web.Response(text=text, content_type="application/json")
 
 
 async def cancel_job(request: web.Request) -> web.Response:

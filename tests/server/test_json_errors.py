@@ -46,7 +46,8 @@ def test_404_405_413_are_json_errors(tmp_path: Path) -> None:
             async with srv.session.post(srv.url + "/custom/echo", data=big) as r:
                 error = await _error(r, 413, "too_large", tmp_path)
                 assert "--max-upload-size" in error["message"]
-            async with srv.session.post(srv.url + "/prompt", data=big, headers={"Content-Type": "application/json"}) as r:
+            json_type = {"Content-Type": "application/json"}
+            async with srv.session.post(srv.url + "/prompt", data=big, headers=json_type) as r:
                 error = await _error(r, 413, "too_large", tmp_path)
                 assert "1000 bytes" in error["message"]
             async with srv.session.post(srv.url + "/upload/image", data=big,

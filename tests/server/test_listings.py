@@ -104,6 +104,10 @@ def test_job_pages_equal_a_full_sort_and_read_no_prompt(tmp_path: Path) -> None:
             async with srv.session.get(f"{srv.url}/api/jobs/p004") as r:
                 job = _strict(await r.text())
             assert ("history", "entry") in reads  # one job's detail does read its entry (the watch works)
+            entry = queue.history_item("p004")
+            assert job == {**history_job("p004", entry), "outputs": entry["outputs"],
+                           "execution_status": entry["status"],
+                           "workflow": {"prompt": entry["prompt"][2], "extra_data": entry["prompt"][3]}}
             assert job["workflow"]["prompt"]["1"]["inputs"]["value"] == "v" * 200 and job["outputs_count"] == 1
             _entry_reads(queue, reads)
             async with srv.session.get(f"{srv.url}/queue") as r:
