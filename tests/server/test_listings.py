@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from executor.queue import PromptQueue
+from executor.queue import PromptQueue, prompt_text
 from harness import LiveServer, build_test_runtime, run
 from server.app import QUEUE_FILE
 from server.keys import QUEUE, WORKER
@@ -175,3 +175,11 @@ def test_retention_and_clearing_keep_summaries_in_step(tmp_path: Path) -> None:
     queue.clear_history()
     assert queue.history_jobs(["completed", "failed", "cancelled"]) == ([], 0)
     queue.close()
+
+
+def test_prompt_text_is_one_dumps_of_the_prompt() -> None:
+    prompt = {str(i): {"class_type": "N", "inputs": {"v": i / 3, "s": f"é{i}\"", "l": [str(i - 1), 0]}}
+              for i in range(1234)}
+    assert prompt_text(prompt) == json.dumps(prompt)
+    assert prompt_text({}) == "{}" and prompt_text({1: "x"}) == json.dumps({1: "x"})
+    assert json.loads(prompt_text({"a": {"x": float("nan")}})) == {"a": {"x": None}}
