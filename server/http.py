@@ -2,12 +2,13 @@
 responses, error responses, and
 `add_api_routes` (every route both bare and under `/api/`).
 
-A malformed body (not JSON, not the expected type, larger than the limit, `NaN`/`Infinity`
-constants, a number too large for a float such as `1e400`, nesting deeper than
-`MAX_JSON_DEPTH`, a lone surrogate in a string) is the client's error: 400 with a message saying
-what was wrong, never a 500 and never a traceback. Responses go through `strict_dumps`: strict
-JSON only (a non-finite float a node put in its output becomes `null`), and big bodies are
-parsed and serialised on a worker thread so the event loop keeps answering other requests.
+A malformed body (not JSON, not the expected type, `NaN`/`Infinity` constants, a number too
+large for a float such as `1e400`, nesting deeper than `MAX_JSON_DEPTH`, a lone surrogate in a
+string) is the client's error: 400 with a message saying what was wrong, never a 500 and never a
+traceback; a body over the limit (`--max-upload-size`, read as a stream) is 413. Responses go
+through `strict_dumps`: strict JSON only (a non-finite float a node put in its output becomes
+`null`), and big bodies are parsed (collector paused, see `gc_paused`) and serialised on a worker
+thread so the event loop keeps answering other requests.
 """
 from __future__ import annotations
 
