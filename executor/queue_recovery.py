@@ -20,7 +20,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 # table -> the columns whose text must be valid JSON
-_JSON_COLUMNS = {"queue": ("item",), "history": ("entry",), "meta": (), "written_outputs": ("output",)}
+_JSON_COLUMNS = {"queue": ("item",), "history": ("entry",), "meta": (), "written_outputs": ("output",),
+                 "history_jobs": ("job",)}
 _MAX_ROW_SCAN = 5_000_000
 
 

@@ -32,6 +32,7 @@ from executor.worker import Worker
 from server import files, routes_custom_nodes, routes_frontend, routes_info, routes_jobs, routes_prompt, routes_user
 from server.auth import error_middleware, security_middleware
 from server.comfy_frontend import COMFYUI_EXTENSIONS, MISSING_PAGE, web_root
+from server.errors import json_errors_middleware
 from server.http import add_api_routes
 from server.keys import EXTENSION_DIRS, QUEUE, RUNTIME, SETTINGS, WEB_ROOT, WORKER, ServerSettings
 from server.ws import HUB, WebSocketHub, websocket_handler
@@ -68,7 +69,7 @@ def create_app(runtime: Runtime, *, settings: ServerSettings | None = None, queu
     """The application for `runtime` (`runtime.Runtime`); `settings` default to its Config's.
     The queue file is `<user dir>/loom_queue.sqlite3`."""
     settings = settings or ServerSettings.from_config(runtime.config)
-    app = web.Application(middlewares=[security_middleware, error_middleware],
+    app = web.Application(middlewares=[security_middleware, json_errors_middleware, error_middleware],
                           client_max_size=settings.max_upload_bytes + (1 << 20))
     app[RUNTIME] = runtime
     app[SETTINGS] = settings

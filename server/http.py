@@ -2,20 +2,24 @@
 responses, error responses, and
 `add_api_routes` (every route both bare and under `/api/`).
 
-A malformed body (not JSON, not the expected type, larger than the limit, `NaN`/`Infinity`
-constants, a number too large for a float such as `1e400`, nesting deeper than
-`MAX_JSON_DEPTH`, a lone surrogate in a string) is the client's error: 400 with a message saying
-what was wrong, never a 500 and never a traceback. Responses go through `strict_dumps`: strict
-JSON only (a non-finite float a node put in its output becomes `null`), and big bodies are
-parsed and serialised on a worker thread so the event loop keeps answering other requests.
+A malformed body (not JSON, not the expected type, `NaN`/`Infinity` constants, a number too
+large for a float such as `1e400`, nesting deeper than `MAX_JSON_DEPTH`, a lone surrogate in a
+string) is the client's error: 400 with a message saying what was wrong, never a 500 and never a
+traceback; a body over the limit (`--max-upload-size`, read as a stream) is 413. Responses go
+through `strict_dumps`: strict JSON only (a non-finite float a node put in its output becomes
+`null`), and big bodies are parsed (collector paused, see `gc_paused`) and serialised on a worker
+thread so the event loop keeps answering other requests.
 """
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import math
 import re
-from typing import Any, Callable, Iterable
+import threading
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator
 
 from aiohttp import web
 
@@ -80,10 +84,48 @@ def scrub_paths(text: str) -> str:
     return _ABSOLUTE_PATH.sub(last_part, text)
 
 
+def _each_object(obj: dict[str, Any]) -> dict[str, Any]:
+    """The decoder's hook for every object: a Python call between objects lets other threads
+    (the event loop) take the interpreter lock; the C decoder alone holds it for the whole text
+    (about 2 s for a 50 MB prompt)."""
+    return obj
+
+
+_gc_lock = threading.Lock()
+_gc_pauses = 0
+_gc_was_enabled = False
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a big body is turned into objects (or copied): each
+    full collection walks every live object, the half-built prompt included, with the
+    interpreter lock held (a quarter second apiece for a 50 MB prompt, the event loop stalled).
+    Parsed JSON holds no cycles, so nothing collectable waits; collection resumes after."""
+    global _gc_pauses, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pauses == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pauses += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pauses -= 1
+            if _gc_pauses == 0 and _gc_was_enabled:
+                gc.enable()
+
+
+def _big_loads(raw: bytes) -> Any:
+    with gc_paused():
+        return strict_loads(raw)
+
+
 def strict_loads(raw: bytes | str) -> Any:
     """Parse strict JSON; raises ValueError (StrictJSONError / JSONDecodeError) on anything else."""
     try:
-        value = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+        value = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float, object_hook=_each_object)
     except RecursionError:
         raise StrictJSONError(f"JSON is nested more than {MAX_JSON_DEPTH} levels deep") from None
     _check_tree(value)
@@ -122,6 +164,13 @@ async def json_response_off_loop(build: Callable[[], Any], *, status: int = 200)
     return web.Response(text=text, status=status, content_type="application/json")
 
 
+async def text_response_off_loop(build: Callable[[], str], *, status: int = 200) -> web.Response:
+    """A JSON response whose text `build()` makes on a worker thread (texts spliced from stored,
+    already strict JSON: the queue and history listings)."""
+    text = await asyncio.to_thread(build)
+    return web.Response(text=text, status=status, content_type="application/json")
+
+
 def error_response(status: int, kind: str, message: str, **extra: Any) -> web.Response:
     """`{"error": {"type", "message", ...}}` with the given status."""
     return json_response({"error": {"type": kind, "message": message, **extra}}, status=status)
@@ -135,19 +184,29 @@ class BadRequest(web.HTTPBadRequest):
                          content_type="application/json")
 
 
+class TooLarge(web.HTTPRequestEntityTooLarge):
+    """413 with a JSON error body naming the limit."""
+
+    def __init__(self, limit: int, size: int) -> None:
+        message = (f"request body is over the limit of {limit} bytes (start Loom with a larger --max-upload-size, "
+                   "in MB, to allow it)")
+        super().__init__(max_size=limit, actual_size=size, content_type="application/json",
+                         text=json.dumps({"error": {"type": "too_large", "message": message}}))
+
+
 async def read_json(request: web.Request, *, expect: type | tuple[type, ...] = dict,
                     allow_empty: bool = False) -> Any:
-    """The request body parsed as JSON, bounded by the server's JSON size limit.
-    Raises BadRequest (400) when it is too large, not JSON, or not of type `expect`."""
+    """The request body parsed as JSON, bounded by the server's JSON size limit (--max-upload-size).
+    Raises TooLarge (413) over the limit, BadRequest (400) when it is not JSON or not of type `expect`."""
     limit = request.app[SETTINGS].max_json_bytes
     if request.content_length is not None and request.content_length > limit:
-        raise BadRequest(f"request body of {request.content_length} bytes is over the limit of {limit} bytes")
+        raise TooLarge(limit, request.content_length)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(1 << 16):
+    async for chunk in request.content.iter_chunked(1 << 16):  # streamed: never more than the limit held
         size += len(chunk)
         if size > limit:
-            raise BadRequest(f"request body is over the limit of {limit} bytes")
+            raise TooLarge(limit, size)
         chunks.append(chunk)
     raw = b"".join(chunks)
     if not raw.strip():
@@ -155,7 +214,7 @@ async def read_json(request: web.Request, *, expect: type | tuple[type, ...] = d
             return {}
         raise BadRequest("request body is empty; expected JSON")
     try:
-        value = await asyncio.to_thread(strict_loads, raw) if len(raw) > _THREAD_BYTES else strict_loads(raw)
+        value = await asyncio.to_thread(_big_loads, raw) if len(raw) > _THREAD_BYTES else strict_loads(raw)
     except StrictJSONError as exc:
         raise BadRequest(f"request body is not strict JSON: {exc}") from None
     except (ValueError, UnicodeDecodeError) as exc:

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class ServerSettings:
     """HTTP-level settings. `cors_origin` "*" allows any origin; `max_json_bytes` bounds
-    JSON request bodies (prompts), `max_upload_bytes` uploads; `allowed_hosts` are the extra
+    JSON request bodies (prompts), `max_upload_bytes` uploads (from a Config both are
+    `--max-upload-size`, as ComfyUI bounds every body); `allowed_hosts` are the extra
     `Host` names (lower case, "*" any) requests may carry besides loopback and the listen address."""
 
     host: str = "127.0.0.1"
@@ -49,6 +50,8 @@ class ServerSettings:
             "cors_origin": config.enable_cors_header,
             "auth_token": config.auth_token or None,
             "max_upload_bytes": int(config.max_upload_size * 1024 * 1024),
+            # ComfyUI's --max-upload-size bounds every request body, prompts included.
+            "max_json_bytes": int(config.max_upload_size * 1024 * 1024),
             "max_history": config.max_history,
             "allowed_hosts": tuple(config.allowed_hosts),
             "verbose": config.verbose,

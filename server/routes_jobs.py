@@ -10,89 +10,30 @@ number), `create_time` (ms), `outputs_count`, and for finished jobs `execution_s
 """
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
 
-from server.http import BadRequest, int_query, json_response, json_response_off_loop, read_json
+from executor.queue_summary import job_summary, pruned, sort_number
+from executor.queue_summary import workflow_id as workflow_id_of
+from server.http import BadRequest, int_query, json_response, json_response_off_loop, read_json, strict_dumps
 from server.keys import QUEUE
 from server.routes_prompt import interrupt
 
 STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled")
-_PREVIEWABLE = frozenset({"images", "video", "audio"})
-
-
-def _workflow_id(extra: dict[str, Any]) -> Any:
-    info = extra.get("extra_pnginfo")
-    workflow = info.get("workflow") if isinstance(info, dict) else None
-    return workflow.get("id") if isinstance(workflow, dict) else None
-
-
-def _pruned(job: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in job.items() if v is not None}
 
 
 def queued_job(entry: list[Any], status: str) -> dict[str, Any]:
     """A job from a 5-element queue entry."""
     number, prompt_id, _prompt, extra, _outs = entry
-    return _pruned({"id": prompt_id, "status": status, "priority": number, "create_time": extra.get("create_time", 0),
-                    "outputs_count": 0, "previewable_outputs_count": 0, "workflow_id": _workflow_id(extra)})
+    return pruned({"id": prompt_id, "status": status, "priority": number, "create_time": extra.get("create_time", 0),
+                   "outputs_count": 0, "previewable_outputs_count": 0, "workflow_id": workflow_id_of(extra)})
 
 
-def _outputs_summary(outputs: dict[str, Any]) -> tuple[int, int, dict[str, Any] | None]:
-    """How many output items there are, how many can be previewed, and the first previewable
-    one (type "output" first)."""
-    count, previewable, best, fallback = 0, 0, None, None
-    for node_id, node_out in outputs.items():
-        if not isinstance(node_out, dict):
-            continue
-        for media, items in node_out.items():
-            if not isinstance(items, list):
-                continue
-            for item in items:
-                if not isinstance(item, dict):
-                    continue
-                count += 1
-                previewable += media in _PREVIEWABLE
-                if media in _PREVIEWABLE and best is None:
-                    candidate = {**item, "nodeId": node_id, "mediaType": media}
-                    if item.get("type") == "output":
-                        best = candidate
-                    elif fallback is None:
-                        fallback = candidate
-    return count, previewable, best or fallback
-
-
-def history_job(prompt_id: str, entry: dict[str, Any], full: bool = False) -> dict[str, Any]:
-    """A job from a history entry (ComfyUI's shape)."""
-    number, _pid, prompt, extra, _outs = entry["prompt"]
-    status = entry.get("status") or {}
-    failed = status.get("status_str") == "error"
-    start = end = error = None
-    state = "failed" if failed else "completed"
-    for message in status.get("messages") or []:
-        if not (isinstance(message, list) and len(message) >= 2 and isinstance(message[1], dict)):
-            continue
-        name, data = message[0], message[1]
-        if name == "execution_start":
-            start = data.get("timestamp")
-        elif name in ("execution_success", "execution_error", "execution_interrupted"):
-            end = data.get("timestamp")
-            if name == "execution_error":
-                error = data
-            elif name == "execution_interrupted":
-                state = "cancelled"
-    outputs = entry.get("outputs") or {}
-    count, previewable, preview = _outputs_summary(outputs)
-    job = _pruned({"id": prompt_id, "status": state, "priority": number,
-                   "create_time": extra.get("create_time", 0), "execution_start_time": start,
-                   "execution_end_time": end, "execution_error": error, "outputs_count": count,
-                   "previewable_outputs_count": previewable,
-                   "preview_output": preview, "workflow_id": _workflow_id(extra)})
-    if full:
-        job.update({"outputs": outputs, "execution_status": status,
-                    "workflow": {"prompt": prompt, "extra_data": extra}})
-    return job
+def history_job(prompt_id: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """A job from a history entry (ComfyUI's shape), as listings show it."""
+    return job_summary(prompt_id, entry).job
 
 
 def _statuses(request: web.Request) -> list[str]:
@@ -107,12 +48,13 @@ def _statuses(request: web.Request) -> list[str]:
 
 
 def _sort_key(sort_by: str) -> Any:
+    """The order of jobs; the same as `PromptQueue.history_jobs` orders the stored ones."""
     if sort_by == "execution_duration":
         def duration(job: dict[str, Any]) -> float:
             start, end = job.get("execution_start_time"), job.get("execution_end_time")
-            return (end - start) if start and end else 0
+            return (sort_number(end) - sort_number(start)) if start and end else 0.0
         return duration  # type: ignore[return-value]
-    return lambda job: (job.get("create_time") or 0, job.get("priority") or 0)
+    return lambda job: (sort_number(job.get("create_time")), sort_number(job.get("priority")))
 
 
 async def get_jobs(request: web.Request) -> web.Response:
@@ -131,44 +73,53 @@ async def get_jobs(request: web.Request) -> web.Response:
 
 def _jobs_page(queue: Any, wanted: list[str], workflow_id: str | None, sort_by: str, order: str,
                offset: int, limit: int | None) -> dict[str, Any]:
-    """The body of GET /api/jobs (runs on a worker thread)."""
+    """The body of GET /api/jobs (runs on a worker thread). Finished jobs come from the stored
+    summaries, only as many as the page needs (`offset + limit`), merged with the queued ones."""
     jobs: list[dict[str, Any]] = []
     if "in_progress" in wanted:
         jobs += [queued_job(i.as_list(), "in_progress") for i in queue.running()]
     if "pending" in wanted:
         jobs += [queued_job(i.as_list(), "pending") for i in queue.pending()]
-    if {"completed", "failed", "cancelled"} & set(wanted):
-        for pid, entry in queue.history_summaries().items():  # no prompt graphs parsed
-            job = history_job(pid, entry)
-            if job["status"] in wanted:
-                jobs.append(job)
     if workflow_id:
         jobs = [j for j in jobs if j.get("workflow_id") == workflow_id]
+    finished, finished_total = queue.history_jobs(wanted, workflow_id or None, sort_by=sort_by,
+                                                  descending=order == "desc",
+                                                  first=None if limit is None else offset + limit)
+    total = len(jobs) + finished_total
+    jobs += finished
     jobs.sort(key=_sort_key(sort_by), reverse=order == "desc")
-    total = len(jobs)
     page = jobs[offset:] if limit is None else jobs[offset:offset + limit]
     # The frontend's schema wants a number for `limit`: without one, it is everything.
     return {"jobs": page, "pagination": {"offset": offset, "limit": total if limit is None else limit,
                                          "total": total, "has_more": offset + len(page) < total}}
 
 
-def find_job(app: web.Application, job_id: str) -> dict[str, Any] | None:
+def find_job_text(app: web.Application, job_id: str) -> str | None:
+    """`GET /jobs/{id}`'s answer as JSON text: a finished job's summary with its outputs, status
+    and workflow spliced in as SQLite picked them out of the stored entry (a 50 MB prompt is
+    never parsed in Python); a queued job from the queue's mirror; None when unknown."""
     queue = app[QUEUE]
-    entry = queue.history_item(job_id)
-    if entry is not None:
-        return history_job(job_id, entry, full=True)
+    parts = queue.history_job_parts(job_id)
+    if parts is not None:
+        job = (parts["job"] or "{}").rstrip()[:-1]
+        def part(name: str, default: str) -> str:
+            value = parts[name]
+            return value if value not in (None, "null") else default
+        return (f'{job}, "outputs": {part("outputs", "{}")}, "execution_status": {part("status", "{}")}, '
+                f'"workflow": {{"prompt": {part("prompt", "null")}, "extra_data": {part("extra_data", "null")}}}}}')
     found = queue.find(job_id)
     if found is None:
         return None
     state, item = found
-    return queued_job(item.as_list(), "in_progress" if state == "running" else "pending")
+    return strict_dumps(queued_job(item.as_list(), "in_progress" if state == "running" else "pending"))
 
 
 async def get_job(request: web.Request) -> web.Response:
-    job = find_job(request.app, request.match_info["job_id"])
-    if job is None:
+    """One job; a finished one with its outputs and workflow (made on a worker thread)."""
+    text = await asyncio.to_thread(find_job_text, request.app, request.match_info["job_id"])
+    if text is None:
         return json_response({"error": {"type": "not_found", "message": "no job with this id"}}, status=404)
-    return json_response(job)
+    return web.Response(text=text, content_type="application/json")
 
 
 async def cancel_job(request: web.Request) -> web.Response:
@@ -176,7 +127,7 @@ async def cancel_job(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
     outcome = interrupt(request.app, job_id)
     if outcome == "not_found":
-        if request.app[QUEUE].history_item(job_id) is not None:
+        if await asyncio.to_thread(request.app[QUEUE].in_history, job_id):
             return json_response({"error": {"type": "already_finished",
                                                 "message": "the job has already finished"}}, status=409)
         return json_response({"error": {"type": "not_found", "message": "no job with this id"}}, status=404)

@@ -8,13 +8,19 @@ ComfyUI's `error`/`node_errors` body).
 from __future__ import annotations
 
 import asyncio
+import json
+from contextlib import nullcontext
 from typing import Any, Callable
 
 from aiohttp import web
 
 from executor.submission import SubmissionError, read_submission, validate_submission
-from server.http import BadRequest, int_query, json_response, json_response_off_loop, read_json
+from server.http import (BadRequest, gc_paused, int_query, json_response, json_response_off_loop, read_json,
+                         text_response_off_loop)
 from server.keys import QUEUE, RUNTIME, WORKER
+
+
+_BIG_PROMPT_NODES = 1000
 
 
 def queue_info(queue: Any) -> dict[str, Any]:
@@ -28,18 +34,28 @@ async def post_prompt(request: web.Request) -> web.Response:
     body = await read_json(request)
     runtime = request.app[RUNTIME]
     queue = request.app[QUEUE]
-    loop = asyncio.get_running_loop()
     try:
-        draft = await loop.run_in_executor(None, read_submission, body, runtime.registry)
-        if queue.find(draft.prompt_id) is not None or queue.history_item(draft.prompt_id) is not None:
-            num, _ = queue.put(draft.prompt_id, draft.prompt, draft.extra_data, [], number=draft.number)
-            return json_response({"prompt_id": draft.prompt_id, "number": _num(num), "node_errors": {}})
-        checked = await loop.run_in_executor(None, validate_submission, draft, runtime.registry, runtime.folders)
+        prompt_id, num, node_errors = await asyncio.to_thread(_admit, queue, runtime, body)
     except SubmissionError as refused:
-        return json_response(refused.response(), status=400)
-    num, _ = queue.put(checked.prompt_id, checked.prompt, checked.extra_data, checked.outputs,
-                       number=checked.number, front=checked.front)
-    return json_response({"prompt_id": checked.prompt_id, "number": _num(num), "node_errors": checked.node_errors})
+        return await json_response_off_loop(refused.response, status=400)
+    return json_response({"prompt_id": prompt_id, "number": _num(num), "node_errors": node_errors})
+
+
+def _admit(queue: Any, runtime: Any, body: Any) -> tuple[str, float, dict[str, Any]]:
+    """Read, validate and queue a submission on a worker thread: the queue's file is only touched off the event
+    loop (a big prompt being stored holds the queue's lock), and for a big prompt validation copies the nodes and
+    storing encodes megabytes, with the collector paused (see gc_paused). Returns (prompt id, number, node
+    errors); raises SubmissionError when refused."""
+    prompt = body.get("prompt") if isinstance(body, dict) else None
+    with gc_paused() if isinstance(prompt, dict) and len(prompt) > _BIG_PROMPT_NODES else nullcontext():
+        draft = read_submission(body, runtime.registry)
+        if queue.contains(draft.prompt_id):  # an id already queued or run is not queued again
+            num, _ = queue.put(draft.prompt_id, draft.prompt, draft.extra_data, [], number=draft.number)
+            return draft.prompt_id, num, {}
+        checked = validate_submission(draft, runtime.registry, runtime.folders)
+        num, _ = queue.put(checked.prompt_id, checked.prompt, checked.extra_data, checked.outputs,
+                           number=checked.number, front=checked.front)
+    return checked.prompt_id, num, checked.node_errors
 
 
 def _num(number: float) -> float | int:
@@ -51,9 +67,9 @@ async def get_prompt(request: web.Request) -> web.Response:
 
 
 async def get_queue(request: web.Request) -> web.Response:
+    """ComfyUI's answer holds every queued prompt: spliced from their stored JSON texts (nothing re-encoded)."""
     queue = request.app[QUEUE]
-    return await json_response_off_loop(lambda: {"queue_running": [i.as_list() for i in queue.running()],
-                                                 "queue_pending": [i.as_list() for i in queue.pending()]})
+    return await text_response_off_loop(queue.queue_text)
 
 
 def _clear_or_delete(body: dict, clear: Callable[[], object], delete: Callable[[list], object]) -> None:
@@ -70,7 +86,8 @@ def _clear_or_delete(body: dict, clear: Callable[[], object], delete: Callable[[
 async def post_queue(request: web.Request) -> web.Response:
     """`{"clear": true}` empties the pending queue; `{"delete": [ids]}` removes some."""
     queue = request.app[QUEUE]
-    _clear_or_delete(await read_json(request), queue.clear_pending, queue.delete_pending)
+    body = await read_json(request)
+    await asyncio.to_thread(_clear_or_delete, body, queue.clear_pending, queue.delete_pending)
     return web.Response(status=200)
 
 
@@ -127,23 +144,24 @@ async def get_history(request: web.Request) -> web.Response:
     max_items = int_query(request, "max_items", None, minimum=0)
     offset = int_query(request, "offset", -1)
     queue = request.app[QUEUE]
-    return await json_response_off_loop(lambda: queue.history(max_items, offset if offset is not None else -1))
+    return await text_response_off_loop(lambda: queue.history_text(max_items, offset if offset is not None else -1))
 
 
 async def get_history_item(request: web.Request) -> web.Response:
     prompt_id = request.match_info["prompt_id"]
     queue = request.app[QUEUE]
 
-    def item() -> dict[str, Any]:
-        entry = queue.history_item(prompt_id)
-        return {} if entry is None else {prompt_id: entry}
-    return await json_response_off_loop(item)
+    def item() -> str:
+        entry = queue.history_item_text(prompt_id)
+        return "{}" if entry is None else f"{{{json.dumps(prompt_id)}: {entry}}}"
+    return await text_response_off_loop(item)
 
 
 async def post_history(request: web.Request) -> web.Response:
     """`{"clear": true}` wipes history; `{"delete": [ids]}` removes entries."""
     queue = request.app[QUEUE]
-    _clear_or_delete(await read_json(request), queue.clear_history, queue.delete_history)
+    body = await read_json(request)
+    await asyncio.to_thread(_clear_or_delete, body, queue.clear_history, queue.delete_history)
     return web.Response(status=200)
 
 
