@@ -24,7 +24,7 @@ from nodes.context import InterruptFlag, current
 from nodes.registry import build_builtin_registry
 from nodes.spec import Boolean, Float, Int, Node, NodeOutput, Output, String
 from server.app import create_app
-from server.keys import ServerSettings
+from server.keys import WORKER, ServerSettings
 
 T = TypeVar("T")
 
@@ -114,6 +114,12 @@ def build_test_runtime(base: Path, config: Config | None = None) -> Runtime:
     interrupt = InterruptFlag()
     executor = Executor(registry, folders=folders, interrupt=interrupt)
     return assemble_runtime(registry, folders, config=config, executor=executor)
+
+
+def no_worker(app: web.Application) -> None:
+    """A setup hook for LiveServer: the worker is stopped before it starts, so stored prompts stay queued
+    (stopping it after start-up races with it taking the first one)."""
+    app[WORKER].stop()
 
 
 class LiveServer:

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from executor.queue import PromptQueue, prompt_text
-from harness import LiveServer, build_test_runtime, run
+from harness import LiveServer, build_test_runtime, no_worker, run
 from server.app import QUEUE_FILE
-from server.keys import QUEUE, WORKER
+from server.keys import QUEUE
 from server.routes_jobs import _sort_key, history_job, queued_job
 
 
@@ -70,8 +70,7 @@ def test_job_pages_equal_a_full_sort_and_read_no_prompt(tmp_path: Path) -> None:
     _fill(tmp_path / "user" / QUEUE_FILE, finished=40, pending=5)
 
     async def body() -> None:
-        async with LiveServer(build_test_runtime(tmp_path)) as srv:
-            srv.app[WORKER].stop()
+        async with LiveServer(build_test_runtime(tmp_path), hooks=(no_worker,)) as srv:
             queue = srv.app[QUEUE]
             reads = _entry_reads(queue)
             cases = [("", None, "created_at", "desc", 0, 10), ("completed,failed", None, "created_at", "asc", 3, 7),

@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 from executor.queue import PromptQueue
-from harness import LiveServer, build_test_runtime, run
+from harness import LiveServer, build_test_runtime, no_worker, run
 from server.app import QUEUE_FILE
-from server.keys import WORKER
 
 BOUND_S = 2.0  # generous against the 0.5 s requirement: a loaded CI machine, not a benchmark
 
@@ -53,8 +52,9 @@ def test_a_50_mb_prompt_does_not_stall_other_requests(tmp_path: Path) -> None:
     assert len(raw) > 50 * 1024 * 1024
 
     async def body() -> None:
-        async with LiveServer(build_test_runtime(tmp_path), max_json_bytes=100 * 1024 * 1024) as srv:
-            srv.app[WORKER].stop()  # keep the big prompt queued: this is about the server, not the run
+        # no worker: the big prompt stays queued (this is about the server, not the run)
+        async with LiveServer(build_test_runtime(tmp_path), hooks=(no_worker,),
+                              max_json_bytes=100 * 1024 * 1024) as srv:
             sent = asyncio.Event()
 
             async def chunks() -> AsyncIterator[bytes]:
@@ -93,8 +93,7 @@ def test_long_listings_do_not_stall_other_requests(tmp_path: Path) -> None:
     _fill(tmp_path / "user" / QUEUE_FILE, finished=100, pending=20, size=512 * 1024)
 
     async def body() -> None:
-        async with LiveServer(build_test_runtime(tmp_path)) as srv:
-            srv.app[WORKER].stop()
+        async with LiveServer(build_test_runtime(tmp_path), hooks=(no_worker,)) as srv:
 
             async def get(path: str) -> Any:
                 async with srv.session.get(srv.url + path) as r:
