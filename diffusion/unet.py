@@ -218,9 +218,11 @@ class UNetModel(nn.Module):
         input block's output, the middle one to the middle block's output, an output one to the skip tensor an
         output block takes. `transformer_options` is copied and passed to every transformer (see `unet_blocks`);
         its "block" entry says ("input"|"middle"|"output", index) while a block runs, and its "patches" may hold
-        "input_block_patch" ``fn(h, options) -> h`` (before the skip is kept), "input_block_patch_after_skip"
-        (after it: Kohya deep shrink's default) and "output_block_patch" ``fn(h, skip, options) -> (h, skip)``
-        (the FreeU hook).
+        "emb_patch" ``fn(emb, model_channels, options) -> emb`` (on the timestep embedding, before the class
+        embedding is added), "input_block_patch" ``fn(h, options) -> h`` (before the skip is kept), "input_block_patch_after_skip"
+        (after it: Kohya deep shrink's default), "middle_block_patch" ``fn(h, options) -> h`` (after the middle
+        block and its control residual: the form ComfyUI packs such as FreeU-extreme and Bleh set) and
+        "output_block_patch" ``fn(h, skip, options) -> (h, skip)`` (the FreeU hook).
         """
         options = dict(transformer_options or {})
         options["original_shape"] = list(x.shape)  # the latent's shape, for patches that tile the tokens
@@ -228,6 +230,8 @@ class UNetModel(nn.Module):
         out_dtype, dtype = x.dtype, self.dtype
         timesteps = torch.as_tensor(timesteps, device=x.device).reshape(-1).expand(x.shape[0])
         emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))
+        for patch in patches.get("emb_patch", ()):
+            emb = patch(emb, self.config.model_channels, options)
         if self.config.adm_in_channels is not None:
             if y is None:
                 raise ValueError("this UNet is class-conditional (adm_in_channels) and needs y")
@@ -244,6 +248,8 @@ class UNetModel(nn.Module):
                 h = patch(h, options)
         options["block"] = ("middle", 0)
         h = _add_control(self.middle_block(h, emb, context, options), control, "middle", 0)
+        for patch in patches.get("middle_block_patch", ()):
+            h = patch(h, options)
         for i, block in enumerate(self.output_blocks):
             options["block"] = ("output", i)
             skip = _add_control(skips.pop(), control, "output", i)
