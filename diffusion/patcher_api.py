@@ -5,13 +5,17 @@ flows through sockets is itself what ComfyUI packs call: `model.clone()`, `model
 Every method only edits the handle's records (options, weight patches, object patches, registries); where the
 weights live stays the model manager's business (`executor/memory.py`). `load_device` / `offload_device` are read
 through `DEVICE_RESOLVER`, which the compatibility layer sets to ask the running node's model manager; without
-it both are the device the weights are on. Which `transformer_options["patches"]` names the networks honour is
+it both are the device the weights are on. Likewise `placed(objects, working_memory)` is how the CLIP and VAE
+socket values place their weights when foreign code calls their ComfyUI methods directly: through `PLACER`, set by
+the compatibility layer to the running node's `models.use`; without it, nothing is moved (Loom's own nodes place
+explicitly before calling). Which `transformer_options["patches"]` names the networks honour is
 documented in `diffusion/unet.py`, `diffusion/unet_blocks.py` and `diffusion/mmdit.py`.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager, Iterator, Sequence
 
 import torch
 
@@ -21,6 +25,19 @@ OPTION_HOOKS = ("sampler_cfg_function", "sampler_post_cfg_function", "sampler_pr
                 "model_function_wrapper", "sampler_calc_cond_batch_function", "denoise_mask_function")
 # (handle) -> (load_device, offload_device); set by compat.install_compat.
 DEVICE_RESOLVER: list[Callable[[Any], tuple[torch.device, torch.device]]] = []
+# (objects, working_memory) -> context manager placing them; set by compat.install_compat.
+PLACER: list[Callable[[Sequence[Any], int], ContextManager[Any]]] = []
+
+
+@contextlib.contextmanager
+def placed(objects: Sequence[Any], working_memory: int = 0) -> Iterator[None]:
+    """Have the model manager place `objects` (handles, or values with `.handle`) for the block, when the
+    compatibility layer installed one (re-entrant: a block already placing them is not disturbed)."""
+    if not PLACER:
+        yield
+        return
+    with PLACER[-1](objects, int(working_memory)):
+        yield
 
 
 def _get_attr(root: Any, path: str) -> Any:

@@ -461,6 +461,30 @@ class CLIP:
         twin.scheduled_clip_hooks = getattr(self, "scheduled_clip_hooks", None)
         return twin
 
+    def add_patches(self, patches: dict, strength_patch: float = 1.0, strength_model: float = 1.0) -> list:
+        """ComfyUI: add weight patches (ComfyUI patch data or WeightPatches) to the text tower's handle; call on a
+        clone. Returns the keys applied."""
+        if self.handle is None:
+            raise RuntimeError("this CLIP has no model handle to record weight patches on")
+        return self.handle.add_patches(patches, strength_patch, strength_model)  # type: ignore[attr-defined]
+
+    def get_key_patches(self) -> dict:
+        if self.handle is None:
+            raise RuntimeError("this CLIP has no model handle")
+        return self.handle.get_key_patches()  # type: ignore[attr-defined]
+
+    def get_sd(self) -> dict[str, torch.Tensor]:
+        """The text model's (unpatched) state dict."""
+        return self.model.state_dict()
+
+    def load_model(self) -> object | None:
+        """ComfyUI: place the text tower now; here the model manager places it for the next encode."""
+        from diffusion.patcher_api import placed
+
+        with placed([self]):
+            pass
+        return self.handle
+
     def clip_layer(self, layer_idx: int) -> None:
         """Stop at layer `layer_idx` (-1 last, -2 penultimate, ...) on every tower, as CLIPSetLastLayer does (on a
         clone)."""
@@ -503,16 +527,35 @@ class CLIP:
     def encode_from_tokens(
         self, tokens: TokenBatches | list[Chunk], return_pooled: bool = False, return_dict: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor] | dict[str, torch.Tensor]:
-        """Encode `tokenize`'s output: cond, or (cond, pooled) with `return_pooled`, or a dict with `return_dict`."""
-        cond, pooled = self.encode_tokens(tokens)
+        """Encode `tokenize`'s output: cond, or (cond, pooled) with `return_pooled`, or a dict with `return_dict`.
+        Called from a ComfyUI pack, the text tower is placed by the model manager first (`patcher_api.placed`).
+        `return_pooled="unprojected"` (ComfyUI) is served where the pooled output has no text projection (SD1's
+        CLIP-L); towers with one say so instead of returning a projected vector."""
+        from diffusion.patcher_api import placed
+
+        if return_pooled == "unprojected":
+            self._check_unprojected()
+        with placed([self]):
+            cond, pooled = self.encode_tokens(tokens)
         if return_dict:
             return {"cond": cond, "pooled_output": pooled}
         return (cond, pooled) if return_pooled else cond
 
-    def encode_from_tokens_scheduled(self, tokens: TokenBatches | list[Chunk]) -> list[list]:
-        """A CONDITIONING value: [[cond, {"pooled_output": pooled}]]."""
-        cond, pooled = self.encode_tokens(tokens)
-        return [[cond, {"pooled_output": pooled}]]
+    def _check_unprojected(self) -> None:
+        projected = [k for k, t in towers_of(self.model).items() if t.model.text_projection is not None]
+        if projected:
+            raise NotImplementedError(f"encode_from_tokens(return_pooled='unprojected'): the {self.family} text "
+                                      f"encoder's tower(s) {projected} project their pooled output and Loom does "
+                                      f"not compute it unprojected; use return_pooled=True")
+
+    def encode_from_tokens_scheduled(self, tokens: TokenBatches | list[Chunk], unprojected: bool = False,
+                                     add_dict: dict | None = None, show_pbar: bool = True) -> list[list]:
+        """A CONDITIONING value: [[cond, {"pooled_output": pooled, **add_dict}]] (ComfyUI's form without hooks)."""
+        from diffusion.patcher_api import placed
+
+        with placed([self]):
+            cond, pooled = self.encode_tokens(tokens)
+        return [[cond, {"pooled_output": pooled, **(add_dict or {})}]]
 
     def encode(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(cond 1×(77·k)×C, pooled 1×C) of a prompt."""
