@@ -28,6 +28,11 @@ runtime (its folders, model manager, interrupt flag and config), before packs ar
 | `comfy.model_base` (ModelType, BaseModel, SD15, SD21, SDXL, SDXLRefiner, SD3 as isinstance checks) | `compat/model_base.py` |
 | `comfy.ldm.modules.attention` (optimized_attention, CrossAttention, ...) | `compat/ldm_attention.py` |
 | `comfy.ldm.modules.diffusionmodules.openaimodel` (UNetModel, timestep_embedding, ...) | `compat/ldm_openaimodel.py` |
+| `comfy.sdxl_clip` (SDXLClipModel, SDXLRefinerClipModel, SDXLClipG, tokenizers as isinstance checks) | `compat/sdxl_clip.py` |
+| `comfy.clip_vision` (load, load_clipvision_from_sd, clip_preprocess, ClipVisionModel, Output) | `compat/clip_vision.py` |
+| `comfy.controlnet` (load_controlnet, load_controlnet_state_dict, load_t2i_adapter, ControlBase, ...) | `compat/controlnet.py` |
+| `comfy.cldm`, `comfy.cldm.cldm` (ControlNet: the network class) | `compat/cldm.py` |
+| `comfy.model_detection` (unet_prefix_from_state_dict, detect_unet_config, model_config_from_unet) | `compat/model_detection.py` |
 
 During a node call the modules read the running node's context (`nodes.context.current_or_none`)
 first, so they follow the executor that runs the node. Nothing global is kept beyond those
@@ -76,6 +81,12 @@ SOURCE_MODULES: dict[str, str | None] = {
     "comfy.ldm.modules.attention": "ldm_attention.py",
     "comfy.ldm.modules.diffusionmodules": None,
     "comfy.ldm.modules.diffusionmodules.openaimodel": "ldm_openaimodel.py",
+    "comfy.sdxl_clip": "sdxl_clip.py",
+    "comfy.clip_vision": "clip_vision.py",
+    "comfy.controlnet": "controlnet.py",
+    "comfy.cldm": None,
+    "comfy.cldm.cldm": "cldm.py",
+    "comfy.model_detection": "model_detection.py",
 }
 # ComfyUI module name -> the module (already installed above, or one of Loom's own) it is.
 ALIASES: dict[str, str] = {
