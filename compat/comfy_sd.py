@@ -62,7 +62,9 @@ class VAE(metaclass=_InstanceOf):
                 dtype: torch.dtype | None = None, **_: Any) -> Any:
         if sd is None:
             raise TypeError("comfy.sd.VAE needs sd= (the VAE's state dict)")
-        sd = {k[len("first_stage_model."):] if k.startswith("first_stage_model.") else k: v for k, v in sd.items()}
+        prefix = "first_stage_model."
+        if any(k.startswith(prefix) for k in sd):  # a whole checkpoint: its VAE part
+            sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
         ctx = current_or_none()
         dtype = dtype or (dtype_for(ctx, "vae") if ctx is not None else torch.float32)
         module = build_vae(vae_config_from_state_dict(sd), sd, dtype=dtype)

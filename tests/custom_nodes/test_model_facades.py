@@ -89,17 +89,18 @@ def test_patches_change_the_image_as_comfyui_defines(runtime) -> None:
     assert np.abs(scaled - baseline).max() > 8
 
 
-@pytest.mark.parametrize("lora_path", ["", "load_lora_for_models", "comfy.lora"])
+@pytest.mark.parametrize("lora_path", ["", "load_lora_for_models", "comfy.lora", "parts"])
 def test_comfy_sd_path_matches_loom_nodes(runtime, lora_path: str) -> None:
-    expected = _run(runtime, _graph(lora=bool(lora_path)), f"loom-{lora_path}")
+    with_lora = lora_path not in ("", "parts")
+    expected = _run(runtime, _graph(lora=with_lora), f"loom-{lora_path}")
     pack_graph = {"1": {"class_type": "FacadeTextToImage",
                         "inputs": {"ckpt_name": "tiny.safetensors", "text": "a fox", "seed": 7,
-                                   "lora_name": "tiny_lora.safetensors" if lora_path else "",
+                                   "lora_name": "tiny_lora.safetensors" if with_lora else "",
                                    "lora_path": lora_path or "load_lora_for_models"}},
                   "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
     got = _run(runtime, pack_graph, f"pack-{lora_path}", node="2")
     assert np.array_equal(got, expected)
-    if lora_path:
+    if with_lora:
         assert not np.array_equal(got, _run(runtime, _graph(), "plain"))
 
 
@@ -122,3 +123,65 @@ def test_ops_and_model_management_follow_the_manager(runtime) -> None:
     assert mm.cast_to_device(torch.ones(2, dtype=torch.float16), "cpu", torch.float32).dtype == torch.float32
     assert mm.unet_manual_cast(torch.float16, "cpu") == torch.float32
     assert mm.vram_state == mm.VRAMState.DISABLED
+
+
+@pytest.fixture(scope="module")
+def control_runtime(tmp_path_factory):
+    from tests.fixtures.tiny_clip_vision import tiny_clip_vision_state_dict
+    from tests.fixtures.tiny_controlnet import tiny_controlnet_state_dict, write_state_dict
+    from tests.fixtures.tiny_sdxl import tiny_sdxl_state_dict, write
+
+    base = tmp_path_factory.mktemp("control_facades")
+    write_tiny_checkpoint(base / "models" / "checkpoints" / "tiny.safetensors", family="sd15")
+    write(tiny_sdxl_state_dict(), base / "models" / "checkpoints" / "tiny_xl.safetensors")
+    write_state_dict(tiny_controlnet_state_dict("sd15"), base / "models" / "controlnet" / "cn.safetensors")
+    write_state_dict(tiny_clip_vision_state_dict(), base / "models" / "clip_vision" / "vision.safetensors")
+    (base / "input").mkdir(parents=True, exist_ok=True)
+    Image.fromarray((np.random.default_rng(3).random((64, 64, 3)) * 255).astype(np.uint8)).save(
+        base / "input" / "hint.png")
+    rt = make_runtime(base, packs=PACKS)
+    assert all(p.state == "ok" for p in rt.custom_packs), [p.to_json() for p in rt.custom_packs]
+    return rt
+
+
+def test_comfy_controlnet_path_matches_loom_nodes(control_runtime) -> None:
+    hint = {"class_type": "LoadImage", "inputs": {"image": "hint.png"}}
+    loom = _graph()
+    loom.update({"10": hint, "11": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "cn.safetensors"}},
+                 "12": {"class_type": "ControlNetApply", "inputs": {"conditioning": ["2", 0], "control_net": ["11", 0],
+                                                                    "image": ["10", 0], "strength": 0.9}}})
+    loom["5"]["inputs"]["positive"] = ["12", 0]
+    pack = _graph()
+    pack.update({"10": hint, "12": {"class_type": "FacadeControlNetApply",
+                                    "inputs": {"conditioning": ["2", 0], "image": ["10", 0],
+                                               "control_net_name": "cn.safetensors", "strength": 0.9}}})
+    pack["5"]["inputs"]["positive"] = ["12", 0]
+    expected = _run(control_runtime, loom, "cn-loom")
+    assert np.array_equal(_run(control_runtime, pack, "cn-pack"), expected)
+    assert not np.array_equal(expected, _run(control_runtime, _graph(), "cn-none"))
+
+
+def test_comfy_clip_vision_equals_loom_encode(control_runtime) -> None:
+    graph = {"1": {"class_type": "LoadImage", "inputs": {"image": "hint.png"}},
+             "2": {"class_type": "FacadeClipVisionEncode", "inputs": {"clip_name": "vision.safetensors",
+                                                                      "image": ["1", 0]}},
+             "3": {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": "vision.safetensors"}},
+             "4": {"class_type": "CLIPVisionEncode", "inputs": {"clip_vision": ["3", 0], "image": ["1", 0],
+                                                                "crop": "center"}},
+             "5": {"class_type": "FacadeCompareVision", "inputs": {"a": ["2", 0], "b": ["4", 0]}}}
+    result, _ = run_prompt(control_runtime, graph, "vision")
+    assert result.status == "success", result.error
+    assert result.outputs["5"] == {"equal": [True, True, True], "shape": [[1, 48]]}
+
+
+@pytest.mark.parametrize("ckpt, loader", [("tiny.safetensors", "sd1"), ("tiny_xl.safetensors", "sdxl")])
+def test_prompt_pack_inspection(control_runtime, ckpt: str, loader: str) -> None:
+    graph = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
+             "2": {"class_type": "FacadeInspect", "inputs": {"clip": ["1", 1], "ckpt_name": ckpt}}}
+    result, _ = run_prompt(control_runtime, graph, f"inspect-{ckpt}")
+    assert result.status == "success", result.error
+    (facts,) = result.outputs["2"]["facts"]
+    assert facts["prefix"] == "model.diffusion_model." and facts["family"] == loader
+    assert facts["sdxl"] is (loader == "sdxl") and facts["refiner"] is False
+    assert facts["tokens"] == (["g", "l"] if loader == "sdxl" else ["l"])
+    assert facts["latent_format"] == ("SDXL" if loader == "sdxl" else "SD15")

@@ -170,7 +170,7 @@ class FacadeTextToImage:
         return {"required": {"ckpt_name": ("STRING", {"default": ""}), "text": ("STRING", {"default": "a fox"}),
                              "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff}),
                              "lora_name": ("STRING", {"default": ""}),
-                             "lora_path": (["load_lora_for_models", "comfy.lora"],)}}
+                             "lora_path": (["load_lora_for_models", "comfy.lora", "parts"],)}}
 
     RETURN_TYPES = ("IMAGE",)
     FUNCTION = "run"
@@ -178,7 +178,12 @@ class FacadeTextToImage:
 
     def run(self, ckpt_name, text, seed, lora_name, lora_path):
         path = folder_paths.get_full_path("checkpoints", ckpt_name)
-        model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(path, output_vae=True, output_clip=True)
+        if lora_path == "parts":  # the loaders of single parts, on the checkpoint file itself
+            model = comfy.sd.load_diffusion_model(path)
+            clip = comfy.sd.load_clip([path], clip_type=comfy.sd.CLIPType.STABLE_DIFFUSION)
+            vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(path))
+        else:
+            model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(path, output_vae=True, output_clip=True)
         assert isinstance(clip, comfy.sd.CLIP) and isinstance(vae, comfy.sd.VAE)
         assert isinstance(model.model, comfy.model_base.BaseModel)
         assert isinstance(model.model.latent_format, comfy.latent_formats.SD15)
