@@ -21,6 +21,7 @@ runtime (its folders, model manager, interrupt flag and config), before packs ar
 | `server.PromptServer` | `compat/prompt_server.py`, re-exported lazily by Loom's own `server` package |
 | `nodes` (ComfyUI's module API: core classes by name, NODE_CLASS_MAPPINGS, common_ksampler, ...) | `compat/nodes_module.py`, as attributes of Loom's own `nodes` package |
 | `comfy.model_patcher` (ModelPatcher: Loom's MODEL handle itself, `diffusion/patcher_api.py`) | `compat/model_patcher.py` |
+| `comfy.patcher_extension` (WrappersMP, CallbacksMP, WrapperExecutor, add_wrapper_with_key, ...) | `compat/patcher_extension.py` |
 | `comfy.sd` (CLIP, VAE, load_checkpoint_guess_config, load_lora_for_models, load_clip, load_diffusion_model) | `compat/comfy_sd.py` |
 | `comfy.lora` (load_lora, model_lora_keys_unet/clip, calculate_weight) | `compat/comfy_lora.py` |
 | `comfy.ops` (disable_weight_init, manual_cast, cast_bias_weight) | `compat/comfy_ops.py` |
@@ -70,6 +71,7 @@ SOURCE_MODULES: dict[str, str | None] = {
     "comfy.k_diffusion": None,
     "comfy.k_diffusion.sampling": "k_diffusion_sampling.py",
     "latent_preview": "latent_preview.py",
+    "comfy.patcher_extension": "patcher_extension.py",
     "comfy.model_patcher": "model_patcher.py",
     "comfy.sd": "comfy_sd.py",
     "comfy.lora": "comfy_lora.py",

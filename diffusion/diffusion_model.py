@@ -63,7 +63,19 @@ class DiffusionModel(nn.Module):
                     c_concat: torch.Tensor | None = None, control: dict | None = None,
                     transformer_options: dict | None = None, y: torch.Tensor | None = None,
                     **_: Any) -> torch.Tensor:
-        """Denoised prediction for x (B×C×H×W, sampler space) at per-sample sigma (B,)."""
+        """Denoised prediction for x (B×C×H×W, sampler space) at per-sample sigma (B,); through the "apply_model"
+        wrappers of `transformer_options` when a pack registered some (`diffusion/wrappers.py`)."""
+        if transformer_options and transformer_options.get("wrappers"):
+            from diffusion.wrappers import run_wrapped
+
+            return run_wrapped("apply_model", self._apply_model, self, transformer_options, x, sigma, c_concat,
+                               c_crossattn, control, transformer_options, y=y)
+        return self._apply_model(x, sigma, c_concat, c_crossattn, control, transformer_options, y=y)
+
+    def _apply_model(self, x: torch.Tensor, sigma: torch.Tensor, c_concat: torch.Tensor | None = None,
+                     c_crossattn: torch.Tensor | None = None, control: dict | None = None,
+                     transformer_options: dict | None = None, y: torch.Tensor | None = None,
+                     **_: Any) -> torch.Tensor:
         xc = self.model_sampling.calculate_input(sigma, x)
         if c_concat is not None:
             xc = torch.cat([xc, c_concat.to(xc)], dim=1)

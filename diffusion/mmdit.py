@@ -105,7 +105,8 @@ class MMDiT(nn.Module):
     `transformer_options["skip_layers"]` (joint-block indices) skips those blocks (SkipLayerGuidanceSD3);
     `transformer_options["attention_mode"]` chooses the attention kernel; `transformer_options["patches_replace"]
     ["dit"][("double_block", i)]` replaces joint block i as in ComfyUI: it is called with `{"img", "txt", "vec",
-    "transformer_options"}` and `{"original_block": fn(args) -> {"img", "txt"}}` and returns `{"img", "txt"}`."""
+    "transformer_options"}` and `{"original_block": fn(args) -> {"img", "txt"}}` and returns `{"img", "txt"}`;
+    "diffusion_model" wrappers (`diffusion/wrappers.py`) run around the whole call."""
 
     def __init__(self, config: MMDiTConfig):
         super().__init__()
@@ -138,6 +139,15 @@ class MMDiT(nn.Module):
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None,
                 y: torch.Tensor | None = None, control: dict | None = None,
                 transformer_options: dict | None = None, **_: object) -> torch.Tensor:
+        if transformer_options and transformer_options.get("wrappers"):
+            from diffusion.wrappers import run_wrapped
+
+            return run_wrapped("diffusion_model", self._forward, self, transformer_options, x, timesteps, context, y,
+                               control, transformer_options)
+        return self._forward(x, timesteps, context, y, control, transformer_options)
+
+    def _forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None,
+                 y: torch.Tensor | None, control: dict | None, transformer_options: dict | None) -> torch.Tensor:
         options = transformer_options or {}
         p = self.config.patch_size
         b, _, height, width = x.shape

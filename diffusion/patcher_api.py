@@ -64,7 +64,12 @@ class ModelPatcherAPI:
 
     @property
     def wrappers(self) -> dict[str, dict[Any, list[Callable]]]:
-        return self._registry("_wrappers")
+        """`transformer_options["wrappers"]`: wrapper type -> key -> functions; kept in the options (as ComfyUI
+        puts them there for sampling) so the networks find them (`diffusion/wrappers.py`)."""
+        return self.options.get("transformer_options", {}).get("wrappers", {})
+
+    def _writable_wrappers(self) -> dict[str, dict[Any, list[Callable]]]:
+        return self.options.setdefault("transformer_options", {}).setdefault("wrappers", {})
 
     @property
     def callbacks(self) -> dict[str, dict[Any, list[Callable]]]:
@@ -79,8 +84,8 @@ class ModelPatcherAPI:
         return self._registry("_additional_models")
 
     def copy_registries_to(self, other: "ModelPatcherAPI") -> None:
-        """Give a clone its own copies of the registries (ComfyUI's clone semantics)."""
-        other.__dict__["_wrappers"] = {t: {k: list(v) for k, v in d.items()} for t, d in self.wrappers.items()}
+        """Give a clone its own copies of the registries (ComfyUI's clone semantics; the wrappers are part of the
+        options, which the clone copies)."""
         other.__dict__["_callbacks"] = {t: {k: list(v) for k, v in d.items()} for t, d in self.callbacks.items()}
         other.__dict__["_attachments"] = {
             k: (a.on_model_patcher_clone() if hasattr(a, "on_model_patcher_clone") else a)
@@ -101,7 +106,7 @@ class ModelPatcherAPI:
         self.add_wrapper_with_key(wrapper_type, None, wrapper)
 
     def add_wrapper_with_key(self, wrapper_type: str, key: Any, wrapper: Callable) -> None:
-        self.wrappers.setdefault(wrapper_type, {}).setdefault(key, []).append(wrapper)
+        self._writable_wrappers().setdefault(wrapper_type, {}).setdefault(key, []).append(wrapper)
 
     def remove_wrappers_with_key(self, wrapper_type: str, key: Any) -> None:
         self.wrappers.get(wrapper_type, {}).pop(key, None)

@@ -50,7 +50,7 @@ def runtime(tmp_path_factory):
     write_tiny_checkpoint(base / "models" / "checkpoints" / "tiny.safetensors", family="sd15")
     write_tiny_lora(base / "models" / "loras" / "tiny_lora.safetensors", layout="kohya")
     rt = make_runtime(base, packs=PACKS)
-    assert [p.state for p in rt.custom_packs] == ["ok"], [p.to_json() for p in rt.custom_packs]
+    assert [p.state for p in rt.custom_packs] == ["ok", "ok"], [p.to_json() for p in rt.custom_packs]
     return rt
 
 

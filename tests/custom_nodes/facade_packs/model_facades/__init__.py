@@ -8,6 +8,7 @@ import comfy.model_base
 import comfy.model_management
 import comfy.model_patcher
 import comfy.ops
+import comfy.patcher_extension
 import comfy.sample
 import comfy.sd
 import comfy.utils
@@ -19,7 +20,7 @@ CALLS = {}  # patch kind -> number of calls (read by the tests)
 KINDS = ("attn1_patch", "attn2_patch", "attn1_replace", "attn2_replace", "attn1_output_patch", "attn2_output_patch",
          "input_block_patch", "input_block_patch_after_skip", "middle_block_patch", "output_block_patch",
          "emb_patch", "sampler_cfg_function", "sampler_post_cfg_function", "sampler_pre_cfg_function",
-         "model_function_wrapper")
+         "model_function_wrapper", "apply_model_wrapper", "diffusion_model_wrapper")
 
 
 def _note(kind):
@@ -84,6 +85,17 @@ def _wrapper(apply_model, args):
     return apply_model(args["input"], args["timestep"], **args["c"])
 
 
+def _apply_model_wrapper(executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
+    _note("apply_model_wrapper")
+    assert executor.class_obj is not None
+    return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+
+
+def _diffusion_model_wrapper(executor, x, timesteps, context, y, control, transformer_options, **kwargs):
+    _note("diffusion_model_wrapper")
+    return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
+
+
 def patch_everything(model):
     """A clone with an identity patch of every kind (each counts its calls)."""
     m = model.clone()
@@ -102,6 +114,8 @@ def patch_everything(model):
     m.set_model_sampler_post_cfg_function(_post_cfg)
     m.set_model_sampler_pre_cfg_function(_pre_cfg)
     m.set_model_unet_function_wrapper(_wrapper)
+    m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "tests", _apply_model_wrapper)
+    m.add_wrapper(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, _diffusion_model_wrapper)
     return m
 
 
