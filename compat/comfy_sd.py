@@ -154,7 +154,8 @@ def load_clip(ckpt_paths: list[str], embedding_directory: Any = None,
     kind = getattr(clip_type, "name", str(clip_type)).lower()
     if len(paths) == 1 and kind in ("stable_diffusion", "sd3"):
         load = (load_single_sd3_text_encoder_module if kind == "sd3" else load_text_encoder_module)
-        module = cached_one(ctx, paths[0], lambda: load(paths[0], dtype), f"clip:{kind}:{dtype}", "clip")  # type: ignore
+        module = cached_one(ctx, paths[0], lambda: load(paths[0], dtype),  # type: ignore[arg-type]
+                            f"clip:{kind}:{dtype}", "clip")
     elif len(paths) == 2 and kind in ("stable_diffusion", "sd3", "sdxl"):
         family = "sd3" if kind == "sd3" else "sdxl"
         module = cached_one(ctx, paths[0],  # type: ignore[arg-type]

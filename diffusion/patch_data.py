@@ -7,7 +7,7 @@ of: a tuple `(tensor,)` (a full difference), `("diff", (tensor,))`, `("set", (te
 `("lokr", (w1, w2, alpha, w1a, w1b, w2a, w2b, t2, dora_scale))`, or a list `[(weight, convert_fn), *patches]`
 (another model's weight with its own patches: what ComfyUI's model-merging nodes pass from `get_key_patches`).
 A key is a state-dict key or `(key, (dim, start, length))` for a slice of a stacked weight. The maths are
-`diffusion/lora.py`'s deltas; this module only translates. Nothing here touches a device.
+`diffusion/lora_deltas.py`'s deltas; this module only translates. Nothing here touches a device.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from typing import Any, Callable, Hashable
 import torch
 from torch import Tensor
 
-from diffusion.lora import DoraDelta, FullDelta, LohaDelta, LokrDelta, LoraDelta, SliceDelta
-from diffusion.patcher import WeightPatch, apply_patches
+from diffusion.lora_deltas import DoraDelta, FullDelta, LohaDelta, LokrDelta, LoraDelta, SliceDelta
+from diffusion.weight_patch import WeightPatch, apply_patches
 
 Delta = Callable[[Tensor], Tensor]
 

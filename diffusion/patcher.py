@@ -14,49 +14,18 @@ The handle is also ComfyUI's `ModelPatcher` as packs use it: its ComfyUI-named m
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Iterable, Literal
+from typing import Any, Hashable, Iterable, Literal
 
-import torch
 from torch import Tensor, nn
 
+from diffusion.patch_data import _Source, to_weight_patch
 from diffusion.patcher_api import ModelPatcherAPI
+from diffusion.weight_patch import WeightPatch, apply_patches
+
+__all__ = ["ModelHandle", "WeightPatch", "apply_patches", "freeze", "KINDS"]
 
 Kind = Literal["unet", "vae", "text_encoder", "other"]
 KINDS: tuple[str, ...] = ("unet", "vae", "text_encoder", "other")
-
-
-@dataclass(frozen=True)
-class WeightPatch:
-    """One additive change to one weight: `patched = base·strength_model + strength·compute_delta(base)`.
-
-    `compute_delta` receives the current weight in float32 (on whatever device it lives) and returns the delta (any
-    device, any float dtype: it is moved and cast). `ident` names the patch's source for cache identity (e.g. the
-    LoRA file path, its mtime and the key); without it the function object itself is the identity.
-    """
-
-    compute_delta: Callable[[Tensor], Tensor]
-    strength: float
-    strength_model: float = 1.0
-    key_hint: str = ""
-    ident: Hashable | None = None
-
-    def apply(self, weight: Tensor) -> Tensor:
-        """The patched weight in float32; `weight` must already be float32."""
-        delta = self.compute_delta(weight)
-        delta = delta.to(device=weight.device, dtype=torch.float32)
-        if delta.shape != weight.shape:
-            if delta.numel() != weight.numel():
-                raise ValueError(f"patch {self.key_hint or '?'}: delta shape {tuple(delta.shape)} does not fit "
-                                 f"weight shape {tuple(weight.shape)}")
-            delta = delta.reshape(weight.shape)
-        out = weight * self.strength_model if self.strength_model != 1.0 else weight
-        return out + delta * self.strength
-
-    def identity(self) -> Hashable:
-        """What distinguishes this patch from another for caching (hashable)."""
-        source = self.ident if self.ident is not None else self.compute_delta
-        return (source, float(self.strength), float(self.strength_model))
 
 
 def freeze(value: Any) -> Hashable:
@@ -154,8 +123,6 @@ class ModelHandle(ModelPatcherAPI):
             if isinstance(value, WeightPatch) and isinstance(key, str):
                 name, patch = key, value
             else:
-                from diffusion.patch_data import _Source, to_weight_patch
-
                 source = source or _Source(patches)
                 name, patch = to_weight_patch(key, value, strength_patch, strength_model, source)
             if name in known:
@@ -202,14 +169,3 @@ class ModelHandle(ModelPatcherAPI):
         while the module holds its base weights (not inside the manager's `use` of a patched clone)."""
         base = self.model.state_dict(keep_vars=True)[key].detach()
         return apply_patches(base, self.patches.get(key, []))
-
-
-def apply_patches(weight: Tensor, patches: list[WeightPatch]) -> Tensor:
-    """`weight` with `patches` applied in order, computed in float32 and cast back to the weight's dtype."""
-    if not patches:
-        return weight.clone()
-    out = weight.to(torch.float32, copy=True)
-    for patch in patches:
-        out = patch.apply(out)
-    return out.to(weight.dtype)
-

@@ -265,7 +265,8 @@ class ModelPatcherAPI:
 
         out: dict[str, list[Any]] = {}
         for key, weight in self.model_state_dict(filter_prefix).items():
-            out[key] = [(weight, None)] + [as_comfy_tuple(p) for p in self.patches.get(key, [])]  # type: ignore[attr-defined]
+            recorded = self.patches.get(key, [])  # type: ignore[attr-defined]
+            out[key] = [(weight, None)] + [as_comfy_tuple(p) for p in recorded]
         return out
 
     def model_dtype(self) -> torch.dtype:

@@ -220,8 +220,9 @@ class UNetModel(nn.Module):
         its "block" entry says ("input"|"middle"|"output", index) while a block runs, and its "patches" may hold
         "emb_patch" ``fn(emb, model_channels, options) -> emb`` (on the timestep embedding, before the class
         embedding is added), "input_block_patch" ``fn(h, options) -> h`` (before the skip is kept),
-        "input_block_patch_after_skip" (after it: Kohya deep shrink's default), "middle_block_patch" ``fn(h, options) -> h`` (after the middle
-        block and its control residual: the form ComfyUI packs such as FreeU-extreme and Bleh set) and
+        "input_block_patch_after_skip" (after it: Kohya deep shrink's default), "middle_block_patch"
+        ``fn(h, options) -> h`` (after the middle block and its control residual: the form ComfyUI packs such as
+        FreeU-extreme and Bleh set) and
         "output_block_patch" ``fn(h, skip, options) -> (h, skip)`` (the FreeU hook). A pack's "diffusion_model"
         wrappers (`diffusion/wrappers.py`) run around the whole call.
         """
