@@ -3,7 +3,8 @@
 
 Loom has one model class, `diffusion.diffusion_model.DiffusionModel`, with a `family`; `isinstance(model.model,
 comfy.model_base.SDXL)` asks for that family. `ModelType` members compare equal to Loom's prediction names, so
-`model_type_of(model.model) == ModelType.V_PREDICTION` works.
+`model.model.model_type == ModelType.V_PREDICTION` works (`DiffusionModel.model_type`); `model_type_of` gives the
+enum member itself.
 """
 from __future__ import annotations
 
@@ -31,12 +32,10 @@ class ModelType(str, enum.Enum):
 
 
 def model_type_of(model: Any) -> ModelType:
-    """The ModelType of a Loom DiffusionModel (or MODEL handle), read off its model sampling."""
-    dm = getattr(model, "model", model) if not isinstance(model, DiffusionModel) else model
-    sampling = getattr(dm, "model_sampling", None)
-    prediction = getattr(sampling, "prediction", "eps")
+    """The ModelType member of a Loom DiffusionModel (or MODEL handle)."""
+    dm = model if isinstance(model, DiffusionModel) else getattr(model, "model", model)
     try:
-        return ModelType(prediction)
+        return ModelType(getattr(dm, "model_type", "eps"))
     except ValueError:
         return ModelType.EPS
 

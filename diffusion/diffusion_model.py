@@ -44,6 +44,20 @@ class DiffusionModel(nn.Module):
         self.latent_format = latent_format
 
     @property
+    def model_type(self) -> str:
+        """The parameterisation the model was built with ("eps", "v_prediction", "flow", "edm", ...; object
+        patches of `model_sampling` on a handle do not change it, as in ComfyUI). ComfyUI packs compare it with
+        `comfy.model_base.ModelType`, whose members equal these names."""
+        prediction = getattr(self.model_sampling, "prediction", "eps")
+        return "eps" if prediction in ("x0", "lcm") else str(prediction)
+
+    def get_dtype(self) -> torch.dtype:
+        """The dtype the network's weights are stored in (ComfyUI's BaseModel.get_dtype)."""
+        for p in self.diffusion_model.parameters():
+            return p.dtype
+        return torch.float32
+
+    @property
     def in_channels(self) -> int:
         config = getattr(self.diffusion_model, "config", None)
         return int(getattr(config, "in_channels", 4))

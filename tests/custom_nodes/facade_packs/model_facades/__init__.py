@@ -200,6 +200,8 @@ class FacadeTextToImage:
             model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(path, output_vae=True, output_clip=True)
         assert isinstance(clip, comfy.sd.CLIP) and isinstance(vae, comfy.sd.VAE)
         assert isinstance(model.model, comfy.model_base.BaseModel)
+        assert isinstance(model.model, comfy.model_base.SD15) and not isinstance(model.model, comfy.model_base.SDXL)
+        assert model.model.model_type == comfy.model_base.ModelType.EPS
         assert isinstance(model.model.latent_format, comfy.latent_formats.SD15)
         assert vae.spacial_compression_decode() == 8
         if lora_name:
@@ -240,6 +242,13 @@ class FacadeOpsProbe:
         layer.bias.data.zero_()
         out = layer(torch.ones(2, 4))
         comfy.model_management.load_models_gpu([model])
+        own = comfy.model_patcher.ModelPatcher(torch.nn.Linear(2, 2), model.load_device, model.offload_device)
+        twin = own.clone()
+        twin.set_model_sampler_cfg_function(_cfg, disable_cfg1_optimization=True)
+        assert type(twin) is type(own) and isinstance(model, comfy.model_patcher.ModelPatcher)
+        assert twin.model_options["disable_cfg1_optimization"] is True and "sampler_cfg_function" not in (
+            own.model_options)
+        comfy.model_management.load_models_gpu([twin], memory_required=1024)
         facts = [str(out.dtype), str(round(float(out[0, 0].detach()), 3)), str(comfy.model_management.unet_dtype()),
                  str(comfy.model_management.should_use_fp16()), str(model.load_device), str(model.model_dtype()),
                  str(comfy.model_management.get_free_memory() > 0), str(model.size > 0)]
