@@ -244,6 +244,23 @@ class ModelPatcherAPI:
     def set_model_emb_patch(self, patch: Callable) -> None:
         self.set_model_patch(patch, "emb_patch")
 
+    def model_patches_to(self, device: Any) -> None:
+        """Move the patch objects that have a `.to` (ComfyUI packs' attention patches holding tensors, a
+        `model_function_wrapper`) to `device`, in place as ComfyUI does; the model manager calls this when it puts
+        the model on the compute device (the patch functions are the pack's, their tensors are not weights)."""
+        to = self.options.get("transformer_options", {})
+        for patch_list in to.get("patches", {}).values():
+            for i, patch in enumerate(patch_list):
+                if hasattr(patch, "to"):
+                    patch_list[i] = patch.to(device)
+        for table in to.get("patches_replace", {}).values():
+            for key, patch in table.items():
+                if hasattr(patch, "to"):
+                    table[key] = patch.to(device)
+        wrapper = self.options.get("model_function_wrapper")
+        if hasattr(wrapper, "to"):
+            self.options["model_function_wrapper"] = wrapper.to(device)
+
     # --- objects, weights and sizes -------------------------------------------------------------------------------
     def get_model_object(self, name: str) -> Any:
         """The object at dotted `name` as this handle sees it: its object patch, else the module's attribute."""

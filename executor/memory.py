@@ -113,7 +113,9 @@ class ModelManager:
        encoder on CUDA/MPS (the VAE bf16 where supported, else fp32), fp32 on the CPU; `--precision bf16`
        anywhere but on a CPU without AMX-BF16/AVX512-BF16 (fp32 there, said once), or `auto` on CPUs with them for
        the UNet; per-component overrides win.
-    6. On CPU compute, loading moves nothing but patches are still applied and removed.
+    6. On CPU compute, loading moves nothing but patches are still applied and removed. Patch objects in a
+       handle's options that have a `.to` (ComfyUI packs' attention patches) are moved to the compute device on
+       load, as ComfyUI does; they are not moved back on offload.
     7. `--compile` (`policy.compile`): a fully placed UNet is compiled in place on its first load
        (`diffusion/compile.py`; one graph per input shape); text encoders, VAEs and streamed models stay eager.
     One worker thread calls `use`; `free` may come from the server thread: a lock guards all state, and models in
@@ -285,6 +287,9 @@ class ModelManager:
             if entry.weights_key != handle.weights_key():
                 entry.restore()
                 entry.apply(handle)
+            # Patch objects a ComfyUI pack put in the options with tensors of their own (a `.to` method) follow the
+            # model to the compute device, as ComfyUI's model_patches_to does on load.
+            handle.model_patches_to(self.compute_device)
             asked = handle.options.get("torch_compile")  # set by the TorchCompileModel node
             if (self.policy.compile or asked) and handle.kind == "unet" and not entry.partial:
                 # in place, once; streamed (partial) models stay eager

@@ -77,6 +77,7 @@ def test_every_model_options_patch_is_honoured(runtime) -> None:
     patched = _run(runtime, _graph({"class_type": "FacadePatchEverything", "inputs": {"model": ["1", 0]}}), "all")
     missing = [k for k in pack.KINDS if pack.CALLS.get(k, 0) == 0]
     assert missing == [], f"patches never called: {missing}"
+    assert pack.DEVICE_PATCH.moved_to == "cpu"  # the manager moved the patch's tensors with the model
     assert np.abs(patched - baseline).max() <= 1  # identity patches: the same image (CFG mix rounding aside)
 
 

@@ -20,7 +20,28 @@ CALLS = {}  # patch kind -> number of calls (read by the tests)
 KINDS = ("attn1_patch", "attn2_patch", "attn1_replace", "attn2_replace", "attn1_output_patch", "attn2_output_patch",
          "input_block_patch", "input_block_patch_after_skip", "middle_block_patch", "output_block_patch",
          "emb_patch", "sampler_cfg_function", "sampler_post_cfg_function", "sampler_pre_cfg_function",
-         "model_function_wrapper", "apply_model_wrapper", "diffusion_model_wrapper")
+         "model_function_wrapper", "apply_model_wrapper", "diffusion_model_wrapper", "attn2_patch_to")
+
+
+class _DevicePatch:
+    """An attn2 patch holding a tensor, moved by the model manager through `.to` (IPAdapter's pattern)."""
+
+    def __init__(self):
+        self.scale = torch.ones(1)
+        self.moved_to = None
+
+    def to(self, device):
+        self.moved_to = str(device)
+        self.scale = self.scale.to(device)
+        return self
+
+    def __call__(self, n, context, value, extra_options):
+        _note("attn2_patch_to")
+        assert self.scale.device == n.device
+        return n * self.scale.to(n.dtype), context, value
+
+
+DEVICE_PATCH = _DevicePatch()
 
 
 def _note(kind):
@@ -101,6 +122,7 @@ def patch_everything(model):
     m = model.clone()
     m.set_model_attn1_patch(_attn_patch("attn1_patch"))
     m.set_model_attn2_patch(_attn_patch("attn2_patch"))
+    m.set_model_attn2_patch(DEVICE_PATCH)
     m.set_model_attn1_replace(_replace("attn1_replace"), "input", 1)
     m.set_model_attn2_replace(_replace("attn2_replace"), "output", 3, 0)
     m.set_model_attn1_output_patch(_out_patch("attn1_output_patch"))
