@@ -3,8 +3,8 @@
 (`WrappersMP`, `CallbacksMP`), `WrapperExecutor` (Loom's, `diffusion/wrappers.py`), `PatcherInjection`, and the
 nested-dict helpers.
 
-Loom runs the "apply_model" and "diffusion_model" wrapper chains (around `DiffusionModel.apply_model` and the
-UNet/MMDiT forward); the sampling-level types ("outer_sample", "sampler_sample", "calc_cond_batch") are kept in the
+Loom runs the "calc_cond_batch", "apply_model" and "diffusion_model" wrapper chains (around the batched model
+calls, `DiffusionModel.apply_model` and the UNet/MMDiT forward); "outer_sample" and "sampler_sample" are kept in the
 registry but Loom's sampler does not call them.
 """
 from __future__ import annotations

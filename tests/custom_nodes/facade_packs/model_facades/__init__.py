@@ -20,7 +20,8 @@ CALLS = {}  # patch kind -> number of calls (read by the tests)
 KINDS = ("attn1_patch", "attn2_patch", "attn1_replace", "attn2_replace", "attn1_output_patch", "attn2_output_patch",
          "input_block_patch", "input_block_patch_after_skip", "middle_block_patch", "output_block_patch",
          "emb_patch", "sampler_cfg_function", "sampler_post_cfg_function", "sampler_pre_cfg_function",
-         "model_function_wrapper", "apply_model_wrapper", "diffusion_model_wrapper", "attn2_patch_to")
+         "model_function_wrapper", "apply_model_wrapper", "diffusion_model_wrapper", "attn2_patch_to",
+         "calc_cond_batch_wrapper")
 
 
 class _DevicePatch:
@@ -117,6 +118,11 @@ def _diffusion_model_wrapper(executor, x, timesteps, context, y, control, transf
     return executor(x, timesteps, context, y, control, transformer_options, **kwargs)
 
 
+def _calc_cond_batch_wrapper(executor, model, conds, x_in, timestep, model_options):
+    _note("calc_cond_batch_wrapper")
+    return executor(model, conds, x_in, timestep, model_options)
+
+
 def patch_everything(model):
     """A clone with an identity patch of every kind (each counts its calls)."""
     m = model.clone()
@@ -138,6 +144,7 @@ def patch_everything(model):
     m.set_model_unet_function_wrapper(_wrapper)
     m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "tests", _apply_model_wrapper)
     m.add_wrapper(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, _diffusion_model_wrapper)
+    m.add_wrapper(comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, _calc_cond_batch_wrapper)
     return m
 
 
