@@ -96,3 +96,20 @@ def test_mmdit_honours_dit_block_replacements() -> None:
 def test_weight_patch_values_pass_through() -> None:
     patch = WeightPatch(lambda w: torch.ones_like(w), 1.0)
     assert delta_of(patch) is patch.compute_delta
+
+
+def test_clip_unprojected_pooled_is_before_the_text_projection(tmp_path) -> None:
+    from diffusion.assemble import Precision, clip_socket, load_checkpoint_modules
+    from tests.fixtures.tiny_sdxl import tiny_sdxl_state_dict, write
+
+    path = write(tiny_sdxl_state_dict(), tmp_path / "xl.safetensors")
+    f32 = torch.float32
+    clip = clip_socket(load_checkpoint_modules(path, Precision(unet=f32, vae=f32, text_encoder=f32))["clip"])
+    tokens = clip.tokenize("a red fox")
+    cond, projected = clip.encode_from_tokens(tokens, return_pooled=True)
+    cond_u, unprojected = clip.encode_from_tokens(tokens, return_pooled="unprojected")
+    scheduled = clip.encode_from_tokens_scheduled(tokens, unprojected=True, add_dict={"extra": 1})
+    projection = clip.model.towers()["g"].model.text_projection.float()
+    assert torch.equal(cond, cond_u) and not torch.allclose(projected, unprojected)
+    assert torch.allclose(unprojected @ projection, projected, atol=1e-5)
+    assert torch.equal(scheduled[0][1]["pooled_output"], unprojected) and scheduled[0][1]["extra"] == 1
