@@ -230,6 +230,31 @@ def loaded_models(only_currently_used: bool = False) -> list[dict[str, Any]]:
     return list(_models().loaded_models())
 
 
+# ComfyUI's name for the exception a device out of memory raises (packs catch it to retry in tiles).
+OOM_EXCEPTION = torch.cuda.OutOfMemoryError
+XFORMERS_IS_AVAILABLE = False
+
+
+def is_device_cpu(device: Any) -> bool:
+    return torch.device(device).type == "cpu"
+
+
+def is_device_cuda(device: Any) -> bool:
+    return torch.device(device).type == "cuda"
+
+
+def get_torch_device_name(device: Any) -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"{device} {torch.cuda.get_device_name(device)}"
+    return str(device.type)
+
+
+def unet_inital_load_device(parameters: int, dtype: torch.dtype) -> torch.device:
+    """Where loaders put new weights: the offload device (the manager moves them when they are used)."""
+    return unet_offload_device()
+
+
 def __getattr__(name: str) -> Any:
     if name == "vram_state":
         return _STATES.get(_models().state, VRAMState.NORMAL_VRAM)
