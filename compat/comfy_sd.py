@@ -22,7 +22,7 @@ from diffusion.assemble import (clip_socket, load_checkpoint_modules, load_dual_
                                 model_socket, vae_socket)
 from diffusion.families import vae_config_from_state_dict
 from diffusion.lora import apply_lora
-from diffusion.patch_data import _Source
+from diffusion.patch_data import PatchSource
 from diffusion.text_encoders import CLIP as _LoomCLIP
 from diffusion.vae import VAE as _LoomVAE
 from diffusion.vae import build_vae
@@ -172,7 +172,7 @@ def load_lora_for_models(model: Any, clip: Any, lora: dict[str, torch.Tensor], s
     """(model clone, clip clone) with the LoRA state dict `lora` added at the strengths; either input may be
     None (then None comes back for it), as in ComfyUI."""
     clip_handle = getattr(clip, "handle", None) if clip is not None else None
-    result = apply_lora(lora, model, clip_handle, strength_model, strength_clip, _Source(lora))
+    result = apply_lora(lora, model, clip_handle, strength_model, strength_clip, PatchSource(lora))
     new_clip = None
     if clip is not None:
         new_clip = clip.clone()

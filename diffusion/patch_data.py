@@ -122,7 +122,7 @@ class _Mapped:
         return self.function(self.inner(weight))
 
 
-class _Source:
+class PatchSource:
     """Identity of one add_patches call: compares by object, and keeps the patch data alive so ids never recur."""
 
     __slots__ = ("data",)
@@ -143,7 +143,7 @@ def to_weight_patch(key: Any, value: Any, strength: float, strength_model: float
         delta = _Mapped(delta, function)
     if offset is not None:
         delta = SliceDelta(delta, offset)
-    ident = (source if source is not None else _Source(value), repr(key))
+    ident = (source if source is not None else PatchSource(value), repr(key))
     return name, WeightPatch(delta, float(strength), float(strength_model), key_hint=name, ident=ident)
 
 

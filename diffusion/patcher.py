@@ -18,7 +18,7 @@ from typing import Any, Hashable, Iterable, Literal
 
 from torch import Tensor, nn
 
-from diffusion.patch_data import _Source, to_weight_patch
+from diffusion.patch_data import PatchSource, to_weight_patch
 from diffusion.patcher_api import ModelPatcherAPI
 from diffusion.weight_patch import WeightPatch, apply_patches
 
@@ -123,7 +123,7 @@ class ModelHandle(ModelPatcherAPI):
             if isinstance(value, WeightPatch) and isinstance(key, str):
                 name, patch = key, value
             else:
-                source = source or _Source(patches)
+                source = source or PatchSource(patches)
                 name, patch = to_weight_patch(key, value, strength_patch, strength_model, source)
             if name in known:
                 self.patches.setdefault(name, []).append(patch)
