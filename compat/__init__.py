@@ -37,8 +37,10 @@ runtime (its folders, model manager, interrupt flag and config), before packs ar
 
 During a node call the modules read the running node's context (`nodes.context.current_or_none`)
 first, so they follow the executor that runs the node. Nothing global is kept beyond those
-`sys.modules` entries and `PromptServer.instance`, which ComfyUI's API defines as a class
-attribute. What is not covered is listed in docs/custom-nodes.md.
+`sys.modules` entries, `PromptServer.instance`, which ComfyUI's API defines as a class
+attribute, and the two hooks of `diffusion.patcher_api` (`DEVICE_RESOLVER`, `PLACER`) through which
+MODEL/CLIP/VAE values called directly by pack code reach the running node's model manager (the
+last runtime built installs them). What is not covered is listed in docs/custom-nodes.md.
 """
 from __future__ import annotations
 
