@@ -1,5 +1,6 @@
 """ComfyUI's `comfy.controlnet` for custom node packs: `load_controlnet(path, model=None)`,
-`load_controlnet_state_dict`, `load_t2i_adapter`, and the control classes (`ControlBase`, `ControlNet`, `T2IAdapter`) as Loom's (`diffusion/controlnet.py`).
+`load_controlnet_state_dict`, `load_t2i_adapter`, and the control classes (`ControlBase`, `ControlNet`,
+`T2IAdapter`) as Loom's (`diffusion/controlnet.py`).
 
 The control object is the CONTROL_NET socket value Loom's ControlNetApply nodes take: `copy()`,
 `set_cond_hint(hint, strength, timestep_percent_range)`, `set_previous_controlnet(...)`; sampling places its
