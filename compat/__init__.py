@@ -20,21 +20,38 @@ runtime (its folders, model manager, interrupt flag and config), before packs ar
 | `latent_preview` (prepare_callback, get_previewer) | `compat/latent_preview.py` |
 | `server.PromptServer` | `compat/prompt_server.py`, re-exported lazily by Loom's own `server` package |
 | `nodes` (ComfyUI's module API: core classes by name, NODE_CLASS_MAPPINGS, common_ksampler, ...) | `compat/nodes_module.py`, as attributes of Loom's own `nodes` package |
+| `comfy.model_patcher` (ModelPatcher: Loom's MODEL handle itself, `diffusion/patcher_api.py`) | `compat/model_patcher.py` |
+| `comfy.patcher_extension` (WrappersMP, CallbacksMP, WrapperExecutor, add_wrapper_with_key, ...) | `compat/patcher_extension.py` |
+| `comfy.sd` (CLIP, VAE, load_checkpoint_guess_config, load_lora_for_models, load_clip, load_diffusion_model) | `compat/comfy_sd.py` |
+| `comfy.lora` (load_lora, model_lora_keys_unet/clip, calculate_weight) | `compat/comfy_lora.py` |
+| `comfy.ops` (disable_weight_init, manual_cast, cast_bias_weight) | `compat/comfy_ops.py` |
+| `comfy.latent_formats` (LatentFormat, SD15, SDXL, SDXL_Playground_2_5, SD3) | `compat/latent_formats.py` |
+| `comfy.model_base` (ModelType, BaseModel, SD15, SD21, SDXL, SDXLRefiner, SD3 as isinstance checks) | `compat/model_base.py` |
+| `comfy.ldm.modules.attention` (optimized_attention, CrossAttention, ...) | `compat/ldm_attention.py` |
+| `comfy.ldm.modules.diffusionmodules.openaimodel` (UNetModel, timestep_embedding, ...) | `compat/ldm_openaimodel.py` |
+| `comfy.sdxl_clip` (SDXLClipModel, SDXLRefinerClipModel, SDXLClipG, tokenizers as isinstance checks) | `compat/sdxl_clip.py` |
+| `comfy.clip_vision` (load, load_clipvision_from_sd, clip_preprocess, ClipVisionModel, Output) | `compat/clip_vision.py` |
+| `comfy.controlnet` (load_controlnet, load_controlnet_state_dict, load_t2i_adapter, ControlBase, ...) | `compat/controlnet.py` |
+| `comfy.cldm`, `comfy.cldm.cldm` (ControlNet: the network class) | `compat/cldm.py` |
+| `comfy.model_detection` (unet_prefix_from_state_dict, detect_unet_config, model_config_from_unet) | `compat/model_detection.py` |
 
 During a node call the modules read the running node's context (`nodes.context.current_or_none`)
 first, so they follow the executor that runs the node. Nothing global is kept beyond those
-`sys.modules` entries and `PromptServer.instance`, which ComfyUI's API defines as a class
-attribute. What is not covered is listed in docs/custom-nodes.md.
+`sys.modules` entries, `PromptServer.instance`, which ComfyUI's API defines as a class
+attribute, and the two hooks of `diffusion.patcher_api` (`DEVICE_RESOLVER`, `PLACER`) through which
+MODEL/CLIP/VAE values called directly by pack code reach the running node's model manager (the
+last runtime built installs them). What is not covered is listed in docs/custom-nodes.md.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import sys
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from compat.prompt_server import PromptServer
 from nodes.context import FoldersLike, InterruptFlag, ModelManagerLike, current_or_none
@@ -60,6 +77,24 @@ SOURCE_MODULES: dict[str, str | None] = {
     "comfy.k_diffusion": None,
     "comfy.k_diffusion.sampling": "k_diffusion_sampling.py",
     "latent_preview": "latent_preview.py",
+    "comfy.patcher_extension": "patcher_extension.py",
+    "comfy.model_patcher": "model_patcher.py",
+    "comfy.sd": "comfy_sd.py",
+    "comfy.lora": "comfy_lora.py",
+    "comfy.ops": "comfy_ops.py",
+    "comfy.latent_formats": "latent_formats.py",
+    "comfy.model_base": "model_base.py",
+    "comfy.ldm": None,
+    "comfy.ldm.modules": None,
+    "comfy.ldm.modules.attention": "ldm_attention.py",
+    "comfy.ldm.modules.diffusionmodules": None,
+    "comfy.ldm.modules.diffusionmodules.openaimodel": "ldm_openaimodel.py",
+    "comfy.sdxl_clip": "sdxl_clip.py",
+    "comfy.clip_vision": "clip_vision.py",
+    "comfy.controlnet": "controlnet.py",
+    "comfy.cldm": None,
+    "comfy.cldm.cldm": "cldm.py",
+    "comfy.model_detection": "model_detection.py",
 }
 # ComfyUI module name -> the module (already installed above, or one of Loom's own) it is.
 ALIASES: dict[str, str] = {
@@ -144,6 +179,32 @@ def _link_parent(name: str, module: types.ModuleType) -> None:
         setattr(sys.modules[parent], child, module)
 
 
+def _install_placement(binding: CompatBinding) -> None:
+    """Let MODEL/CLIP/VAE values called directly by pack code reach the running node's model manager: their
+    `load_device`/`offload_device` and the placement of CLIP/VAE weights (`diffusion.patcher_api`)."""
+    from diffusion import patcher_api
+
+    def devices(_handle: Any) -> tuple[Any, Any]:
+        models = binding.current_models()
+        if models is None:
+            here = _handle.current_loaded_device()
+            return here, here
+        return models.compute_device, models.offload_device
+
+    @contextlib.contextmanager
+    def place(objects: Any, working_memory: int) -> Iterator[None]:
+        models = binding.current_models()
+        handles = [o for o in objects if getattr(o, "handle", o) is not None]
+        if models is None or not handles:
+            yield
+            return
+        with models.use(handles, working_memory=working_memory):
+            yield
+
+    patcher_api.DEVICE_RESOLVER[:] = [devices]
+    patcher_api.PLACER[:] = [place]
+
+
 def install_compat(runtime: Runtime) -> CompatBinding:
     """Install the compatibility modules for `runtime` (its folders, models, interrupt flag,
     config and registry) into `sys.modules` and make a fresh `PromptServer.instance`; returns the binding."""
@@ -165,6 +226,7 @@ def install_compat(runtime: Runtime) -> CompatBinding:
     for name, module in _comfy_api_modules().items():
         sys.modules[name] = module
         _link_parent(name, module)
+    _install_placement(binding)
     from compat.nodes_module import install_nodes_api
 
     install_nodes_api(runtime.registry, binding)

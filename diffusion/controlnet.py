@@ -214,10 +214,16 @@ class ControlBase:
         return type(self)(self.handle)
 
     def set_cond_hint(self, hint: torch.Tensor, strength: float = 1.0,
-                      percent_range: tuple[float, float] = (0.0, 1.0), vae: Any = None) -> "ControlBase":
-        """Set the hint (B×C×H×W, 0..1), strength and start/end percent. SD1/SD2 ControlNets take the hint in
-        pixels, so `vae` is kept only for reference (ComfyUI ignores it for models without a latent format)."""
-        self.hint_original, self.strength, self.percent_range, self.vae = hint, strength, percent_range, vae
+                      timestep_percent_range: tuple[float, float] = (0.0, 1.0), vae: Any = None,
+                      extra_concat: list | None = None) -> "ControlBase":
+        """Set the hint (B×C×H×W, 0..1), strength and start/end percent (ComfyUI's signature). SD1/SD2 ControlNets
+        take the hint in pixels, so `vae` is kept only for reference (ComfyUI ignores it for models without a
+        latent format); `extra_concat` (inputs of ControlNet kinds Loom does not have) must be empty."""
+        if extra_concat:
+            raise ValueError("set_cond_hint: extra_concat is for ControlNet kinds Loom does not have (union/inpaint "
+                             "ControlNets of other families)")
+        self.hint_original, self.strength, self.vae = hint, strength, vae
+        self.percent_range = tuple(timestep_percent_range)
         self._hint = None
         return self
 
@@ -456,9 +462,10 @@ class T2IAdapter(ControlBase):
         self._features_batch = 0
 
     def set_cond_hint(self, hint: torch.Tensor, strength: float = 1.0,
-                      percent_range: tuple[float, float] = (0.0, 1.0), vae: Any = None) -> "ControlBase":
+                      timestep_percent_range: tuple[float, float] = (0.0, 1.0), vae: Any = None,
+                      extra_concat: list | None = None) -> "ControlBase":
         self._features = None
-        return super().set_cond_hint(hint, strength, percent_range, vae)
+        return super().set_cond_hint(hint, strength, timestep_percent_range, vae, extra_concat)
 
     def pre_run(self, model: Any, percent_to_sigma: Callable[[float], float]) -> None:
         self._features = None

@@ -57,6 +57,20 @@ class DiffusionModel(nn.Module):
         return int((b * cond_batch * h * w * size * 20_000 + 256 * 1024 ** 2) * self.memory_usage_factor)
 
     @property
+    def model_type(self) -> str:
+        """The parameterisation the model was built with ("eps", "v_prediction", "flow", "edm", ...; object
+        patches of `model_sampling` on a handle do not change it, as in ComfyUI). ComfyUI packs compare it with
+        `comfy.model_base.ModelType`, whose members equal these names."""
+        prediction = getattr(self.model_sampling, "prediction", "eps")
+        return "eps" if prediction in ("x0", "lcm") else str(prediction)
+
+    def get_dtype(self) -> torch.dtype:
+        """The dtype the network's weights are stored in (ComfyUI's BaseModel.get_dtype)."""
+        for p in self.diffusion_model.parameters():
+            return p.dtype
+        return torch.float32
+
+    @property
     def in_channels(self) -> int:
         config = getattr(self.diffusion_model, "config", None)
         return int(getattr(config, "in_channels", 4))
@@ -76,7 +90,19 @@ class DiffusionModel(nn.Module):
                     c_concat: torch.Tensor | None = None, control: dict | None = None,
                     transformer_options: dict | None = None, y: torch.Tensor | None = None,
                     **_: Any) -> torch.Tensor:
-        """Denoised prediction for x (B×C×H×W, sampler space) at per-sample sigma (B,)."""
+        """Denoised prediction for x (B×C×H×W, sampler space) at per-sample sigma (B,); through the "apply_model"
+        wrappers of `transformer_options` when a pack registered some (`diffusion/wrappers.py`)."""
+        if transformer_options and transformer_options.get("wrappers"):
+            from diffusion.wrappers import run_wrapped
+
+            return run_wrapped("apply_model", self._apply_model, self, transformer_options, x, sigma, c_concat,
+                               c_crossattn, control, transformer_options, y=y)
+        return self._apply_model(x, sigma, c_concat, c_crossattn, control, transformer_options, y=y)
+
+    def _apply_model(self, x: torch.Tensor, sigma: torch.Tensor, c_concat: torch.Tensor | None = None,
+                     c_crossattn: torch.Tensor | None = None, control: dict | None = None,
+                     transformer_options: dict | None = None, y: torch.Tensor | None = None,
+                     **_: Any) -> torch.Tensor:
         xc = self.model_sampling.calculate_input(sigma, x)
         if c_concat is not None:
             xc = torch.cat([xc, c_concat.to(xc)], dim=1)

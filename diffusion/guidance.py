@@ -39,6 +39,19 @@ def cfg_function(model: Any, cond_pred: torch.Tensor, uncond_pred: torch.Tensor 
     return result
 
 
+def _calc_cond_batch(apply_model: Callable, conds: list, x: torch.Tensor, sigma: torch.Tensor,
+                     model_options: dict) -> list[torch.Tensor]:
+    """`calc_cond_batch`, through a ComfyUI pack's "calc_cond_batch" wrappers when there are any
+    (`diffusion/wrappers.py`; the first argument is the model call)."""
+    transformer_options = model_options.get("transformer_options", {})
+    if not transformer_options.get("wrappers"):
+        return calc_cond_batch(apply_model, conds, x, sigma, model_options)
+    from diffusion.wrappers import run_wrapped
+
+    return run_wrapped("calc_cond_batch", calc_cond_batch, None, transformer_options, apply_model, conds, x, sigma,
+                       model_options)
+
+
 def sampling_function(apply_model: Callable, x: torch.Tensor, sigma: torch.Tensor, uncond: list[dict] | None,
                       cond: list[dict] | None, cond_scale: float, model_options: dict | None = None,
                       model: Any = None) -> torch.Tensor:
@@ -52,7 +65,7 @@ def sampling_function(apply_model: Callable, x: torch.Tensor, sigma: torch.Tenso
         args = {"conds": conds, "input": x, "sigma": sigma, "model": model, "model_options": model_options}
         out = model_options["sampler_calc_cond_batch_function"](args)
     else:
-        out = calc_cond_batch(apply_model, conds, x, sigma, model_options)
+        out = _calc_cond_batch(apply_model, conds, x, sigma, model_options)
     for fn in model_options.get("sampler_pre_cfg_function", []):
         out = fn({"conds": conds, "conds_out": out, "cond_scale": cond_scale, "timestep": sigma, "input": x,
                   "sigma": sigma, "model": model, "model_options": model_options})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -102,7 +103,10 @@ class MMDiT(nn.Module):
     σ·1000, context B×T×4096 and y the B×2048 pooled text; returns the velocity, shaped like x.
 
     `transformer_options["skip_layers"]` (joint-block indices) skips those blocks (SkipLayerGuidanceSD3);
-    `transformer_options["attention_mode"]` chooses the attention kernel."""
+    `transformer_options["attention_mode"]` chooses the attention kernel; `transformer_options["patches_replace"]
+    ["dit"][("double_block", i)]` replaces joint block i as in ComfyUI: it is called with `{"img", "txt", "vec",
+    "transformer_options"}` and `{"original_block": fn(args) -> {"img", "txt"}}` and returns `{"img", "txt"}`;
+    "diffusion_model" wrappers (`diffusion/wrappers.py`) run around the whole call."""
 
     def __init__(self, config: MMDiTConfig):
         super().__init__()
@@ -135,6 +139,15 @@ class MMDiT(nn.Module):
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None = None,
                 y: torch.Tensor | None = None, control: dict | None = None,
                 transformer_options: dict | None = None, **_: object) -> torch.Tensor:
+        if transformer_options and transformer_options.get("wrappers"):
+            from diffusion.wrappers import run_wrapped
+
+            return run_wrapped("diffusion_model", self._forward, self, transformer_options, x, timesteps, context, y,
+                               control, transformer_options)
+        return self._forward(x, timesteps, context, y, control, transformer_options)
+
+    def _forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor | None,
+                 y: torch.Tensor | None, control: dict | None, transformer_options: dict | None) -> torch.Tensor:
         options = transformer_options or {}
         p = self.config.patch_size
         b, _, height, width = x.shape
@@ -150,10 +163,14 @@ class MMDiT(nn.Module):
         ctx = self.context_embedder(context.to(dtype)) if context is not None else tokens[:, :0]
         skip = set(options.get("skip_layers", ()))
         mode = options.get("attention_mode", "sdpa")
+        replace = options.get("patches_replace", {}).get("dit", {})
         for i, block in enumerate(self.joint_blocks):
             if i in skip:
                 continue
-            new_ctx, tokens = block(ctx, tokens, c, mode)
+            if ("double_block", i) in replace:
+                new_ctx, tokens = _replaced_block(replace[("double_block", i)], block, ctx, tokens, c, mode, options)
+            else:
+                new_ctx, tokens = block(ctx, tokens, c, mode)
             ctx = new_ctx if new_ctx is not None else ctx
         out = self.final_layer(tokens, c)
         return self._unpatchify(out, h, w)[:, :, :height, :width]
@@ -162,3 +179,14 @@ class MMDiT(nn.Module):
         p, ch = self.config.patch_size, self.config.out_channels
         x = x.reshape(x.shape[0], h, w, p, p, ch)
         return torch.einsum("nhwpqc->nchpwq", x).reshape(x.shape[0], ch, h * p, w * p)
+
+
+def _replaced_block(patch: Any, block: nn.Module, ctx: torch.Tensor, tokens: torch.Tensor, c: torch.Tensor,
+                    mode: str, options: dict) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Run a ComfyUI "dit" block replacement in place of a joint block (the replacement may call the original)."""
+    def original(args: dict) -> dict:
+        txt, img = block(args["txt"], args["img"], args["vec"], mode)
+        return {"txt": txt, "img": img}
+
+    out = patch({"img": tokens, "txt": ctx, "vec": c, "transformer_options": options}, {"original_block": original})
+    return out.get("txt"), out["img"]

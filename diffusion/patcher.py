@@ -8,50 +8,24 @@ ComfyUI's `ModelPatcher` (model_patcher.py, `clone`/`add_patches`), written from
 
 Cached node outputs are immutable, so every edit goes through `clone()`: the clone shares the (big) module and
 copies the (small) patch lists and options, so nothing a clone does leaks into the handle it came from.
+
+The handle is also ComfyUI's `ModelPatcher` as packs use it: its ComfyUI-named methods come from
+`diffusion/patcher_api.py` (a base class), so one object type flows along MODEL sockets.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Iterable, Literal
+from typing import Any, Hashable, Iterable, Literal
 
-import torch
 from torch import Tensor, nn
+
+from diffusion.patch_data import PatchSource, to_weight_patch
+from diffusion.patcher_api import ModelPatcherAPI
+from diffusion.weight_patch import WeightPatch, apply_patches
+
+__all__ = ["ModelHandle", "WeightPatch", "apply_patches", "freeze", "KINDS"]
 
 Kind = Literal["unet", "vae", "text_encoder", "other"]
 KINDS: tuple[str, ...] = ("unet", "vae", "text_encoder", "other")
-
-
-@dataclass(frozen=True)
-class WeightPatch:
-    """One additive change to one weight: `patched = base·strength_model + strength·compute_delta(base)`.
-
-    `compute_delta` receives the current weight in float32 (on whatever device it lives) and returns the delta (any
-    device, any float dtype: it is moved and cast). `ident` names the patch's source for cache identity (e.g. the
-    LoRA file path, its mtime and the key); without it the function object itself is the identity.
-    """
-
-    compute_delta: Callable[[Tensor], Tensor]
-    strength: float
-    strength_model: float = 1.0
-    key_hint: str = ""
-    ident: Hashable | None = None
-
-    def apply(self, weight: Tensor) -> Tensor:
-        """The patched weight in float32; `weight` must already be float32."""
-        delta = self.compute_delta(weight)
-        delta = delta.to(device=weight.device, dtype=torch.float32)
-        if delta.shape != weight.shape:
-            if delta.numel() != weight.numel():
-                raise ValueError(f"patch {self.key_hint or '?'}: delta shape {tuple(delta.shape)} does not fit "
-                                 f"weight shape {tuple(weight.shape)}")
-            delta = delta.reshape(weight.shape)
-        out = weight * self.strength_model if self.strength_model != 1.0 else weight
-        return out + delta * self.strength
-
-    def identity(self) -> Hashable:
-        """What distinguishes this patch from another for caching (hashable)."""
-        source = self.ident if self.ident is not None else self.compute_delta
-        return (source, float(self.strength), float(self.strength_model))
 
 
 def freeze(value: Any) -> Hashable:
@@ -80,7 +54,7 @@ def _copy_containers(value: Any) -> Any:
     return value
 
 
-class ModelHandle:
+class ModelHandle(ModelPatcherAPI):
     """A MODEL/CLIP/VAE weights handle: a shared base `nn.Module` plus patches and ComfyUI-like model options.
 
     - `model`: the base module, shared by all clones; its parameters are changed only by the model manager while
@@ -102,6 +76,7 @@ class ModelHandle:
         self.object_patches: dict[str, Any] = {}
         self.options: dict[str, Any] = {"transformer_options": {}}
         self._keys: frozenset[str] | None = None
+        self.parent: ModelHandle | None = None
 
     def __repr__(self) -> str:
         return (f"ModelHandle({self.name!r}, kind={self.kind!r}, patched_keys={len(self.patches)}, "
@@ -109,8 +84,9 @@ class ModelHandle:
 
     # --- copies -------------------------------------------------------------------------------------------------
     def clone(self) -> "ModelHandle":
-        """A handle on the same module with its own copies of the patch lists, object patches and options."""
-        other = ModelHandle.__new__(ModelHandle)
+        """A handle on the same module with its own copies of the patch lists, object patches, options and
+        ComfyUI registries (wrappers, callbacks, attachments); a subclass's clone is of the same class."""
+        other = type(self).__new__(type(self))
         other.model = self.model
         other.name = self.name
         other.kind = self.kind
@@ -118,6 +94,9 @@ class ModelHandle:
         other.object_patches = dict(self.object_patches)
         other.options = _copy_containers(self.options)
         other._keys = self._keys
+        self.copy_registries_to(other)
+        for callback in self.get_all_callbacks("on_clone"):
+            callback(self, other)
         return other
 
     def is_clone_of(self, other: "ModelHandle") -> bool:
@@ -131,14 +110,23 @@ class ModelHandle:
             self._keys = frozenset(self.model.state_dict(keep_vars=True).keys())
         return self._keys
 
-    def add_patches(self, patches: dict[str, WeightPatch]) -> list[str]:
+    def add_patches(self, patches: dict[Any, Any], strength_patch: float = 1.0,
+                    strength_model: float = 1.0) -> list[Any]:
         """Append patches in place (call on a clone); returns the keys applied. Unknown keys are skipped and can
-        be listed with `unknown_keys(patches)`."""
+        be listed with `unknown_keys(patches)`. Values are `WeightPatch`es, or ComfyUI's patch data (a LoRA tuple,
+        a difference, a `get_key_patches` list; `diffusion/patch_data.py`) applied at `strength_patch` with the
+        base scaled by `strength_model`, as ComfyUI's `ModelPatcher.add_patches`."""
         known = self.state_keys()
         applied = []
-        for key, patch in patches.items():
-            if key in known:
-                self.patches.setdefault(key, []).append(patch)
+        source = None
+        for key, value in patches.items():
+            if isinstance(value, WeightPatch) and isinstance(key, str):
+                name, patch = key, value
+            else:
+                source = source or PatchSource(patches)
+                name, patch = to_weight_patch(key, value, strength_patch, strength_model, source)
+            if name in known:
+                self.patches.setdefault(name, []).append(patch)
                 applied.append(key)
         return applied
 
@@ -159,15 +147,6 @@ class ModelHandle:
     def set_transformer_option(self, name: str, value: Any) -> None:
         """Set an entry of `options["transformer_options"]`."""
         self.options.setdefault("transformer_options", {})[name] = value
-
-    def add_wrapper(self, name: str, fn: Callable[..., Any]) -> None:
-        """Append `fn` to the list option `name` (e.g. `sampler_post_cfg_function`); a single-function option such
-        as `model_function_wrapper` is simply set."""
-        if name == "model_function_wrapper":
-            self.options[name] = fn
-            return
-        current = self.options.get(name)
-        self.options[name] = (list(current) if isinstance(current, list) else []) + [fn]
 
     # --- identity and size --------------------------------------------------------------------------------------
     def weights_key(self) -> Hashable:
@@ -190,14 +169,3 @@ class ModelHandle:
         while the module holds its base weights (not inside the manager's `use` of a patched clone)."""
         base = self.model.state_dict(keep_vars=True)[key].detach()
         return apply_patches(base, self.patches.get(key, []))
-
-
-def apply_patches(weight: Tensor, patches: list[WeightPatch]) -> Tensor:
-    """`weight` with `patches` applied in order, computed in float32 and cast back to the weight's dtype."""
-    if not patches:
-        return weight.clone()
-    out = weight.to(torch.float32, copy=True)
-    for patch in patches:
-        out = patch.apply(out)
-    return out.to(weight.dtype)
-

@@ -166,8 +166,10 @@ class TextEncoder(nn.Module):
         layer_idx: int | None = None,
         extra_embeddings: torch.Tensor | None = None,
         norm_hidden: bool = True,
+        project_pooled: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encode B×T token ids; returns (hidden B×T×C, pooled B×C), both fp32.
+        """Encode B×T token ids; returns (hidden B×T×C, pooled B×C), both fp32 (the pooled output without the
+        text projection when `project_pooled` is False: ComfyUI's "unprojected").
 
         `layer_idx`: None for the family default, -1 the last layer, -2 the penultimate, ... (CLIPSetLastLayer).
         `extra_embeddings`: E×C textual-inversion rows addressed by token ids vocab_size .. vocab_size+E-1.
@@ -194,7 +196,7 @@ class TextEncoder(nn.Module):
         # textual-inversion ids above the vocabulary.
         eos = (tokens == EOS_TOKEN).int().argmax(dim=-1)
         pooled = x[torch.arange(x.shape[0], device=device), eos]
-        if self.model.text_projection is not None:
+        if self.model.text_projection is not None and project_pooled:
             pooled = pooled @ self.model.text_projection.float()
         return hidden, pooled
 
@@ -389,7 +391,7 @@ def tower_tokenizer(config: TextEncoderConfig, embedding_directories: list[str] 
 
 @torch.no_grad()
 def encode_weighted(encoder: TextEncoder, chunks: list[Chunk], empty: Chunk, layer_idx: int | None,
-                    norm_hidden: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                    norm_hidden: bool = True, project_pooled: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(cond 1×(77·k)×C, pooled 1×C) on the CPU in fp32, weighting as ComfyUI's `encode_token_weights`.
 
     A token of weight w ≠ 1 becomes z_empty + (z − z_empty)·w, z_empty being the empty prompt's (`empty`) hidden
@@ -401,7 +403,7 @@ def encode_weighted(encoder: TextEncoder, chunks: list[Chunk], empty: Chunk, lay
     if weighted or not batch:
         batch.append(empty)
     ids, weights, extra = chunk_ids(batch, encoder.config.vocab_size)
-    hidden, pooled = encoder(ids, layer_idx, extra, norm_hidden=norm_hidden)
+    hidden, pooled = encoder(ids, layer_idx, extra, norm_hidden=norm_hidden, project_pooled=project_pooled)
     hidden, pooled = hidden.cpu(), pooled.cpu()
     if not chunks:
         return hidden[-1:], pooled[0:1]
@@ -467,6 +469,30 @@ class CLIP:
         twin.scheduled_clip_hooks = getattr(self, "scheduled_clip_hooks", None)
         return twin
 
+    def add_patches(self, patches: dict, strength_patch: float = 1.0, strength_model: float = 1.0) -> list:
+        """ComfyUI: add weight patches (ComfyUI patch data or WeightPatches) to the text tower's handle; call on a
+        clone. Returns the keys applied."""
+        if self.handle is None:
+            raise RuntimeError("this CLIP has no model handle to record weight patches on")
+        return self.handle.add_patches(patches, strength_patch, strength_model)  # type: ignore[attr-defined]
+
+    def get_key_patches(self) -> dict:
+        if self.handle is None:
+            raise RuntimeError("this CLIP has no model handle")
+        return self.handle.get_key_patches()  # type: ignore[attr-defined]
+
+    def get_sd(self) -> dict[str, torch.Tensor]:
+        """The text model's (unpatched) state dict."""
+        return self.model.state_dict()
+
+    def load_model(self) -> object | None:
+        """ComfyUI: place the text tower now; here the model manager places it for the next encode."""
+        from diffusion.patcher_api import placed
+
+        with placed([self]):
+            pass
+        return self.handle
+
     def clip_layer(self, layer_idx: int) -> None:
         """Stop at layer `layer_idx` (-1 last, -2 penultimate, ...) on every tower, as CLIPSetLastLayer does (on a
         clone)."""
@@ -489,16 +515,17 @@ class CLIP:
         raise ValueError(f"the tokens have no {key!r} entry for this {self.family} text encoder "
                          f"(they have {sorted(tokens)}); tokenize with the same CLIP")
 
-    def encode_tokens(self, tokens: TokenBatches | list[Chunk]) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_tokens(self, tokens: TokenBatches | list[Chunk],
+                      project_pooled: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """(cond, pooled) of tokenized text: each tower encodes its chunks, a multi-tower model combines them."""
         towers = towers_of(self.model)
         if isinstance(self.model, TextEncoder):
             key, tower = next(iter(towers.items()))
             return encode_weighted(tower, self._tokens_for(tokens, key), self.tokenizers[key].empty_chunk(),
-                                   self.layer_idx)
+                                   self.layer_idx, project_pooled=project_pooled)
         layer_idx = self.model.default_layer_idx if self.layer_idx is None else self.layer_idx
         outputs = {key: encode_weighted(tower, self._tokens_for(tokens, key), self.tokenizers[key].empty_chunk(),
-                                        layer_idx, norm_hidden=self.model.norm_hidden)
+                                        layer_idx, norm_hidden=self.model.norm_hidden, project_pooled=project_pooled)
                    for key, tower in towers.items()}
         return self.model.combine(outputs)
 
@@ -509,16 +536,25 @@ class CLIP:
     def encode_from_tokens(
         self, tokens: TokenBatches | list[Chunk], return_pooled: bool = False, return_dict: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor] | dict[str, torch.Tensor]:
-        """Encode `tokenize`'s output: cond, or (cond, pooled) with `return_pooled`, or a dict with `return_dict`."""
-        cond, pooled = self.encode_tokens(tokens)
+        """Encode `tokenize`'s output: cond, or (cond, pooled) with `return_pooled`, or a dict with `return_dict`.
+        Called from a ComfyUI pack, the text tower is placed by the model manager first (`patcher_api.placed`).
+        `return_pooled="unprojected"` (ComfyUI) gives the pooled output before the towers' text projection."""
+        from diffusion.patcher_api import placed
+
+        with placed([self]):
+            cond, pooled = self.encode_tokens(tokens, project_pooled=return_pooled != "unprojected")
         if return_dict:
             return {"cond": cond, "pooled_output": pooled}
         return (cond, pooled) if return_pooled else cond
 
-    def encode_from_tokens_scheduled(self, tokens: TokenBatches | list[Chunk]) -> list[list]:
-        """A CONDITIONING value: [[cond, {"pooled_output": pooled}]]."""
-        cond, pooled = self.encode_tokens(tokens)
-        return [[cond, {"pooled_output": pooled}]]
+    def encode_from_tokens_scheduled(self, tokens: TokenBatches | list[Chunk], unprojected: bool = False,
+                                     add_dict: dict | None = None, show_pbar: bool = True) -> list[list]:
+        """A CONDITIONING value: [[cond, {"pooled_output": pooled, **add_dict}]] (ComfyUI's form without hooks)."""
+        from diffusion.patcher_api import placed
+
+        with placed([self]):
+            cond, pooled = self.encode_tokens(tokens, project_pooled=not unprojected)
+        return [[cond, {"pooled_output": pooled, **(add_dict or {})}]]
 
     def encode(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(cond 1×(77·k)×C, pooled 1×C) of a prompt."""

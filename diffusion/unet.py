@@ -218,16 +218,32 @@ class UNetModel(nn.Module):
         input block's output, the middle one to the middle block's output, an output one to the skip tensor an
         output block takes. `transformer_options` is copied and passed to every transformer (see `unet_blocks`);
         its "block" entry says ("input"|"middle"|"output", index) while a block runs, and its "patches" may hold
-        "input_block_patch" ``fn(h, options) -> h`` (before the skip is kept), "input_block_patch_after_skip"
-        (after it: Kohya deep shrink's default) and "output_block_patch" ``fn(h, skip, options) -> (h, skip)``
-        (the FreeU hook).
+        "emb_patch" ``fn(emb, model_channels, options) -> emb`` (on the timestep embedding, before the class
+        embedding is added), "input_block_patch" ``fn(h, options) -> h`` (before the skip is kept),
+        "input_block_patch_after_skip" (after it: Kohya deep shrink's default), "middle_block_patch"
+        ``fn(h, options) -> h`` (after the middle block and its control residual: the form ComfyUI packs such as
+        FreeU-extreme and Bleh set) and
+        "output_block_patch" ``fn(h, skip, options) -> (h, skip)`` (the FreeU hook). A pack's "diffusion_model"
+        wrappers (`diffusion/wrappers.py`) run around the whole call.
         """
+        if transformer_options and transformer_options.get("wrappers"):
+            from diffusion.wrappers import run_wrapped
+
+            return run_wrapped("diffusion_model", self._forward, self, transformer_options, x, timesteps, context, y,
+                               control, transformer_options)
+        return self._forward(x, timesteps, context, y, control, transformer_options)
+
+    def _forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, y: torch.Tensor | None,
+                 control: dict[str, list[torch.Tensor | None]] | None,
+                 transformer_options: dict[str, Any] | None) -> torch.Tensor:
         options = dict(transformer_options or {})
         options["original_shape"] = list(x.shape)  # the latent's shape, for patches that tile the tokens
         patches = options.get("patches", {})
         out_dtype, dtype = x.dtype, self.dtype
         timesteps = torch.as_tensor(timesteps, device=x.device).reshape(-1).expand(x.shape[0])
         emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))
+        for patch in patches.get("emb_patch", ()):
+            emb = patch(emb, self.config.model_channels, options)
         if self.config.adm_in_channels is not None:
             if y is None:
                 raise ValueError("this UNet is class-conditional (adm_in_channels) and needs y")
@@ -244,6 +260,8 @@ class UNetModel(nn.Module):
                 h = patch(h, options)
         options["block"] = ("middle", 0)
         h = _add_control(self.middle_block(h, emb, context, options), control, "middle", 0)
+        for patch in patches.get("middle_block_patch", ()):
+            h = patch(h, options)
         for i, block in enumerate(self.output_blocks):
             options["block"] = ("output", i)
             skip = _add_control(skips.pop(), control, "output", i)

@@ -14,7 +14,8 @@ Layer and attribute names follow CompVis' latent-diffusion `openaimodel.py` / `a
   block_index): fn(q, k, v, options) -> out}}`` replaces one self-attention's core (SAG records its
   attention map this way; Perturbed-Attention Guidance, `nodes/guidance_pag.py`, replaces attn1/attn2 so;
   the key may also be (kind, index) for every transformer of a block; ``"block_index"`` is the transformer's
-  index within its block); and ``"middle_patch"``: ``[fn(x, options) -> x]`` run on the residual
+  index within its block); ``"attn2_output_patch"``: ``[fn(out, options) -> out]`` on the cross-attention's
+  output before its residual add; and ``"middle_patch"``: ``[fn(x, options) -> x]`` run on the residual
   stream between self- and cross-attention (GLIGEN's fusers, `diffusion.gligen`).
 """
 from __future__ import annotations
@@ -183,7 +184,10 @@ class BasicTransformerBlock(nn.Module):
         for patch in options.get("patches", {}).get("middle_patch", ()):
             x = patch(x, options)
         n, ctx, val = _apply_patches("attn2_patch", self.norm2(x), context, context, options)
-        x = x + self.attn2(n, ctx, val, mode=mode, replace=_replacement("attn2", options), options=options)
+        attended = self.attn2(n, ctx, val, mode=mode, replace=_replacement("attn2", options), options=options)
+        for patch in options.get("patches", {}).get("attn2_output_patch", ()):
+            attended = patch(attended, options)
+        x = x + attended
         return x + self.ff(self.norm3(x))
 
 

@@ -280,8 +280,12 @@ class VAE:
         return out.float().cpu()
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        """LATENT samples (B×C×h×w, raw VAE space) → IMAGE (B×H×W×3 float32 on the CPU, clamp((x+1)/2, 0, 1))."""
-        return self._decode_raw(latent).movedim(1, -1).contiguous()
+        """LATENT samples (B×C×h×w, raw VAE space) → IMAGE (B×H×W×3 float32 on the CPU, clamp((x+1)/2, 0, 1)).
+        Called from a ComfyUI pack, the model manager places the VAE first (`patcher_api.placed`)."""
+        from diffusion.patcher_api import placed
+
+        with placed([self], self.memory_required_decode(tuple(latent.shape), self._placement()[0])):
+            return self._decode_raw(latent).movedim(1, -1).contiguous()
 
     def crop_pixels(self, image: torch.Tensor) -> torch.Tensor:
         """Centre-crop an IMAGE so height and width are multiples of the downscale ratio (as ComfyUI does)."""
@@ -297,25 +301,61 @@ class VAE:
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """IMAGE (B×H×W×C in 0..1; alpha dropped, cropped to multiples of 8) → latent mean, float32 on the CPU."""
-        return self._encode_raw(self._pixels(image))
+        from diffusion.patcher_api import placed
+
+        with placed([self], self.memory_required_encode(tuple(image.shape), self._placement()[0])):
+            return self._encode_raw(self._pixels(image))
 
     def decode_tiled(
         self, latent: torch.Tensor, tile_x: int = 64, tile_y: int = 64, overlap: int = 16
     ) -> torch.Tensor:
         """`decode` in overlapping tiles (sizes in latent pixels); see `diffusion.tiling.tiled_average`."""
+        from diffusion.patcher_api import placed
+
         r = self.downscale_ratio
-        out = tiled_average(latent, self._decode_raw, (tile_y, tile_x), overlap, scale=r, out_channels=3)
+        with placed([self]):
+            out = tiled_average(latent, self._decode_raw, (tile_y, tile_x), overlap, scale=r, out_channels=3)
         return out.clamp(0.0, 1.0).movedim(1, -1).contiguous()
 
     def encode_tiled(
         self, image: torch.Tensor, tile_x: int = 512, tile_y: int = 512, overlap: int = 64
     ) -> torch.Tensor:
         """`encode` in overlapping tiles (sizes in image pixels)."""
+        from diffusion.patcher_api import placed
+
         r = self.downscale_ratio
-        return tiled_average(
-            self._pixels(image), self._encode_raw, (tile_y, tile_x), overlap, scale=1.0 / r,
-            out_channels=self.latent_channels,
-        )
+        with placed([self]):
+            return tiled_average(
+                self._pixels(image), self._encode_raw, (tile_y, tile_x), overlap, scale=1.0 / r,
+                out_channels=self.latent_channels,
+            )
+
+    # --- ComfyUI's comfy.sd.VAE names ---------------------------------------------------------------------------
+    @property
+    def first_stage_model(self) -> AutoencoderKL:
+        return self.model
+
+    @property
+    def patcher(self) -> object | None:
+        return getattr(self, "handle", None)
+
+    @property
+    def vae_dtype(self) -> torch.dtype:
+        return self._placement()[0]
+
+    def spacial_compression_decode(self) -> int:
+        """Pixels per latent pixel along each side (8 for SD's VAE)."""
+        return self.downscale_ratio
+
+    def spacial_compression_encode(self) -> int:
+        return self.downscale_ratio
+
+    def temporal_compression_decode(self) -> None:
+        """None: an image VAE (ComfyUI's answer for non-video VAEs)."""
+        return None
+
+    def get_sd(self) -> dict[str, torch.Tensor]:
+        return self.model.state_dict()
 
     def memory_required_decode(self, shape: tuple[int, ...], dtype: torch.dtype) -> int:
         """Estimated working bytes to decode latents of `shape` (B×C×h×w) in `dtype`.

@@ -95,7 +95,9 @@ class ModelManager:
        the UNet; per-component overrides win. A handle's `model_compute_dtype` option (ModelComputeDtype) makes its
        layers compute in that dtype while it is loaded, by per-layer cast hooks (`executor/memory_cast.py`; the
        stored weights stay as they are), under the same CPU bf16 rule.
-    6. On CPU compute, loading moves nothing but patches are still applied and removed.
+    6. On CPU compute, loading moves nothing but patches are still applied and removed. Patch objects in a
+       handle's options that have a `.to` (hypernetworks, packs' attention patches) are moved to the compute
+       device with the model and back to the offload device when it is offloaded.
     7. `--compile` (`policy.compile`): a fully placed UNet is compiled in place on its first load
        (`diffusion/compile.py`; one graph per input shape); text encoders, VAEs and streamed models stay eager.
     One worker thread calls `use`; `free` may come from the server thread: a lock guards all state, and models in
@@ -286,6 +288,8 @@ class ModelManager:
             if entry.weights_key != handle.weights_key():
                 entry.restore()
                 entry.apply(handle)
+            # Patch objects with tensors of their own (a `.to` method: hypernetworks, packs' attention patches)
+            # follow the model, as ComfyUI's model_patches_to does.
             entry.place_patch_modules(handle.options, self.compute_device)
             self._set_cast(handle, shared=entry.in_use > 1)
             asked = handle.options.get("torch_compile")  # set by the TorchCompileModel node

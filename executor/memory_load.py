@@ -118,13 +118,14 @@ def _resolve(root: nn.Module, dotted: str) -> tuple[Any, str]:
 
 
 def patch_modules(options: dict[str, Any]) -> list[Any]:
-    """The patch objects in a handle's `transformer_options` ("patches" lists and "patches_replace" dicts) that
-    hold weights of their own: they say so with a `to(device)` method (e.g. `HypernetworkPatch`), and the manager
+    """The patch objects in a handle's `transformer_options` ("patches" lists and "patches_replace" dicts) and its
+    `model_function_wrapper` that hold weights of their own: they say so with a `to(device)` method (e.g. `HypernetworkPatch`), and the manager
     moves them with the model, as ComfyUI's ModelPatcher moves its patches' modules."""
     topts = options.get("transformer_options") or {}
     found: list[Any] = []
     candidates = [p for ps in (topts.get("patches") or {}).values() for p in ps]
     candidates += [p for block in (topts.get("patches_replace") or {}).values() for p in block.values()]
+    candidates.append(options.get("model_function_wrapper"))
     for patch in candidates:
         if callable(getattr(patch, "to", None)) and not isinstance(patch, (Tensor, nn.Module)) \
                 and all(patch is not f for f in found):

@@ -22,7 +22,7 @@ def _by_name(packs: list) -> dict:
 def test_every_style_loads_and_failures_stay_with_their_pack(tmp_path: Path) -> None:
     install_compat(bare_runtime(tmp_path))
     packs = _by_name(load_packs([PACKS]))
-    assert set(packs) == {"broken_syntax", "classic_pack", "loom_typed", "needs_comfy_sd", "raises_at_import",
+    assert set(packs) == {"broken_syntax", "classic_pack", "loom_typed", "needs_comfy_flux", "raises_at_import",
                           "schema_pack", "single_module"}  # .disabled file and folder without __init__ skipped
     ok = {n for n, p in packs.items() if p.state == "ok"}
     assert ok == {"classic_pack", "loom_typed", "schema_pack", "single_module"}
@@ -37,8 +37,8 @@ def test_every_style_loads_and_failures_stay_with_their_pack(tmp_path: Path) -> 
     assert "Traceback (most recent call last)" in raised.error
     assert "RuntimeError: boom at import of raises_at_import" in raised.error
     assert "raises_at_import.py" in raised.error
-    missing = packs["needs_comfy_sd"]
-    assert "No module named 'comfy.sd'" in missing.error and "compatibility layer does not provide" in missing.error
+    missing = packs["needs_comfy_flux"]
+    assert "No module named 'comfy.ldm.flux'" in missing.error and "compatibility layer does not provide" in missing.error
     for pack in packs.values():
         assert pack.seconds >= 0.0
         if pack.state == "failed":

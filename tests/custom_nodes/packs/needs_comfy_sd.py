@@ -1,2 +1,0 @@
-"""A pack needing a part of ComfyUI that Loom's compatibility layer does not cover."""
-import comfy.sd  # noqa: F401
