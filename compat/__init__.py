@@ -8,7 +8,8 @@ runtime (its folders, model manager, interrupt flag and config), before packs ar
 | `folder_paths` | `compat/folder_paths.py` over `folders.Folders` |
 | `comfy`, `comfy.utils` | `compat/comfy_utils.py` (ProgressBar → NodeContext progress, common_upscale, load_torch_file) |
 | `comfy.model_management` | `compat/model_management.py` over the model manager and the interrupt flag |
-| `comfy.samplers` | `compat/samplers.py` (KSampler.SAMPLERS / SCHEDULERS from diffusion/) |
+| `comfy.samplers` | `compat/samplers.py` (KSampler, KSAMPLER, sample) and `compat/cfg_guider.py` (CFGGuider) |
+| `comfy.sampler_helpers`, `comfy.patcher_extension` | `compat/sampler_helpers.py`, `compat/patcher_extension.py` |
 | `node_helpers` | `compat/node_helpers.py` (pillow, conditioning_set_values) |
 | `comfy.comfy_types`, `comfy.comfy_types.node_typing` | `compat/comfy_types.py` (IO, ComfyNodeABC, InputTypeDict, ...) |
 | `comfy_execution`, `comfy_execution.graph_utils` | `nodes/graph_builder.py` itself (GraphBuilder, Node, is_link, ExecutionBlocker) |
@@ -61,6 +62,8 @@ SOURCE_MODULES: dict[str, str | None] = {
 ALIASES: dict[str, str] = {
     "comfy.comfy_types.node_typing": "comfy.comfy_types",
     "comfy_execution.graph_utils": "nodes.graph_builder",
+    "comfy.sampler_helpers": "compat.sampler_helpers",
+    "comfy.patcher_extension": "compat.patcher_extension",
 }
 # The versions of comfy_api a pack may import; all are served by the one implementation.
 COMFY_API_VERSIONS = ("latest", "v0_0_2", "v0_0_1")
