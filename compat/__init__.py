@@ -21,6 +21,7 @@ runtime (its folders, model manager, interrupt flag and config), before packs ar
 | `latent_preview` (prepare_callback, get_previewer) | `compat/latent_preview.py` |
 | `server.PromptServer` | `compat/prompt_server.py`, re-exported lazily by Loom's own `server` package |
 | `nodes` (ComfyUI's module API: core classes by name, NODE_CLASS_MAPPINGS, common_ksampler, ...) | `compat/nodes_module.py`, as attributes of Loom's own `nodes` package |
+| `comfy_extras`, `comfy_extras.nodes_*`, `comfy_extras.chainner_models.model_loading` | `compat/comfy_extras.py` (the facade classes of `nodes`, by ComfyUI's class names) |
 
 During a node call the modules read the running node's context (`nodes.context.current_or_none`)
 first, so they follow the executor that runs the node. Nothing global is kept beyond those
@@ -163,8 +164,12 @@ def install_compat(runtime: Any) -> CompatBinding:
         sys.modules[name] = module
         _link_parent(name, module)
     registry = getattr(runtime, "registry", None)
+    mappings: Any = {}
     if registry is not None:
         from compat.nodes_module import install_nodes_api
 
-        install_nodes_api(registry, binding)
+        mappings = install_nodes_api(registry, binding).NODE_CLASS_MAPPINGS
+    from compat.comfy_extras import install_extras
+
+    install_extras(mappings)
     return binding

@@ -24,6 +24,7 @@ from compat.patcher_extension import merge_nested_dicts
 from compat.sampler_helpers import cleanup_models, convert_cond, prepare_sampling
 from diffusion.conditioning import calc_cond_batch as _calc_cond_batch
 from diffusion.guidance import CFGGuider as _LoomGuider
+from diffusion.guidance import DualCFGGuider as _LoomDualGuider
 from diffusion.guidance import cfg_function as _cfg_function
 from diffusion.guidance import prepare_conds
 from diffusion.guidance import sampling_function as _sampling_function
@@ -193,3 +194,30 @@ class CFGGuider(_LoomGuider):
         finally:
             self._run_conds = None
 
+
+
+class Guider_Basic(CFGGuider):
+    """ComfyUI's `comfy_extras.nodes_custom_sampler.Guider_Basic`: positive conditioning only, no CFG."""
+
+    def set_conds(self, positive: list) -> None:  # type: ignore[override]
+        self.inner_set_conds({"positive": positive})
+
+    def predict_noise(self, x: torch.Tensor, timestep: torch.Tensor, model_options: dict | None = None,
+                      seed: int | None = None) -> torch.Tensor:
+        return calc_cond_batch(self.inner_model, [self.conds.get("positive")], x, timestep, model_options or {})[0]
+
+
+class Guider_DualCFG(CFGGuider):
+    """ComfyUI's `Guider_DualCFG`: `set_conds(positive, middle, negative)`, `set_cfg(cfg1, cfg2, nested=False)`;
+    the two-level CFG of Loom's DualCFGGuider."""
+
+    def set_cfg(self, cfg1: float, cfg2: float = 1.0, nested: bool = False) -> None:  # type: ignore[override]
+        self.cfg1, self.cfg2, self.nested = cfg1, cfg2, nested
+
+    def set_conds(self, positive: list, middle: list, negative: list) -> None:  # type: ignore[override]
+        middle = [[t, {**o, "prompt_type": "negative"}] for t, o in middle]
+        self.inner_set_conds({"positive": positive, "middle": middle, "negative": negative})
+
+    def predict_noise(self, x: torch.Tensor, timestep: torch.Tensor, model_options: dict | None = None,
+                      seed: int | None = None) -> torch.Tensor:
+        return _LoomDualGuider.predict(self, x, timestep, model_options or {})  # type: ignore[arg-type]

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any, Iterator
 
-from compat.comfy_methods import COMFY_METHODS
+from compat.comfy_methods import COMFY_METHODS, EXTRAS_SAME_ORDER
 from nodes.spec import Node, NodeSpec, normalize_result
 
 MAX_RESOLUTION = 16384
@@ -35,10 +35,16 @@ def _positional(spec: NodeSpec) -> tuple[str, ...]:
     return tuple(i.name for i in visible if not i.optional) + tuple(i.name for i in visible if i.optional)
 
 
+def method_name(spec: NodeSpec) -> str:
+    """ComfyUI's `FUNCTION` for a node: known for core and comfy_extras nodes, else Loom's `execute`."""
+    known = COMFY_METHODS.get(spec.class_type)
+    return known[0] if known is not None else EXTRAS_SAME_ORDER.get(spec.class_type, "execute")
+
+
 def _call(spec: NodeSpec, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     names = _positional(spec)
     if len(args) > len(names):
-        raise TypeError(f"{spec.class_type}.{COMFY_METHODS.get(spec.class_type, ('execute',))[0]}() takes "
+        raise TypeError(f"{spec.class_type}.{method_name(spec)}() takes "
                         f"{len(names)} positional arguments but {len(args)} were given")
     inputs = dict(zip(names, args))
     for name, value in kwargs.items():
@@ -58,7 +64,7 @@ def _call(spec: NodeSpec, instance: Any, args: tuple[Any, ...], kwargs: dict[str
 
 def comfy_class(spec: NodeSpec, folders: Any = None) -> type:
     """A ComfyUI-style class for one of Loom's typed nodes (see the module docstring)."""
-    method_name = COMFY_METHODS.get(spec.class_type, ("execute", ()))[0]
+    function = method_name(spec)
     info = spec.object_info(folders)
 
     def input_types(cls: type) -> dict[str, Any]:
@@ -79,12 +85,12 @@ def comfy_class(spec: NodeSpec, folders: Any = None) -> type:
         "RETURN_TYPES": tuple(info["output"]),
         "RETURN_NAMES": tuple(info["output_name"]),
         "OUTPUT_IS_LIST": tuple(info["output_is_list"]),
-        "FUNCTION": method_name,
+        "FUNCTION": function,
         "CATEGORY": spec.category,
         "OUTPUT_NODE": spec.output_node,
         "DESCRIPTION": spec.description,
         "_loom_spec": spec,
-        method_name: method,
+        function: method,
     }
     if spec.not_idempotent:
         attrs["NOT_IDEMPOTENT"] = True
