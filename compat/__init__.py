@@ -19,7 +19,8 @@ runtime (its folders, model manager, interrupt flag and config), before packs ar
 | `comfy.sample` (prepare_noise, sample, sample_custom, fix_empty_latent_channels) | `compat/comfy_sample.py` |
 | `comfy.k_diffusion.sampling` (sample_*, get_sigmas_*, to_d, noise samplers) | `compat/k_diffusion_sampling.py` |
 | `latent_preview` (prepare_callback, get_previewer) | `compat/latent_preview.py` |
-| `server.PromptServer` | `compat/prompt_server.py`, re-exported lazily by Loom's own `server` package |
+| `server.PromptServer` | `compat/prompt_server.py` (+ `prompt_queue`: `compat/prompt_queue.py`), re-exported lazily by Loom's own `server` package |
+| `execution` (validate_prompt, get_input_data, PromptQueue, ExecutionResult) | `compat/execution.py` |
 | `nodes` (ComfyUI's module API: core classes by name, NODE_CLASS_MAPPINGS, common_ksampler, ...) | `compat/nodes_module.py`, as attributes of Loom's own `nodes` package |
 | `comfy_extras`, `comfy_extras.nodes_*`, `comfy_extras.chainner_models.model_loading` | `compat/comfy_extras.py` (the facade classes of `nodes`, by ComfyUI's class names) |
 
@@ -58,6 +59,7 @@ SOURCE_MODULES: dict[str, str | None] = {
     "comfy.k_diffusion": None,
     "comfy.k_diffusion.sampling": "k_diffusion_sampling.py",
     "latent_preview": "latent_preview.py",
+    "execution": "execution.py",
 }
 # ComfyUI module name -> the module (already installed above, or one of Loom's own) it is.
 ALIASES: dict[str, str] = {
@@ -79,6 +81,7 @@ class CompatBinding:
     interrupt: InterruptFlag
     config: Any
     prompt_server: PromptServer
+    registry: Any = None  # the runtime's node registry (execution.validate_prompt)
 
     def current_folders(self) -> Any:
         """The running node's folders, else the runtime's."""
@@ -148,7 +151,8 @@ def install_compat(runtime: Any) -> CompatBinding:
     PromptServer.instance = prompt_server
     binding = CompatBinding(folders=runtime.folders, models=getattr(runtime, "models", None),
                             interrupt=getattr(runtime, "interrupt", None) or InterruptFlag(),
-                            config=getattr(runtime, "config", None), prompt_server=prompt_server)
+                            config=getattr(runtime, "config", None), prompt_server=prompt_server,
+                            registry=getattr(runtime, "registry", None))
     for name, filename in SOURCE_MODULES.items():
         if filename is None:
             module = _package(name, f"Loom's compatibility package for ComfyUI's {name}.")

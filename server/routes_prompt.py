@@ -16,6 +16,7 @@ from aiohttp import web
 from executor.validate import validate_prompt
 from server.http import BadRequest, int_query, json_response, json_response_off_loop, read_json
 from server.keys import QUEUE, RUNTIME, WORKER
+from server.prompt_server_compat import on_prompt
 
 
 def queue_info(queue: Any) -> dict[str, Any]:
@@ -62,7 +63,7 @@ def _submission(body: dict[str, Any]) -> tuple[dict, str, dict, float | None, bo
 
 async def post_prompt(request: web.Request) -> web.Response:
     """Validate and queue a prompt: `{prompt_id, number, node_errors}`, or 400."""
-    body = await read_json(request)
+    body = on_prompt(request.app, await read_json(request))  # packs' add_on_prompt_handler handlers
     prompt, prompt_id, extra, number, front, targets = _submission(body)
     runtime = request.app[RUNTIME]
     queue = request.app[QUEUE]
