@@ -27,10 +27,9 @@ KSAMPLER_NAMES: list[str] = [name for name in SAMPLER_NAMES if name not in _OWN]
 SCHEDULER_NAMES: list[str] = list(_SCHEDULES)
 
 
-__all__ = ["CFGGuider", "KSAMPLER", "KSAMPLER_NAMES", "KSampler", "SAMPLER_NAMES", "SCHEDULER_NAMES", "Sampler",
+__all__ = ["CFGGuider", "KSAMPLER", "KSAMPLER_NAMES", "KSampler", "SAMPLER_NAMES", "SCHEDULER_NAMES",
            "calc_cond_batch", "calculate_sigmas", "cfg_function", "ksampler", "sample", "sampler_object",
            "sampling_function"]
-Sampler = _Sampler  # the SAMPLER value type
 
 
 class KSampler:

@@ -144,6 +144,8 @@ def _module_name(name: str, taken: set[str]) -> str:
 
 def _forget(module_name: str) -> None:
     """Drop `module_name` and its submodules from sys.modules (a fresh import next time)."""
+    if module_name not in sys.modules:
+        return  # submodules are never left without their package (a failed import forgets both)
     for key in [k for k in sys.modules if k == module_name or k.startswith(module_name + ".")]:
         del sys.modules[key]
 
