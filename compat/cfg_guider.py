@@ -15,13 +15,15 @@ so it goes into SamplerCustomAdvanced through a GUIDER socket. The call chain is
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import torch
 
+from compat.comfy_sampler import run_sampler
 from compat.patcher_extension import WrapperExecutor, WrappersMP, copy_nested_dicts, get_all_wrappers
 from compat.patcher_extension import merge_nested_dicts
-from compat.sampler_helpers import cleanup_models, convert_cond, prepare_sampling
+from compat.sampler_helpers import cleanup_models, convert_cond, prepare_mask, prepare_sampling
 from diffusion.conditioning import calc_cond_batch as _calc_cond_batch
 from diffusion.guidance import CFGGuider as _LoomGuider
 from diffusion.guidance import DualCFGGuider as _LoomDualGuider
@@ -29,6 +31,7 @@ from diffusion.guidance import cfg_function as _cfg_function
 from diffusion.guidance import prepare_conds
 from diffusion.guidance import sampling_function as _sampling_function
 from diffusion.patcher import ModelHandle
+from diffusion.sample import Sampler as LoomSampler
 from diffusion.sample import sample_custom
 from nodes.context import current_or_none
 
@@ -49,6 +52,12 @@ def model_options_of(model: Any) -> dict:
     if not isinstance(options, dict):
         raise TypeError(f"CFGGuider needs a MODEL value, got {type(model).__name__}")
     return options
+
+
+def _overrides_sample(sampler: Any) -> bool:
+    """Whether a SAMPLER value has a `sample` of a pack's own (a KSAMPLER subclass overriding it)."""
+    method = getattr(type(sampler), "sample", None)
+    return method is not None and not getattr(method, "loom_builtin", False)
 
 
 def calc_cond_batch(model: Any, conds: list, x_in: torch.Tensor, timestep: torch.Tensor,
@@ -185,14 +194,40 @@ class CFGGuider(_LoomGuider):
         """Loom's sampling run on the placed model: process_latent_in, conds prepared, the sampler over `sigmas`
         on this guider, process_latent_out."""
         ctx = current_or_none()
+        wrappers = get_all_wrappers(WrappersMP.SAMPLER_SAMPLE, self.model_options, is_model_options=True)
         self._run_conds = self.conds
         try:
             with torch.no_grad():
+                if wrappers or not isinstance(sampler, LoomSampler) or _overrides_sample(sampler):
+                    return self._protocol_sample(noise, latent_image, device, sampler, sigmas, denoise_mask,
+                                                 callback, disable_pbar, seed, wrappers)
                 return sample_custom(self.inner_model, noise, self, sampler, sigmas, latent_image,
                                      denoise_mask=denoise_mask, callback=callback, seed=seed, device=device,
                                      interrupt_check=ctx.check_interrupted if ctx is not None else None)
         finally:
             self._run_conds = None
+
+    def _protocol_sample(self, noise: torch.Tensor, latent_image: torch.Tensor, device: torch.device, sampler: Any,
+                         sigmas: torch.Tensor, denoise_mask: torch.Tensor | None, callback: Callback,
+                         disable_pbar: bool, seed: int | None, wrappers: list) -> torch.Tensor:
+        """ComfyUI's inner_sample: `sampler.sample(self, sigmas, extra_args, callback, noise, latent_image,
+        denoise_mask, disable_pbar)` through the SAMPLER_SAMPLE wrappers (a pack's own Sampler, or wrappers)."""
+        noise = noise.to(device=device, dtype=torch.float32)
+        latent_image = latent_image.to(device=device, dtype=torch.float32)
+        sigmas = sigmas.to(device)
+        if denoise_mask is not None:
+            denoise_mask = prepare_mask(denoise_mask, tuple(noise.shape), device)
+        if torch.count_nonzero(latent_image) > 0:  # an empty latent is not shifted (ComfyUI)
+            latent_image = self.inner_model.process_latent_in(latent_image)
+        self.prepare(noise, latent_image, denoise_mask, seed=seed)
+        options = dict(self.model_options)
+        options["transformer_options"] = {**options.get("transformer_options", {}), "sample_sigmas": sigmas,
+                                          "hook_keyframes": {}}
+        method = sampler.sample if hasattr(sampler, "sample") else functools.partial(run_sampler, sampler)
+        executor = WrapperExecutor.new_class_executor(method, sampler, wrappers)
+        samples = executor.execute(self, sigmas, {"model_options": options, "seed": seed}, callback, noise,
+                                   latent_image, denoise_mask, disable_pbar)
+        return self.inner_model.process_latent_out(samples.to(torch.float32)).cpu()
 
 
 

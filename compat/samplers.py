@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from compat.cfg_guider import CFGGuider, calc_cond_batch, cfg_function, sampling_function
+from compat.comfy_sampler import Sampler, run_sampler
 from diffusion.sample import Sampler as _Sampler
 from diffusion.sample import sampler_object as _sampler_object
 from diffusion.samplers import SAMPLERS as _SAMPLERS
@@ -27,7 +28,7 @@ KSAMPLER_NAMES: list[str] = [name for name in SAMPLER_NAMES if name not in _OWN]
 SCHEDULER_NAMES: list[str] = list(_SCHEDULES)
 
 
-__all__ = ["CFGGuider", "KSAMPLER", "KSAMPLER_NAMES", "KSampler", "SAMPLER_NAMES", "SCHEDULER_NAMES",
+__all__ = ["CFGGuider", "KSAMPLER", "KSAMPLER_NAMES", "KSampler", "SAMPLER_NAMES", "SCHEDULER_NAMES", "Sampler",
            "calc_cond_batch", "calculate_sigmas", "cfg_function", "ksampler", "sample", "sampler_object",
            "sampling_function"]
 
@@ -98,14 +99,26 @@ def sample(model: Any, noise: torch.Tensor, positive: list, negative: list, cfg:
                          disable_pbar=disable_pbar, seed=seed)
 
 
-class KSAMPLER(_Sampler):
+class KSAMPLER(Sampler, _Sampler):
     """ComfyUI's `KSAMPLER(sampler_function, extra_options={}, inpaint_options={})`: a SAMPLER value around a
-    k-diffusion-style function `(model, x, sigmas, extra_args, callback, disable, **options)`."""
+    k-diffusion-style function `(model, x, sigmas, extra_args, callback, disable, **options)`; its `sample(...)`
+    follows ComfyUI's Sampler protocol (`compat/comfy_sampler.py`)."""
 
     def __init__(self, sampler_function: Any, extra_options: dict | None = None,
                  inpaint_options: dict | None = None) -> None:
-        super().__init__(sampler_function, dict(extra_options or {}),
-                         random_inpaint_noise=bool((inpaint_options or {}).get("random")))
+        _Sampler.__init__(self, sampler_function, dict(extra_options or {}),
+                          random_inpaint_noise=bool((inpaint_options or {}).get("random")))
+        self.sampler_function = sampler_function
+        self.extra_options = self.options
+        self.inpaint_options = dict(inpaint_options or {})
+
+    def sample(self, model_wrap: Any, sigmas: torch.Tensor, extra_args: dict, callback: Any, noise: torch.Tensor,
+               latent_image: torch.Tensor | None = None, denoise_mask: torch.Tensor | None = None,
+               disable_pbar: bool = False) -> torch.Tensor:
+        return run_sampler(self, model_wrap, sigmas, extra_args, callback, noise, latent_image, denoise_mask,
+                           disable_pbar)
+
+    sample.loom_builtin = True  # type: ignore[attr-defined]  # Loom's own: the guider may run the function itself
 
 
 def sampler_object(name: str) -> _Sampler:

@@ -28,13 +28,15 @@ KSAMPLER = {"class_type": "KSampler", "inputs": {"model": ["1", 0], "seed": 7, "
                                                  "negative": ["3", 0], "latent_image": ["4", 0], "denoise": 1.0}}
 
 
-def _guider_graph(wrapped: bool) -> dict:
+def _guider_graph(wrapped: bool, pack_sampler: bool = False) -> dict:
+    sampler = {"class_type": "PackSamplerSelect", "inputs": {}} if pack_sampler else \
+        {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}}
     return {**BASE,
             "10": {"class_type": "PackPlainCFGGuider", "inputs": {"model": ["1", 0], "positive": ["2", 0],
                                                                   "negative": ["3", 0], "cfg": 7.0,
                                                                   "wrapped": wrapped}},
             "11": {"class_type": "RandomNoise", "inputs": {"noise_seed": 7}},
-            "12": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+            "12": sampler,
             "13": {"class_type": "BasicScheduler", "inputs": {"model": ["1", 0], "scheduler": "normal", "steps": 3,
                                                               "denoise": 1.0}},
             "5": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["11", 0], "guider": ["10", 0],
@@ -75,7 +77,17 @@ def test_wrappers_on_a_model_clone_run_around_the_guider(runtime) -> None:
     wrapped = _pixels(runtime, run_prompt(runtime, _guider_graph(True), "wrapped")[0])
     assert np.array_equal(wrapped, expected)
     assert calls["outer_sample"] == before["outer_sample"] + 1
+    assert calls["sampler_sample"] == before["sampler_sample"] + 1
     assert calls["predict_noise"] == before["predict_noise"] + 3  # one per euler step
+
+
+def test_pack_sampler_object_follows_comfyui_protocol(runtime) -> None:
+    calls = sys.modules["loom_custom_nodes.comfy_guider_pack"].CALLS
+    before = calls["pack_sampler"]
+    expected = _pixels(runtime, run_prompt(runtime, {**BASE, "5": KSAMPLER}, "loom")[0])
+    custom = _pixels(runtime, run_prompt(runtime, _guider_graph(False, pack_sampler=True), "pack-sampler")[0])
+    assert calls["pack_sampler"] == before + 1
+    assert np.array_equal(custom, expected)
 
 
 def test_sampler_helpers_place_the_model(runtime) -> None:

@@ -9,7 +9,9 @@ import comfy.sample
 import comfy.sampler_helpers
 import comfy.samplers
 
-CALLS = {"outer_sample": 0, "predict_noise": 0}
+from comfy.k_diffusion import sampling as k_sampling
+
+CALLS = {"outer_sample": 0, "predict_noise": 0, "sampler_sample": 0, "pack_sampler": 0}
 
 
 class PlainCFGGuider(comfy.samplers.CFGGuider):
@@ -39,6 +41,9 @@ class PackPlainCFGGuider:
             comfy.patcher_extension.add_wrapper(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, _outer_wrapper,
                                                 model.model_options if hasattr(model, "model_options")
                                                 else model.options, is_model_options=True)
+            comfy.patcher_extension.add_wrapper(comfy.patcher_extension.WrappersMP.SAMPLER_SAMPLE, _sampler_wrapper,
+                                                model.model_options if hasattr(model, "model_options")
+                                                else model.options, is_model_options=True)
             comfy.patcher_extension.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.PREDICT_NOISE, "pack",
                                                          _predict_wrapper,
                                                          model.model_options if hasattr(model, "model_options")
@@ -53,6 +58,37 @@ def _outer_wrapper(executor, *args, **kwargs):
     CALLS["outer_sample"] += 1
     assert isinstance(executor.class_obj, comfy.samplers.CFGGuider)
     return executor(*args, **kwargs)
+
+
+def _sampler_wrapper(executor, guider, sigmas, extra_args, callback, noise, *args, **kwargs):
+    CALLS["sampler_sample"] += 1
+    assert hasattr(executor.class_obj, "sample") or callable(getattr(executor.class_obj, "function", None))
+    return executor(guider, sigmas, extra_args, callback, noise, *args, **kwargs)
+
+
+class PackEulerSampler(comfy.samplers.Sampler):
+    """A sampler written against ComfyUI's Sampler protocol, delegating to KSAMPLER."""
+
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+               disable_pbar=False):
+        CALLS["pack_sampler"] += 1
+        assert hasattr(model_wrap, "inner_model") and self.max_denoise(model_wrap, sigmas)
+        inner = comfy.samplers.KSAMPLER(k_sampling.sample_euler)
+        return inner.sample(model_wrap, sigmas, extra_args, callback, noise, latent_image, denoise_mask,
+                            disable_pbar)
+
+
+class PackSamplerSelect:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    RETURN_TYPES = ("SAMPLER",)
+    FUNCTION = "get_sampler"
+    CATEGORY = "tests"
+
+    def get_sampler(self):
+        return (PackEulerSampler(),)
 
 
 def _predict_wrapper(executor, x, timestep, model_options, seed):
@@ -110,5 +146,5 @@ class PackPlacementProbe:
         return {"ui": {"text": [text]}, "result": (text,)}
 
 
-NODE_CLASS_MAPPINGS = {"PackPlainCFGGuider": PackPlainCFGGuider, "PackKSamplerObject": PackKSamplerObject,
+NODE_CLASS_MAPPINGS = {"PackPlainCFGGuider": PackPlainCFGGuider, "PackSamplerSelect": PackSamplerSelect, "PackKSamplerObject": PackKSamplerObject,
                        "PackPlacementProbe": PackPlacementProbe}
