@@ -1,11 +1,14 @@
-"""`python bench/packs.py [--packs 30] [--nodes 25] [--runs 5]`: what loading N ComfyUI-style custom node packs adds
-to Loom's start-up (`runtime.build_runtime`: compatibility modules, registry, pack import and registration).
+"""`python bench/packs.py [--packs 30] [--nodes 25] [--runs 5] [--processes 2]`: what loading N ComfyUI-style custom
+node packs adds to Loom's start-up (`runtime.build_runtime`: compatibility modules, registry, pack import and
+registration).
 
 Each generated pack imports what popular packs import (`comfy.samplers`, `comfy.sample`, `comfy.utils`,
 `comfy.model_management`, `folder_paths`, `nodes`, `server.PromptServer`, `comfy_extras.nodes_custom_sampler`,
 `comfy.samplers.CFGGuider` subclassed), reads `nodes.KSampler` and `KSampler.SAMPLERS`, adds a route and an
-on-prompt handler, declares `--nodes` classic node classes and a WEB_DIRECTORY. Every run is a fresh Python process
-timing `build_runtime` with no packs and with N packs; prints a markdown table of medians over --runs.
+on-prompt handler, declares `--nodes` classic node classes and a WEB_DIRECTORY. Each of --processes fresh Python
+processes first builds a runtime without packs (Loom's own imports: torch and the node library, the same for every
+start-up), then times `build_runtime` without packs and with the N packs, --runs times in turn; "added" is the median
+of the paired differences. Prints a markdown table.
 """
 from __future__ import annotations
 
@@ -73,13 +76,22 @@ CHILD = '''
 import json, sys, time
 sys.path.insert(0, {root!r})
 from config import parse_args
-started = time.perf_counter()
 from runtime import build_runtime
-runtime = build_runtime(parse_args({args!r}, {{}}))
-elapsed = time.perf_counter() - started
-packs = [p for p in runtime.custom_packs]
-print(json.dumps({{"seconds": elapsed, "ok": sum(p.state == "ok" for p in packs), "packs": len(packs),
-                  "import_seconds": sum(p.seconds for p in packs)}}))
+
+def timed(args):
+    started = time.perf_counter()
+    runtime = build_runtime(parse_args(args, {{}}))
+    return time.perf_counter() - started, runtime
+
+timed({bare!r})  # Loom's own imports (torch, the node library), paid by every start-up alike
+rows = []
+for _ in range({reps}):
+    without, _rt = timed({bare!r})
+    with_packs, runtime = timed({loaded!r})
+    packs = runtime.custom_packs
+    rows.append({{"without": without, "with": with_packs, "ok": sum(p.state == "ok" for p in packs),
+                 "import_seconds": sum(p.seconds for p in packs)}})
+print(json.dumps(rows))
 '''
 
 
@@ -93,11 +105,12 @@ def write_packs(folder: Path, count: int, nodes: int) -> None:
         (pack / "__init__.py").write_text(source)
 
 
-def one_run(base: Path, packs_dir: Path | None) -> dict:
-    args = ["--base-directory", str(base), "--cpu"]
-    args += ["--custom-nodes-directory", str(packs_dir)] if packs_dir is not None else ["--disable-all-custom-nodes"]
-    out = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT), args=args)], capture_output=True,
-                         text=True, check=True, cwd=ROOT)
+def runs_in_a_process(base: Path, packs_dir: Path, reps: int) -> list[dict]:
+    """`reps` paired timings of build_runtime without and with the packs, in one fresh process."""
+    bare = ["--base-directory", str(base), "--cpu", "--disable-all-custom-nodes"]
+    loaded = ["--base-directory", str(base), "--cpu", "--custom-nodes-directory", str(packs_dir)]
+    source = CHILD.format(root=str(ROOT), bare=bare, loaded=loaded, reps=reps)
+    out = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True, check=True, cwd=ROOT)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -105,24 +118,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packs", type=int, default=30)
     parser.add_argument("--nodes", type=int, default=25)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=5, help="paired runs per process")
+    parser.add_argument("--processes", type=int, default=2)
     ns = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base, packs_dir = Path(tmp) / "base", Path(tmp) / "packs"
         for sub in ("input", "output", "temp", "user", "custom_nodes"):
             (base / sub).mkdir(parents=True)
         write_packs(packs_dir, ns.packs, ns.nodes)
-        bare, loaded = [], []
-        for _ in range(ns.runs):  # alternate, so a load change on the machine hits both alike
-            bare.append(one_run(base, None))
-            loaded.append(one_run(base, packs_dir))
-    assert all(r["ok"] == ns.packs for r in loaded), loaded[-1]
+        rows = [row for _ in range(ns.processes) for row in runs_in_a_process(base, packs_dir, ns.runs)]
+    assert all(r["ok"] == ns.packs for r in rows), rows[-1]
     median = statistics.median
-    print(f"| packs | nodes | build_runtime without packs (s) | with packs (s) | added (s) | pack imports (s) |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    without, with_packs = median(r["seconds"] for r in bare), median(r["seconds"] for r in loaded)
-    print(f"| {ns.packs} | {ns.packs * ns.nodes} | {without:.2f} | {with_packs:.2f} | {with_packs - without:.2f} | "
-          f"{median(r['import_seconds'] for r in loaded):.2f} |")
+    print("| packs | nodes | build_runtime without packs (s) | with packs (s) | added (s) | pack imports (s) | runs |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(f"| {ns.packs} | {ns.packs * ns.nodes} | {median(r['without'] for r in rows):.3f} | "
+          f"{median(r['with'] for r in rows):.3f} | {median(r['with'] - r['without'] for r in rows):.3f} | "
+          f"{median(r['import_seconds'] for r in rows):.3f} | {len(rows)} |")
 
 
 if __name__ == "__main__":
