@@ -8,7 +8,7 @@ runtime (its folders, model manager, interrupt flag and config), before packs ar
 | `folder_paths` | `compat/folder_paths.py` over `folders.Folders` |
 | `comfy`, `comfy.utils` | `compat/comfy_utils.py` (ProgressBar → NodeContext progress, common_upscale, load_torch_file) |
 | `comfy.model_management` | `compat/model_management.py` over the model manager and the interrupt flag |
-| `comfy.samplers` | `compat/samplers.py` (KSampler, KSAMPLER, sample) and `compat/cfg_guider.py` (CFGGuider) |
+| `comfy.samplers` | `compat/samplers.py` (KSampler, KSAMPLER, sample), `compat/cfg_guider.py` (CFGGuider), `compat/comfy_sampler.py` (Sampler) |
 | `comfy.sampler_helpers`, `comfy.patcher_extension` | `compat/sampler_helpers.py`, `compat/patcher_extension.py` |
 | `node_helpers` | `compat/node_helpers.py` (pillow, conditioning_set_values) |
 | `comfy.comfy_types`, `comfy.comfy_types.node_typing` | `compat/comfy_types.py` (IO, ComfyNodeABC, InputTypeDict, ...) |
