@@ -58,26 +58,41 @@ def test_upscale_pack_matches_loom_nodes(runtime) -> None:
                               expected)
 
 
-def test_guider_basic_through_sampler_custom_advanced_object(runtime) -> None:
-    common = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny.safetensors"}},
-              "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a fox"}},
-              "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-              "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
-              "7": {"class_type": "PreviewImage", "inputs": {"images": ["6", 0]}}}
-    loom = {**common,
-            "10": {"class_type": "BasicGuider", "inputs": {"model": ["1", 0], "conditioning": ["2", 0]}},
-            "11": {"class_type": "RandomNoise", "inputs": {"noise_seed": 5}},
+COMMON = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny.safetensors"}},
+          "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a fox"}},
+          "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+          "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
+          "7": {"class_type": "PreviewImage", "inputs": {"images": ["6", 0]}}}
+SAMPLING = {"11": {"class_type": "RandomNoise", "inputs": {"noise_seed": 5}},
             "12": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
             "13": {"class_type": "BasicScheduler", "inputs": {"model": ["1", 0], "scheduler": "normal", "steps": 3,
                                                               "denoise": 1.0}},
             "5": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["11", 0], "guider": ["10", 0],
                                                                     "sampler": ["12", 0], "sigmas": ["13", 0],
                                                                     "latent_image": ["4", 0]}}}
+
+
+def test_guider_basic_through_sampler_custom_advanced_object(runtime) -> None:
+    common = COMMON
+    loom = {**common, **SAMPLING,
+            "10": {"class_type": "BasicGuider", "inputs": {"model": ["1", 0], "conditioning": ["2", 0]}}}
     expected = _pixels(runtime, run_prompt(runtime, loom, "loom")[0], "7")
     pack = {**common, "5": {"class_type": "PackBasicGuidedSample",
                             "inputs": {"model": ["1", 0], "conditioning": ["2", 0], "latent_image": ["4", 0],
                                        "seed": 5}}}
     assert np.array_equal(_pixels(runtime, run_prompt(runtime, pack, "pack")[0], "7"), expected)
+
+
+def test_guider_dual_cfg_matches_the_dual_cfg_node(runtime) -> None:
+    conds = {"3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a red fox"}},
+             "8": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}}}
+    inputs = {"model": ["1", 0], "cond1": ["2", 0], "cond2": ["3", 0], "negative": ["8", 0], "cfg_conds": 6.0,
+              "cfg_cond2_negative": 3.0}
+    loom = {**COMMON, **conds, **SAMPLING,
+            "10": {"class_type": "DualCFGGuider", "inputs": {**inputs, "style": "regular"}}}
+    pack = {**COMMON, **conds, **SAMPLING, "10": {"class_type": "PackDualGuider", "inputs": inputs}}
+    expected = _pixels(runtime, run_prompt(runtime, loom, "loom-dual")[0], "7")
+    assert np.array_equal(_pixels(runtime, run_prompt(runtime, pack, "pack-dual")[0], "7"), expected)
 
 
 def test_module_names_and_mappings(runtime) -> None:

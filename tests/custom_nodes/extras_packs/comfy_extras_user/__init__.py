@@ -3,8 +3,8 @@ packs do, and calling them as objects with ComfyUI's method names."""
 import comfy.utils
 import folder_paths
 from comfy_extras.chainner_models.model_loading import load_state_dict
-from comfy_extras.nodes_custom_sampler import (BasicScheduler, Guider_Basic, KSamplerSelect, Noise_RandomNoise,
-                                               SamplerCustomAdvanced)
+from comfy_extras.nodes_custom_sampler import (BasicScheduler, Guider_Basic, Guider_DualCFG, KSamplerSelect,
+                                               Noise_RandomNoise, SamplerCustomAdvanced)
 from comfy_extras.nodes_upscale_model import ImageUpscaleWithModel, UpscaleModelLoader
 
 
@@ -50,4 +50,24 @@ class PackBasicGuidedSample:
         return (out,)
 
 
-NODE_CLASS_MAPPINGS = {"PackUpscaleTwice": PackUpscaleTwice, "PackBasicGuidedSample": PackBasicGuidedSample}
+class PackDualGuider:
+    """Guider_DualCFG from comfy_extras, as a GUIDER for SamplerCustomAdvanced."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "cond1": ("CONDITIONING",), "cond2": ("CONDITIONING",),
+                             "negative": ("CONDITIONING",), "cfg_conds": ("FLOAT", {"default": 8.0}),
+                             "cfg_cond2_negative": ("FLOAT", {"default": 8.0})}}
+
+    RETURN_TYPES = ("GUIDER",)
+    FUNCTION = "get_guider"
+    CATEGORY = "tests"
+
+    def get_guider(self, model, cond1, cond2, negative, cfg_conds, cfg_cond2_negative):
+        guider = Guider_DualCFG(model)
+        guider.set_conds(cond1, cond2, negative)
+        guider.set_cfg(cfg_conds, cfg_cond2_negative)
+        return (guider,)
+
+
+NODE_CLASS_MAPPINGS = {"PackDualGuider": PackDualGuider, "PackUpscaleTwice": PackUpscaleTwice, "PackBasicGuidedSample": PackBasicGuidedSample}
