@@ -7,7 +7,8 @@ attributes of Loom's package (class names are CamelCase, Loom's submodules lower
 - each registered node by its ComfyUI name (`nodes.CLIPTextEncode`, ...): for Loom's typed nodes a ComfyUI-style
   class (`INPUT_TYPES`, `RETURN_TYPES`, `FUNCTION`, ... and the method ComfyUI names, taking ComfyUI's positional
   order: `nodes.CLIPTextEncode().encode(clip, text)` returns `([[cond, {...}]],)`), which packs may also subclass;
-  for ComfyUI-style classes of other packs, the class itself;
+  for ComfyUI-style classes of other packs, the class itself; `Class.execute(...)` called on the class runs the
+  node as ComfyUI's schema (v3) nodes do and returns an `io.NodeOutput`;
 - `NODE_CLASS_MAPPINGS` / `NODE_DISPLAY_NAME_MAPPINGS`: live read-only views of the registry (packs loaded later
   appear too); `MAX_RESOLUTION`; `common_ksampler(...)`; `before_node_execution()`; `interrupt_processing()`;
   `EXTENSION_WEB_DIRS`.
@@ -62,6 +63,27 @@ def _call(spec: NodeSpec, instance: Any, args: tuple[Any, ...], kwargs: dict[str
     return tuple(out.values)
 
 
+class _SchemaExecute:
+    """`execute` of a facade class: called on the class (`GrowMask.execute(mask, 2, False)`, ComfyUI's schema
+    nodes) it runs a fresh node and returns an `io.NodeOutput`; on an instance it is the classic method."""
+
+    def __init__(self, method: Any) -> None:
+        self.method = method
+
+    def __get__(self, instance: Any, owner: type) -> Any:
+        if instance is not None:
+            return self.method.__get__(instance, owner)
+
+        def execute(*args: Any, **kwargs: Any) -> Any:
+            from nodes.comfy_api.io_core import NodeOutput
+
+            out = self.method(owner(), *args, **kwargs)
+            if isinstance(out, dict):
+                return NodeOutput(*out["result"], ui=out["ui"])
+            return NodeOutput(*out)
+        return execute
+
+
 def comfy_class(spec: NodeSpec, folders: Any = None) -> type:
     """A ComfyUI-style class for one of Loom's typed nodes (see the module docstring)."""
     function = method_name(spec)
@@ -92,6 +114,7 @@ def comfy_class(spec: NodeSpec, folders: Any = None) -> type:
         "_loom_spec": spec,
         function: method,
     }
+    attrs["execute"] = _SchemaExecute(method)  # also the FUNCTION itself when ComfyUI's is "execute"
     if spec.not_idempotent:
         attrs["NOT_IDEMPOTENT"] = True
     return type(spec.class_type, (), attrs)

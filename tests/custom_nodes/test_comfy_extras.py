@@ -107,6 +107,10 @@ def test_module_names_and_mappings(runtime) -> None:
     mask[0, 2, 2] = 1.0
     grown = nodes_mask.GrowMask().expand_mask(mask, 1, False)[0]
     assert grown.sum().item() == 9.0
+    schema_style = nodes_mask.GrowMask.execute(mask, 1, False)  # ComfyUI's v3 classmethod form: a NodeOutput
+    assert torch.equal(schema_style[0], grown) and torch.equal(schema_style.result[0], grown)
+    from comfy_extras.nodes_images import GetImageSize
+    assert GetImageSize.FUNCTION == "execute" and GetImageSize.execute(torch.zeros(2, 6, 4, 3))[:2] == (4, 6)
     with pytest.raises(ImportError, match="NoSuchMaskNode"):
         from comfy_extras.nodes_mask import NoSuchMaskNode  # noqa: F401
     from comfy_extras.nodes_sd3 import EmptySD3LatentImage
