@@ -10,12 +10,15 @@ so it goes into SamplerCustomAdvanced through a GUIDER socket. The call chain is
       -> inner_sample(noise, latent_image, device, sampler, sigmas, ...)   Loom's sample_custom
       -> each evaluation: __call__ -> PREDICT_NOISE wrappers -> predict_noise(x, timestep, model_options, seed)
 
+Functions are looked up on `comfy.samplers` when called (`sampling_function`, `calc_cond_batch`), so a pack that
+replaces them there changes what the guiders do (Loom's own KSampler nodes do not go through them).
 `inner_model` is Loom's diffusion model (`apply_model`, `model_sampling`, `process_latent_in/out`, `extra_conds`);
 `self.conds` holds the prepared cond dicts during a run. `sample` returns the raw VAE latent on the CPU.
 """
 from __future__ import annotations
 
 import functools
+import sys
 from typing import Any, Callable
 
 import torch
@@ -60,6 +63,12 @@ def _overrides_sample(sampler: Any) -> bool:
     return method is not None and not getattr(method, "loom_builtin", False)
 
 
+def _patched(name: str, own: Callable) -> Callable:
+    """`comfy.samplers.<name>` as it is now: a pack that replaced the function there (a monkeypatch) is obeyed."""
+    module = sys.modules.get("comfy.samplers")
+    return getattr(module, name, own) if module is not None else own
+
+
 def calc_cond_batch(model: Any, conds: list, x_in: torch.Tensor, timestep: torch.Tensor,
                     model_options: dict) -> list[torch.Tensor]:
     """ComfyUI's `calc_cond_batch(model, conds, x, timestep, model_options)`: one prediction per cond list (zeros
@@ -79,7 +88,8 @@ def cfg_function(model: Any, cond_pred: torch.Tensor, uncond_pred: torch.Tensor,
 
 
 def _wrapped_batch(args: dict) -> list[torch.Tensor]:
-    return calc_cond_batch(args["model"], args["conds"], args["input"], args["sigma"], args["model_options"])
+    batch = _patched("calc_cond_batch", calc_cond_batch)
+    return batch(args["model"], args["conds"], args["input"], args["sigma"], args["model_options"])
 
 
 def sampling_function(model: Any, x: torch.Tensor, timestep: torch.Tensor, uncond: Any, cond: Any,
@@ -87,7 +97,8 @@ def sampling_function(model: Any, x: torch.Tensor, timestep: torch.Tensor, uncon
     """ComfyUI's `sampling_function`: the guided denoised prediction with cond/uncond batched, the pre-CFG
     functions, the CFG mix and the post-CFG functions."""
     options = dict(model_options or {})
-    if get_all_wrappers(WrappersMP.CALC_COND_BATCH, options, is_model_options=True) \
+    wrapped = get_all_wrappers(WrappersMP.CALC_COND_BATCH, options, is_model_options=True)
+    if (wrapped or _patched("calc_cond_batch", calc_cond_batch) is not calc_cond_batch) \
             and "sampler_calc_cond_batch_function" not in options:
         options["sampler_calc_cond_batch_function"] = _wrapped_batch
     return _sampling_function(model.apply_model, x, timestep, uncond, cond, cond_scale, options, model=model)
@@ -127,8 +138,9 @@ class CFGGuider(_LoomGuider):
     # --- predictions ----------------------------------------------------------------------------------------
     def predict_noise(self, x: torch.Tensor, timestep: torch.Tensor, model_options: dict | None = None,
                       seed: int | None = None) -> torch.Tensor:
-        """The denoised prediction at `timestep` (a sigma); CFG of positive against negative by default."""
-        return sampling_function(self.inner_model, x, timestep, self.conds.get("negative"), self.conds.get("positive"),
+        """The denoised prediction at `timestep` (a sigma); CFG of positive against negative by default
+        (through `comfy.samplers.sampling_function` as it is now, so a pack's monkeypatch of it applies)."""
+        return _patched("sampling_function", sampling_function)(self.inner_model, x, timestep, self.conds.get("negative"), self.conds.get("positive"),
                                  self.cfg, model_options=model_options, seed=seed)
 
     def outer_predict_noise(self, x: torch.Tensor, timestep: torch.Tensor, model_options: dict | None = None,

@@ -63,11 +63,14 @@ def test_cfg_guider_subclass_and_ksampler_object_match_ksampler(runtime) -> None
     assert expected.std() > 0
     guided = _pixels(runtime, run_prompt(runtime, _guider_graph(False), "guider")[0])
     assert np.array_equal(guided, expected)
+    calls = sys.modules["loom_custom_nodes.comfy_guider_pack"].CALLS
+    patched_before = calls["patched_batch"]
     obj = {**BASE, "5": {"class_type": "PackKSamplerObject",
                          "inputs": {"model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0],
                                     "latent_image": ["4", 0], "seed": 7, "steps": 3, "cfg": 7.0,
                                     "sampler_name": "euler", "scheduler": "normal"}}}
     assert np.array_equal(_pixels(runtime, run_prompt(runtime, obj, "object")[0]), expected)
+    assert calls["patched_batch"] == patched_before + 3  # the pack's monkeypatch of calc_cond_batch ran, per step
 
 
 def test_wrappers_on_a_model_clone_run_around_the_guider(runtime) -> None:

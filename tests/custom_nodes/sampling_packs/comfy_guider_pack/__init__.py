@@ -11,7 +11,17 @@ import comfy.samplers
 
 from comfy.k_diffusion import sampling as k_sampling
 
-CALLS = {"outer_sample": 0, "predict_noise": 0, "sampler_sample": 0, "pack_sampler": 0}
+CALLS = {"outer_sample": 0, "predict_noise": 0, "sampler_sample": 0, "pack_sampler": 0, "patched_batch": 0}
+_original_calc_cond_batch = comfy.samplers.calc_cond_batch
+
+
+def _counting_calc_cond_batch(model, conds, x_in, timestep, model_options):
+    """A monkeypatch of comfy.samplers.calc_cond_batch, as regional-prompting packs install them."""
+    CALLS["patched_batch"] += 1
+    return _original_calc_cond_batch(model, conds, x_in, timestep, model_options)
+
+
+comfy.samplers.calc_cond_batch = _counting_calc_cond_batch
 
 
 class PlainCFGGuider(comfy.samplers.CFGGuider):
@@ -19,8 +29,7 @@ class PlainCFGGuider(comfy.samplers.CFGGuider):
 
     def predict_noise(self, x, timestep, model_options={}, seed=None):
         positive, negative = self.conds.get("positive"), self.conds.get("negative")
-        cond, uncond = comfy.samplers.calc_cond_batch(self.inner_model, [positive, negative], x, timestep,
-                                                      model_options)
+        cond, uncond = _original_calc_cond_batch(self.inner_model, [positive, negative], x, timestep, model_options)
         return uncond + (cond - uncond) * self.cfg
 
 
