@@ -140,8 +140,9 @@ class CFGGuider(_LoomGuider):
                       seed: int | None = None) -> torch.Tensor:
         """The denoised prediction at `timestep` (a sigma); CFG of positive against negative by default
         (through `comfy.samplers.sampling_function` as it is now, so a pack's monkeypatch of it applies)."""
-        return _patched("sampling_function", sampling_function)(self.inner_model, x, timestep, self.conds.get("negative"), self.conds.get("positive"),
-                                 self.cfg, model_options=model_options, seed=seed)
+        guided = _patched("sampling_function", sampling_function)
+        return guided(self.inner_model, x, timestep, self.conds.get("negative"), self.conds.get("positive"), self.cfg,
+                      model_options=model_options, seed=seed)
 
     def outer_predict_noise(self, x: torch.Tensor, timestep: torch.Tensor, model_options: dict | None = None,
                             seed: int | None = None) -> torch.Tensor:

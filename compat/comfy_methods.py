@@ -123,7 +123,8 @@ _EXTRAS_SAME_ORDER: dict[str, str] = {
     "ImageColorToMask": "image_to_mask", "SolidMask": "solid", "InvertMask": "invert", "CropMask": "crop",
     "MaskComposite": "combine", "FeatherMask": "feather", "GrowMask": "expand_mask", "ThresholdMask": "image_to_mask",
     # nodes_latent
-    "LatentAdd": "op", "LatentSubtract": "op", "LatentMultiply": "op", "LatentInterpolate": "op", "LatentBatch": "batch",
+    "LatentAdd": "op", "LatentSubtract": "op", "LatentMultiply": "op", "LatentInterpolate": "op",
+    "LatentBatch": "batch",
     "LatentBatchSeedBehavior": "op", "LatentApplyOperation": "op", "LatentApplyOperationCFG": "patch",
     "LatentOperationTonemapReinhard": "op", "LatentOperationSharpen": "op",
     # nodes_model_advanced
@@ -145,7 +146,8 @@ _EXTRAS_SAME_ORDER: dict[str, str] = {
     "CreateHookLora": "create_hook", "CreateHookLoraModelOnly": "create_hook_model_only",
     "CreateHookModelAsLora": "create_hook", "CreateHookModelAsLoraModelOnly": "create_hook_model_only",
     "SetHookKeyframes": "set_hook_keyframes", "CreateHookKeyframe": "create_hook_keyframe",
-    "CreateHookKeyframesInterpolated": "create_hook_keyframes", "CreateHookKeyframesFromFloats": "create_hook_keyframes",
+    "CreateHookKeyframesInterpolated": "create_hook_keyframes",
+    "CreateHookKeyframesFromFloats": "create_hook_keyframes",
     "SetClipHooks": "apply_hooks", "ConditioningTimestepsRange": "create_range",
     "ConditioningSetProperties": "set_properties", "ConditioningSetPropertiesAndCombine": "set_properties",
     "PairConditioningSetProperties": "set_properties", "PairConditioningSetPropertiesAndCombine": "set_properties",

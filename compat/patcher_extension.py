@@ -78,7 +78,8 @@ def get_all_callbacks(call_type: str, transformer_options: dict, is_model_option
     return [fn for fns in registry.get(call_type, {}).values() for fn in fns]
 
 
-def add_wrapper(wrapper_type: str, wrapper: Callable, transformer_options: dict, is_model_options: bool = False) -> None:
+def add_wrapper(wrapper_type: str, wrapper: Callable, transformer_options: dict,
+                is_model_options: bool = False) -> None:
     add_wrapper_with_key(wrapper_type, None, wrapper, transformer_options, is_model_options)
 
 

@@ -75,7 +75,8 @@ def _diffusion_model(model: Any) -> Any:
 
 
 def prepare_sampling(model: Any, noise_shape: tuple[int, ...], conds: dict[str, list],
-                     model_options: dict | None = None, force_full_load: bool = False) -> tuple[Any, dict, LoadedModels]:
+                     model_options: dict | None = None,
+                     force_full_load: bool = False) -> tuple[Any, dict, LoadedModels]:
     """Place `model` and the conds' models for a sampling run; returns (diffusion model, conds, loaded models)."""
     handle = _handle_of(model)
     extra, _ = get_additional_models(conds)

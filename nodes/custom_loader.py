@@ -13,8 +13,8 @@ so relative imports and sibling modules work) and may declare nodes in any of th
 `WEB_DIRECTORY` (relative to the pack) names a folder of editor scripts. A pack that fails to
 import is returned with state "failed" and its traceback; a node whose declaration is malformed
 is left out and its error kept in `node_errors`. A failure on a ComfyUI name the compatibility layer lacks
-(a module, or a name in one) is also named in `missing` and in a last line of the error. ComfyUI packs import `folder_paths`, `comfy.*`
-and `server`: `compat.install_compat(runtime)` must run before `load_packs` for those.
+(a module, or a name in one) is also named in `missing` and in a last line of the error. ComfyUI packs import
+`folder_paths`, `comfy.*` and `server`: `compat.install_compat(runtime)` must run before `load_packs` for those.
 """
 from __future__ import annotations
 

@@ -70,4 +70,5 @@ class PackDualGuider:
         return (guider,)
 
 
-NODE_CLASS_MAPPINGS = {"PackDualGuider": PackDualGuider, "PackUpscaleTwice": PackUpscaleTwice, "PackBasicGuidedSample": PackBasicGuidedSample}
+NODE_CLASS_MAPPINGS = {"PackDualGuider": PackDualGuider, "PackUpscaleTwice": PackUpscaleTwice,
+                       "PackBasicGuidedSample": PackBasicGuidedSample}

@@ -155,5 +155,6 @@ class PackPlacementProbe:
         return {"ui": {"text": [text]}, "result": (text,)}
 
 
-NODE_CLASS_MAPPINGS = {"PackPlainCFGGuider": PackPlainCFGGuider, "PackSamplerSelect": PackSamplerSelect, "PackKSamplerObject": PackKSamplerObject,
+NODE_CLASS_MAPPINGS = {"PackPlainCFGGuider": PackPlainCFGGuider, "PackSamplerSelect": PackSamplerSelect,
+                       "PackKSamplerObject": PackKSamplerObject,
                        "PackPlacementProbe": PackPlacementProbe}
