@@ -111,6 +111,7 @@ class Config:
     command: str = "serve"
     workflow: Path | None = None
     overrides: tuple[Override, ...] = ()
+    packs: tuple[str, ...] = ()  # install-pack-requirements: the packs named (none: all)
     warnings: tuple[str, ...] = ()
     # the command line this Config was read from, program name first, secrets replaced (GET /system_stats)
     argv: tuple[str, ...] = ("main.py",)
@@ -240,7 +241,9 @@ def _ignored_dest(flag: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for `--help` text and tests)."""
     p = _Parser(prog="main.py", description="Loom: a node-graph workflow engine for Stable Diffusion. "
-                "Commands: (none) serve the API and editor; 'run WORKFLOW' runs one workflow headless.")
+                "Commands: (none) serve the API and editor; 'run WORKFLOW' runs one workflow headless; "
+                "'install-pack-requirements [PACK ...]' installs custom node packs' requirements.txt with Loom's "
+                "pins kept.")
     p.add_argument("command_args", nargs="*", metavar="run WORKFLOW", help="run a workflow headless")
     p.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE", dest="set_values",
                    help="with 'run': change one input before running (repeatable)")
@@ -294,6 +297,9 @@ def _directories(ns: argparse.Namespace, environ: Mapping[str, str]) -> dict[str
     return dirs
 
 
+INSTALL_PACK_REQUIREMENTS = "install-pack-requirements"
+
+
 def _command(ns: argparse.Namespace, parser: argparse.ArgumentParser,
              environ: Mapping[str, str]) -> tuple[str, Path | None, tuple[Override, ...]]:
     args = list(ns.command_args)
@@ -304,8 +310,13 @@ def _command(ns: argparse.Namespace, parser: argparse.ArgumentParser,
         if ns.set_values:
             parser.error("--set is only valid with 'run WORKFLOW'")
         return "serve", None, ()
+    if args[0] == INSTALL_PACK_REQUIREMENTS:
+        if ns.set_values:
+            parser.error("--set is only valid with 'run WORKFLOW'")
+        return INSTALL_PACK_REQUIREMENTS, None, ()
     if args[0] != "run":
-        parser.error(f"unknown command {args[0]!r}; the only command is 'run WORKFLOW'")
+        parser.error(f"unknown command {args[0]!r}; the commands are 'run WORKFLOW' and "
+                     f"'{INSTALL_PACK_REQUIREMENTS} [PACK ...]'")
     if len(args) != 2:
         parser.error("'run' takes exactly one WORKFLOW file (API JSON, UI JSON or a PNG with a workflow)")
     return "run", _expand(args[1], environ), tuple(parse_override(s, parser) for s in ns.set_values)
@@ -414,6 +425,7 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str], prog: str = "mai
         command=command,
         workflow=workflow,
         overrides=overrides,
+        packs=tuple(ns.command_args[1:]) if command == INSTALL_PACK_REQUIREMENTS else (),
         warnings=_warnings(ns, unknown),
         argv=tuple(redacted_argv([prog, *argv], auth_token)),
     )

@@ -1,5 +1,7 @@
 """Loom's command line: `python main.py [flags]` serves the API and editor (127.0.0.1:8188 by
-default); `python main.py run WORKFLOW [--set NODE.INPUT=VALUE ...]` runs one workflow headless.
+default); `python main.py run WORKFLOW [--set NODE.INPUT=VALUE ...]` runs one workflow headless;
+`python main.py install-pack-requirements [PACK ...]` installs custom node packs' requirements.txt
+(`pack_requirements.py`: Loom's pins in constraints.txt are kept).
 
 The only place that reads argv and the environment (through `config.parse_args`); everything
 else receives the frozen Config or the Runtime built from it.
@@ -23,6 +25,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     for warning in config.warnings:
         logging.getLogger("loom").warning(warning)
 
+    if config.command == "install-pack-requirements":
+        from pack_requirements import main as install_pack_requirements
+
+        return install_pack_requirements(config, config.packs)
     from runtime import build_runtime
 
     runtime = build_runtime(config)

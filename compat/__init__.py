@@ -8,7 +8,8 @@ runtime (its folders, model manager, interrupt flag and config), before packs ar
 | `folder_paths` | `compat/folder_paths.py` over `folders.Folders` |
 | `comfy`, `comfy.utils` | `compat/comfy_utils.py` (ProgressBar → NodeContext progress, common_upscale, load_torch_file) |
 | `comfy.model_management` | `compat/model_management.py` over the model manager and the interrupt flag |
-| `comfy.samplers` | `compat/samplers.py` (KSampler.SAMPLERS / SCHEDULERS from diffusion/) |
+| `comfy.samplers` | `compat/samplers.py` (KSampler, KSAMPLER, sample), `compat/cfg_guider.py` (CFGGuider), `compat/comfy_sampler.py` (Sampler) |
+| `comfy.sampler_helpers`, `comfy.patcher_extension` | `compat/sampler_helpers.py`, `compat/patcher_extension.py` |
 | `node_helpers` | `compat/node_helpers.py` (pillow, conditioning_set_values) |
 | `comfy.comfy_types`, `comfy.comfy_types.node_typing` | `compat/comfy_types.py` (IO, ComfyNodeABC, InputTypeDict, ...) |
 | `comfy_execution`, `comfy_execution.graph_utils` | `nodes/graph_builder.py` itself (GraphBuilder, Node, is_link, ExecutionBlocker) |
@@ -18,10 +19,10 @@ runtime (its folders, model manager, interrupt flag and config), before packs ar
 | `comfy.sample` (prepare_noise, sample, sample_custom, fix_empty_latent_channels) | `compat/comfy_sample.py` |
 | `comfy.k_diffusion.sampling` (sample_*, get_sigmas_*, to_d, noise samplers) | `compat/k_diffusion_sampling.py` |
 | `latent_preview` (prepare_callback, get_previewer) | `compat/latent_preview.py` |
-| `server.PromptServer` | `compat/prompt_server.py`, re-exported lazily by Loom's own `server` package |
+| `server.PromptServer` | `compat/prompt_server.py` (+ `prompt_queue`: `compat/prompt_queue.py`), re-exported lazily by Loom's own `server` package |
+| `execution` (validate_prompt, get_input_data, PromptQueue, ExecutionResult) | `compat/execution.py` |
 | `nodes` (ComfyUI's module API: core classes by name, NODE_CLASS_MAPPINGS, common_ksampler, ...) | `compat/nodes_module.py`, as attributes of Loom's own `nodes` package |
 | `comfy.model_patcher` (ModelPatcher: Loom's MODEL handle itself, `diffusion/patcher_api.py`) | `compat/model_patcher.py` |
-| `comfy.patcher_extension` (WrappersMP, CallbacksMP, WrapperExecutor, add_wrapper_with_key, ...) | `compat/patcher_extension.py` |
 | `comfy.sd` (CLIP, VAE, load_checkpoint_guess_config, load_lora_for_models, load_clip, load_diffusion_model) | `compat/comfy_sd.py` |
 | `comfy.lora` (load_lora, model_lora_keys_unet/clip, calculate_weight) | `compat/comfy_lora.py` |
 | `comfy.ops` (disable_weight_init, manual_cast, cast_bias_weight) | `compat/comfy_ops.py` |
@@ -34,6 +35,7 @@ runtime (its folders, model manager, interrupt flag and config), before packs ar
 | `comfy.controlnet` (load_controlnet, load_controlnet_state_dict, load_t2i_adapter, ControlBase, ...) | `compat/controlnet.py` |
 | `comfy.cldm`, `comfy.cldm.cldm` (ControlNet: the network class) | `compat/cldm.py` |
 | `comfy.model_detection` (unet_prefix_from_state_dict, detect_unet_config, model_config_from_unet) | `compat/model_detection.py` |
+| `comfy_extras`, `comfy_extras.nodes_*`, `comfy_extras.chainner_models.model_loading` | `compat/comfy_extras.py` (the facade classes of `nodes`, by ComfyUI's class names) |
 
 During a node call the modules read the running node's context (`nodes.context.current_or_none`)
 first, so they follow the executor that runs the node. Nothing global is kept beyond those
@@ -77,7 +79,6 @@ SOURCE_MODULES: dict[str, str | None] = {
     "comfy.k_diffusion": None,
     "comfy.k_diffusion.sampling": "k_diffusion_sampling.py",
     "latent_preview": "latent_preview.py",
-    "comfy.patcher_extension": "patcher_extension.py",
     "comfy.model_patcher": "model_patcher.py",
     "comfy.sd": "comfy_sd.py",
     "comfy.lora": "comfy_lora.py",
@@ -95,11 +96,14 @@ SOURCE_MODULES: dict[str, str | None] = {
     "comfy.cldm": None,
     "comfy.cldm.cldm": "cldm.py",
     "comfy.model_detection": "model_detection.py",
+    "execution": "execution.py",
 }
 # ComfyUI module name -> the module (already installed above, or one of Loom's own) it is.
 ALIASES: dict[str, str] = {
     "comfy.comfy_types.node_typing": "comfy.comfy_types",
     "comfy_execution.graph_utils": "nodes.graph_builder",
+    "comfy.sampler_helpers": "compat.sampler_helpers",
+    "comfy.patcher_extension": "compat.patcher_extension",
 }
 # The versions of comfy_api a pack may import; all are served by the one implementation.
 COMFY_API_VERSIONS = ("latest", "v0_0_2", "v0_0_1")
@@ -114,6 +118,7 @@ class CompatBinding:
     interrupt: InterruptFlag
     config: Config
     prompt_server: PromptServer
+    registry: Any = None  # the runtime's node registry (execution.validate_prompt)
 
     def current_folders(self) -> FoldersLike:
         """The running node's folders, else the runtime's."""
@@ -211,7 +216,7 @@ def install_compat(runtime: Runtime) -> CompatBinding:
     prompt_server = PromptServer()
     PromptServer.instance = prompt_server
     binding = CompatBinding(folders=runtime.folders, models=runtime.models, interrupt=runtime.interrupt,
-                            config=runtime.config, prompt_server=prompt_server)
+                            config=runtime.config, prompt_server=prompt_server, registry=runtime.registry)
     for name, filename in SOURCE_MODULES.items():
         if filename is None:
             module = _package(name, f"Loom's compatibility package for ComfyUI's {name}.")
@@ -227,7 +232,8 @@ def install_compat(runtime: Runtime) -> CompatBinding:
         sys.modules[name] = module
         _link_parent(name, module)
     _install_placement(binding)
+    from compat.comfy_extras import install_extras
     from compat.nodes_module import install_nodes_api
 
-    install_nodes_api(runtime.registry, binding)
+    install_extras(install_nodes_api(runtime.registry, binding).NODE_CLASS_MAPPINGS)
     return binding

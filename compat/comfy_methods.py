@@ -99,3 +99,70 @@ COMFY_METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
     "FreeU_V2": ("patch", ("model", "b1", "b2", "s1", "s2")),
     "PerturbedAttentionGuidance": ("patch", ("model", "scale")),
 }
+
+# The nodes of ComfyUI's comfy_extras modules that packs call as objects (`compat/comfy_extras.py` re-exports them);
+# where ComfyUI's method takes its parameters in the declared input order, only the order is repeated here.
+_EXTRAS_SAME_ORDER: dict[str, str] = {
+    # nodes_custom_sampler, nodes_align_your_steps, nodes_gits, nodes_optimalsteps
+    "BasicScheduler": "get_sigmas", "KarrasScheduler": "get_sigmas", "ExponentialScheduler": "get_sigmas",
+    "PolyexponentialScheduler": "get_sigmas", "LaplaceScheduler": "get_sigmas", "VPScheduler": "get_sigmas",
+    "BetaSamplingScheduler": "get_sigmas", "SDTurboScheduler": "get_sigmas", "AlignYourStepsScheduler": "get_sigmas",
+    "GITSScheduler": "get_sigmas", "OptimalStepsScheduler": "get_sigmas", "SplitSigmas": "get_sigmas",
+    "SplitSigmasDenoise": "get_sigmas", "FlipSigmas": "get_sigmas", "SetFirstSigma": "set_first_sigma",
+    "ExtendIntermediateSigmas": "extend", "SamplingPercentToSigma": "get_sigma", "KSamplerSelect": "get_sampler",
+    "SamplerEulerAncestral": "get_sampler", "SamplerEulerAncestralCFGPP": "get_sampler", "SamplerLMS": "get_sampler",
+    "SamplerDPMPP_3M_SDE": "get_sampler", "SamplerDPMPP_2M_SDE": "get_sampler", "SamplerDPMPP_SDE": "get_sampler",
+    "SamplerDPMPP_2S_Ancestral": "get_sampler", "SamplerDPMAdaptative": "get_sampler", "SamplerER_SDE": "get_sampler",
+    "SamplerSASolver": "get_sampler", "CFGGuider": "get_guider", "DualCFGGuider": "get_guider",
+    "BasicGuider": "get_guider", "PerpNegGuider": "get_guider", "RandomNoise": "get_noise", "DisableNoise": "get_noise",
+    "AddNoise": "add_noise", "SamplerCustom": "sample", "SamplerCustomAdvanced": "sample",
+    # nodes_clip_sdxl
+    "CLIPTextEncodeSDXL": "encode",
+    # nodes_mask
+    "LatentCompositeMasked": "composite", "MaskToImage": "mask_to_image", "ImageToMask": "image_to_mask",
+    "ImageColorToMask": "image_to_mask", "SolidMask": "solid", "InvertMask": "invert", "CropMask": "crop",
+    "MaskComposite": "combine", "FeatherMask": "feather", "GrowMask": "expand_mask", "ThresholdMask": "image_to_mask",
+    # nodes_latent
+    "LatentAdd": "op", "LatentSubtract": "op", "LatentMultiply": "op", "LatentInterpolate": "op",
+    "LatentBatch": "batch",
+    "LatentBatchSeedBehavior": "op", "LatentApplyOperation": "op", "LatentApplyOperationCFG": "patch",
+    "LatentOperationTonemapReinhard": "op", "LatentOperationSharpen": "op",
+    # nodes_model_advanced
+    "ModelSamplingDiscrete": "patch", "ModelSamplingContinuousEDM": "patch", "ModelSamplingContinuousV": "patch",
+    "ModelSamplingSD3": "patch", "ModelSamplingAuraFlow": "patch_aura", "RescaleCFG": "patch",
+    # nodes_images
+    "ImageAddNoise": "repeat",
+    # model patches, compositing, rebatching, merging
+    "SelfAttentionGuidance": "patch", "DifferentialDiffusion": "apply", "PerpNeg": "patch", "HyperTile": "patch",
+    "TomePatchModel": "patch", "PatchModelAddDownscale": "patch", "UNetSelfAttentionMultiply": "patch",
+    "UNetCrossAttentionMultiply": "patch", "CLIPAttentionMultiply": "patch", "CFGZeroStar": "patch",
+    "SkipLayerGuidanceSD3": "skip_guidance_sd3", "PorterDuffImageComposite": "composite",
+    "SplitImageWithAlpha": "split_image_with_alpha", "JoinImageWithAlpha": "join_image_with_alpha",
+    "Canny": "detect_edge", "Morphology": "process", "RebatchLatents": "rebatch", "RebatchImages": "rebatch",
+    "ModelMergeSimple": "merge", "ModelMergeSubtract": "merge", "ModelMergeAdd": "merge", "ModelMergeBlocks": "merge",
+    "CLIPMergeSimple": "merge", "CLIPMergeSubtract": "merge", "CLIPMergeAdd": "merge", "HypernetworkLoader":
+    "load_hypernetwork", "EmptySD3LatentImage": "generate",
+    # nodes_hooks
+    "CreateHookLora": "create_hook", "CreateHookLoraModelOnly": "create_hook_model_only",
+    "CreateHookModelAsLora": "create_hook", "CreateHookModelAsLoraModelOnly": "create_hook_model_only",
+    "SetHookKeyframes": "set_hook_keyframes", "CreateHookKeyframe": "create_hook_keyframe",
+    "CreateHookKeyframesInterpolated": "create_hook_keyframes",
+    "CreateHookKeyframesFromFloats": "create_hook_keyframes",
+    "SetClipHooks": "apply_hooks", "ConditioningTimestepsRange": "create_range",
+    "ConditioningSetProperties": "set_properties", "ConditioningSetPropertiesAndCombine": "set_properties",
+    "PairConditioningSetProperties": "set_properties", "PairConditioningSetPropertiesAndCombine": "set_properties",
+    "ConditioningSetDefaultCombine": "set_default_and_combine",
+    "PairConditioningSetDefaultCombine": "set_default_and_combine", "PairConditioningCombine": "combine",
+    "CombineHooks2": "combine_hooks", "CombineHooks4": "combine_hooks", "CombineHooks8": "combine_hooks",
+}
+EXTRAS_SAME_ORDER = _EXTRAS_SAME_ORDER  # the names whose order `nodes_module._positional` takes from the spec
+COMFY_METHODS.update({
+    "CLIPTextEncodeSDXLRefiner": ("encode", ("clip", "ascore", "width", "height", "text")),
+    "InstructPixToPixConditioning": ("encode", ("positive", "negative", "pixels", "vae")),
+    "SaveAnimatedWEBP": ("save_images", ("images", "fps", "filename_prefix", "lossless", "quality", "method",
+                                         "num_frames", "prompt", "extra_pnginfo")),
+    "SaveAnimatedPNG": ("save_images", ("images", "fps", "compress_level", "filename_prefix", "prompt",
+                                        "extra_pnginfo")),
+    "CheckpointSave": ("save", ("model", "clip", "vae", "filename_prefix", "prompt", "extra_pnginfo")),
+    "VAESave": ("save", ("vae", "filename_prefix", "prompt", "extra_pnginfo")),
+})

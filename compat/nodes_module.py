@@ -7,7 +7,8 @@ attributes of Loom's package (class names are CamelCase, Loom's submodules lower
 - each registered node by its ComfyUI name (`nodes.CLIPTextEncode`, ...): for Loom's typed nodes a ComfyUI-style
   class (`INPUT_TYPES`, `RETURN_TYPES`, `FUNCTION`, ... and the method ComfyUI names, taking ComfyUI's positional
   order: `nodes.CLIPTextEncode().encode(clip, text)` returns `([[cond, {...}]],)`), which packs may also subclass;
-  for ComfyUI-style classes of other packs, the class itself;
+  for ComfyUI-style classes of other packs, the class itself; `Class.execute(...)` called on the class runs the
+  node as ComfyUI's schema (v3) nodes do and returns an `io.NodeOutput`;
 - `NODE_CLASS_MAPPINGS` / `NODE_DISPLAY_NAME_MAPPINGS`: live read-only views of the registry (packs loaded later
   appear too); `MAX_RESOLUTION`; `common_ksampler(...)`; `before_node_execution()`; `interrupt_processing()`;
   `EXTENSION_WEB_DIRS`.
@@ -20,7 +21,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any, Iterator
 
-from compat.comfy_methods import COMFY_METHODS
+from compat.comfy_methods import COMFY_METHODS, EXTRAS_SAME_ORDER
 from nodes.spec import Node, NodeSpec, normalize_result
 
 MAX_RESOLUTION = 16384
@@ -35,10 +36,16 @@ def _positional(spec: NodeSpec) -> tuple[str, ...]:
     return tuple(i.name for i in visible if not i.optional) + tuple(i.name for i in visible if i.optional)
 
 
+def method_name(spec: NodeSpec) -> str:
+    """ComfyUI's `FUNCTION` for a node: known for core and comfy_extras nodes, else Loom's `execute`."""
+    known = COMFY_METHODS.get(spec.class_type)
+    return known[0] if known is not None else EXTRAS_SAME_ORDER.get(spec.class_type, "execute")
+
+
 def _call(spec: NodeSpec, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     names = _positional(spec)
     if len(args) > len(names):
-        raise TypeError(f"{spec.class_type}.{COMFY_METHODS.get(spec.class_type, ('execute',))[0]}() takes "
+        raise TypeError(f"{spec.class_type}.{method_name(spec)}() takes "
                         f"{len(names)} positional arguments but {len(args)} were given")
     inputs = dict(zip(names, args))
     for name, value in kwargs.items():
@@ -56,9 +63,30 @@ def _call(spec: NodeSpec, instance: Any, args: tuple[Any, ...], kwargs: dict[str
     return tuple(out.values)
 
 
+class _SchemaExecute:
+    """`execute` of a facade class: called on the class (`GrowMask.execute(mask, 2, False)`, ComfyUI's schema
+    nodes) it runs a fresh node and returns an `io.NodeOutput`; on an instance it is the classic method."""
+
+    def __init__(self, method: Any) -> None:
+        self.method = method
+
+    def __get__(self, instance: Any, owner: type) -> Any:
+        if instance is not None:
+            return self.method.__get__(instance, owner)
+
+        def execute(*args: Any, **kwargs: Any) -> Any:
+            from nodes.comfy_api.io_core import NodeOutput
+
+            out = self.method(owner(), *args, **kwargs)
+            if isinstance(out, dict):
+                return NodeOutput(*out["result"], ui=out["ui"])
+            return NodeOutput(*out)
+        return execute
+
+
 def comfy_class(spec: NodeSpec, folders: Any = None) -> type:
     """A ComfyUI-style class for one of Loom's typed nodes (see the module docstring)."""
-    method_name = COMFY_METHODS.get(spec.class_type, ("execute", ()))[0]
+    function = method_name(spec)
     info = spec.object_info(folders)
 
     def input_types(cls: type) -> dict[str, Any]:
@@ -79,13 +107,14 @@ def comfy_class(spec: NodeSpec, folders: Any = None) -> type:
         "RETURN_TYPES": tuple(info["output"]),
         "RETURN_NAMES": tuple(info["output_name"]),
         "OUTPUT_IS_LIST": tuple(info["output_is_list"]),
-        "FUNCTION": method_name,
+        "FUNCTION": function,
         "CATEGORY": spec.category,
         "OUTPUT_NODE": spec.output_node,
         "DESCRIPTION": spec.description,
         "_loom_spec": spec,
-        method_name: method,
+        function: method,
     }
+    attrs["execute"] = _SchemaExecute(method)  # also the FUNCTION itself when ComfyUI's is "execute"
     if spec.not_idempotent:
         attrs["NOT_IDEMPOTENT"] = True
     return type(spec.class_type, (), attrs)

@@ -30,18 +30,21 @@ class WrapperExecutor:
         self.idx = idx
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.idx >= len(self.wrappers):
-            return self.original(*args, **kwargs)
-        nxt = WrapperExecutor(self.original, self.class_obj, self.wrappers, self.idx + 1)
-        return self.wrappers[self.idx](nxt, *args, **kwargs)
+        """What a wrapper calls with the executor it was given: the next wrapper, or `original` after the last."""
+        if self.is_last:
+            raise RuntimeError("a wrapper called its executor after the wrapped function had already run")
+        return WrapperExecutor(self.original, self.class_obj, self.wrappers, self.idx + 1).execute(*args, **kwargs)
 
     @property
     def is_last(self) -> bool:
         return self.idx >= len(self.wrappers)
 
     def execute(self, *args: Any, **kwargs: Any) -> Any:
-        """Start the chain here (what the model code does; a wrapper calls the executor it was given)."""
-        return self(*args, **kwargs)
+        """Start the chain here (what the model code does; a wrapper calls the executor it was given instead):
+        wrapper `idx` is handed this executor, as in ComfyUI."""
+        if self.is_last:
+            return self.original(*args, **kwargs)
+        return self.wrappers[self.idx](self, *args, **kwargs)
 
     @classmethod
     def new_executor(cls, original: Callable[..., Any], wrappers: list[Callable[..., Any]],

@@ -12,8 +12,9 @@ so relative imports and sibling modules work) and may declare nodes in any of th
 
 `WEB_DIRECTORY` (relative to the pack) names a folder of editor scripts. A pack that fails to
 import is returned with state "failed" and its traceback; a node whose declaration is malformed
-is left out and its error kept in `node_errors`. ComfyUI packs import `folder_paths`, `comfy.*`
-and `server`: `compat.install_compat(runtime)` must run before `load_packs` for those.
+is left out and its error kept in `node_errors`. A failure on a ComfyUI name the compatibility layer lacks
+(a module, or a name in one) is also named in `missing` and in a last line of the error. ComfyUI packs import
+`folder_paths`, `comfy.*` and `server`: `compat.install_compat(runtime)` must run before `load_packs` for those.
 """
 from __future__ import annotations
 
@@ -61,6 +62,7 @@ class LoadedPack:
     state: State = "ok"
     seconds: float = 0.0
     error: str | None = None
+    missing: str | None = None  # the ComfyUI name the import failed on (see `missed_name`)
     module_name: str | None = None
     nodes: dict[str, Any] = field(default_factory=dict)
     display_names: dict[str, str] = field(default_factory=dict)
@@ -74,7 +76,8 @@ class LoadedPack:
     def to_json(self) -> dict[str, Any]:
         """The pack as `GET /loom/custom_nodes` lists it."""
         return {"name": self.name, "path": str(self.path), "state": self.state,
-                "import_seconds": round(self.seconds, 4), "error": self.error, "api": list(self.api_styles),
+                "import_seconds": round(self.seconds, 4), "error": self.error, "missing": self.missing,
+                "api": list(self.api_styles),
                 "nodes": list(self.registered) or [s.class_type for s in self.specs
                                                    if s.class_type not in self.collisions],
                 "node_errors": dict(self.node_errors), "collisions": list(self.collisions),
@@ -141,6 +144,8 @@ def _module_name(name: str, taken: set[str]) -> str:
 
 def _forget(module_name: str) -> None:
     """Drop `module_name` and its submodules from sys.modules (a fresh import next time)."""
+    if module_name not in sys.modules:
+        return  # submodules are never left without their package (a failed import forgets both)
     for key in [k for k in sys.modules if k == module_name or k.startswith(module_name + ".")]:
         del sys.modules[key]
 
@@ -166,13 +171,33 @@ def import_pack(module_name: str, path: Path) -> types.ModuleType:
     return module
 
 
+_FROM_IMPORT = re.compile(r"cannot import name '([^']+)' from '([^']+)'")
+_ATTRIBUTE = re.compile(r"module '([^']+)' has no attribute '([^']+)'")
+
+
+def missed_name(error: BaseException) -> str | None:
+    """The ComfyUI name a pack's import failed on, when it is one of ComfyUI's modules or a name in one:
+    a missing module (`comfy.sd`), a name imported from one (`comfy.samplers.Foo`), or an attribute read off one
+    (`comfy.model_management.bar`)."""
+    if isinstance(error, ModuleNotFoundError):
+        name = getattr(error, "name", None) or ""
+    elif isinstance(error, ImportError) and (found := _FROM_IMPORT.search(str(error))):
+        name = f"{found.group(2)}.{found.group(1)}"
+    elif isinstance(error, AttributeError) and (found := _ATTRIBUTE.search(str(error))):
+        name = f"{found.group(1)}.{found.group(2)}"
+    else:
+        return None
+    return name if name and name.split(".")[0] in _COMFY_MODULES else None
+
+
 def _hint(error: BaseException) -> str:
-    """A line for import errors of ComfyUI modules that Loom does not provide."""
-    missing = getattr(error, "name", None) if isinstance(error, ModuleNotFoundError) else None
-    if missing and missing.split(".")[0] in _COMFY_MODULES:
-        return (f"\nLoom's ComfyUI compatibility layer does not provide the module '{missing}' "
-                "(see docs/custom-nodes.md for what it covers).")
-    return ""
+    """A line for import errors on ComfyUI names that Loom does not provide."""
+    missing = missed_name(error)
+    if missing is None:
+        return ""
+    kind = "module" if isinstance(error, ModuleNotFoundError) else "name"
+    return (f"\nLoom's ComfyUI compatibility layer does not provide the {kind} '{missing}' "
+            "(see docs/custom-nodes.md for what it covers).")
 
 
 # ---- collecting nodes -------------------------------------------------------------------------
@@ -255,6 +280,7 @@ def load_pack(name: str, path: Path, module_name: str) -> LoadedPack:
     except (Exception, SystemExit) as error:  # third-party code: any failure is this pack's alone
         pack.state = "failed"
         pack.error = traceback.format_exc() + _hint(error)
+        pack.missing = missed_name(error)
         pack.nodes, pack.specs = {}, []
         log.warning("cannot import custom node pack %s (%s):\n%s", name, path, pack.error)
     pack.seconds = time.perf_counter() - started
@@ -310,6 +336,8 @@ def import_times_report(packs: Sequence[LoadedPack]) -> str:
     lines = ["Import times for custom nodes:"]
     for pack in sorted(packs, key=lambda p: -p.seconds):
         note = {"failed": " (IMPORT FAILED)", "disabled": " (DISABLED)"}.get(pack.state, "")
+        if pack.missing:
+            note = f" (IMPORT FAILED: Loom lacks {pack.missing})"
         extra = f", {len(pack.collisions)} name collision(s)" if pack.collisions else ""
         lines.append(f"  {pack.seconds:7.3f} seconds{note}: {pack.path}{extra}")
     return "\n".join(lines)

@@ -79,6 +79,22 @@ def _sampling_run(handle: Any, model: DiffusionModel, guider: Any, sampler: Samp
     return out, denoised
 
 
+def _comfy_guider_run(guider: Any, sampler: Sampler, sigmas: torch.Tensor, latent: Latent, noise: torch.Tensor,
+                      seed: int | None) -> tuple[Latent, Latent]:
+    """SamplerCustomAdvanced with a guider written for ComfyUI: its own `sample(...)` runs (so a pack's overrides
+    of sample/outer_sample/inner_sample and its OUTER_SAMPLE wrappers apply) and places the model itself."""
+    ctx = current_or_none()
+    latent_image = fix_empty_latent_channels(guider.model, latent["samples"])
+    sink: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        samples = guider.sample(noise, latent_image, sampler, sigmas, denoise_mask=latent.get("noise_mask"),
+                                callback=progress_callback(ctx, guider.model, sink), disable_pbar=False, seed=seed)
+    out = {**latent, "samples": samples.to(torch.float32).cpu()}
+    if "x0" not in sink:
+        return out, out
+    return out, {**latent, "samples": guider.model.process_latent_out(sink["x0"].float().cpu())}
+
+
 _CUSTOM_OUTPUTS = (Output("LATENT", "output"), Output("LATENT", "denoised_output"))
 
 
@@ -123,8 +139,10 @@ class SamplerCustomAdvanced(Node):
 
     def execute(self, noise: Any, guider: Any, sampler: Sampler, sigmas: torch.Tensor,
                 latent_image: Latent) -> tuple[Latent, Latent]:
-        handle = getattr(guider, "handle", None) or guider.model
         initial = noise.generate_noise(latent_image)
+        if callable(getattr(guider, "outer_sample", None)):  # a ComfyUI-style guider (comfy.samplers.CFGGuider)
+            return _comfy_guider_run(guider, sampler, sigmas, latent_image, initial, getattr(noise, "seed", None))
+        handle = getattr(guider, "handle", None) or guider.model
         return _sampling_run(handle, guider.model, guider, sampler, sigmas, latent_image, initial,
                              getattr(noise, "seed", None))
 

@@ -18,6 +18,7 @@ from executor.submission import SubmissionError, read_submission, validate_submi
 from server.http import (BadRequest, gc_paused, int_query, json_response, json_response_off_loop, read_json,
                          text_response_off_loop)
 from server.keys import QUEUE, RUNTIME, WORKER
+from server.prompt_server_compat import on_prompt
 
 
 _BIG_PROMPT_NODES = 1000
@@ -31,7 +32,7 @@ def queue_info(queue: Any) -> dict[str, Any]:
 async def post_prompt(request: web.Request) -> web.Response:
     """Validate and queue a prompt (`executor.submission`): `{prompt_id, number, node_errors}`, or
     400 with ComfyUI's `error`/`node_errors` body. An id already queued or run is not queued again."""
-    body = await read_json(request)
+    body = on_prompt(request.app, await read_json(request))  # packs' add_on_prompt_handler handlers
     runtime = request.app[RUNTIME]
     queue = request.app[QUEUE]
     try:
