@@ -17,7 +17,7 @@ from diffusion.conditioning import convert_cond as _convert_cond
 from diffusion.patcher import ModelHandle
 from diffusion.sample import prepare_mask as _prepare_mask
 from nodes.context import current_or_none
-from nodes.sampling import cond_models, unet_working_memory
+from nodes.sampling import cond_models
 
 
 class LoadedModels(list):
@@ -84,8 +84,7 @@ def prepare_sampling(model: Any, noise_shape: tuple[int, ...], conds: dict[str, 
     ctx = current_or_none()
     if ctx is None or ctx.models is None:
         return module, conds, LoadedModels([handle, *extra])
-    dtype = next(module.parameters()).dtype
-    working = int(unet_working_memory(tuple(noise_shape), dtype) * getattr(module, "memory_usage_factor", 1.0))
+    working = module.working_memory(tuple(noise_shape))
     stack = contextlib.ExitStack()
     device = stack.enter_context(ctx.models.use([handle, *extra], working_memory=working))
     return module, conds, LoadedModels([handle, *extra], stack, torch.device(device) if device is not None else None)
@@ -114,7 +113,4 @@ def cleanup_models(conds: dict[str, list], models: Any) -> None:
 def estimate_memory(model: Any, noise_shape: tuple[int, ...], conds: dict | None = None) -> tuple[int, int]:
     """(working memory with cond and uncond batched, with one) of a UNet call on `noise_shape`."""
     module = _diffusion_model(model)
-    dtype = next(module.parameters()).dtype
-    factor = getattr(module, "memory_usage_factor", 1.0)
-    return (int(unet_working_memory(tuple(noise_shape), dtype, 2) * factor),
-            int(unet_working_memory(tuple(noise_shape), dtype, 1) * factor))
+    return module.working_memory(tuple(noise_shape), 2), module.working_memory(tuple(noise_shape), 1)
