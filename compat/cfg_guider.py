@@ -182,9 +182,11 @@ class CFGGuider(_LoomGuider):
         (a MODEL object that keeps them as `.wrappers` / `.callbacks`, as ComfyUI's ModelPatcher does)."""
         run = copy_nested_dicts(options)
         transformer = run.setdefault("transformer_options", {})
+        own = options.get("transformer_options", {})
         for name in ("wrappers", "callbacks"):
             registry = getattr(self.model_patcher, name, None)
-            if isinstance(registry, dict) and registry:
+            # Loom's MODEL keeps its registries in these very options (diffusion/patcher_api.py): merged already
+            if isinstance(registry, dict) and registry and registry is not own.get(name):
                 transformer[name] = merge_nested_dicts(transformer.get(name, {}), registry)
         return run
 

@@ -258,4 +258,5 @@ def unet_inital_load_device(parameters: int, dtype: torch.dtype) -> torch.device
 def __getattr__(name: str) -> Any:
     if name == "vram_state":
         return _STATES.get(_models().state, VRAMState.NORMAL_VRAM)
-    raise AttributeError(f"comfy.model_management has no attribute {name!r} in Loom's compatibility layer")
+    raise AttributeError(f"module 'comfy.model_management' has no attribute {name!r} "
+                         f"(not in Loom's compatibility layer)")

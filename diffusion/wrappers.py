@@ -63,4 +63,4 @@ def run_wrapped(wrapper_type: str, original: Callable[..., Any], class_obj: Any,
     chain = wrappers_of(wrapper_type, transformer_options)
     if not chain:
         return original(*args, **kwargs)
-    return WrapperExecutor(original, class_obj, chain)(*args, **kwargs)
+    return WrapperExecutor(original, class_obj, chain).execute(*args, **kwargs)
