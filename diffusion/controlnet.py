@@ -8,7 +8,9 @@ Owns:
 - T2I-Adapters (Mou et al. 2023, "T2I-Adapter: Learning Adapters to Dig out More Controllable Ability for
   Text-to-Image Diffusion Models"; TencentARC/T2I-Adapter `ldm/modules/encoders/adapter.py`): the full `Adapter`
   (`conv_in`, `body.N.{in_conv,block1,block2,down_opt}`) and `Adapter_light` (`body.N.{in_conv,body,out_conv}`)
-  networks, whose features are added to the UNet's input blocks; computed once per hint, not per step.
+  networks (SD1/SD2, and SDXL's 16× unshuffle variant whose last feature goes to the middle block), whose features
+  are added to the UNet's input blocks; computed once per hint, not per step. diffusers-layout files are renamed
+  first (`diffusion/controlnet_diffusers.py`).
 - `load_controlnet_state_dict`: detection of ControlNet vs T2I-Adapter files, difference ControlNets (the base
   model's weights are added), and the `ControlNet` / `T2IAdapter` control objects.
 - The control protocol the sampler uses (`diffusion/conditioning.py` calls `get_control`, `diffusion/guidance.py`
@@ -21,12 +23,15 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from diffusion.checkpoint import CheckpointError
+from diffusion.controlnet_diffusers import (diffusers_controlnet_to_ldm, diffusers_t2i_adapter_to_ldm,
+                                            is_diffusers_controlnet, is_diffusers_t2i_adapter)
 from diffusion.families import unet_config_from_state_dict
 from diffusion.patcher import ModelHandle
 from diffusion.unet import UNetConfig, UNetModel, load_assigned
@@ -66,7 +71,7 @@ def hint_block(hint_channels: int, model_channels: int) -> nn.Sequential:
 
 
 class ControlNetNet(nn.Module):
-    """The ControlNet network of an SD1/SD2 UNet config: returns the residuals for the UNet's skips and middle."""
+    """The ControlNet network of an SD1/SD2/SDXL UNet config: returns the residuals for the UNet's skips and middle."""
 
     def __init__(self, config: UNetConfig, hint_channels: int = 3) -> None:
         super().__init__()
@@ -128,6 +133,9 @@ def controlnet_config(sd: dict[str, torch.Tensor]) -> tuple[UNetConfig, int]:
     probe = dict(sd)
     probe["out.2.weight"] = torch.empty((sd["input_blocks.0.0.weight"].shape[1], 1, 3, 3), device="meta")
     config = unet_config_from_state_dict(probe)
+    if config.depth_in is not None and not config.depth_out:
+        # Per-block depths (SDXL): there are no output blocks to read theirs from; the decoder is dropped anyway.
+        config = replace(config, depth_out=(0,) * (len(config.channel_mult) * (config.num_res_blocks + 1)))
     return config, int(sd["input_hint_block.0.weight"].shape[1])
 
 
@@ -283,6 +291,8 @@ def load_controlnet_state_dict(sd: dict[str, torch.Tensor], dtype: torch.dtype, 
     With `base_model` (DiffControlNetLoader), a file marked as a difference ControlNet (a `difference` key) gets
     the model's UNet weights added. Raises `CheckpointError` for files that are neither.
     """
+    if is_diffusers_controlnet(sd):
+        sd = diffusers_controlnet_to_ldm(sd, name)
     prefix = controlnet_prefix(sd)
     if prefix is None:
         adapter = load_t2i_adapter(sd, dtype, name)
@@ -341,21 +351,33 @@ class AdapterResBlock(nn.Module):
 
 
 class Adapter(nn.Module):
-    """The full T2I-Adapter: pixel-unshuffle by 8, `conv_in`, then `nums_rb` blocks per UNet level; one feature
-    per level, added to the last input block of that level."""
+    """The full T2I-Adapter: pixel-unshuffle, `conv_in`, then `nums_rb` blocks per level; one feature per level,
+    added to the last input block of the UNet level of the same width.
 
-    unshuffle_amount = 8
+    SD1/SD2 adapters unshuffle by 8 and halve the size at each level after the first. SDXL adapters (`xl`: 16×16
+    unshuffle, so `conv_in` takes 256 or 768 channels) start at the UNet's second resolution, widen without
+    downsampling at level 1, downsample only at level 2, and hand their last feature to the middle block
+    (TencentARC's SDXL adapter as ComfyUI's `Adapter(xl=True)` runs it)."""
 
-    def __init__(self, cin: int, channels: list[int], nums_rb: int, ksize: int, use_conv: bool) -> None:
+    def __init__(self, cin: int, channels: list[int], nums_rb: int, ksize: int, use_conv: bool,
+                 xl: bool = False) -> None:
         super().__init__()
-        self.channels, self.nums_rb = channels, nums_rb
+        self.channels, self.nums_rb, self.xl = channels, nums_rb, xl
+        self.unshuffle_amount = 16 if xl else 8
+        downsampling = (2,) if xl else tuple(range(1, len(channels)))
         self.input_channels = cin // self.unshuffle_amount ** 2
         self.unshuffle = nn.PixelUnshuffle(self.unshuffle_amount)
         self.conv_in = nn.Conv2d(cin, channels[0], 3, padding=1)
         self.body = nn.ModuleList(
-            AdapterResBlock(channels[max(0, i - 1)] if j == 0 else channels[i], channels[i], i > 0 and j == 0,
-                            ksize, use_conv)
+            AdapterResBlock(channels[max(0, i - 1)] if j == 0 else channels[i], channels[i],
+                            i in downsampling and j == 0, ksize, use_conv)
             for i in range(len(channels)) for j in range(nums_rb))
+
+    def _gaps(self, level: int) -> int:
+        """How many UNet input blocks before this level's feature take none."""
+        if not self.xl:
+            return 2
+        return {0: 3, 2: 2}.get(level, 1)
 
     def forward(self, x: torch.Tensor) -> ControlDict:
         x = self.conv_in(self.unshuffle(x))
@@ -363,8 +385,11 @@ class Adapter(nn.Module):
         for i in range(len(self.channels)):
             for j in range(self.nums_rb):
                 x = self.body[i * self.nums_rb + j](x)
-            features += [None, None, x]
-        return {"input": features[::-1]}
+            features += [None] * self._gaps(i) + [x]
+        features = features[::-1]
+        if self.xl:
+            return {"input": features[1:], "middle": features[:1]}
+        return {"input": features}
 
 
 class LightResBlock(nn.Module):
@@ -425,7 +450,7 @@ def _count(sd: dict[str, torch.Tensor], fmt: str) -> int:
 
 
 def build_t2i_adapter(sd: dict[str, torch.Tensor]) -> nn.Module | None:
-    """The adapter network of `sd`'s layout (on meta), None when `sd` is not an SD1/SD2 T2I-Adapter."""
+    """The adapter network of `sd`'s layout (on meta), None when `sd` is not a T2I-Adapter Loom knows."""
     if "body.0.in_conv.weight" in sd and "body.0.out_conv.weight" in sd:
         levels = _count(sd, "body.{}.out_conv.weight")
         channels = [int(sd[f"body.{i}.out_conv.weight"].shape[0]) for i in range(levels)]
@@ -433,8 +458,7 @@ def build_t2i_adapter(sd: dict[str, torch.Tensor]) -> nn.Module | None:
         return AdapterLight(int(sd["body.0.in_conv.weight"].shape[1]), channels, nums_rb)
     if "conv_in.weight" in sd:
         cin, width = int(sd["conv_in.weight"].shape[1]), int(sd["conv_in.weight"].shape[0])
-        if cin in (256, 768):
-            return None  # SDXL adapters (unshuffle by 16) belong to the SDXL family
+        xl = cin in (256, 768)  # 16×16 unshuffle of a 1- or 3-channel hint: an SDXL adapter
         blocks = _count(sd, "body.{}.block1.weight")
         downs = [i for i in range(1, blocks) if f"body.{i}.in_conv.weight" in sd or f"body.{i}.down_opt.op.weight" in sd]
         nums_rb = downs[0] if downs else blocks
@@ -443,7 +467,7 @@ def build_t2i_adapter(sd: dict[str, torch.Tensor]) -> nn.Module | None:
         ksize = int(sd["body.0.block2.weight"].shape[-1])
         if channels[0] != width:
             return None
-        return Adapter(cin, channels, nums_rb, ksize, use_conv)
+        return Adapter(cin, channels, nums_rb, ksize, use_conv, xl=xl)
     return None
 
 
@@ -487,6 +511,8 @@ class T2IAdapter(ControlBase):
 
 def load_t2i_adapter(sd: dict[str, torch.Tensor], dtype: torch.dtype, name: str = "") -> T2IAdapter | None:
     """A T2I-Adapter control for adapter weights (optionally under `adapter`), None when `sd` is not one."""
+    if is_diffusers_t2i_adapter(sd):
+        sd = diffusers_t2i_adapter_to_ldm(sd)
     sd = {k[len("adapter."):] if k.startswith("adapter.") else k: v for k, v in sd.items()}
     with torch.device("meta"):
         net = build_t2i_adapter(sd)
