@@ -124,8 +124,10 @@ class LoadedModule:
     """
 
     def __init__(self, module: nn.Module, device: DeviceModel, name: str, kind: str,
-                 on_dead: Callable[[Any], None]) -> None:
+                 on_dead: Callable[[Any], None], is_shared: Callable[[Tensor], bool] | None = None) -> None:
         self.ref = weakref.ref(module, on_dead)
+        self.is_shared = is_shared or (lambda t: False)
+        self.swapped: set[str] = set()  # patched keys whose shared tensor was replaced, not written
         self.device = device
         self.name = name
         self.kind = kind
@@ -266,10 +268,18 @@ class LoadedModule:
                 if not patches:
                     continue
                 owner, attr = _resolve(mod, key)
-                target = _get_tensor(owner._parameters if attr in owner._parameters else owner._buffers, attr)
-                self.backups[key] = target.detach().to(OFFLOAD, copy=True)
-                with torch.inference_mode(torch.is_inference(target)):
-                    target.copy_(apply_patches(target, patches))
+                container = owner._parameters if attr in owner._parameters else owner._buffers
+                target = _get_tensor(container, attr)
+                if self.is_shared(target):
+                    # Another model uses this memory too: patch a copy and keep the shared tensor as the backup.
+                    self.backups[key] = target
+                    with torch.inference_mode(torch.is_inference(target)):
+                        _set_tensor(container, attr, apply_patches(target, patches).to(target.dtype))
+                    self.swapped.add(key)
+                else:
+                    self.backups[key] = target.detach().to(OFFLOAD, copy=True)
+                    with torch.inference_mode(torch.is_inference(target)):
+                        target.copy_(apply_patches(target, patches))
                 self.patched_keys.append(key)
         for path, obj in handle.object_patches.items():
             owner, attr = _resolve(mod, path)
@@ -305,10 +315,15 @@ class LoadedModule:
         with torch.no_grad():
             for key, backup in self.backups.items():
                 owner, attr = _resolve(mod, key)
-                target = _get_tensor(owner._parameters if attr in owner._parameters else owner._buffers, attr)
+                container = owner._parameters if attr in owner._parameters else owner._buffers
+                if key in self.swapped:
+                    _set_tensor(container, attr, backup)
+                    continue
+                target = _get_tensor(container, attr)
                 with torch.inference_mode(torch.is_inference(target)):
                     target.copy_(backup)
         self.backups.clear()
+        self.swapped.clear()
         self.patched_keys.clear()
         self.weights_key = None
 
