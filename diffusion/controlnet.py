@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from diffusion.checkpoint import CheckpointError
+from diffusion.controlnet_union import add_union_parts, union_config, union_hint
 from diffusion.controlnet_diffusers import (diffusers_controlnet_to_ldm, diffusers_t2i_adapter_to_ldm,
                                             is_diffusers_controlnet, is_diffusers_t2i_adapter)
 from diffusion.families import unet_config_from_state_dict
@@ -73,9 +74,10 @@ def hint_block(hint_channels: int, model_channels: int) -> nn.Sequential:
 class ControlNetNet(nn.Module):
     """The ControlNet network of an SD1/SD2/SDXL UNet config: returns the residuals for the UNet's skips and middle."""
 
-    def __init__(self, config: UNetConfig, hint_channels: int = 3) -> None:
+    def __init__(self, config: UNetConfig, hint_channels: int = 3, union: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.config = config
+        self.union = union  # (control types, width) of a union ControlNet (diffusion/controlnet_union.py)
         unet = UNetModel(config)  # the encoder half is an exact copy of the UNet's; the decoder is dropped
         self.time_embed = unet.time_embed
         if config.adm_in_channels is not None:
@@ -87,21 +89,28 @@ class ControlNetNet(nn.Module):
             nn.Sequential(nn.Conv2d(ch, ch, 1)) for ch in input_block_channels(config))
         mid = config.model_channels * config.channel_mult[-1]
         self.middle_block_out = nn.Sequential(nn.Conv2d(mid, mid, 1))
+        if union is not None:
+            add_union_parts(self, union[0], union[1], config.model_channels * 4)
 
     @property
     def dtype(self) -> torch.dtype:
         return self.time_embed[0].weight.dtype
 
     def forward(self, x: torch.Tensor, hint: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
-                y: torch.Tensor | None = None) -> ControlDict:
+                y: torch.Tensor | None = None, control_type: list[int] | None = None) -> ControlDict:
         """Residuals for UNet input `x` at `timesteps`: "output" (one per input block, for the skips the output
-        blocks take) and "middle". The encoded hint is added after the first input block (cldm.py)."""
+        blocks take) and "middle". The encoded hint is added after the first input block (cldm.py). A union
+        ControlNet takes `control_type` (SetUnionControlNetType; none: "auto")."""
         dtype = self.dtype
         timesteps = torch.as_tensor(timesteps, device=x.device).reshape(-1).expand(x.shape[0])
         emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))
+        guided: torch.Tensor | None = self.input_hint_block(hint.to(dtype))
+        if self.union is not None:
+            emb = emb + self.control_add_embedding(control_type or [], emb.dtype, emb.device)
+            if control_type:
+                guided = union_hint(self, guided, control_type)
         if self.config.adm_in_channels is not None and y is not None:
             emb = emb + self.label_emb(y.to(dtype))
-        guided: torch.Tensor | None = self.input_hint_block(hint.to(dtype))
         h, outs, options = x.to(dtype), [], {}
         context = context.to(dtype)
         for i, (block, zero_conv) in enumerate(zip(self.input_blocks, self.zero_convs)):
@@ -143,7 +152,7 @@ def build_controlnet(sd: dict[str, torch.Tensor], dtype: torch.dtype) -> Control
     """A `ControlNetNet` holding `sd` (keys without prefix), made on meta and assigned."""
     config, hint_channels = controlnet_config(sd)
     with torch.device("meta"):
-        net = ControlNetNet(config, hint_channels)
+        net = ControlNetNet(config, hint_channels, union=union_config(sd))
     load_assigned(net, sd, dtype, "cpu", "ControlNet")
     return net.eval().requires_grad_(False)
 
@@ -215,11 +224,19 @@ class ControlBase:
         self.previous_controlnet: ControlBase | None = None
         self.vae: Any = None
         self.model_sampling: Any = None
+        self.extra_args: dict[str, Any] = {}  # network inputs set by nodes (SetUnionControlNetType: control_type)
         self._hint: torch.Tensor | None = None
 
     def copy(self) -> "ControlBase":
-        """A new control on the same network with no hint (what the apply nodes configure)."""
-        return type(self)(self.handle)
+        """A new control on the same network with no hint (what the apply nodes configure), keeping the extra
+        network inputs."""
+        other = type(self)(self.handle)
+        other.extra_args = dict(self.extra_args)
+        return other
+
+    def set_extra_arg(self, name: str, value: Any) -> None:
+        """An extra input of the network, e.g. a union ControlNet's `control_type` (ComfyUI's set_extra_arg)."""
+        self.extra_args[name] = value
 
     def set_cond_hint(self, hint: torch.Tensor, strength: float = 1.0,
                       percent_range: tuple[float, float] = (0.0, 1.0), vae: Any = None) -> "ControlBase":
@@ -281,7 +298,7 @@ class ControlNet(ControlBase):
         ms = self.model_sampling
         timesteps = ms.timestep(sigma).float()
         x_in = ms.calculate_input(sigma, x)
-        return net(x_in, hint, timesteps, cond["c_crossattn"], y=cond.get("y"))
+        return net(x_in, hint, timesteps, cond["c_crossattn"], y=cond.get("y"), **self.extra_args)
 
 
 def load_controlnet_state_dict(sd: dict[str, torch.Tensor], dtype: torch.dtype, name: str = "",

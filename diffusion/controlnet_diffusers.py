@@ -3,7 +3,8 @@
 Owns `is_diffusers_controlnet` / `diffusers_controlnet_to_ldm` (diffusers `ControlNetModel` keys:
 `controlnet_cond_embedding.*`, `time_embedding.*`, `add_embedding.*`, `down_blocks.*`, `mid_block.*`,
 `controlnet_down_blocks.N`, `controlnet_mid_block` → lllyasviel's `input_hint_block.*`, `input_blocks.*`,
-`middle_block.*`, `zero_convs.N.0`, `middle_block_out.0`), the layout most SDXL ControlNets ship as, and
+`middle_block.*`, `zero_convs.N.0`, `middle_block_out.0`), the layout most SDXL ControlNets ship as (union
+ControlNets keep their own modules, see `diffusion/controlnet_union.py`), and
 `diffusers_t2i_adapter_to_ldm` (diffusers `T2IAdapter`: `adapter.body.I.resnets.J.*` → `body.{2I+J}.*`, as
 ComfyUI's `load_t2i_adapter` renames them).
 
@@ -18,10 +19,13 @@ import re
 import torch
 
 from diffusion.checkpoint import CheckpointError
+from diffusion.controlnet_union import is_union_state_dict, rename_union_keys
 from diffusion.families.shapes import indices
 from diffusion.lora_formats import RESNET_DIFFUSERS_TO_LDM, TOP_LEVEL_DIFFUSERS_TO_LDM
 
 COND_EMBEDDING = "controlnet_cond_embedding."
+# The union ControlNet's own modules (diffusion/controlnet_union.py), kept as they are.
+UNION_MODULES = ("task_embedding", "transformer_layes", "spatial_ch_projs", "control_add_embedding")
 
 
 def is_diffusers_controlnet(sd: dict[str, torch.Tensor]) -> bool:
@@ -74,9 +78,12 @@ def diffusers_controlnet_to_ldm(sd: dict[str, torch.Tensor], name: str = "") -> 
     prefixes = controlnet_prefix_map(sd)
     out: dict[str, torch.Tensor] = {}
     leftover: list[str] = []
+    union = is_union_state_dict(sd)
     for key, value in sd.items():
         new = _rename(key, prefixes)
-        if new is None:
+        if new is None and union and key.split(".")[0] in UNION_MODULES:
+            out.update(rename_union_keys({key: value}))
+        elif new is None:
             leftover.append(key)
         else:
             out[new] = value

@@ -1,4 +1,5 @@
-"""ControlNet nodes: ControlNetLoader, DiffControlNetLoader, ControlNetApply and ControlNetApplyAdvanced.
+"""ControlNet nodes: ControlNetLoader, DiffControlNetLoader, ControlNetApply, ControlNetApplyAdvanced and
+SetUnionControlNetType.
 
 Class names, inputs, defaults, ranges, outputs and categories are ComfyUI's (`nodes.py`). Loaders read a file from
 models/controlnet (or models/t2i_adapter) in the manager's UNet precision; the network is placed for sampling by the
@@ -15,6 +16,7 @@ import torch
 
 from diffusion.checkpoint import read_state_dict
 from diffusion.controlnet import ControlBase, load_controlnet_state_dict
+from diffusion.controlnet_union import UNION_CONTROLNET_TYPES
 from diffusion.patcher import ModelHandle
 from nodes.loaders import cached_one, dtype_for, node_context
 from nodes.spec import Combo, FileList, Float, Input, Node, Output
@@ -137,4 +139,19 @@ class ControlNetApplyAdvanced(Node):
                 apply_control(negative, control_net, hint, strength, span, vae, shared, False))
 
 
-NODES: list[type] = [ControlNetLoader, DiffControlNetLoader, ControlNetApply, ControlNetApplyAdvanced]
+class SetUnionControlNetType(Node):
+    """Tells a union ControlNet (controlnet-union-sdxl) which kind of hint it is given; "auto" lets it guess."""
+
+    CATEGORY = "conditioning/controlnet"
+    INPUTS = (Input("control_net", CONTROL_NET), Combo("type", ("auto",) + tuple(UNION_CONTROLNET_TYPES)))
+    OUTPUTS = (Output(CONTROL_NET),)
+
+    def execute(self, control_net: ControlBase, type: str) -> tuple[ControlBase]:  # noqa: A002 (ComfyUI's name)
+        control = control_net.copy()
+        number = UNION_CONTROLNET_TYPES.get(type, -1)
+        control.set_extra_arg("control_type", [number] if number >= 0 else [])
+        return (control,)
+
+
+NODES: list[type] = [ControlNetLoader, DiffControlNetLoader, ControlNetApply, ControlNetApplyAdvanced,
+                     SetUnionControlNetType]
