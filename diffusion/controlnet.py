@@ -287,8 +287,12 @@ class ControlBase:
 class ControlNet(ControlBase):
     """A ControlNet control: runs the network on the noisy input (scaled as the UNet sees it) every step."""
 
+    def network(self) -> ControlNetNet:
+        """The network this control runs (the handle's; Control-LoRA builds its own in `pre_run`)."""
+        return self.handle.model
+
     def residuals(self, x: torch.Tensor, sigma: torch.Tensor, cond: dict[str, Any], batch_chunks: int) -> ControlDict:
-        net: ControlNetNet = self.handle.model
+        net = self.network()
         if self.hint_original is None:
             raise ValueError("ControlNet has no hint image: apply it with ControlNetApply(Advanced)")
         size = (x.shape[2] * 8, x.shape[3] * 8)
@@ -308,6 +312,10 @@ def load_controlnet_state_dict(sd: dict[str, torch.Tensor], dtype: torch.dtype, 
     With `base_model` (DiffControlNetLoader), a file marked as a difference ControlNet (a `difference` key) gets
     the model's UNet weights added. Raises `CheckpointError` for files that are neither.
     """
+    if "lora_controlnet" in sd:  # Stability's Control-LoRA: built on the sampled model's UNet at sampling time
+        from diffusion.control_lora import load_control_lora  # it builds on this module's classes
+
+        return load_control_lora(sd, dtype, name)
     if is_diffusers_controlnet(sd):
         sd = diffusers_controlnet_to_ldm(sd, name)
     prefix = controlnet_prefix(sd)
