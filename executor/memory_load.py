@@ -128,6 +128,9 @@ class LoadedModule:
         self.ref = weakref.ref(module, on_dead)
         self.is_shared = is_shared or (lambda t: False)
         self.swapped: set[str] = set()  # patched keys whose shared tensor was replaced, not written
+        # Host tensors shared with another model (executor/memory_shared.py), kept while their unit is placed so
+        # offloading puts the shared memory back instead of a private copy.
+        self.hosts: dict[tuple[int, str], Tensor] = {}
         self.device = device
         self.name = name
         self.kind = kind
@@ -188,7 +191,11 @@ class LoadedModule:
         moved: list[tuple[dict[str, Any], str]] = []
         try:
             for container, name in _own_tensors(sub):
-                _set_tensor(container, name, self.device.to_compute(_get_tensor(container, name)))
+                host = _get_tensor(container, name)
+                placed = self.device.to_compute(host)
+                if placed is not host and self.is_shared(host):
+                    self.hosts[(id(container), name)] = host
+                _set_tensor(container, name, placed)
                 moved.append((container, name))
         except BaseException:
             for container, name in moved:
@@ -208,7 +215,14 @@ class LoadedModule:
             for unit in self.units:
                 if unit.path in self.resident:
                     for container, name in _own_tensors(subs[unit.path]):
-                        _set_tensor(container, name, self.device.to_offload(_get_tensor(container, name)))
+                        placed = _get_tensor(container, name)
+                        host = self.hosts.pop((id(container), name), None)
+                        if host is None:
+                            _set_tensor(container, name, self.device.to_offload(placed))
+                        else:  # bitwise the same: patches were restored before unplacing
+                            self.device.release(tensor_bytes(placed))
+                            _set_tensor(container, name, host)
+        self.hosts.clear()
         self.resident.clear()
         self.device_bytes = 0
         self.placed = False

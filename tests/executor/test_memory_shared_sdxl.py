@@ -112,3 +112,26 @@ def test_pool_adopts_only_equal_tensors() -> None:
     assert b.weight is not a.weight  # own Parameter objects: placing one never moves the other
     assert pool.adopt(c) == 8 * 4 and c.weight.data_ptr() != a.weight.data_ptr()
     assert pool.is_shared(a.weight) and pool.is_shared(b.bias) and not pool.is_shared(c.weight)
+
+
+def test_offloading_from_a_device_keeps_the_shared_copy(env: SDEnv) -> None:
+    """On a (fake) compute device the text encoders are copied over for the encode; offloading them must put
+    the shared host memory back, not a private copy of it."""
+    from executor.devices import FakeDevice
+    from executor.memory import MemoryPolicy, ModelManager
+    from executor.run import Executor
+
+    device = FakeDevice(10 ** 10)
+    env.models = ModelManager(MemoryPolicy(reserve_vram=0.0), device=device)
+    env.executor = Executor(env.registry, folders=env.folders, models=env.models)
+    graph = _graph()
+    base_clip, refiner_clip = env.value(graph, "1", 1), env.value(graph, "2", 1)
+    before = resident_bytes(base_clip.model, refiner_clip.model)
+    env.value(graph, "3", 0)
+    env.value(graph, "4", 0)
+    assert device.moves > 0 and device.used > 0
+    env.models.unload_all()
+    assert device.used == 0
+    assert resident_bytes(base_clip.model, refiner_clip.model) == before
+    assert all(a.data_ptr() == b.data_ptr() for a, b in zip(base_clip.model.clip_g.parameters(),
+                                                             refiner_clip.model.clip_g.parameters()))
