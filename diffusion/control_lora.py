@@ -1,8 +1,9 @@
 """Stability's Control-LoRA files (control-lora-{canny,depth,recolor,sketch}-rank128/256 for SDXL): a ControlNet
 stored as low-rank deltas on the base UNet's encoder.
 
-Owns `ControlLora`, the control object, and `load_control_lora`. A file is marked by a `lora_controlnet` key; it
-holds full tensors for what the UNet does not have (the hint encoder, the zero convs, `middle_block_out`) and for
+Owns `ControlLora`, the control object, `load_control_lora`, and `load_control_file`, the entry the ControlNet
+loaders use (Control-LoRA files here, every other kind through `diffusion.controlnet.load_controlnet_state_dict`).
+A file is marked by a `lora_controlnet` key; it holds full tensors for what the UNet does not have (the hint encoder, the zero convs, `middle_block_out`) and for
 the small tensors it retrained (biases, norms), and `<module>.up` / `<module>.down` pairs for the Linear and
 Conv weights of the encoder. As in ComfyUI's `ControlLora`, the network is assembled when sampling starts
 (`pre_run`) from the model being sampled: a ControlNet of that UNet's config whose weights are the UNet's own
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from diffusion.checkpoint import CheckpointError
-from diffusion.controlnet import ControlNet, ControlNetNet
+from diffusion.controlnet import ControlBase, ControlNet, ControlNetNet, load_controlnet_state_dict
 from diffusion.patcher import ModelHandle
 from diffusion.unet import load_assigned
 
@@ -102,3 +103,12 @@ def load_control_lora(sd: dict[str, torch.Tensor], dtype: torch.dtype, name: str
         raise CheckpointError(f"{name or 'this Control-LoRA'} has no hint encoder (input_hint_block.0.weight)")
     weights = ControlLoraWeights({k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()})
     return ControlLora(ModelHandle(weights, name=name or "control_lora", kind="other"))
+
+
+def load_control_file(sd: dict[str, torch.Tensor], dtype: torch.dtype, name: str = "",
+                      base_model: ModelHandle | None = None) -> ControlBase:
+    """The control object of any ControlNet-folder file: Control-LoRA (a `lora_controlnet` key), else a ControlNet
+    (original or diffusers layout, union, difference) or T2I-Adapter."""
+    if MARKER in sd:
+        return load_control_lora(sd, dtype, name)
+    return load_controlnet_state_dict(sd, dtype, name, base_model=base_model)

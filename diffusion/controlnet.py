@@ -312,10 +312,6 @@ def load_controlnet_state_dict(sd: dict[str, torch.Tensor], dtype: torch.dtype, 
     With `base_model` (DiffControlNetLoader), a file marked as a difference ControlNet (a `difference` key) gets
     the model's UNet weights added. Raises `CheckpointError` for files that are neither.
     """
-    if "lora_controlnet" in sd:  # Stability's Control-LoRA: built on the sampled model's UNet at sampling time
-        from diffusion.control_lora import load_control_lora  # it builds on this module's classes
-
-        return load_control_lora(sd, dtype, name)
     if is_diffusers_controlnet(sd):
         sd = diffusers_controlnet_to_ldm(sd, name)
     prefix = controlnet_prefix(sd)

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from diffusion.checkpoint import read_state_dict
-from diffusion.controlnet import ControlBase, load_controlnet_state_dict
+from diffusion.control_lora import load_control_file
+from diffusion.controlnet import ControlBase
 from diffusion.controlnet_union import UNION_CONTROLNET_TYPES
 from diffusion.patcher import ModelHandle
 from nodes.loaders import cached_one, dtype_for, node_context
@@ -33,7 +34,7 @@ def load_control(name: str, model: ModelHandle | None = None) -> ControlBase:
     dtype = dtype_for(ctx, "unet")
 
     def load() -> ControlBase:
-        return load_controlnet_state_dict(read_state_dict(path), dtype, name, base_model=model)
+        return load_control_file(read_state_dict(path), dtype, name, base_model=model)
 
     if model is not None:
         return load()  # the weights depend on the model: not shared through the file cache
@@ -42,7 +43,7 @@ def load_control(name: str, model: ModelHandle | None = None) -> ControlBase:
 
 
 class ControlNetLoader(Node):
-    """Loads a ControlNet or T2I-Adapter model (SD1.x/SD2.x, original layout)."""
+    """Loads a ControlNet, Control-LoRA or T2I-Adapter model (SD1.x/SD2.x/SDXL, original or diffusers layout)."""
 
     DISPLAY_NAME = "Load ControlNet Model"
     CATEGORY = "loaders"

@@ -16,6 +16,7 @@ from diffusion.families.base import Evidence, ModelFamily, SamplingSpec
 from diffusion.families.registry import register
 from diffusion.families.shapes import UNetShapes, config_from_shapes
 from diffusion.latent_formats import SDXL as SDXL_LATENT
+from diffusion.noise_augment import NoiseAugmentor, unclip_adm
 from diffusion.unet import UNetConfig
 from diffusion.unet_blocks import timestep_embedding
 
@@ -36,8 +37,6 @@ def pooled_of(cond: dict, width: int, seed: int | None = None) -> torch.Tensor:
     else the pooled text vector (zeros when the cond has none, as after ConditioningZeroOut without pooled)."""
     entries = cond.get("unclip_conditioning")
     if entries:
-        from diffusion.unclip import NoiseAugmentor, unclip_adm  # unclip builds on the model classes
-
         for entry in entries:
             dim = entry["clip_vision_output"].image_embeds.shape[-1]
             if dim != width:
