@@ -48,6 +48,7 @@ class SharedWeights:
         others. Returns the bytes this saved."""
         saved = 0
         with self._lock, torch.no_grad():
+            self._prune()
             for sub in module.modules():
                 for container in (sub._parameters, sub._buffers):
                     for name, value in list(container.items()):
@@ -55,6 +56,12 @@ class SharedWeights:
                             saved += self._adopt_one(container, name, value)
             self.shared_bytes += saved
         return saved
+
+    def _prune(self) -> None:
+        """Forget the entries of tensors no module holds any more."""
+        for table in (self._pool, self._storages):
+            for key in [k for k, refs in table.items() if all(r() is None for r in refs)]:
+                del table[key]
 
     def _adopt_one(self, container: dict, name: str, value: Tensor) -> int:
         key = _fingerprint(value)
