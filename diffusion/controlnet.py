@@ -8,7 +8,9 @@ Owns:
 - T2I-Adapters (Mou et al. 2023, "T2I-Adapter: Learning Adapters to Dig out More Controllable Ability for
   Text-to-Image Diffusion Models"; TencentARC/T2I-Adapter `ldm/modules/encoders/adapter.py`): the full `Adapter`
   (`conv_in`, `body.N.{in_conv,block1,block2,down_opt}`) and `Adapter_light` (`body.N.{in_conv,body,out_conv}`)
-  networks, whose features are added to the UNet's input blocks; computed once per hint, not per step.
+  networks (SD1/SD2, and SDXL's 16× unshuffle variant whose last feature goes to the middle block), whose features
+  are added to the UNet's input blocks; computed once per hint, not per step. diffusers-layout files are renamed
+  first (`diffusion/controlnet_diffusers.py`).
 - `load_controlnet_state_dict`: detection of ControlNet vs T2I-Adapter files, difference ControlNets (the base
   model's weights are added), and the `ControlNet` / `T2IAdapter` control objects.
 - The control protocol the sampler uses (`diffusion/conditioning.py` calls `get_control`, `diffusion/guidance.py`
@@ -21,12 +23,16 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from diffusion.checkpoint import CheckpointError
+from diffusion.controlnet_union import add_union_parts, union_config, union_hint
+from diffusion.controlnet_diffusers import (diffusers_controlnet_to_ldm, diffusers_t2i_adapter_to_ldm,
+                                            is_diffusers_controlnet, is_diffusers_t2i_adapter)
 from diffusion.families import unet_config_from_state_dict
 from diffusion.patcher import ModelHandle
 from diffusion.unet import UNetConfig, UNetModel, load_assigned
@@ -66,11 +72,12 @@ def hint_block(hint_channels: int, model_channels: int) -> nn.Sequential:
 
 
 class ControlNetNet(nn.Module):
-    """The ControlNet network of an SD1/SD2 UNet config: returns the residuals for the UNet's skips and middle."""
+    """The ControlNet network of an SD1/SD2/SDXL UNet config: returns the residuals for the UNet's skips and middle."""
 
-    def __init__(self, config: UNetConfig, hint_channels: int = 3) -> None:
+    def __init__(self, config: UNetConfig, hint_channels: int = 3, union: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.config = config
+        self.union = union  # (control types, width) of a union ControlNet (diffusion/controlnet_union.py)
         unet = UNetModel(config)  # the encoder half is an exact copy of the UNet's; the decoder is dropped
         self.time_embed = unet.time_embed
         if config.adm_in_channels is not None:
@@ -82,21 +89,28 @@ class ControlNetNet(nn.Module):
             nn.Sequential(nn.Conv2d(ch, ch, 1)) for ch in input_block_channels(config))
         mid = config.model_channels * config.channel_mult[-1]
         self.middle_block_out = nn.Sequential(nn.Conv2d(mid, mid, 1))
+        if union is not None:
+            add_union_parts(self, union[0], union[1], config.model_channels * 4)
 
     @property
     def dtype(self) -> torch.dtype:
         return self.time_embed[0].weight.dtype
 
     def forward(self, x: torch.Tensor, hint: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
-                y: torch.Tensor | None = None) -> ControlDict:
+                y: torch.Tensor | None = None, control_type: list[int] | None = None) -> ControlDict:
         """Residuals for UNet input `x` at `timesteps`: "output" (one per input block, for the skips the output
-        blocks take) and "middle". The encoded hint is added after the first input block (cldm.py)."""
+        blocks take) and "middle". The encoded hint is added after the first input block (cldm.py). A union
+        ControlNet takes `control_type` (SetUnionControlNetType; none: "auto")."""
         dtype = self.dtype
         timesteps = torch.as_tensor(timesteps, device=x.device).reshape(-1).expand(x.shape[0])
         emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))
+        guided: torch.Tensor | None = self.input_hint_block(hint.to(dtype))
+        if self.union is not None:
+            emb = emb + self.control_add_embedding(control_type or [], emb.dtype, emb.device)
+            if control_type:
+                guided = union_hint(self, guided, control_type)
         if self.config.adm_in_channels is not None and y is not None:
             emb = emb + self.label_emb(y.to(dtype))
-        guided: torch.Tensor | None = self.input_hint_block(hint.to(dtype))
         h, outs, options = x.to(dtype), [], {}
         context = context.to(dtype)
         for i, (block, zero_conv) in enumerate(zip(self.input_blocks, self.zero_convs)):
@@ -128,6 +142,9 @@ def controlnet_config(sd: dict[str, torch.Tensor]) -> tuple[UNetConfig, int]:
     probe = dict(sd)
     probe["out.2.weight"] = torch.empty((sd["input_blocks.0.0.weight"].shape[1], 1, 3, 3), device="meta")
     config = unet_config_from_state_dict(probe)
+    if config.depth_in is not None and not config.depth_out:
+        # Per-block depths (SDXL): there are no output blocks to read theirs from; the decoder is dropped anyway.
+        config = replace(config, depth_out=(0,) * (len(config.channel_mult) * (config.num_res_blocks + 1)))
     return config, int(sd["input_hint_block.0.weight"].shape[1])
 
 
@@ -135,7 +152,7 @@ def build_controlnet(sd: dict[str, torch.Tensor], dtype: torch.dtype) -> Control
     """A `ControlNetNet` holding `sd` (keys without prefix), made on meta and assigned."""
     config, hint_channels = controlnet_config(sd)
     with torch.device("meta"):
-        net = ControlNetNet(config, hint_channels)
+        net = ControlNetNet(config, hint_channels, union=union_config(sd))
     load_assigned(net, sd, dtype, "cpu", "ControlNet")
     return net.eval().requires_grad_(False)
 
@@ -207,11 +224,19 @@ class ControlBase:
         self.previous_controlnet: ControlBase | None = None
         self.vae: Any = None
         self.model_sampling: Any = None
+        self.extra_args: dict[str, Any] = {}  # network inputs set by nodes (SetUnionControlNetType: control_type)
         self._hint: torch.Tensor | None = None
 
     def copy(self) -> "ControlBase":
-        """A new control on the same network with no hint (what the apply nodes configure)."""
-        return type(self)(self.handle)
+        """A new control on the same network with no hint (what the apply nodes configure), keeping the extra
+        network inputs."""
+        other = type(self)(self.handle)
+        other.extra_args = dict(self.extra_args)
+        return other
+
+    def set_extra_arg(self, name: str, value: Any) -> None:
+        """An extra input of the network, e.g. a union ControlNet's `control_type` (ComfyUI's set_extra_arg)."""
+        self.extra_args[name] = value
 
     def set_cond_hint(self, hint: torch.Tensor, strength: float = 1.0,
                       timestep_percent_range: tuple[float, float] = (0.0, 1.0), vae: Any = None,
@@ -268,8 +293,12 @@ class ControlBase:
 class ControlNet(ControlBase):
     """A ControlNet control: runs the network on the noisy input (scaled as the UNet sees it) every step."""
 
+    def network(self) -> ControlNetNet:
+        """The network this control runs (the handle's; Control-LoRA builds its own in `pre_run`)."""
+        return self.handle.model
+
     def residuals(self, x: torch.Tensor, sigma: torch.Tensor, cond: dict[str, Any], batch_chunks: int) -> ControlDict:
-        net: ControlNetNet = self.handle.model
+        net = self.network()
         if self.hint_original is None:
             raise ValueError("ControlNet has no hint image: apply it with ControlNetApply(Advanced)")
         size = (x.shape[2] * 8, x.shape[3] * 8)
@@ -279,7 +308,7 @@ class ControlNet(ControlBase):
         ms = self.model_sampling
         timesteps = ms.timestep(sigma).float()
         x_in = ms.calculate_input(sigma, x)
-        return net(x_in, hint, timesteps, cond["c_crossattn"], y=cond.get("y"))
+        return net(x_in, hint, timesteps, cond["c_crossattn"], y=cond.get("y"), **self.extra_args)
 
 
 def load_controlnet_state_dict(sd: dict[str, torch.Tensor], dtype: torch.dtype, name: str = "",
@@ -289,6 +318,8 @@ def load_controlnet_state_dict(sd: dict[str, torch.Tensor], dtype: torch.dtype, 
     With `base_model` (DiffControlNetLoader), a file marked as a difference ControlNet (a `difference` key) gets
     the model's UNet weights added. Raises `CheckpointError` for files that are neither.
     """
+    if is_diffusers_controlnet(sd):
+        sd = diffusers_controlnet_to_ldm(sd, name)
     prefix = controlnet_prefix(sd)
     if prefix is None:
         adapter = load_t2i_adapter(sd, dtype, name)
@@ -347,21 +378,33 @@ class AdapterResBlock(nn.Module):
 
 
 class Adapter(nn.Module):
-    """The full T2I-Adapter: pixel-unshuffle by 8, `conv_in`, then `nums_rb` blocks per UNet level; one feature
-    per level, added to the last input block of that level."""
+    """The full T2I-Adapter: pixel-unshuffle, `conv_in`, then `nums_rb` blocks per level; one feature per level,
+    added to the last input block of the UNet level of the same width.
 
-    unshuffle_amount = 8
+    SD1/SD2 adapters unshuffle by 8 and halve the size at each level after the first. SDXL adapters (`xl`: 16×16
+    unshuffle, so `conv_in` takes 256 or 768 channels) start at the UNet's second resolution, widen without
+    downsampling at level 1, downsample only at level 2, and hand their last feature to the middle block
+    (TencentARC's SDXL adapter as ComfyUI's `Adapter(xl=True)` runs it)."""
 
-    def __init__(self, cin: int, channels: list[int], nums_rb: int, ksize: int, use_conv: bool) -> None:
+    def __init__(self, cin: int, channels: list[int], nums_rb: int, ksize: int, use_conv: bool,
+                 xl: bool = False) -> None:
         super().__init__()
-        self.channels, self.nums_rb = channels, nums_rb
+        self.channels, self.nums_rb, self.xl = channels, nums_rb, xl
+        self.unshuffle_amount = 16 if xl else 8
+        downsampling = (2,) if xl else tuple(range(1, len(channels)))
         self.input_channels = cin // self.unshuffle_amount ** 2
         self.unshuffle = nn.PixelUnshuffle(self.unshuffle_amount)
         self.conv_in = nn.Conv2d(cin, channels[0], 3, padding=1)
         self.body = nn.ModuleList(
-            AdapterResBlock(channels[max(0, i - 1)] if j == 0 else channels[i], channels[i], i > 0 and j == 0,
-                            ksize, use_conv)
+            AdapterResBlock(channels[max(0, i - 1)] if j == 0 else channels[i], channels[i],
+                            i in downsampling and j == 0, ksize, use_conv)
             for i in range(len(channels)) for j in range(nums_rb))
+
+    def _gaps(self, level: int) -> int:
+        """How many UNet input blocks before this level's feature take none."""
+        if not self.xl:
+            return 2
+        return {0: 3, 2: 2}.get(level, 1)
 
     def forward(self, x: torch.Tensor) -> ControlDict:
         x = self.conv_in(self.unshuffle(x))
@@ -369,8 +412,11 @@ class Adapter(nn.Module):
         for i in range(len(self.channels)):
             for j in range(self.nums_rb):
                 x = self.body[i * self.nums_rb + j](x)
-            features += [None, None, x]
-        return {"input": features[::-1]}
+            features += [None] * self._gaps(i) + [x]
+        features = features[::-1]
+        if self.xl:
+            return {"input": features[1:], "middle": features[:1]}
+        return {"input": features}
 
 
 class LightResBlock(nn.Module):
@@ -431,7 +477,7 @@ def _count(sd: dict[str, torch.Tensor], fmt: str) -> int:
 
 
 def build_t2i_adapter(sd: dict[str, torch.Tensor]) -> nn.Module | None:
-    """The adapter network of `sd`'s layout (on meta), None when `sd` is not an SD1/SD2 T2I-Adapter."""
+    """The adapter network of `sd`'s layout (on meta), None when `sd` is not a T2I-Adapter Loom knows."""
     if "body.0.in_conv.weight" in sd and "body.0.out_conv.weight" in sd:
         levels = _count(sd, "body.{}.out_conv.weight")
         channels = [int(sd[f"body.{i}.out_conv.weight"].shape[0]) for i in range(levels)]
@@ -439,8 +485,7 @@ def build_t2i_adapter(sd: dict[str, torch.Tensor]) -> nn.Module | None:
         return AdapterLight(int(sd["body.0.in_conv.weight"].shape[1]), channels, nums_rb)
     if "conv_in.weight" in sd:
         cin, width = int(sd["conv_in.weight"].shape[1]), int(sd["conv_in.weight"].shape[0])
-        if cin in (256, 768):
-            return None  # SDXL adapters (unshuffle by 16) belong to the SDXL family
+        xl = cin in (256, 768)  # 16×16 unshuffle of a 1- or 3-channel hint: an SDXL adapter
         blocks = _count(sd, "body.{}.block1.weight")
         downs = [i for i in range(1, blocks) if f"body.{i}.in_conv.weight" in sd or f"body.{i}.down_opt.op.weight" in sd]
         nums_rb = downs[0] if downs else blocks
@@ -449,7 +494,7 @@ def build_t2i_adapter(sd: dict[str, torch.Tensor]) -> nn.Module | None:
         ksize = int(sd["body.0.block2.weight"].shape[-1])
         if channels[0] != width:
             return None
-        return Adapter(cin, channels, nums_rb, ksize, use_conv)
+        return Adapter(cin, channels, nums_rb, ksize, use_conv, xl=xl)
     return None
 
 
@@ -494,6 +539,8 @@ class T2IAdapter(ControlBase):
 
 def load_t2i_adapter(sd: dict[str, torch.Tensor], dtype: torch.dtype, name: str = "") -> T2IAdapter | None:
     """A T2I-Adapter control for adapter weights (optionally under `adapter`), None when `sd` is not one."""
+    if is_diffusers_t2i_adapter(sd):
+        sd = diffusers_t2i_adapter_to_ldm(sd)
     sd = {k[len("adapter."):] if k.startswith("adapter.") else k: v for k, v in sd.items()}
     with torch.device("meta"):
         net = build_t2i_adapter(sd)

@@ -8,6 +8,8 @@ c_in, inpainting inputs are concatenated, sigma becomes the UNet's integer times
 """
 from __future__ import annotations
 
+import inspect
+
 from typing import Any
 
 import torch
@@ -115,11 +117,13 @@ class DiffusionModel(nn.Module):
         return self.apply_model(x, sigma, **kwargs)
 
     def extra_conds(self, cond: dict, *, noise: torch.Tensor, latent_image: torch.Tensor | None = None,
-                    denoise_mask: torch.Tensor | None = None, prompt_type: str = "positive") -> dict[str, torch.Tensor]:
+                    denoise_mask: torch.Tensor | None = None, prompt_type: str = "positive",
+                    seed: int | None = None) -> dict[str, torch.Tensor]:
         """Model inputs beyond the text context for one cond dict: for inpainting UNets the concatenated
         mask and masked-image latent (from `concat_mask`/`concat_latent_image` if the cond carries them,
         else the sampling run's noise mask and latent; a blank image and an all-ones mask without either); for
-        class-conditional families (SDXL) the ADM vector `y` their registry entry builds from the cond."""
+        class-conditional families (SDXL) the ADM vector `y` their registry entry builds from the cond (given `seed`,
+        the sampling run's, where the family takes it)."""
         self._check_context(cond)
         out: dict[str, torch.Tensor] = {}
         if self.is_instructpix2pix:
@@ -129,7 +133,9 @@ class DiffusionModel(nn.Module):
         adm = self.adm_encoder()
         if adm is not None:
             channels = self.diffusion_model.config.adm_in_channels
-            y = adm(cond, noise.shape[2] * 8, noise.shape[3] * 8, prompt_type, channels)
+            # Families that noise-augment image embeddings into `y` (SDXL Revision) take the run's seed.
+            seeded = {"seed": seed} if "seed" in inspect.signature(adm).parameters else {}
+            y = adm(cond, noise.shape[2] * 8, noise.shape[3] * 8, prompt_type, channels, **seeded)
             out["y"] = y.to(noise.device)
         return out
 

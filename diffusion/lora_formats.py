@@ -34,6 +34,9 @@ _RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb
 _TOP_LEVEL = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
               "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2",
               "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2"}
+# Public names for the other diffusers → LDM converters (ControlNet files in the diffusers layout).
+RESNET_DIFFUSERS_TO_LDM = _RESNET
+TOP_LEVEL_DIFFUSERS_TO_LDM = _TOP_LEVEL
 
 
 @dataclass(frozen=True)

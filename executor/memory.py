@@ -25,6 +25,7 @@ from executor.devices import OFFLOAD, DeviceModel, cpu_supports_bf16, cpu_thread
 from executor.memory_cast import ComputeCast
 from executor.memory_files import ModelFileCache
 from executor.memory_load import LoadedModule
+from executor.memory_shared import SharedWeights
 
 T = TypeVar("T")
 GIB = 1024 ** 3
@@ -100,6 +101,8 @@ class ModelManager:
        device with the model and back to the offload device when it is offloaded.
     7. `--compile` (`policy.compile`): a fully placed UNet is compiled in place on its first load
        (`diffusion/compile.py`; one graph per input shape); text encoders, VAEs and streamed models stay eager.
+    8. Text encoders loaded from files keep one copy of weights another loaded model holds bit for bit (SDXL
+       base and refiner share bigG): `executor/memory_shared.py`; patches on such tensors are copy-on-write.
     One worker thread calls `use`; `free` may come from the server thread: a lock guards all state, and models in
     use are never unloaded (a free request for them is carried out when their block ends).
     """
@@ -108,7 +111,8 @@ class ModelManager:
         self.policy = policy or MemoryPolicy()
         self.device: DeviceModel = device or detect_device(force_cpu=self.policy.cpu)
         self.state = self.policy.vram_state(self.device.type)
-        self.files = ModelFileCache()
+        self.shared = SharedWeights()
+        self.files = ModelFileCache(on_load=self._share_weights)
         self._entries: dict[int, LoadedModule] = {}
         self._lock = threading.RLock()
         self._tick = itertools.count(1)
@@ -260,9 +264,18 @@ class ModelManager:
         key = id(handle.model)
         entry = self._entries.get(key)
         if entry is None or entry.ref() is not handle.model:
-            entry = LoadedModule(handle.model, self.device, handle.name, handle.kind, self._on_dead(key))
+            entry = LoadedModule(handle.model, self.device, handle.name, handle.kind, self._on_dead(key),
+                                 is_shared=self.shared.is_shared)
             self._entries[key] = entry
         return entry
+
+    def _share_weights(self, part: str, obj: Any) -> None:
+        """Text encoders a file load produced use the pooled copy of any tensor another loaded model already
+        holds bit for bit (policy 8)."""
+        if part == "clip" and isinstance(obj, nn.Module):
+            saved = self.shared.adopt(obj)
+            if saved:
+                log.info("text encoder shares %.1f MB of weights with a model already loaded", saved / 2 ** 20)
 
     def _on_dead(self, key: int) -> Callable[[Any], None]:
         def note(_ref: Any) -> None:

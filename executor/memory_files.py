@@ -20,7 +20,9 @@ import torch
 class ModelFileCache:
     """Weak (path, mtime, size, dtype, part) → loaded object map, so a file is never loaded twice into RAM."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_load: Callable[[str, Any], None] | None = None) -> None:
+        # `on_load(part, obj)` sees every freshly loaded object (the manager pools shared text-encoder weights).
+        self.on_load = on_load
         self._refs: dict[Hashable, weakref.ref] = {}
         self._lock = threading.Lock()
         self.hits = 0
@@ -59,6 +61,8 @@ class ModelFileCache:
             return obj
         obj = load()
         self.loads += 1
+        if self.on_load is not None:
+            self.on_load(part, obj)
         self.put(path, obj, dtype, part)
         return obj
 
@@ -75,6 +79,8 @@ class ModelFileCache:
         self.loads += 1
         for p in parts:
             if loaded.get(p) is not None:
+                if self.on_load is not None:
+                    self.on_load(p, loaded[p])
                 self.put(path, loaded[p], dtype, p)
         return loaded
 

@@ -140,8 +140,13 @@ class LoadedModule:
     """
 
     def __init__(self, module: nn.Module, device: DeviceModel, name: str, kind: str,
-                 on_dead: Callable[[Any], None]) -> None:
+                 on_dead: Callable[[Any], None], is_shared: Callable[[Tensor], bool] | None = None) -> None:
         self.ref = weakref.ref(module, on_dead)
+        self.is_shared = is_shared or (lambda t: False)
+        self.swapped: set[str] = set()  # patched keys whose shared tensor was replaced, not written
+        # Host tensors shared with another model (executor/memory_shared.py), kept while their unit is placed so
+        # offloading puts the shared memory back instead of a private copy.
+        self.hosts: dict[tuple[int, str], Tensor] = {}
         self.device = device
         self.name = name
         self.kind = kind
@@ -203,7 +208,11 @@ class LoadedModule:
         moved: list[tuple[dict[str, Any], str]] = []
         try:
             for container, name in _own_tensors(sub):
-                _set_tensor(container, name, self.device.to_compute(_get_tensor(container, name)))
+                host = _get_tensor(container, name)
+                placed = self.device.to_compute(host)
+                if placed is not host and self.is_shared(host):
+                    self.hosts[(id(container), name)] = host
+                _set_tensor(container, name, placed)
                 moved.append((container, name))
         except BaseException:
             for container, name in moved:
@@ -237,7 +246,14 @@ class LoadedModule:
             for unit in self.units:
                 if unit.path in self.resident:
                     for container, name in _own_tensors(subs[unit.path]):
-                        _set_tensor(container, name, self.device.to_offload(_get_tensor(container, name)))
+                        placed = _get_tensor(container, name)
+                        host = self.hosts.pop((id(container), name), None)
+                        if host is None:
+                            _set_tensor(container, name, self.device.to_offload(placed))
+                        else:  # bitwise the same: patches were restored before unplacing
+                            self.device.release(tensor_bytes(placed))
+                            _set_tensor(container, name, host)
+        self.hosts.clear()
         self.resident.clear()
         self.device_bytes = 0
         self.placed = False
@@ -297,10 +313,18 @@ class LoadedModule:
                 if not patches:
                     continue
                 owner, attr = _resolve(mod, key)
-                target = _get_tensor(owner._parameters if attr in owner._parameters else owner._buffers, attr)
-                self.backups[key] = target.detach().to(OFFLOAD, copy=True)
-                with torch.inference_mode(torch.is_inference(target)):
-                    target.copy_(apply_patches(target, patches))
+                container = owner._parameters if attr in owner._parameters else owner._buffers
+                target = _get_tensor(container, attr)
+                if self.is_shared(target):
+                    # Another model uses this memory too: patch a copy and keep the shared tensor as the backup.
+                    self.backups[key] = target
+                    with torch.inference_mode(torch.is_inference(target)):
+                        _set_tensor(container, attr, apply_patches(target, patches).to(target.dtype))
+                    self.swapped.add(key)
+                else:
+                    self.backups[key] = target.detach().to(OFFLOAD, copy=True)
+                    with torch.inference_mode(torch.is_inference(target)):
+                        target.copy_(apply_patches(target, patches))
                 self.patched_keys.append(key)
         for path, obj in handle.object_patches.items():
             owner, attr = _resolve(mod, path)
@@ -336,10 +360,15 @@ class LoadedModule:
         with torch.no_grad():
             for key, backup in self.backups.items():
                 owner, attr = _resolve(mod, key)
-                target = _get_tensor(owner._parameters if attr in owner._parameters else owner._buffers, attr)
+                container = owner._parameters if attr in owner._parameters else owner._buffers
+                if key in self.swapped:
+                    _set_tensor(container, attr, backup)
+                    continue
+                target = _get_tensor(container, attr)
                 with torch.inference_mode(torch.is_inference(target)):
                     target.copy_(backup)
         self.backups.clear()
+        self.swapped.clear()
         self.patched_keys.clear()
         self.weights_key = None
 

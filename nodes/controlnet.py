@@ -1,4 +1,5 @@
-"""ControlNet nodes: ControlNetLoader, DiffControlNetLoader, ControlNetApply and ControlNetApplyAdvanced.
+"""ControlNet nodes: ControlNetLoader, DiffControlNetLoader, ControlNetApply, ControlNetApplyAdvanced and
+SetUnionControlNetType.
 
 Class names, inputs, defaults, ranges, outputs and categories are ComfyUI's (`nodes.py`). Loaders read a file from
 models/controlnet (or models/t2i_adapter) in the manager's UNet precision; the network is placed for sampling by the
@@ -14,7 +15,9 @@ from typing import Any
 import torch
 
 from diffusion.checkpoint import read_state_dict
-from diffusion.controlnet import ControlBase, load_controlnet_state_dict
+from diffusion.control_lora import load_control_file
+from diffusion.controlnet import ControlBase
+from diffusion.controlnet_union import UNION_CONTROLNET_TYPES
 from diffusion.patcher import ModelHandle
 from nodes.loaders import cached_one, dtype_for, node_context
 from nodes.spec import Combo, FileList, Float, Input, Node, Output
@@ -31,7 +34,7 @@ def load_control(name: str, model: ModelHandle | None = None) -> ControlBase:
     dtype = dtype_for(ctx, "unet")
 
     def load() -> ControlBase:
-        return load_controlnet_state_dict(read_state_dict(path), dtype, name, base_model=model)
+        return load_control_file(read_state_dict(path), dtype, name, base_model=model)
 
     if model is not None:
         return load()  # the weights depend on the model: not shared through the file cache
@@ -40,7 +43,7 @@ def load_control(name: str, model: ModelHandle | None = None) -> ControlBase:
 
 
 class ControlNetLoader(Node):
-    """Loads a ControlNet or T2I-Adapter model (SD1.x/SD2.x, original layout)."""
+    """Loads a ControlNet, Control-LoRA or T2I-Adapter model (SD1.x/SD2.x/SDXL, original or diffusers layout)."""
 
     DISPLAY_NAME = "Load ControlNet Model"
     CATEGORY = "loaders"
@@ -137,4 +140,19 @@ class ControlNetApplyAdvanced(Node):
                 apply_control(negative, control_net, hint, strength, span, vae, shared, False))
 
 
-NODES: list[type] = [ControlNetLoader, DiffControlNetLoader, ControlNetApply, ControlNetApplyAdvanced]
+class SetUnionControlNetType(Node):
+    """Tells a union ControlNet (controlnet-union-sdxl) which kind of hint it is given; "auto" lets it guess."""
+
+    CATEGORY = "conditioning/controlnet"
+    INPUTS = (Input("control_net", CONTROL_NET), Combo("type", ("auto",) + tuple(UNION_CONTROLNET_TYPES)))
+    OUTPUTS = (Output(CONTROL_NET),)
+
+    def execute(self, control_net: ControlBase, type: str) -> tuple[ControlBase]:  # noqa: A002 (ComfyUI's name)
+        control = control_net.copy()
+        number = UNION_CONTROLNET_TYPES.get(type, -1)
+        control.set_extra_arg("control_type", [number] if number >= 0 else [])
+        return (control,)
+
+
+NODES: list[type] = [ControlNetLoader, DiffControlNetLoader, ControlNetApply, ControlNetApplyAdvanced,
+                     SetUnionControlNetType]

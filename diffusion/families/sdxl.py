@@ -16,6 +16,7 @@ from diffusion.families.base import Evidence, ModelFamily, SamplingSpec
 from diffusion.families.registry import register
 from diffusion.families.shapes import UNetShapes, config_from_shapes
 from diffusion.latent_formats import SDXL as SDXL_LATENT
+from diffusion.noise_augment import NoiseAugmentor, unclip_adm
 from diffusion.unet import UNetConfig
 from diffusion.unet_blocks import timestep_embedding
 
@@ -29,20 +30,33 @@ def size_embeddings(values: list[float]) -> torch.Tensor:
     return emb.reshape(1, -1)
 
 
-def pooled_of(cond: dict, width: int) -> torch.Tensor:
-    """The cond's pooled text vector (zeros when it has none, as after ConditioningZeroOut without pooled)."""
+def pooled_of(cond: dict, width: int, seed: int | None = None) -> torch.Tensor:
+    """The cond's pooled vector: with unCLIPConditioning entries (Revision: CLIP-vision image embeddings of the
+    pooled width, e.g. ViT-bigG's 1280) their noise-augmented, strength-weighted embedding — the first `width`
+    values of the unCLIP class input, augmented with the sampling seed − 10 as ComfyUI's `sdxl_pooled` does —
+    else the pooled text vector (zeros when the cond has none, as after ConditioningZeroOut without pooled)."""
+    entries = cond.get("unclip_conditioning")
+    if entries:
+        for entry in entries:
+            dim = entry["clip_vision_output"].image_embeds.shape[-1]
+            if dim != width:
+                raise ValueError(f"unCLIPConditioning: the CLIP vision embedding is {dim} wide but this model's "
+                                 f"pooled input is {width} wide: use the CLIP vision model that matches it "
+                                 f"(ViT-bigG, 1280, for SDXL Revision)")
+        return unclip_adm(entries, NoiseAugmentor(width), (0 if seed is None else seed) - 10)[:, :width]
     pooled = cond.get("pooled_output")
     return torch.zeros(1, width) if pooled is None else pooled.float().cpu()
 
 
-def encode_adm(cond: dict, height: int, width: int, prompt_type: str, adm_channels: int) -> torch.Tensor:
+def encode_adm(cond: dict, height: int, width: int, prompt_type: str, adm_channels: int,
+               seed: int | None = None) -> torch.Tensor:
     """SDXL's `y`: pooled ‖ embeddings of height, width, crop_h, crop_w, target_height, target_width. Sizes the
     cond does not carry (plain CLIPTextEncode) are the latent's size in pixels, crops 0, target = size —
     ComfyUI's defaults."""
     h, w = cond.get("height", height), cond.get("width", width)
     values = [h, w, cond.get("crop_h", 0), cond.get("crop_w", 0), cond.get("target_height", h),
               cond.get("target_width", w)]
-    pooled = pooled_of(cond, adm_channels - 6 * SIZE_EMBEDDING)
+    pooled = pooled_of(cond, adm_channels - 6 * SIZE_EMBEDDING, seed)
     return torch.cat([pooled, size_embeddings(values).repeat(pooled.shape[0], 1)], dim=1)
 
 

@@ -15,14 +15,15 @@ from diffusion.latent_formats import SDXL as SDXL_LATENT
 ADM_CHANNELS = 2560  # pooled bigG (1280) + 5 embeddings of 256
 
 
-def encode_adm(cond: dict, height: int, width: int, prompt_type: str, adm_channels: int) -> torch.Tensor:
+def encode_adm(cond: dict, height: int, width: int, prompt_type: str, adm_channels: int,
+               seed: int | None = None) -> torch.Tensor:
     """The refiner's `y`: pooled ‖ embeddings of height, width, crop_h, crop_w and the aesthetic score. Without
     CLIPTextEncodeSDXLRefiner's values ComfyUI uses the latent's size in pixels and a score of 6 (2.5 for the
     negative prompt)."""
     score = cond.get("aesthetic_score", 2.5 if prompt_type == "negative" else 6.0)
     values = [cond.get("height", height), cond.get("width", width), cond.get("crop_h", 0), cond.get("crop_w", 0),
               score]
-    pooled = pooled_of(cond, adm_channels - 5 * SIZE_EMBEDDING)
+    pooled = pooled_of(cond, adm_channels - 5 * SIZE_EMBEDDING, seed)
     return torch.cat([pooled, size_embeddings(values).repeat(pooled.shape[0], 1)], dim=1)
 
 
