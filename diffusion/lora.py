@@ -279,7 +279,7 @@ def clip_map_for(handle: ModelHandle) -> dict[str, Target]:
 
     model = handle.model
     if hasattr(model, "towers"):  # SDXL's MultiTextEncoder
-        towers = {k: (t.config.width, t.config.layers) for k, t in model.towers().items()}
+        towers = {k: (t.config.width, t.config.layers) for k, t in model.towers().items() if k in ("l", "g")}
         return sdxl_clip_key_map(handle.state_keys(), towers)
     return clip_key_map(handle.state_keys(), model.config.width, model.config.layers)
 
