@@ -134,14 +134,14 @@ def _tiny_t5_file(path: Path) -> Path:
     return write(sd, path)
 
 
-def test_t5_file_given_as_clip_l_is_refused(env: SDEnv, tmp_path: Path) -> None:
+def test_incomplete_t5_file_is_refused(env: SDEnv, tmp_path: Path) -> None:
     _tiny_t5_file(tmp_path / "models" / "text_encoders" / "t5xxl.safetensors")
     prompt = sd3_txt2img()
-    prompt["10"]["inputs"]["clip_name1"] = "t5xxl.safetensors"
+    prompt["10"]["inputs"]["clip_name1"] = "t5xxl.safetensors"  # type sd3 takes T5 in either slot
     result = env.run(prompt)
     assert result.status == "error" and result.error["node_type"] == "DualCLIPLoader"
     assert "t5xxl.safetensors" in result.error["exception_message"]
-    assert "not a CLIP text encoder" in result.error["exception_message"]
+    assert "not a T5 encoder Loom can build" in result.error["exception_message"]
     env.ok(sd3_txt2img())
 
 
