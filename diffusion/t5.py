@@ -149,6 +149,7 @@ class T5Encoder(nn.Module):
         _upcasting(self.transformer)
         self.tokenizer_paths: list[Path] = []
         self.source = ""  # the file the weights came from, for messages
+        self.fp8_file = False  # whether the token table was stored in fp8
 
     @property
     def num_layers(self) -> int:
@@ -163,7 +164,7 @@ class T5Encoder(nn.Module):
             raise ValueError(f"token id {int(tokens.max())} is beyond T5's vocabulary ({vocab}) and the "
                              f"{n_extra} extra rows")
         x = F.embedding(tokens.clamp(max=vocab - 1), weight).float()
-        if weight.dtype in FP8_DTYPES:
+        if self.fp8_file:
             x = torch.nan_to_num(x)  # ComfyUI's guard for fp8 T5 files
         if n_extra:
             rows = extra_embeddings.to(device=x.device, dtype=torch.float32)
@@ -269,6 +270,7 @@ def build_t5(state_dict: dict[str, torch.Tensor], dtype: torch.dtype = torch.flo
             return value if value.dtype in _STORED else value.to(dtype)
         return value.to(plain if key == "shared.weight" else torch.float32)
 
+    encoder.fp8_file = own["shared.weight"].dtype in FP8_DTYPES
     tensors = {k: cast(k, v) for k, v in own.items()}
     encoder.transformer.load_state_dict(tensors, strict=False, assign=True)
     encoder.transformer.encoder.embed_tokens = encoder.transformer.shared
