@@ -1,6 +1,6 @@
 """T5-XXL tower (diffusion/t5.py) and tokenizer (diffusion/t5_tokenizer.py) on a tiny config in the real key layout:
 parity with transformers' T5EncoderModel, fp16/bf16/fp8/scaled-fp8 storage kept in memory, detection and prefixes,
-ComfyUI's tokenizing rules, SD3's joining of T5 to the CLIP part."""
+ComfyUI's tokenizing rules, prompt weights and embeddings, SD3's joining of T5 to the CLIP part."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,12 +9,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from diffusion.assemble import load_text_encoder_module, sd3_checkpoint_text_model
+from diffusion.assemble import load_clip_text_encoder_module, load_text_encoder_module, sd3_checkpoint_text_model
 from diffusion.checkpoint import CheckpointError
 from diffusion.clip_multi import MultiTextEncoder
-from diffusion.t5 import T5Encoder, build_t5, is_t5
+from diffusion.t5 import T5Encoder, build_t5, empty_t5_chunk, encode_t5_weighted, is_t5
 from diffusion.t5_tokenizer import T5PromptTokenizer, load_t5_tokenizer
 from diffusion.text_encoders import CLIP
+from tests.fixtures.tiny_sdxl import G_WIDTH, L_WIDTH, tiny_clip_g_hf, tiny_clip_l_hf
 from tests.fixtures.tiny_t5 import TINY_T5, tiny_t5_reference, tiny_t5_state_dict, write_tiny_t5, \
     write_tiny_t5_tokenizer
 
@@ -112,8 +113,6 @@ def test_tokenizer_rules(tmp_path: Path) -> None:
 
 
 def _sd3_clip(tmp_path: Path) -> CLIP:
-    from tests.fixtures.tiny_sdxl import tiny_clip_g_hf, tiny_clip_l_hf
-
     write_tiny_t5_tokenizer(tmp_path / "t5_tokenizer" / "tokenizer.json")
     state = {f"text_encoders.clip_l.transformer.{k}": v for k, v in tiny_clip_l_hf().items()}
     state.update({f"text_encoders.clip_g.transformer.{k}": v for k, v in tiny_clip_g_hf().items()})
@@ -124,8 +123,6 @@ def _sd3_clip(tmp_path: Path) -> CLIP:
 
 
 def test_sd3_joins_t5_along_the_sequence(tmp_path: Path) -> None:
-    from tests.fixtures.tiny_sdxl import G_WIDTH, L_WIDTH
-
     clip = _sd3_clip(tmp_path)
     tokens = clip.tokenize("a photo of an astronaut riding a horse")
     assert set(tokens) == {"l", "g", "t5xxl"} and len(tokens["t5xxl"][0]) == 77
@@ -142,8 +139,34 @@ def test_sd3_joins_t5_along_the_sequence(tmp_path: Path) -> None:
 
 
 def test_t5_file_refused_where_only_clip_fits(tmp_path: Path) -> None:
-    from diffusion.assemble import load_clip_text_encoder_module
-
     path = write_tiny_t5(tmp_path / "t5xxl_fp16.safetensors")
     with pytest.raises(CheckpointError, match="T5 text encoder, but type stable_diffusion takes CLIP files only"):
         load_clip_text_encoder_module(path, torch.float32, "stable_diffusion")
+
+
+def test_prompt_weights_and_embeddings(tmp_path: Path) -> None:
+    tokenizer = write_tiny_t5_tokenizer(tmp_path / "t5_tokenizer" / "tokenizer.json")
+    tower = build_t5(tiny_t5_state_dict(dtype=torch.float32))
+    rows = torch.randn(2, 4096, generator=torch.Generator().manual_seed(4))
+    (tmp_path / "emb").mkdir()
+    save_file({"t5xxl": rows, "clip_l": torch.zeros(2, 32)}, str(tmp_path / "emb" / "style.safetensors"))
+    tok = T5PromptTokenizer(tokenizer_paths=[tokenizer], embedding_directories=[str(tmp_path / "emb")])
+
+    chunks = tok.tokenize("a (red:1.5) cat")
+    cond, pooled = encode_t5_weighted(tower, chunks)
+    ids = torch.tensor([[t for t, _ in chunks[0]], [t for t, _ in empty_t5_chunk(77)]])
+    z, z_empty = tower(ids)[0], tower(ids)[1]
+    weights = torch.tensor([w for _, w in chunks[0]])[:, None]
+    expected = torch.where(weights != 1.0, (z - z_empty) * weights + z_empty, z)
+    assert pooled is None and torch.allclose(cond[0], expected, atol=1e-6)
+    assert not torch.allclose(cond, encode_t5_weighted(tower, tok.tokenize("a red cat"))[0])
+
+    (with_embedding,) = tok.tokenize("a embedding:style cat")
+    assert torch.equal(with_embedding[1][0], rows[0]) and torch.equal(with_embedding[2][0], rows[1])
+    out, _ = encode_t5_weighted(tower, [with_embedding])
+    plain_ids = torch.tensor([[t if isinstance(t, int) else 0 for t, _ in with_embedding]])
+    x = tower.embed(plain_ids)
+    x[0, 1:3] = rows
+    with torch.no_grad():
+        expected = tower.transformer(inputs_embeds=x).last_hidden_state
+    assert torch.allclose(out, expected, atol=1e-5)
