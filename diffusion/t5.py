@@ -214,7 +214,7 @@ def empty_t5_chunk(length: int) -> Chunk:
 @torch.no_grad()
 def encode_t5_weighted(encoder: T5Encoder, chunks: list[Chunk],
                        layer_idx: int | None = None) -> tuple[torch.Tensor, None]:
-    """(cond 1×T×d_model on the CPU in fp32, None): a token of weight w ≠ 1 becomes z_empty + (z − z_empty)·w with
+    """(cond 1×T×d_model on the CPU in fp32, None): a token of weight w ≠ 1 becomes z_empty + (z − z_empty)·w,
     z_empty the empty prompt's state at that position (ComfyUI's `encode_token_weights`); no chunks at all encode
     the empty prompt alone (one end token)."""
     weighted = any(item[1] != 1.0 for chunk in chunks for item in chunk)
@@ -237,8 +237,8 @@ def build_t5(state_dict: dict[str, torch.Tensor], dtype: torch.dtype = torch.flo
              source: str = "") -> T5Encoder:
     """The T5 encoder of `state_dict` (keys below any prefix; an encoder-decoder file's decoder is ignored).
 
-    Linear weights keep a float8, fp16 or bf16 storage dtype and otherwise take `dtype`; norms, the relative-position table and
-    the token embedding of an fp8 file are kept in `dtype` (fp32 when that is fp8), ComfyUI "scaled fp8" files'
+    Linear weights and the token table keep a float8 (token table: fp32 then), fp16 or bf16 storage dtype and
+    otherwise take `dtype`; norms and the relative-position table are fp32; ComfyUI "scaled fp8" files'
     `scale_weight` scalars go to their layers. ValueError naming the problem when the keys do not fit.
     """
     prefix = t5_prefix(state_dict)
@@ -259,16 +259,18 @@ def build_t5(state_dict: dict[str, torch.Tensor], dtype: torch.dtype = torch.flo
     if missing or unexpected:
         raise ValueError(f"T5 encoder weights do not fit a T5 of {config.num_layers} layers: {len(missing)} "
                          f"missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})")
-    # Linear weights as stored when half or fp8 (each layer upcasts per call: a 4.7 B-parameter T5-XXL must never
-    # be widened to fp32 in memory), fp32 ones in `dtype`; the token table in `dtype` (fp32 for fp8: rows are looked
-    # up, not multiplied); norms and the 32-bucket position table in fp32 (a few kB).
+    # Weights as stored when half or fp8 (each layer upcasts per call: a 4.7 B-parameter T5-XXL must never be
+    # widened to fp32 in memory), fp32 ones in `dtype`; the token table's rows are looked up, not multiplied, so an
+    # fp8 table becomes fp32 (or `dtype`); norms and the 32-bucket position table in fp32 (a few kB).
     plain = torch.float32 if dtype in FP8_DTYPES else dtype
     linear = {n + ".weight" for n, m in encoder.transformer.named_modules() if isinstance(m, Linear)}
 
     def cast(key: str, value: torch.Tensor) -> torch.Tensor:
         if key in linear:
             return value if value.dtype in _STORED else value.to(dtype)
-        return value.to(plain if key == "shared.weight" else torch.float32)
+        if key == "shared.weight":
+            return value if value.dtype in (torch.float16, torch.bfloat16) else value.to(plain)
+        return value.to(torch.float32)
 
     encoder.fp8_file = own["shared.weight"].dtype in FP8_DTYPES
     tensors = {k: cast(k, v) for k, v in own.items()}

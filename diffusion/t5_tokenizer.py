@@ -1,6 +1,7 @@
 """T5's SentencePiece (unigram) tokenizer, read from a `tokenizer.json` placed beside the weights (no download).
 
-Owns where the tokenizer file is looked for (`find_t5_tokenizer`), reading it once per file with the `tokenizers`
+Owns where the tokenizer file is looked for (`tokenizer_candidates`, `find_t5_tokenizer`; the T5 tower keeps the
+list and the first file that exists is read when a prompt is tokenized), reading it once per file with the `tokenizers`
 library (transformers' own dependency: the same code `T5TokenizerFast` runs, so the ids are ComfyUI's), and
 `T5PromptTokenizer`: ComfyUI's T5-XXL tokenizer rules (`comfy/text_encoders/sd3_clip.py` `T5XXLTokenizer` on
 `comfy/sd1_clip.py` `SDTokenizer`): the same `(text:1.2)` weights and `embedding:` references as CLIP, no start
@@ -31,7 +32,8 @@ T5_MIN_LENGTH = 77  # ComfyUI pads T5's tokens up to 77, and never cuts them
 T5_TOKENIZER_DIR = "t5_tokenizer"
 
 
-def tokenizer_candidates(weights: str | os.PathLike[str], extra_dirs: Iterable[str | os.PathLike[str]] = ()) -> list[Path]:
+def tokenizer_candidates(weights: str | os.PathLike[str],
+                         extra_dirs: Iterable[str | os.PathLike[str]] = ()) -> list[Path]:
     """The paths searched for the tokenizer of the T5 weights at `weights`, in order."""
     weights = Path(weights)
     stem = weights.name.split(".", 1)[0]

@@ -13,16 +13,17 @@ from diffusion.patcher import ModelHandle
 pytest.importorskip("diffusers")
 from tests.test_parity_mmdit import CONFIGS, diffusers_twin, random_mmdit  # noqa: E402
 
-# diffusers modules whose SD3 counterpart stores (shift, scale) where diffusers stores (scale, shift)
+# diffusers modules whose SD3 counterpart stores (shift, scale) where diffusers stores (scale, shift) (and the
+# pre-only last block's context modulation)
 _SWAPPED = ("norm_out.linear",)
 
 
 def _peft_lora(ref: torch.nn.Module, prefix: str, rank: int = 2, seed: int = 3) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     sd = {}
-    last = ref.config.num_layers - 1
+    swapped = (*_SWAPPED, f"transformer_blocks.{ref.config.num_layers - 1}.norm1_context.linear")
     for name, module in ref.named_modules():
-        if not isinstance(module, torch.nn.Linear) or name in _SWAPPED or name == f"transformer_blocks.{last}.norm1_context.linear":
+        if not isinstance(module, torch.nn.Linear) or name in swapped:
             continue
         sd[f"{prefix}{name}.lora_A.weight"] = torch.randn(rank, module.in_features, generator=gen) * 0.1
         sd[f"{prefix}{name}.lora_B.weight"] = torch.randn(module.out_features, rank, generator=gen) * 0.1

@@ -38,7 +38,8 @@ def test_parity_with_transformers_and_storage_kept(tmp_path: Path, dtype: torch.
     tower = load_text_encoder_module(path, torch.float32)
     assert isinstance(tower, T5Encoder) and tower.config == TINY_T5
     attn = tower.transformer.encoder.block[1].layer[0].SelfAttention
-    assert attn.q.weight.dtype == dtype and tower.transformer.encoder.block[0].layer[1].DenseReluDense.wo.weight.dtype == dtype
+    assert attn.q.weight.dtype == dtype and tower.transformer.shared.weight.dtype == dtype
+    assert tower.transformer.encoder.block[0].layer[1].DenseReluDense.wo.weight.dtype == dtype
     out = tower(IDS)
     expected = _reference_out(tiny_t5_state_dict(dtype=dtype), IDS)
     assert out.dtype == torch.float32 and out.shape == (2, 77, 4096)
