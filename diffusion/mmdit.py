@@ -150,11 +150,13 @@ class MMDiT(nn.Module):
         ctx = self.context_embedder(context.to(dtype)) if context is not None else tokens[:, :0]
         skip = set(options.get("skip_layers", ()))
         mode = options.get("attention_mode", "sdpa")
+        residuals = (control or {}).get("output") or []
         for i, block in enumerate(self.joint_blocks):
-            if i in skip:
-                continue
-            new_ctx, tokens = block(ctx, tokens, c, mode)
-            ctx = new_ctx if new_ctx is not None else ctx
+            if i not in skip:
+                new_ctx, tokens = block(ctx, tokens, c, mode)
+                ctx = new_ctx if new_ctx is not None else ctx
+            if i < len(residuals) and residuals[i] is not None:  # an SD3 ControlNet's residual for this block
+                tokens = tokens + residuals[i].to(tokens.dtype)
         out = self.final_layer(tokens, c)
         return self._unpatchify(out, h, w)[:, :, :height, :width]
 

@@ -1,0 +1,95 @@
+"""SD3.5 ControlNets (Stability's format) through the real executor on tiny files: ControlNetLoader detection,
+ControlNetApplyAdvanced with its `vae` input, the residuals reaching the MMDiT after each joint block; a freshly
+initialised ControlNet leaves sampling unchanged, strength 0 too; a missing VAE is a clear error."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from diffusion.controlnet_mmdit import ControlNetSD35, SD35ControlNetNet, sincos_grid
+from diffusion.mmdit import MMDiT
+from tests.fixtures.tiny_sd3 import TINY_SD3, write_tiny_sd3
+from tests.fixtures.tiny_sd3_controlnet import tiny_sd35_controlnet_state_dict
+from tests.fixtures.tiny_sdxl import tiny_clip_g_hf, tiny_clip_l_hf, write
+from tests.nodes.sd_env import SDEnv
+from tests.nodes.test_sd3_nodes import CKPT, sd3_txt2img
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> SDEnv:
+    env = SDEnv(tmp_path)
+    write_tiny_sd3(tmp_path / "models" / "checkpoints" / CKPT)
+    write(tiny_clip_l_hf(), tmp_path / "models" / "text_encoders" / "clip_l.safetensors")
+    write(tiny_clip_g_hf(), tmp_path / "models" / "text_encoders" / "clip_g.safetensors")
+    write(tiny_sd35_controlnet_state_dict(), tmp_path / "models" / "controlnet" / "sd35_depth.safetensors")
+    write(tiny_sd35_controlnet_state_dict(zero_out=True), tmp_path / "models" / "controlnet" / "zero.safetensors")
+    return env
+
+
+def with_control(name: str, strength: float = 1.0, vae: bool = True) -> dict[str, Any]:
+    prompt = sd3_txt2img()
+    prompt["20"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": name}}
+    prompt["21"] = {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, "batch_size": 1,
+                                                          "color": 0x336699}}
+    apply = {"positive": ["2", 0], "negative": ["3", 0], "control_net": ["20", 0], "image": ["21", 0],
+             "strength": strength, "start_percent": 0.0, "end_percent": 1.0}
+    if vae:
+        apply["vae"] = ["1", 2]
+    prompt["22"] = {"class_type": "ControlNetApplyAdvanced", "inputs": apply}
+    prompt["5"]["inputs"]["positive"] = ["22", 0]
+    prompt["5"]["inputs"]["negative"] = ["22", 1]
+    return prompt
+
+
+def latent(env: SDEnv, prompt: dict[str, Any]) -> torch.Tensor:
+    return env.value(prompt, "5")["samples"]
+
+
+def test_loader_detects_the_sd35_format(env: SDEnv) -> None:
+    control = env.value({"20": {"class_type": "ControlNetLoader",
+                                "inputs": {"control_net_name": "sd35_depth.safetensors"}}}, "20")
+    assert isinstance(control, ControlNetSD35) and control.control_type == "depth"
+    net = control.handle.model
+    assert isinstance(net, SD35ControlNetNet) and len(net.transformer_blocks) == 2 and net.main_depth == 1
+
+
+def test_control_changes_sampling_and_zero_or_strength_zero_does_not(env: SDEnv) -> None:
+    plain = latent(env, sd3_txt2img())
+    controlled = latent(env, with_control("sd35_depth.safetensors"))
+    assert (controlled - plain).abs().max() > 1e-3
+    assert torch.allclose(latent(env, with_control("zero.safetensors")), plain, atol=1e-6)
+    assert torch.allclose(latent(env, with_control("sd35_depth.safetensors", strength=0.0)), plain, atol=1e-6)
+
+
+def test_missing_vae_is_a_clear_error(env: SDEnv) -> None:
+    result = env.run({**with_control("sd35_depth.safetensors", vae=False),
+                      "grab": {"class_type": "Grab", "inputs": {"value": ["22", 0]}}})
+    assert result.status == "error" and result.error["node_type"] == "ControlNetApplyAdvanced"
+    assert "connect a VAE" in result.error["exception_message"] and "'vae'" in result.error["exception_message"]
+
+
+def test_mmdit_adds_each_residual_after_its_joint_block() -> None:
+    torch.manual_seed(0)
+    net = MMDiT(TINY_SD3).eval()
+    x, t = torch.randn(1, 16, 8, 8), torch.tensor([500.0])
+    ctx, y = torch.randn(1, 5, 4096), torch.randn(1, TINY_SD3.adm_in_channels)
+    residual = torch.randn(1, 16, 64)
+    captured: list[torch.Tensor] = []
+    hook = net.joint_blocks[1].register_forward_pre_hook(lambda _m, args: captured.append(args[1].clone()))
+    with torch.no_grad():
+        net(x, t, context=ctx, y=y)
+        net(x, t, context=ctx, y=y, control={"output": [residual]})
+    hook.remove()
+    assert torch.allclose(captured[1], captured[0] + residual, atol=1e-5)  # block 1 sees block 0's output + r
+
+
+def test_sincos_grid_centre_and_layout() -> None:
+    grid = sincos_grid(8, w=4, h=2)
+    assert grid.shape == (8, 8)
+    # rows span 7.5 ± 7.5 (the shorter side), columns 7.5 ± 15; the first half of the features is the column
+    cols = torch.linspace(-7.5, 22.5, 4)
+    assert torch.allclose(grid[:4, 0], torch.sin(cols), atol=1e-6)
+    assert torch.allclose(grid[::4, 4], torch.sin(torch.tensor([0.0, 15.0])), atol=1e-6)
