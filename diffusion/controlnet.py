@@ -287,6 +287,9 @@ def load_controlnet_state_dict(sd: dict[str, torch.Tensor], dtype: torch.dtype, 
 
     if is_sd35_controlnet(sd):
         return load_sd35_controlnet(sd, dtype, name)
+    if "controlnet_blocks.0.weight" in sd and "pos_embed_input.proj.weight" in sd:
+        raise CheckpointError(f"{name or 'this file'} is an SD3 ControlNet in the diffusers layout (InstantX); Loom "
+                              f"runs SD3.5 ControlNets in Stability's format only")
     prefix = controlnet_prefix(sd)
     if prefix is None:
         adapter = load_t2i_adapter(sd, dtype, name)

@@ -62,6 +62,11 @@ def test_control_changes_sampling_and_zero_or_strength_zero_does_not(env: SDEnv)
     assert (controlled - plain).abs().max() > 1e-3
     assert torch.allclose(latent(env, with_control("zero.safetensors")), plain, atol=1e-6)
     assert torch.allclose(latent(env, with_control("sd35_depth.safetensors", strength=0.0)), plain, atol=1e-6)
+    # before sampling, the ControlNet took the model's own patch embedder (its file has none)
+    control = env.value(with_control("sd35_depth.safetensors"), "20")
+    model = env.value(sd3_txt2img(), "1")
+    assert torch.equal(control.handle.model.x_embedder.proj.weight,
+                       model.model.diffusion_model.x_embedder.proj.weight.to(control.handle.model.dtype))
 
 
 def test_missing_vae_is_a_clear_error(env: SDEnv) -> None:
