@@ -283,13 +283,6 @@ def load_controlnet_state_dict(sd: dict[str, torch.Tensor], dtype: torch.dtype, 
     With `base_model` (DiffControlNetLoader), a file marked as a difference ControlNet (a `difference` key) gets
     the model's UNet weights added. Raises `CheckpointError` for files that are neither.
     """
-    from diffusion.controlnet_mmdit import is_sd35_controlnet, load_sd35_controlnet  # SD3.5: its own module
-
-    if is_sd35_controlnet(sd):
-        return load_sd35_controlnet(sd, dtype, name)
-    if "controlnet_blocks.0.weight" in sd and "pos_embed_input.proj.weight" in sd:
-        raise CheckpointError(f"{name or 'this file'} is an SD3 ControlNet in the diffusers layout (InstantX); Loom "
-                              f"runs SD3.5 ControlNets in Stability's format only")
     prefix = controlnet_prefix(sd)
     if prefix is None:
         adapter = load_t2i_adapter(sd, dtype, name)

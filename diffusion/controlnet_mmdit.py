@@ -204,6 +204,13 @@ class ControlNetSD35(ControlBase):
         return net(ms.calculate_input(sigma, x), hint, ms.timestep(sigma).float(), y=cond.get("y"))
 
 
-def load_sd35_controlnet(sd: dict[str, torch.Tensor], dtype: torch.dtype, name: str = "") -> ControlNetSD35:
-    net, kind = build_sd35_controlnet(sd, dtype)
-    return ControlNetSD35(ModelHandle(net, name=name or "controlnet", kind="other"), kind)
+def load_sd3_controlnet(sd: dict[str, torch.Tensor], dtype: torch.dtype, name: str = "") -> ControlNetSD35 | None:
+    """The control object of an SD3 ControlNet file, None for files of other families (SD1/SD2/SDXL ControlNets
+    are `diffusion.controlnet`'s); `CheckpointError` for SD3 ControlNets in the diffusers layout (InstantX)."""
+    if is_sd35_controlnet(sd):
+        net, kind = build_sd35_controlnet(sd, dtype)
+        return ControlNetSD35(ModelHandle(net, name=name or "controlnet", kind="other"), kind)
+    if "controlnet_blocks.0.weight" in sd and "pos_embed_input.proj.weight" in sd:
+        raise CheckpointError(f"{name or 'this file'} is an SD3 ControlNet in the diffusers layout (InstantX); Loom "
+                              f"runs SD3.5 ControlNets in Stability's format only")
+    return None

@@ -15,6 +15,7 @@ import torch
 
 from diffusion.checkpoint import read_state_dict
 from diffusion.controlnet import ControlBase, load_controlnet_state_dict
+from diffusion.controlnet_mmdit import load_sd3_controlnet
 from diffusion.patcher import ModelHandle
 from nodes.loaders import cached_one, dtype_for, node_context
 from nodes.spec import Combo, FileList, Float, Input, Node, Output
@@ -31,7 +32,9 @@ def load_control(name: str, model: ModelHandle | None = None) -> ControlBase:
     dtype = dtype_for(ctx, "unet")
 
     def load() -> ControlBase:
-        return load_controlnet_state_dict(read_state_dict(path), dtype, name, base_model=model)
+        sd = read_state_dict(path)
+        sd3 = load_sd3_controlnet(sd, dtype, name)  # SD3.5 ControlNets (diffusion/controlnet_mmdit.py)
+        return sd3 if sd3 is not None else load_controlnet_state_dict(sd, dtype, name, base_model=model)
 
     if model is not None:
         return load()  # the weights depend on the model: not shared through the file cache

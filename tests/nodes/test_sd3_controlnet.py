@@ -98,3 +98,13 @@ def test_sincos_grid_centre_and_layout() -> None:
     cols = torch.linspace(-7.5, 22.5, 4)
     assert torch.allclose(grid[:4, 0], torch.sin(cols), atol=1e-6)
     assert torch.allclose(grid[::4, 4], torch.sin(torch.tensor([0.0, 15.0])), atol=1e-6)
+
+
+def test_diffusers_layout_sd3_controlnet_is_refused(env: SDEnv, tmp_path: Path) -> None:
+    write({"controlnet_blocks.0.weight": torch.zeros(64, 64), "pos_embed_input.proj.weight": torch.zeros(64, 16, 2, 2),
+           "transformer_blocks.0.attn.to_q.weight": torch.zeros(64, 64)},
+          tmp_path / "models" / "controlnet" / "instantx.safetensors")
+    result = env.run({"20": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "instantx.safetensors"}},
+                      "grab": {"class_type": "Grab", "inputs": {"value": ["20", 0]}}})
+    assert result.status == "error" and result.error["node_type"] == "ControlNetLoader"
+    assert "diffusers layout (InstantX)" in result.error["exception_message"]
