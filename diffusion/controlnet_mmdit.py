@@ -3,7 +3,7 @@ control object. ComfyUI's `comfy/cldm/dit_embedder.py` and `load_controlnet_sd35
 spec; written from them, not copied.
 
 Owns:
-- `is_sd35_controlnet`: the file's marks (`controlnet_blocks.0.weight`, `pos_embed_input.proj.weight` and SD3-style
+- `is_sd35_controlnet` and `load_sd3_controlnet` (the loader node asks it first): the file's marks (`controlnet_blocks.0.weight`, `pos_embed_input.proj.weight` and SD3-style
   blocks `transformer_blocks.0.adaLN_modulation.1.bias`);
 - `SD35ControlNetNet`: patch embedder of the noisy latent (`x_embedder`, taken from the model it is applied to),
   timestep and pooled-text embedders (`y_embedder`; "double" files put the model's own pooled embedder,
@@ -205,12 +205,9 @@ class ControlNetSD35(ControlBase):
 
 
 def load_sd3_controlnet(sd: dict[str, torch.Tensor], dtype: torch.dtype, name: str = "") -> ControlNetSD35 | None:
-    """The control object of an SD3 ControlNet file, None for files of other families (SD1/SD2/SDXL ControlNets
-    are `diffusion.controlnet`'s); `CheckpointError` for SD3 ControlNets in the diffusers layout (InstantX)."""
-    if is_sd35_controlnet(sd):
-        net, kind = build_sd35_controlnet(sd, dtype)
-        return ControlNetSD35(ModelHandle(net, name=name or "controlnet", kind="other"), kind)
-    if "controlnet_blocks.0.weight" in sd and "pos_embed_input.proj.weight" in sd:
-        raise CheckpointError(f"{name or 'this file'} is an SD3 ControlNet in the diffusers layout (InstantX); Loom "
-                              f"runs SD3.5 ControlNets in Stability's format only")
-    return None
+    """The control object of an SD3.5 ControlNet file in Stability's format, None for other files (the diffusers
+    layout is `diffusion.controlnet_sd3_diffusers`'s, SD1/SD2/SDXL ControlNets `diffusion.controlnet`'s)."""
+    if not is_sd35_controlnet(sd):
+        return None
+    net, kind = build_sd35_controlnet(sd, dtype)
+    return ControlNetSD35(ModelHandle(net, name=name or "controlnet", kind="other"), kind)

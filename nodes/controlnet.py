@@ -16,6 +16,7 @@ import torch
 from diffusion.checkpoint import read_state_dict
 from diffusion.controlnet import ControlBase, load_controlnet_state_dict
 from diffusion.controlnet_mmdit import load_sd3_controlnet
+from diffusion.controlnet_sd3_diffusers import is_diffusers_sd3_controlnet, load_diffusers_sd3_controlnet
 from diffusion.patcher import ModelHandle
 from nodes.loaders import cached_one, dtype_for, node_context
 from nodes.spec import Combo, FileList, Float, Input, Node, Output
@@ -33,7 +34,9 @@ def load_control(name: str, model: ModelHandle | None = None) -> ControlBase:
 
     def load() -> ControlBase:
         sd = read_state_dict(path)
-        sd3 = load_sd3_controlnet(sd, dtype, name)  # SD3.5 ControlNets (diffusion/controlnet_mmdit.py)
+        if is_diffusers_sd3_controlnet(sd):  # InstantX-style SD3 ControlNets
+            return load_diffusers_sd3_controlnet(sd, dtype, name)
+        sd3 = load_sd3_controlnet(sd, dtype, name)  # SD3.5 ControlNets in Stability's format
         return sd3 if sd3 is not None else load_controlnet_state_dict(sd, dtype, name, base_model=model)
 
     if model is not None:

@@ -1,12 +1,15 @@
-"""The SD3.5 ControlNet network (diffusion/controlnet_mmdit.py) against diffusers' SD3ControlNetModel in its SD3.5
-form (single x-only blocks, no context, no own positional table), the weights converted from Stability's layout
-with the key correspondence of diffusers' own conversion script: same residuals for the same embedded tokens."""
+"""SD3 ControlNet networks against diffusers' SD3ControlNetModel: Stability's SD3.5 format
+(diffusion/controlnet_mmdit.py) against its SD3.5 form (single x-only blocks, no context, no own positional table),
+the weights converted from Stability's layout with the key correspondence of diffusers' own conversion script, same
+residuals for the same embedded tokens; the diffusers layout (diffusion/controlnet_sd3_diffusers.py) against the
+model whose state dict it is."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from diffusion.controlnet_mmdit import build_sd35_controlnet, sincos_grid
+from diffusion.controlnet_sd3_diffusers import build_diffusers_sd3_controlnet
 from tests.fixtures.tiny_sd3_controlnet import tiny_sd35_controlnet_state_dict
 
 pytest.importorskip("diffusers")
@@ -54,3 +57,28 @@ def test_matches_diffusers_sd35_controlnet() -> None:
     for a, b in zip(ours, theirs):
         assert (a - b).abs().max() <= 1e-4 * max(1.0, b.abs().max().item())
     assert theirs[1].abs().max() > 1e-2
+
+
+def test_diffusers_layout_matches_diffusers_sd3_controlnet() -> None:
+    """An InstantX-style file is a diffusers SD3ControlNetModel's state dict: Loom's network of it gives diffusers'
+    residuals (ComfyUI zeroes the pooled vector and repeats residual i width/64/blocks times, the last once less)."""
+    torch.manual_seed(0)
+    ref = SD3ControlNetModel(sample_size=32, patch_size=2, in_channels=16, num_layers=2, attention_head_dim=64,
+                             num_attention_heads=4, joint_attention_dim=24, caption_projection_dim=256,
+                             pooled_projection_dim=32, out_channels=16, pos_embed_max_size=16, qk_norm="rms_norm").eval()
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            p.copy_(torch.randn_like(p) * (0.05 if p.ndim > 1 else 0.02) + (1.0 if "norm" in name and p.ndim == 1 else 0))
+    sd = {k: v.clone() for k, v in ref.state_dict().items()}
+    net = build_diffusers_sd3_controlnet(sd, torch.float32)
+    gen = torch.Generator().manual_seed(1)
+    x, hint = torch.randn(1, 16, 8, 12, generator=gen), torch.randn(1, 16, 8, 12, generator=gen)
+    t, ctx = torch.tensor([700.0]), torch.randn(1, 5, 24, generator=gen)
+    with torch.no_grad():
+        ours = net(x, hint, t, ctx)["output"]
+        theirs = ref(hidden_states=x, controlnet_cond=hint, encoder_hidden_states=ctx, timestep=t,
+                     pooled_projections=torch.zeros(1, 32), return_dict=False)[0]
+    assert len(ours) == 3 and ours[0] is ours[1]  # width 256 → depth 4; 2 blocks: residual 0 twice, 1 once
+    for a, b in ((ours[0], theirs[0]), (ours[2], theirs[1])):
+        assert (a - b).abs().max() <= 1e-4 * max(1.0, b.abs().max().item())
+    assert theirs[1].abs().max() > 1e-3

@@ -1,6 +1,7 @@
-"""SD3.5 ControlNets (Stability's format) through the real executor on tiny files: ControlNetLoader detection,
+"""SD3 ControlNets through the real executor on tiny files: Stability's SD3.5 format (ControlNetLoader detection,
 ControlNetApplyAdvanced with its `vae` input, the residuals reaching the MMDiT after each joint block; a freshly
-initialised ControlNet leaves sampling unchanged, strength 0 too; a missing VAE is a clear error."""
+initialised ControlNet leaves sampling unchanged, strength 0 too; a missing VAE is a clear error) and the diffusers
+layout (InstantX: loading, one model call's residuals and hint latent; inpainting files refused)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,12 +11,17 @@ import pytest
 import torch
 
 from diffusion.controlnet_mmdit import ControlNetSD35, SD35ControlNetNet, sincos_grid
+from diffusion.controlnet_sd3_diffusers import ControlNetSD3Diffusers
 from diffusion.mmdit import MMDiT
+from diffusion.model_sampling_flow import FlowSampling
 from tests.fixtures.tiny_sd3 import TINY_SD3, write_tiny_sd3
 from tests.fixtures.tiny_sd3_controlnet import tiny_sd35_controlnet_state_dict
 from tests.fixtures.tiny_sdxl import tiny_clip_g_hf, tiny_clip_l_hf, write
 from tests.nodes.sd_env import SDEnv
 from tests.nodes.test_sd3_nodes import CKPT, sd3_txt2img
+
+diffusers = pytest.importorskip("diffusers")
+from diffusers import SD3ControlNetModel  # noqa: E402
 
 
 @pytest.fixture
@@ -100,11 +106,32 @@ def test_sincos_grid_centre_and_layout() -> None:
     assert torch.allclose(grid[::4, 4], torch.sin(torch.tensor([0.0, 15.0])), atol=1e-6)
 
 
-def test_diffusers_layout_sd3_controlnet_is_refused(env: SDEnv, tmp_path: Path) -> None:
-    write({"controlnet_blocks.0.weight": torch.zeros(64, 64), "pos_embed_input.proj.weight": torch.zeros(64, 16, 2, 2),
-           "transformer_blocks.0.attn.to_q.weight": torch.zeros(64, 64)},
-          tmp_path / "models" / "controlnet" / "instantx.safetensors")
-    result = env.run({"20": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "instantx.safetensors"}},
+def test_diffusers_layout_sd3_controlnet_loads_and_inpainting_is_refused(env: SDEnv, tmp_path: Path) -> None:
+    def instantx(hint_channels: int) -> dict[str, torch.Tensor]:
+        ref = SD3ControlNetModel(sample_size=32, patch_size=2, in_channels=16, num_layers=1, attention_head_dim=64,
+                                 num_attention_heads=2, joint_attention_dim=4096, caption_projection_dim=128,
+                                 pooled_projection_dim=TINY_SD3.adm_in_channels, pos_embed_max_size=16,
+                                 extra_conditioning_channels=hint_channels - 16)
+        return {k: v.contiguous() for k, v in ref.state_dict().items()}
+
+    folder = tmp_path / "models" / "controlnet"
+    write(instantx(16), folder / "instantx.safetensors")
+    write(instantx(17), folder / "instantx_inpaint.safetensors")
+    control = env.value({"20": {"class_type": "ControlNetLoader",
+                                "inputs": {"control_net_name": "instantx.safetensors"}}}, "20")
+    assert isinstance(control, ControlNetSD3Diffusers) and control.handle.model.depth == 2
+    # one model call's residuals: the hint through the SD3 VAE (no shift), the text context passed in
+    vae = env.value(sd3_txt2img(), "1", 2)
+    applied = control.copy().set_cond_hint(torch.rand(1, 3, 48, 64), 0.5, vae=vae)
+    applied.model_sampling = FlowSampling(3.0)
+    x, sigma = torch.randn(2, 16, 6, 8), torch.tensor([0.8, 0.8])
+    out = applied.get_control(x, sigma, {"c_crossattn": torch.randn(2, 7, 4096)}, 2)
+    assert len(out["output"]) == 1 and out["output"][0].shape == (2, 12, 128)
+    hint = applied._hint
+    expected = vae.encode(applied.hint_original.movedim(1, -1))  # already the latent size × 8: no resize
+    assert torch.allclose(hint, expected * 1.5305, atol=1e-5)
+    result = env.run({"20": {"class_type": "ControlNetLoader",
+                             "inputs": {"control_net_name": "instantx_inpaint.safetensors"}},
                       "grab": {"class_type": "Grab", "inputs": {"value": ["20", 0]}}})
     assert result.status == "error" and result.error["node_type"] == "ControlNetLoader"
-    assert "diffusers layout (InstantX)" in result.error["exception_message"]
+    assert "17 channels" in result.error["exception_message"]
