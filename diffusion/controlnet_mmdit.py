@@ -3,8 +3,9 @@ control object. ComfyUI's `comfy/cldm/dit_embedder.py` and `load_controlnet_sd35
 spec; written from them, not copied.
 
 Owns:
-- `is_sd35_controlnet` and `load_sd3_controlnet` (the loader node asks it first): the file's marks (`controlnet_blocks.0.weight`, `pos_embed_input.proj.weight` and SD3-style
-  blocks `transformer_blocks.0.adaLN_modulation.1.bias`);
+- `is_sd35_controlnet` and `load_sd3_controlnet` (the loader node asks it first): the file's marks
+  (`controlnet_blocks.0.weight`, `pos_embed_input.proj.weight` and SD3-style blocks
+  `transformer_blocks.0.adaLN_modulation.1.bias`);
 - `SD35ControlNetNet`: patch embedder of the noisy latent (`x_embedder`, taken from the model it is applied to),
   timestep and pooled-text embedders (`y_embedder`; "double" files put the model's own pooled embedder,
   `orig_y_embedder`, in front of it), a patch embedder of the hint latent (`pos_embed_input`), x-only MMDiT blocks

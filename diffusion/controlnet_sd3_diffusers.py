@@ -133,11 +133,13 @@ def build_diffusers_sd3_controlnet(sd: dict[str, torch.Tensor], dtype: torch.dty
                               f"channels (the inpainting ones: latent + mask) are not supported; 16 are")
     hidden = conv["x_embedder.proj.weight"].shape[0]
     table = conv.get("pos_embed")
+    shapes = {k: conv[k].shape for k in ("y_embedder.mlp.0.weight", "context_embedder.weight",
+                                          "joint_blocks.0.x_block.mlp.fc1.weight", "pos_embed_input.proj.weight")}
     with torch.device("meta"):
         net = SD3DiffusersControlNetNet(
-            hidden, _block_count(sd), conv["y_embedder.mlp.0.weight"].shape[1], conv["context_embedder.weight"].shape[1],
-            conv["joint_blocks.0.x_block.mlp.fc1.weight"].shape[0], "joint_blocks.0.x_block.attn.ln_q.weight" in conv,
-            conv["pos_embed_input.proj.weight"].shape[1], int(round(table.shape[1] ** 0.5)) if table is not None else None)
+            hidden, _block_count(sd), shapes["y_embedder.mlp.0.weight"][1], shapes["context_embedder.weight"][1],
+            shapes["joint_blocks.0.x_block.mlp.fc1.weight"][0], "joint_blocks.0.x_block.attn.ln_q.weight" in conv,
+            shapes["pos_embed_input.proj.weight"][1], int(round(table.shape[1] ** 0.5)) if table is not None else None)
     expected = net.state_dict()
     missing, unexpected = sorted(set(expected) - set(conv)), sorted(set(conv) - set(expected))
     if missing or unexpected:

@@ -65,10 +65,12 @@ def test_diffusers_layout_matches_diffusers_sd3_controlnet() -> None:
     torch.manual_seed(0)
     ref = SD3ControlNetModel(sample_size=32, patch_size=2, in_channels=16, num_layers=2, attention_head_dim=64,
                              num_attention_heads=4, joint_attention_dim=24, caption_projection_dim=256,
-                             pooled_projection_dim=32, out_channels=16, pos_embed_max_size=16, qk_norm="rms_norm").eval()
+                             pooled_projection_dim=32, out_channels=16, pos_embed_max_size=16,
+                             qk_norm="rms_norm").eval()
     with torch.no_grad():
         for name, p in ref.named_parameters():
-            p.copy_(torch.randn_like(p) * (0.05 if p.ndim > 1 else 0.02) + (1.0 if "norm" in name and p.ndim == 1 else 0))
+            norm = 1.0 if "norm" in name and p.ndim == 1 else 0.0
+            p.copy_(torch.randn_like(p) * (0.05 if p.ndim > 1 else 0.02) + norm)
     sd = {k: v.clone() for k, v in ref.state_dict().items()}
     net = build_diffusers_sd3_controlnet(sd, torch.float32)
     gen = torch.Generator().manual_seed(1)
