@@ -24,6 +24,8 @@ COMFY_METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ControlNetApply": ("apply_controlnet", ("conditioning", "control_net", "image", "strength")),
     "ControlNetApplyAdvanced": ("apply_controlnet", ("positive", "negative", "control_net", "image", "strength",
                                                      "start_percent", "end_percent", "vae")),
+    "ControlNetApplySD3": ("apply_controlnet", ("positive", "negative", "control_net", "vae", "image", "strength",
+                                                "start_percent", "end_percent")),
     "CLIPVisionEncode": ("encode", ("clip_vision", "image", "crop")),
     "StyleModelApply": ("apply_stylemodel", ("conditioning", "style_model", "clip_vision_output", "strength",
                                              "strength_type")),

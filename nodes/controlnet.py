@@ -143,4 +143,23 @@ class ControlNetApplyAdvanced(Node):
                 apply_control(negative, control_net, hint, strength, span, vae, shared, False))
 
 
-NODES: list[type] = [ControlNetLoader, DiffControlNetLoader, ControlNetApply, ControlNetApplyAdvanced]
+class ControlNetApplySD3(ControlNetApplyAdvanced):
+    """ControlNetApplyAdvanced with the VAE required and before the image (ComfyUI's node for SD3 ControlNets,
+    kept for older workflows)."""
+
+    DISPLAY_NAME = "Apply Controlnet with VAE"
+    DEPRECATED = True
+    INPUTS = (
+        Input("positive", "CONDITIONING"),
+        Input("negative", "CONDITIONING"),
+        Input("control_net", CONTROL_NET),
+        Input("vae", "VAE"),
+        Input("image", "IMAGE"),
+        Float("strength", 1.0, min=0.0, max=10.0, step=0.01),
+        Float("start_percent", 0.0, min=0.0, max=1.0, step=0.001),
+        Float("end_percent", 1.0, min=0.0, max=1.0, step=0.001),
+    )
+
+
+NODES: list[type] = [ControlNetLoader, DiffControlNetLoader, ControlNetApply, ControlNetApplyAdvanced,
+                     ControlNetApplySD3]

@@ -75,6 +75,16 @@ def test_control_changes_sampling_and_zero_or_strength_zero_does_not(env: SDEnv)
                        model.model.diffusion_model.x_embedder.proj.weight.to(control.handle.model.dtype))
 
 
+def test_controlnet_apply_sd3_is_the_advanced_node_with_a_vae(env: SDEnv) -> None:
+    info = env.registry.object_info()["ControlNetApplySD3"]
+    assert list(info["input"]["required"]) == ["positive", "negative", "control_net", "vae", "image", "strength",
+                                               "start_percent", "end_percent"]
+    assert info["display_name"] == "Apply Controlnet with VAE" and info["deprecated"] is True
+    prompt = with_control("sd35_depth.safetensors")
+    prompt["22"]["class_type"] = "ControlNetApplySD3"
+    assert torch.equal(latent(env, prompt), latent(env, with_control("sd35_depth.safetensors")))
+
+
 def test_missing_vae_is_a_clear_error(env: SDEnv) -> None:
     result = env.run({**with_control("sd35_depth.safetensors", vae=False),
                       "grab": {"class_type": "Grab", "inputs": {"value": ["22", 0]}}})
