@@ -11,6 +11,7 @@ COMFY_METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
     # conditioning
     "CLIPTextEncode": ("encode", ("clip", "text")),
     "CLIPSetLastLayer": ("set_last_layer", ("clip", "stop_at_clip_layer")),
+    "CLIPTextEncodeSD3": ("encode", ("clip", "clip_l", "clip_g", "t5xxl", "empty_padding")),
     "ConditioningCombine": ("combine", ("conditioning_1", "conditioning_2")),
     "ConditioningAverage": ("addWeighted", ("conditioning_to", "conditioning_from", "conditioning_to_strength")),
     "ConditioningConcat": ("concat", ("conditioning_to", "conditioning_from")),
@@ -23,6 +24,8 @@ COMFY_METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ControlNetApply": ("apply_controlnet", ("conditioning", "control_net", "image", "strength")),
     "ControlNetApplyAdvanced": ("apply_controlnet", ("positive", "negative", "control_net", "image", "strength",
                                                      "start_percent", "end_percent", "vae")),
+    "ControlNetApplySD3": ("apply_controlnet", ("positive", "negative", "control_net", "vae", "image", "strength",
+                                                "start_percent", "end_percent")),
     "CLIPVisionEncode": ("encode", ("clip_vision", "image", "crop")),
     "StyleModelApply": ("apply_stylemodel", ("conditioning", "style_model", "clip_vision_output", "strength",
                                              "strength_type")),

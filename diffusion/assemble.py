@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import os
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from diffusion.checkpoint import CheckpointError, keep_fp8, read_keys, read_state_dict, strip_prefix
-from diffusion.clip_multi import MultiTextEncoder, build_dual
+from diffusion.clip_multi import MultiTextEncoder, build_dual, build_sd3
 from diffusion.diffusion_model import DiffusionModel
 from diffusion.families import get_family
 from diffusion.families.base import SamplingSpec
@@ -35,6 +36,8 @@ from diffusion.model_sampling_continuous import ContinuousSampling
 from diffusion.model_sampling_flow import SD3_SHIFT, FlowSampling
 from diffusion.mmdit_loading import build_mmdit, checkpoint_is_mmdit, load_sd3_checkpoint
 from diffusion.patcher import ModelHandle
+from diffusion.t5 import T5Encoder, build_t5, t5_prefix
+from diffusion.t5_tokenizer import tokenizer_candidates
 from diffusion.text_encoders import CLIP, TextEncoder, build_text_encoder
 from diffusion.vae import VAE, AutoencoderKL
 
@@ -84,17 +87,18 @@ def diffusion_model(unet: nn.Module, family: str, prediction: str,
     return model
 
 
-def load_checkpoint_modules(path: str | os.PathLike[str], precision: Precision,
-                            prediction: str | None = None) -> dict[str, nn.Module | None]:
+def load_checkpoint_modules(path: str | os.PathLike[str], precision: Precision, prediction: str | None = None,
+                            tokenizer_dirs: Iterable[str | os.PathLike[str]] = ()) -> dict[str, nn.Module | None]:
     """The base modules of a single-file checkpoint: {"unet": DiffusionModel, "clip": TextEncoder | None,
     "vae": AutoencoderKL | None}, read on the CPU in `precision` (cast while reading). SD3/SD3.5 files (an MMDiT)
-    give the MMDiT with flow sampling and the 16-channel VAE."""
+    give the MMDiT with flow sampling, the 16-channel VAE and, when the file carries `text_encoders.*`, SD3's
+    text model of those towers (T5's tokenizer looked for beside the file and in `tokenizer_dirs`)."""
     if _file_is_mmdit(path):
         unet_dtype = keep_fp8(path, precision.unet)
-        state_dict = read_state_dict(path, dtype=lambda key: precision.vae if key.startswith("first_stage_model.")
-                                     else unet_dtype(key))
+        state_dict = read_state_dict(path, dtype=lambda key: _sd3_file_dtype(key, precision, unet_dtype))
         sd3 = load_sd3_checkpoint(state_dict, precision.unet, precision.vae, path)
-        return {"unet": diffusion_model(sd3.mmdit, "sd3", "flow"), "clip": None, "vae": sd3.vae}
+        clip = sd3_checkpoint_text_model(state_dict, precision.text_encoder, path, tokenizer_dirs)
+        return {"unet": diffusion_model(sd3.mmdit, "sd3", "flow"), "clip": clip, "vae": sd3.vae}
     loaded = load_checkpoint(path, dtype=precision.unet, vae_dtype=precision.vae,
                              text_encoder_dtype=precision.text_encoder, prediction=prediction)
     model = diffusion_model(loaded.unet, loaded.info.family, loaded.info.prediction, loaded.info.sampling)
@@ -113,6 +117,43 @@ def load_diffusers_modules(folder: str | os.PathLike[str], precision: Precision)
                                         vae_dtype=precision.vae, text_encoder_dtype=precision.text_encoder)
     model = diffusion_model(loaded.unet, loaded.info.family, loaded.info.prediction, loaded.info.sampling)
     return {"unet": model, "clip": loaded.text_encoder, "vae": loaded.vae.model if loaded.vae is not None else None}
+
+
+SD3_TEXT_PREFIX = "text_encoders."
+_SD3_CLIP_TOWERS = {"clip_l": "sd1", "clip_g": "clip_g"}
+
+
+def _sd3_file_dtype(key: str, precision: Precision, unet_dtype) -> torch.dtype | None:
+    """The read dtype of one tensor of an SD3 single file: VAE and CLIP towers in their precisions, T5 as stored
+    (it upcasts per layer), the MMDiT in its own (fp8 kept)."""
+    if key.startswith("first_stage_model."):
+        return precision.vae
+    if key.startswith(SD3_TEXT_PREFIX + "t5xxl."):
+        return None
+    if key.startswith(SD3_TEXT_PREFIX):
+        return precision.text_encoder
+    return unet_dtype(key)
+
+
+def sd3_checkpoint_text_model(state_dict: dict[str, torch.Tensor], dtype: torch.dtype, path: str | os.PathLike[str],
+                              tokenizer_dirs: Iterable[str | os.PathLike[str]] = ()) -> MultiTextEncoder | None:
+    """SD3's text model of a single file's `text_encoders.clip_l.transformer.*`, `text_encoders.clip_g.*` and
+    `text_encoders.t5xxl.transformer.*` keys (ComfyUI's layout), whichever it has; None when it has none."""
+    towers: list[TextEncoder | T5Encoder] = []
+    try:
+        for name, family in _SD3_CLIP_TOWERS.items():
+            sub = strip_prefix({k: v for k, v in state_dict.items() if k.startswith(f"{SD3_TEXT_PREFIX}{name}.")},
+                               f"{SD3_TEXT_PREFIX}{name}.transformer.")
+            if sub:
+                towers.append(build_text_encoder(sub, dtype=dtype, family=family))
+        t5 = {k: v for k, v in state_dict.items() if k.startswith(f"{SD3_TEXT_PREFIX}t5xxl.")}
+        if t5:
+            tower = build_t5(t5, dtype, source=os.fspath(path))
+            tower.tokenizer_paths = tokenizer_candidates(path, tokenizer_dirs)
+            towers.append(tower)
+    except ValueError as err:
+        raise CheckpointError(f"{os.fspath(path)}: text encoders: {err}") from err
+    return build_sd3(towers) if towers else None
 
 
 def load_unet_module(path: str | os.PathLike[str], dtype: torch.dtype) -> DiffusionModel:
@@ -135,9 +176,19 @@ def load_vae_module(path: str | os.PathLike[str], dtype: torch.dtype) -> Autoenc
     return load_vae_file(path, dtype=dtype).model
 
 
-def load_text_encoder_module(path: str | os.PathLike[str], dtype: torch.dtype) -> TextEncoder:
-    """The text tower of a text-encoder file (CLIP-L or bigG in the HF layout, OpenCLIP-H/bigG in open_clip's, any
-    prefix)."""
+def load_text_encoder_module(path: str | os.PathLike[str], dtype: torch.dtype,
+                             tokenizer_dirs: Iterable[str | os.PathLike[str]] = ()) -> TextEncoder | T5Encoder:
+    """The text tower of a text-encoder file: CLIP-L or bigG in the HF layout, OpenCLIP-H/bigG in open_clip's, or
+    a T5 encoder (any prefix). A T5 file's half/fp8 linear weights stay as stored; its tokenizer is looked for
+    beside the file and in `tokenizer_dirs` (`diffusion.t5_tokenizer`)."""
+    if t5_prefix(read_keys(path)) is not None:
+        state_dict = read_state_dict(path)  # the file's dtypes
+        try:
+            tower = build_t5(state_dict, dtype, source=os.fspath(path))
+        except ValueError as err:
+            raise CheckpointError(f"{os.fspath(path)}: not a T5 encoder Loom can build ({err})") from err
+        tower.tokenizer_paths = tokenizer_candidates(path, tokenizer_dirs)
+        return tower
     state_dict = read_state_dict(path, dtype=dtype)
     try:
         return build_text_encoder(state_dict, dtype=dtype)
@@ -145,26 +196,46 @@ def load_text_encoder_module(path: str | os.PathLike[str], dtype: torch.dtype) -
         raise CheckpointError(f"{os.fspath(path)}: not a CLIP text encoder Loom knows ({err})") from err
 
 
+def load_clip_text_encoder_module(path: str | os.PathLike[str], dtype: torch.dtype, kind: str) -> TextEncoder:
+    """A CLIP tower for a loader type that takes no T5 (`kind` names that type in the message)."""
+    tower = load_text_encoder_module(path, dtype)
+    if isinstance(tower, T5Encoder):
+        raise CheckpointError(f"{os.fspath(path)}: a T5 text encoder, but type {kind} takes CLIP files only "
+                              f"(T5 goes with type sd3)")
+    return tower
+
+
 def load_dual_text_encoder_module(first: str | os.PathLike[str], second: str | os.PathLike[str], dtype: torch.dtype,
-                                  family: str = "sdxl") -> MultiTextEncoder:
+                                  family: str = "sdxl",
+                                  tokenizer_dirs: Iterable[str | os.PathLike[str]] = ()) -> MultiTextEncoder:
     """The two-tower text model of two text-encoder files (DualCLIPLoader): for "sdxl" one CLIP-L and one bigG
-    file, in either order (bigG is recognised by its depth, as ComfyUI does)."""
-    towers = [load_text_encoder_module(path, dtype) for path in (first, second)]
+    file, in either order (bigG is recognised by its depth, as ComfyUI does); for "sd3" any two of CLIP-L, bigG
+    and T5."""
+    if family == "sd3":
+        return load_sd3_text_encoder_module([first, second], dtype, tokenizer_dirs)
+    towers = [load_clip_text_encoder_module(path, dtype, family) for path in (first, second)]
     try:
         return build_dual(towers[0], towers[1], family)
     except ValueError as err:
         raise CheckpointError(f"{os.fspath(first)} + {os.fspath(second)}: {err}") from err
 
 
-def load_single_sd3_text_encoder_module(path: str | os.PathLike[str], dtype: torch.dtype) -> MultiTextEncoder:
-    """CLIPLoader type sd3: one CLIP-L or CLIP-G file as SD3's text model (the missing tower's part is zeros)."""
-    tower = load_text_encoder_module(path, dtype)
-    if tower.config.family == "sd1":
-        return MultiTextEncoder("sd3", clip_l=tower)
-    if tower.config.family == "clip_g":
-        return MultiTextEncoder("sd3", clip_g=tower)
-    raise CheckpointError(f"{os.fspath(path)}: type sd3 takes a CLIP-L or CLIP-G file, this is a "
-                          f"{tower.config.family} text encoder")
+def load_sd3_text_encoder_module(paths: list[str | os.PathLike[str]], dtype: torch.dtype,
+                                 tokenizer_dirs: Iterable[str | os.PathLike[str]] = ()) -> MultiTextEncoder:
+    """SD3's text model of one to three files (CLIPLoader / DualCLIPLoader type sd3, TripleCLIPLoader): at most
+    one CLIP-L, one CLIP-G and one T5 in any order; a missing tower's part is what ComfyUI gives (zeros)."""
+    towers = [load_text_encoder_module(path, dtype, tokenizer_dirs) for path in paths]
+    try:
+        return build_sd3(towers)
+    except ValueError as err:
+        raise CheckpointError(f"{' + '.join(os.fspath(p) for p in paths)}: {err}") from err
+
+
+def load_single_sd3_text_encoder_module(path: str | os.PathLike[str], dtype: torch.dtype,
+                                        tokenizer_dirs: Iterable[str | os.PathLike[str]] = ()) -> MultiTextEncoder:
+    """CLIPLoader type sd3: one CLIP-L, CLIP-G or T5 file as SD3's text model (the missing towers' parts are
+    zeros)."""
+    return load_sd3_text_encoder_module([path], dtype, tokenizer_dirs)
 
 
 def model_socket(model: DiffusionModel, name: str = "") -> ModelHandle:

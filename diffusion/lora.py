@@ -131,8 +131,12 @@ def unused_keys(sd: StateDict, *loads: LoadedLora) -> list[str]:
 def unet_map_for(handle: ModelHandle) -> dict[str, Target]:
     """The key map of a MODEL handle (a `DiffusionModel`)."""
     from diffusion.lora_formats import unet_key_map
+    from diffusion.lora_mmdit import mmdit_key_map
+    from diffusion.mmdit import MMDiTConfig
 
     config = getattr(getattr(handle.model, "diffusion_model", None), "config", None)
+    if isinstance(config, MMDiTConfig):  # SD3 / SD3.5
+        return mmdit_key_map(handle.state_keys(), config.depth, config.hidden_size)
     return unet_key_map(handle.state_keys(), config)
 
 
@@ -142,7 +146,7 @@ def clip_map_for(handle: ModelHandle) -> dict[str, Target]:
 
     model = handle.model
     if hasattr(model, "towers"):  # SDXL's MultiTextEncoder
-        towers = {k: (t.config.width, t.config.layers) for k, t in model.towers().items()}
+        towers = {k: (t.config.width, t.config.layers) for k, t in model.towers().items() if k in ("l", "g")}
         return sdxl_clip_key_map(handle.state_keys(), towers)
     return clip_key_map(handle.state_keys(), model.config.width, model.config.layers)
 

@@ -164,14 +164,17 @@ class MMDiT(nn.Module):
         skip = set(options.get("skip_layers", ()))
         mode = options.get("attention_mode", "sdpa")
         replace = options.get("patches_replace", {}).get("dit", {})
+        residuals = (control or {}).get("output") or []
         for i, block in enumerate(self.joint_blocks):
-            if i in skip:
-                continue
-            if ("double_block", i) in replace:
-                new_ctx, tokens = _replaced_block(replace[("double_block", i)], block, ctx, tokens, c, mode, options)
-            else:
-                new_ctx, tokens = block(ctx, tokens, c, mode)
-            ctx = new_ctx if new_ctx is not None else ctx
+            if i not in skip:
+                if ("double_block", i) in replace:
+                    new_ctx, tokens = _replaced_block(replace[("double_block", i)], block, ctx, tokens, c, mode,
+                                                      options)
+                else:
+                    new_ctx, tokens = block(ctx, tokens, c, mode)
+                ctx = new_ctx if new_ctx is not None else ctx
+            if i < len(residuals) and residuals[i] is not None:  # an SD3 ControlNet's residual for this block
+                tokens = tokens + residuals[i].to(tokens.dtype)
         out = self.final_layer(tokens, c)
         return self._unpatchify(out, h, w)[:, :, :height, :width]
 

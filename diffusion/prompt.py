@@ -130,6 +130,10 @@ class PromptTokenizer:
             log.warning("embedding:%s was not found or could not be used; the word is left out of the prompt", name)
         return vectors, leftover
 
+    def encode_piece(self, text: str) -> list[int]:
+        """The vocabulary ids of a run of plain text (CLIP's BPE; another tower's tokenizer overrides this)."""
+        return encode_text(text)
+
     def token_groups(self, text: str) -> list[Chunk]:
         """The prompt as groups of (token, weight): one per weighted text run and one per embedding."""
         groups: list[Chunk] = []
@@ -141,7 +145,7 @@ class PromptTokenizer:
                         groups.append([(row, weight) for row in vectors])
                     if piece == "":
                         continue
-                groups.append([(t, weight) for t in encode_text(piece)])
+                groups.append([(t, weight) for t in self.encode_piece(piece)])
         return groups
 
     def tokenize(self, text: str, return_word_ids: bool = False) -> list[Chunk]:

@@ -35,6 +35,8 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from diffusion.prompt import Chunk, PromptTokenizer, chunk_ids
+from diffusion.t5 import T5Encoder, encode_t5_weighted
+from diffusion.t5_tokenizer import T5PromptTokenizer
 from diffusion.tokenizer import EOS_TOKEN
 
 log = logging.getLogger(__name__)
@@ -380,9 +382,14 @@ def build_text_encoder(state_dict: dict[str, torch.Tensor], dtype: torch.dtype |
 TokenBatches = dict[str, list[Chunk]]
 
 
-def tower_tokenizer(config: TextEncoderConfig, embedding_directories: list[str] | None) -> PromptTokenizer:
+def tower_tokenizer(tower: nn.Module, embedding_directories: list[str] | None) -> PromptTokenizer:
     """The prompt tokenizer of one tower: its padding, length, embedding width and textual-inversion key
-    ("clip_l", "clip_h", "clip_g": the tensor names in multi-encoder embedding files)."""
+    ("clip_l", "clip_h", "clip_g", "t5xxl": the tensor names in multi-encoder embedding files); T5's reads the
+    tokenizer file found beside its weights (`diffusion.t5_tokenizer`)."""
+    if isinstance(tower, T5Encoder):
+        return T5PromptTokenizer(embedding_directories=embedding_directories, embedding_size=tower.config.d_model,
+                                 tokenizer_paths=list(tower.tokenizer_paths), source=tower.source)
+    config = tower.config
     return PromptTokenizer(
         embedding_directories=embedding_directories, embedding_size=config.width, pad_token=config.pad_token,
         max_length=config.context_length, embedding_key="clip_" + TOKEN_KEYS.get(config.family, "l"),
@@ -445,7 +452,7 @@ class CLIP:
         self.layer_idx = layer_idx
         self.patches: dict[str, list] = {}
         self.handle: object | None = None
-        self.tokenizers = {key: tower_tokenizer(tower.config, self.embedding_directories)
+        self.tokenizers = {key: tower_tokenizer(tower, self.embedding_directories)
                            for key, tower in towers_of(model).items()}
         self.tokenizer = next(iter(self.tokenizers.values()))
 
@@ -524,9 +531,17 @@ class CLIP:
             return encode_weighted(tower, self._tokens_for(tokens, key), self.tokenizers[key].empty_chunk(),
                                    self.layer_idx, project_pooled=project_pooled)
         layer_idx = self.model.default_layer_idx if self.layer_idx is None else self.layer_idx
-        outputs = {key: encode_weighted(tower, self._tokens_for(tokens, key), self.tokenizers[key].empty_chunk(),
-                                        layer_idx, norm_hidden=self.model.norm_hidden, project_pooled=project_pooled)
-                   for key, tower in towers.items()}
+        per_tower = {key: self._tokens_for(tokens, key) for key in towers}
+        if self.model.family == "sd3" and not any(per_tower.get(k) for k in ("l", "g")):
+            towers = {k: v for k, v in towers.items() if k not in ("l", "g")}  # ComfyUI skips an empty CLIP pair
+        outputs = {}
+        for key, tower in towers.items():
+            if isinstance(tower, T5Encoder):  # T5's default is its last layer
+                outputs[key] = encode_t5_weighted(tower, per_tower[key], self.layer_idx)
+            else:
+                outputs[key] = encode_weighted(tower, per_tower[key], self.tokenizers[key].empty_chunk(), layer_idx,
+                                               norm_hidden=self.model.norm_hidden,
+                                               project_pooled=project_pooled)
         return self.model.combine(outputs)
 
     def encode_chunks(self, chunks: list[Chunk]) -> tuple[torch.Tensor, torch.Tensor]:

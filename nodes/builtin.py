@@ -47,6 +47,7 @@ BUILTIN_MODULES: list[str] = [
     "nodes.compositing",
     "nodes.image_files",
     "nodes.sd3",
+    "nodes.sd3_text",
     "nodes.model_merging_sd3",
     "nodes.step_cache",
     "nodes.torch_compile",

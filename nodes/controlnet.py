@@ -17,6 +17,8 @@ import torch
 from diffusion.checkpoint import read_state_dict
 from diffusion.control_lora import load_control_file
 from diffusion.controlnet import ControlBase
+from diffusion.controlnet_mmdit import load_sd3_controlnet
+from diffusion.controlnet_sd3_diffusers import is_diffusers_sd3_controlnet, load_diffusers_sd3_controlnet
 from diffusion.controlnet_union import UNION_CONTROLNET_TYPES
 from diffusion.patcher import ModelHandle
 from nodes.loaders import cached_one, dtype_for, node_context
@@ -34,7 +36,11 @@ def load_control(name: str, model: ModelHandle | None = None) -> ControlBase:
     dtype = dtype_for(ctx, "unet")
 
     def load() -> ControlBase:
-        return load_control_file(read_state_dict(path), dtype, name, base_model=model)
+        sd = read_state_dict(path)
+        if is_diffusers_sd3_controlnet(sd):  # InstantX-style SD3 ControlNets
+            return load_diffusers_sd3_controlnet(sd, dtype, name)
+        sd3 = load_sd3_controlnet(sd, dtype, name)  # SD3.5 ControlNets in Stability's format
+        return sd3 if sd3 is not None else load_control_file(sd, dtype, name, base_model=model)
 
     if model is not None:
         return load()  # the weights depend on the model: not shared through the file cache
@@ -154,5 +160,23 @@ class SetUnionControlNetType(Node):
         return (control,)
 
 
+class ControlNetApplySD3(ControlNetApplyAdvanced):
+    """ControlNetApplyAdvanced with the VAE required and before the image (ComfyUI's node for SD3 ControlNets,
+    kept for older workflows)."""
+
+    DISPLAY_NAME = "Apply Controlnet with VAE"
+    DEPRECATED = True
+    INPUTS = (
+        Input("positive", "CONDITIONING"),
+        Input("negative", "CONDITIONING"),
+        Input("control_net", CONTROL_NET),
+        Input("vae", "VAE"),
+        Input("image", "IMAGE"),
+        Float("strength", 1.0, min=0.0, max=10.0, step=0.01),
+        Float("start_percent", 0.0, min=0.0, max=1.0, step=0.001),
+        Float("end_percent", 1.0, min=0.0, max=1.0, step=0.001),
+    )
+
+
 NODES: list[type] = [ControlNetLoader, DiffControlNetLoader, ControlNetApply, ControlNetApplyAdvanced,
-                     SetUnionControlNetType]
+                     SetUnionControlNetType, ControlNetApplySD3]

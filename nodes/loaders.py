@@ -14,10 +14,9 @@ from typing import Any, Callable
 
 import torch
 
-from diffusion.assemble import (Precision, clip_socket, load_checkpoint_modules, load_dual_text_encoder_module,
-                                load_single_sd3_text_encoder_module, load_text_encoder_module,
-                                load_unet_module, load_vae_module, model_socket,
-                                vae_socket)
+from diffusion.assemble import (Precision, clip_socket, load_checkpoint_modules, load_clip_text_encoder_module,
+                                load_dual_text_encoder_module, load_single_sd3_text_encoder_module,
+                                load_unet_module, load_vae_module, model_socket, vae_socket)
 from diffusion.patcher import ModelHandle
 from diffusion.text_encoders import CLIP
 from diffusion.vae import VAE
@@ -88,13 +87,24 @@ def embedding_directories(folders: FoldersLike) -> list[str]:
         return []
 
 
+def text_encoder_directories(folders: FoldersLike) -> list[Path]:
+    """The text-encoder folders (models/text_encoders, models/clip, extra paths): where T5's tokenizer is also
+    looked for (`diffusion.t5_tokenizer`)."""
+    try:
+        return list(folders.folder_paths("text_encoders"))
+    except KeyError:
+        return []
+
+
 def load_checkpoint_sockets(ckpt_name: str) -> tuple[ModelHandle, CLIP | None, VAE | None]:
     """MODEL, CLIP and VAE of a checkpoint file in models/checkpoints (CLIP/VAE None when the file lacks them)."""
     ctx = node_context()
     folders = _folders(ctx)
     path = folders.full_path("checkpoints", ckpt_name)
     chosen = precision(ctx)
-    modules = cached_parts(ctx, path, ("unet", "clip", "vae"), lambda: load_checkpoint_modules(path, chosen),
+    dirs = text_encoder_directories(folders)
+    modules = cached_parts(ctx, path, ("unet", "clip", "vae"),
+                           lambda: load_checkpoint_modules(path, chosen, tokenizer_dirs=dirs),
                            "checkpoint:" + chosen.key())
     clip = None
     if modules.get("clip") is not None:
@@ -193,6 +203,7 @@ class CLIPLoader(Node):
     [Recipes]
 
     stable_diffusion: clip-l (SD1.x) or OpenCLIP-H (SD2.x), told apart by the file's keys.
+    sd3: clip-l, clip-g or t5xxl (the other towers' parts are zeros)
     The other types are ComfyUI's for model families Loom does not run yet. `device` "cpu" is accepted and ignored:
     the memory manager places the text encoder."""
 
@@ -209,16 +220,18 @@ class CLIPLoader(Node):
         if type not in SUPPORTED_CLIP_TYPES:
             raise ValueError(f"CLIPLoader type {type!r} is not supported by Loom yet; supported: "
                              f"{', '.join(SUPPORTED_CLIP_TYPES)} (SD1.x CLIP-L and SD2.x OpenCLIP-H files; "
-                             f"sd3: a CLIP-L or CLIP-G file)")
+                             f"sd3: a CLIP-L, CLIP-G or T5-XXL file)")
         ctx = node_context()
         folders = _folders(ctx)
         path = folders.full_path("text_encoders", clip_name)
         dtype = dtype_for(ctx, "text_encoder")
         if type == "sd3":  # one SD3 tower; the other's part of the context and pooled vector is zeros
-            module = cached_one(ctx, path, lambda: load_single_sd3_text_encoder_module(path, dtype),
+            dirs = text_encoder_directories(folders)
+            module = cached_one(ctx, path, lambda: load_single_sd3_text_encoder_module(path, dtype, dirs),
                                 f"clip:sd3:{dtype}", "clip")
             return (clip_socket(module, clip_name, embedding_directories(folders)),)
-        module = cached_one(ctx, path, lambda: load_text_encoder_module(path, dtype), f"clip:{dtype}", "clip")
+        module = cached_one(ctx, path, lambda: load_clip_text_encoder_module(path, dtype, type), f"clip:{dtype}",
+                            "clip")
         return (clip_socket(module, clip_name, embedding_directories(folders)),)
 
 
@@ -228,6 +241,7 @@ class DualCLIPLoader(Node):
     [Recipes]
 
     sdxl: clip-l, clip-g (in either order; CLIP-G is recognised by its 32 layers)
+    sd3: any two of clip-l, clip-g, t5xxl, in any order
     The other types are ComfyUI's for model families Loom does not run yet. `device` "cpu" is accepted and ignored:
     the memory manager places the text encoders."""
 
@@ -245,13 +259,15 @@ class DualCLIPLoader(Node):
                 device: str = "default") -> tuple[CLIP]:
         if type not in SUPPORTED_DUAL_CLIP_TYPES:
             raise ValueError(f"DualCLIPLoader type {type!r} is not supported by Loom yet; supported: "
-                             f"{', '.join(SUPPORTED_DUAL_CLIP_TYPES)} (a CLIP-L and a CLIP-G file)")
+                             f"{', '.join(SUPPORTED_DUAL_CLIP_TYPES)} (sdxl: a CLIP-L and a CLIP-G file; sd3: two "
+                             f"of CLIP-L, CLIP-G and T5-XXL)")
         ctx = node_context()
         folders = _folders(ctx)
         first = folders.full_path("text_encoders", clip_name1)
         second = folders.full_path("text_encoders", clip_name2)
         dtype = dtype_for(ctx, "text_encoder")
-        module = cached_one(ctx, first, lambda: load_dual_text_encoder_module(first, second, dtype, type),
+        dirs = text_encoder_directories(folders)
+        module = cached_one(ctx, first, lambda: load_dual_text_encoder_module(first, second, dtype, type, dirs),
                             f"dualclip:{type}:{second}:{dtype}", "clip")
         return (clip_socket(module, f"{clip_name1}+{clip_name2}", embedding_directories(folders)),)
 
