@@ -1,7 +1,9 @@
 """From model files to the socket values the loader nodes output: MODEL, CLIP and VAE.
 
 Owns the assembly step between `diffusion/loading.py` (networks from files) and the nodes:
-- `Precision`: the dtype of each component, chosen by the caller (the memory manager's `dtype_for`);
+- `Precision`: the compute and storage dtypes of each component, chosen by the caller (the memory manager's
+  `dtype_for` / `weight_dtype_for`); weights stored in another dtype than they compute in are converted by
+  `diffusion/weight_cast.py` right after building (read in the storage dtype, or fp16 for fp8 storage);
 - `load_checkpoint_modules` / `load_unet_module` / `load_vae_module` / `load_text_encoder_module`: the shareable
   base modules of one file (a `DiffusionModel` — UNet + schedule + parameterisation + latent format —, the text
   tower, the `AutoencoderKL`), read in the requested precisions on the CPU; the memory manager moves them later;
@@ -36,6 +38,7 @@ from diffusion.mmdit_loading import build_mmdit, checkpoint_is_mmdit, load_sd3_c
 from diffusion.patcher import ModelHandle
 from diffusion.text_encoders import CLIP, TextEncoder, build_text_encoder
 from diffusion.vae import VAE, AutoencoderKL
+from diffusion.weight_cast import FP8_DTYPES, store_text_encoder_weights, store_weights
 
 SD_VAE_SCALE = 0.18215  # Rombach et al. (2022): the KL-f8 latent's scale factor for SD1.x/2.x
 _PREDICTIONS = {"eps": "eps", "v": "v_prediction"}
@@ -46,15 +49,51 @@ _BASE_SAMPLING: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = weakref.Weak
 
 @dataclass(frozen=True)
 class Precision:
-    """The dtype each component's weights are read in."""
+    """The dtype each component computes in, and (None: the same) the dtype its weights are stored in."""
 
     unet: torch.dtype = torch.float32
     vae: torch.dtype = torch.float32
     text_encoder: torch.dtype = torch.float32
+    unet_weights: torch.dtype | None = None
+    vae_weights: torch.dtype | None = None
+    text_encoder_weights: torch.dtype | None = None
+
+    def stored(self, part: str) -> torch.dtype:
+        """The storage dtype of "unet", "vae" or "text_encoder"."""
+        own = getattr(self, f"{part}_weights")
+        return own if own is not None else getattr(self, part)
+
+    def read(self, part: str) -> torch.dtype:
+        """The dtype a file's tensors are read in for `part`: the storage dtype, or for fp8 storage fp16 (exact
+        for fp8 values, half the transient memory of fp32) unless the component computes in half already."""
+        stored, compute = self.stored(part), getattr(self, part)
+        if stored in FP8_DTYPES:
+            return torch.float16 if compute == torch.float32 else compute
+        return stored
 
     def key(self) -> str:
         """A short stable text naming the combination (for the file cache's key)."""
-        return f"unet={self.unet},vae={self.vae},te={self.text_encoder}"
+        return (f"unet={self.unet}/{self.stored('unet')},vae={self.vae}/{self.stored('vae')},"
+                f"te={self.text_encoder}/{self.stored('text_encoder')}")
+
+
+def finish_network(net: nn.Module | None, stored: torch.dtype, compute: torch.dtype) -> nn.Module | None:
+    """A built UNet/MMDiT/VAE whose weights are to be stored in `stored` while computing in `compute`: converted
+    in place (`weight_cast.store_weights`); unchanged when both are the same and no weight was read as fp8."""
+    if net is None:
+        return None
+    if stored != compute:
+        store_weights(net, stored, compute)
+    elif any(p.dtype in FP8_DTYPES for p in net.parameters()):
+        store_weights(net, None, compute)  # tensors a file stores in fp8 were read as they are (keep_fp8)
+    return net
+
+
+def finish_text_encoder(encoder: nn.Module | None, stored: torch.dtype) -> nn.Module | None:
+    """A text tower (computing in fp32 block by block) with its weights in `stored`."""
+    if encoder is not None and any(p.is_floating_point() and p.dtype != stored for p in encoder.parameters()):
+        store_text_encoder_weights(encoder, stored)
+    return encoder
 
 
 def model_sampling_for(prediction: str, sampling: SamplingSpec | None = None) -> nn.Module:
@@ -86,27 +125,37 @@ def diffusion_model(unet: nn.Module, family: str, prediction: str,
 def load_checkpoint_modules(path: str | os.PathLike[str], precision: Precision,
                             prediction: str | None = None) -> dict[str, nn.Module | None]:
     """The base modules of a single-file checkpoint: {"unet": DiffusionModel, "clip": TextEncoder | None,
-    "vae": AutoencoderKL | None}, read on the CPU in `precision` (cast while reading). SD3/SD3.5 files (an MMDiT)
-    give the MMDiT with flow sampling and the 16-channel VAE."""
+    "vae": AutoencoderKL | None}, read on the CPU in `precision` (cast while reading, stored as it says). SD3/SD3.5
+    files (an MMDiT) give the MMDiT with flow sampling and the 16-channel VAE."""
+    p = precision
     if _file_is_mmdit(path):
-        unet_dtype = keep_fp8(path, precision.unet)
-        state_dict = read_state_dict(path, dtype=lambda key: precision.vae if key.startswith("first_stage_model.")
+        unet_dtype = keep_fp8(path, p.read("unet"))
+        state_dict = read_state_dict(path, dtype=lambda key: p.read("vae") if key.startswith("first_stage_model.")
                                      else unet_dtype(key))
-        sd3 = load_sd3_checkpoint(state_dict, precision.unet, precision.vae, path)
-        return {"unet": diffusion_model(sd3.mmdit, "sd3", "flow"), "clip": None, "vae": sd3.vae}
-    loaded = load_checkpoint(path, dtype=precision.unet, vae_dtype=precision.vae,
-                             text_encoder_dtype=precision.text_encoder, prediction=prediction)
+        sd3 = load_sd3_checkpoint(state_dict, p.read("unet"), p.read("vae"), path)
+        finish_network(sd3.mmdit, p.stored("unet"), p.unet)
+        return {"unet": diffusion_model(sd3.mmdit, "sd3", "flow"), "clip": None,
+                "vae": finish_network(sd3.vae, p.stored("vae"), p.vae)}
+    loaded = load_checkpoint(path, dtype=p.read("unet"), vae_dtype=p.read("vae"),
+                             text_encoder_dtype=p.read("text_encoder"), prediction=prediction)
+    finish_network(loaded.unet, p.stored("unet"), p.unet)
     model = diffusion_model(loaded.unet, loaded.info.family, loaded.info.prediction, loaded.info.sampling)
-    return {"unet": model, "clip": loaded.text_encoder, "vae": loaded.vae.model if loaded.vae is not None else None}
+    vae = finish_network(loaded.vae.model, p.stored("vae"), p.vae) if loaded.vae is not None else None
+    return {"unet": model, "clip": finish_text_encoder(loaded.text_encoder, p.stored("text_encoder")), "vae": vae}
 
 
-def load_unet_module(path: str | os.PathLike[str], dtype: torch.dtype) -> DiffusionModel:
-    """A `DiffusionModel` from a UNet-only file (or a checkpoint's UNet); the family is read off the shapes."""
+def load_unet_module(path: str | os.PathLike[str], dtype: torch.dtype,
+                     stored: torch.dtype | None = None) -> DiffusionModel:
+    """A `DiffusionModel` from a UNet-only file (or a checkpoint's UNet) computing in `dtype` with its weights in
+    `stored` (default: `dtype`); the family is read off the shapes."""
+    p = Precision(unet=dtype, unet_weights=stored)
     if _file_is_mmdit(path):
-        state_dict = strip_prefix(read_state_dict(path, dtype=keep_fp8(path, dtype)), "model.diffusion_model.")
-        return diffusion_model(build_mmdit(state_dict, dtype), "sd3", "flow")
-    unet, family, prediction = load_unet_file(path, dtype=dtype)
-    return diffusion_model(unet, family, prediction)
+        state_dict = strip_prefix(read_state_dict(path, dtype=keep_fp8(path, p.read("unet"))),
+                                  "model.diffusion_model.")
+        net = finish_network(build_mmdit(state_dict, p.read("unet")), p.stored("unet"), dtype)
+        return diffusion_model(net, "sd3", "flow")
+    unet, family, prediction = load_unet_file(path, dtype=p.read("unet"))
+    return diffusion_model(finish_network(unet, p.stored("unet"), dtype), family, prediction)
 
 
 def _file_is_mmdit(path: str | os.PathLike[str]) -> bool:
@@ -115,19 +164,24 @@ def _file_is_mmdit(path: str | os.PathLike[str]) -> bool:
     return checkpoint_is_mmdit(keys)
 
 
-def load_vae_module(path: str | os.PathLike[str], dtype: torch.dtype) -> AutoencoderKL:
-    """The `AutoencoderKL` of a VAE-only file (or a checkpoint's VAE)."""
-    return load_vae_file(path, dtype=dtype).model
+def load_vae_module(path: str | os.PathLike[str], dtype: torch.dtype,
+                    stored: torch.dtype | None = None) -> AutoencoderKL:
+    """The `AutoencoderKL` of a VAE-only file (or a checkpoint's VAE), computing in `dtype`, weights in `stored`."""
+    p = Precision(vae=dtype, vae_weights=stored)
+    return finish_network(load_vae_file(path, dtype=p.read("vae")).model, p.stored("vae"), dtype)
 
 
 def load_text_encoder_module(path: str | os.PathLike[str], dtype: torch.dtype) -> TextEncoder:
     """The text tower of a text-encoder file (CLIP-L or bigG in the HF layout, OpenCLIP-H/bigG in open_clip's, any
-    prefix)."""
-    state_dict = read_state_dict(path, dtype=dtype)
+    prefix), its weights in `dtype` (it computes in fp32 block by block; fp8 keeps the matmul weights in fp8)."""
+    read = torch.float16 if dtype in FP8_DTYPES else dtype
+    state_dict = read_state_dict(path, dtype=read)
     try:
-        return build_text_encoder(state_dict, dtype=dtype)
+        encoder = build_text_encoder(state_dict, dtype=read)
     except ValueError as err:
         raise CheckpointError(f"{os.fspath(path)}: not a CLIP text encoder Loom knows ({err})") from err
+    finish_text_encoder(encoder, dtype)
+    return encoder
 
 
 def load_dual_text_encoder_module(first: str | os.PathLike[str], second: str | os.PathLike[str], dtype: torch.dtype,

@@ -138,6 +138,7 @@ class LoadedModule:
         self.hooks: list[RemovableHandle] = []
         self.stash: dict[str, list[tuple[dict[str, Any], str, Tensor]]] = {}
         self.backups: dict[str, Tensor] = {}
+        self.deferred: list[nn.Module] = []  # GGUF layers whose patches apply per call, after dequantisation
         self.object_originals: dict[str, Any] = {}
         self.object_tensors: list[tuple[dict[str, Any], str]] = []
         self.weights_key: Hashable | None = None
@@ -266,6 +267,12 @@ class LoadedModule:
                 if not patches:
                     continue
                 owner, attr = _resolve(mod, key)
+                if attr == "weight" and getattr(owner, "weight_qtype", None) is not None:
+                    # quantised blocks cannot take a delta: the layer applies it to each dequantised copy
+                    owner.weight_patches = list(patches)
+                    self.deferred.append(owner)
+                    self.patched_keys.append(key)
+                    continue
                 target = _get_tensor(owner._parameters if attr in owner._parameters else owner._buffers, attr)
                 self.backups[key] = target.detach().to(OFFLOAD, copy=True)
                 with torch.inference_mode(torch.is_inference(target)):
@@ -309,6 +316,9 @@ class LoadedModule:
                 with torch.inference_mode(torch.is_inference(target)):
                     target.copy_(backup)
         self.backups.clear()
+        for owner in self.deferred:
+            owner.weight_patches = None
+        self.deferred.clear()
         self.patched_keys.clear()
         self.weights_key = None
 

@@ -76,7 +76,9 @@ def run_with_model(handle: Any, latent_shape: tuple[int, ...], fn: Callable[[Dif
     module = handle.model if isinstance(handle, ModelHandle) else getattr(handle, "model", handle)
     if ctx is None or ctx.models is None:
         return fn(module, torch.device("cpu"))
-    dtype = next(module.parameters()).dtype
+    net = getattr(module, "diffusion_model", None)
+    # the compute dtype (weights may be stored in fp8 or GGUF blocks: diffusion/weight_cast.py)
+    dtype = getattr(net, "compute_dtype", None) or next(module.parameters()).dtype
     # The model's family scales the SD1.5-size estimate (diffusion.families: memory_usage_factor).
     working = int(unet_working_memory(latent_shape, dtype, cond_batch) * getattr(module, "memory_usage_factor", 1.0))
     with ctx.models.use([handle, *(extra or [])], working_memory=working) as device:
