@@ -233,3 +233,12 @@ def model_sampling_of(handle: ModelHandle) -> ModelSampling:
         return patched
     base = _BASE_SAMPLING.get(handle.model)
     return base if base is not None else handle.model.model_sampling
+
+
+def load_gguf_unet_module(path: str | os.PathLike[str], dtype: torch.dtype) -> DiffusionModel:
+    """A `DiffusionModel` from a GGUF UNet/MMDiT file (ComfyUI-GGUF's format): quantised weights stay packed and
+    are dequantised layer by layer to `dtype` (diffusion/gguf_loading.py)."""
+    from diffusion.gguf_loading import load_gguf_unet  # needs the gguf package; only GGUF files do
+
+    net, family, prediction = load_gguf_unet(path, dtype)
+    return diffusion_model(net, family, prediction)
