@@ -89,3 +89,61 @@ def test_unet_loader_gguf_through_the_executor(tmp_path: Path) -> None:
                  "dequant_dtype": "default", "patch_dtype": "default", "patch_on_device": False}}
     result = env.run(bad)
     assert result.status == "error" and "broken.gguf" in result.error["exception_message"]
+
+
+def _write_gguf(path: Path, sd: dict[str, torch.Tensor], arch: str, qtype: "gguf.GGMLQuantizationType") -> None:
+    writer = gguf.GGUFWriter(str(path), arch=arch)
+    block = gguf.GGML_QUANT_SIZES[qtype][0]
+    for key, value in sd.items():
+        array = value.float().numpy()
+        if value.dim() >= 2 and value.shape[-1] % block == 0:
+            writer.add_tensor(key, gguf.quants.quantize(array, qtype), raw_dtype=qtype)
+        else:
+            writer.add_tensor(key, array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def test_gguf_mmdit_within_quantisation_error(tmp_path: Path) -> None:
+    from diffusion.mmdit_loading import build_mmdit
+    from tests.fixtures.tiny_sd3 import TINY_SD3, tiny_sd3_state_dict
+    from tests.fixtures.tiny_sdxl import G_WIDTH, L_WIDTH
+
+    prefix = "model.diffusion_model."
+    sd = {k: v.float() for k, v in tiny_sd3_state_dict().items() if k.startswith(prefix)}
+    _write_gguf(tmp_path / "m.gguf", sd, "sd3", gguf.GGMLQuantizationType.Q8_0)  # prefixed keys, as some files
+    net, family, prediction = load_gguf_unet(tmp_path / "m.gguf", torch.float32)
+    assert (family, prediction) == ("sd3", "flow")
+    assert net.joint_blocks[0].x_block.attn.qkv.weight.dtype == torch.uint8
+    ref = build_mmdit({k[len(prefix):]: v for k, v in sd.items()})
+    gen = torch.Generator().manual_seed(0)
+    x, t = torch.randn(1, 16, 8, 8, generator=gen), torch.tensor([600.0])
+    ctx, y = torch.randn(1, 5, TINY_SD3.context_dim, generator=gen), torch.randn(1, L_WIDTH + G_WIDTH, generator=gen)
+    with torch.no_grad():
+        out, want = net(x, t, context=ctx, y=y), ref(x, t, context=ctx, y=y)
+    assert 0 < ((out - want).pow(2).mean().sqrt() / want.pow(2).mean().sqrt()) < 0.02
+
+
+def test_lora_on_packed_weights_applies_per_call_and_comes_off(tmp_path: Path) -> None:
+    from diffusion.assemble import load_gguf_unet_module, model_socket
+    from diffusion.patcher import WeightPatch
+    from executor.memory import MemoryPolicy, ModelManager
+
+    write_gguf_unet(tmp_path / "u.gguf", gguf.GGMLQuantizationType.Q4_0)
+    base = model_socket(load_gguf_unet_module(tmp_path / "u.gguf", torch.float32))
+    key = "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"
+    layer = base.model.diffusion_model.input_blocks[1][1].transformer_blocks[0].attn1.to_q
+    packed = layer.weight.detach().clone()
+    dequantised = dequantize(packed, layer.weight_qtype, layer.weight_shape, torch.float32)
+    lora = base.clone()
+    lora.add_patches({key: WeightPatch(lambda w: torch.full_like(w, 0.01), strength=2.0)})
+    x = torch.randn(3, layer.in_features)
+    mm = ModelManager(MemoryPolicy(cpu=True))
+    with torch.no_grad():
+        with mm.use([lora]):
+            torch.testing.assert_close(layer(x), x @ (dequantised + 0.02).T)
+        mm.unload_all()
+        torch.testing.assert_close(layer(x), x @ dequantised.T)
+    assert torch.equal(layer.weight, packed) and layer.weight.dtype == torch.uint8
