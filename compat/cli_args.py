@@ -55,6 +55,14 @@ FROM_CONFIG: dict[str, str] = {
     "disable_all_custom_nodes": "disable_all_custom_nodes",
 }
 
+# ComfyUI's per-component weight flags -> (Loom's Config field, its value when the flag was given)
+WEIGHT_FLAGS: dict[str, tuple[str, str]] = {
+    f"{dtype}_{part}": (f"{field}_weight_dtype", dtype)
+    for part, field in (("unet", "unet"), ("vae", "vae"), ("text_enc", "text_enc"))
+    for dtype in ("fp16", "bf16", "fp32", "fp8_e4m3fn", "fp8_e5m2")
+    if not (dtype.startswith("fp8") and part == "vae")
+}
+
 
 class ArgsView:
     """`comfy.cli_args.args`: ComfyUI's flags read from Loom's Config."""
@@ -76,6 +84,9 @@ class ArgsView:
                 return LatentPreviewMethod.Auto
         if name == "cache_ram" and config is not None:
             return getattr(config, "cache_ram", None) or 0
+        if name in WEIGHT_FLAGS and config is not None:
+            field, dtype = WEIGHT_FLAGS[name]
+            return getattr(config, field, None) == dtype
         if name in FROM_CONFIG and config is not None:
             value = getattr(config, FROM_CONFIG[name], None)
             return str(value) if name.endswith("_directory") and value is not None else value

@@ -111,3 +111,19 @@ def test_fp8_checkpoint_and_flag_through_the_executor(tmp_path: Path) -> None:
     assert model.model.diffusion_model.output_blocks[0][0].in_layers[2].weight.dtype == torch.float8_e5m2
     linears = [m for m in clip.handle.model.modules() if isinstance(m, torch.nn.Linear)]
     assert linears and all(m.weight.dtype == torch.float8_e4m3fn for m in linears)
+
+
+def test_comfy_cli_args_reflect_the_weight_flags() -> None:
+    import importlib.util
+    from types import SimpleNamespace
+
+    from config import parse_args
+
+    # the shim runs with the binding compat.install_compat gives it
+    spec = importlib.util.spec_from_file_location("cli_args_view", Path(__file__).parent.parent / "compat" / "cli_args.py")
+    module = importlib.util.module_from_spec(spec)
+    module.BINDING = SimpleNamespace(config=parse_args(["--fp16-unet", "--fp8_e4m3fn-text-enc", "--bf16-vae"], {}))
+    spec.loader.exec_module(module)
+    args = module.args
+    assert args.fp16_unet and args.fp8_e4m3fn_text_enc and args.bf16_vae
+    assert not args.bf16_unet and not args.fp8_e4m3fn_unet and not args.fp16_vae
