@@ -139,7 +139,8 @@ def assign_gguf(net: nn.Module, tensors: Loaded, dtype: torch.dtype, what: str) 
     for key, value in tensors.items():
         shape = value.shape if isinstance(value, QuantizedWeight) else tuple(value.shape)
         if tuple(shape) != tuple(expected[key].shape):
-            raise CheckpointError(f"{what}: GGUF tensor {key} has shape {tuple(shape)}, the network {tuple(expected[key].shape)}")
+            raise CheckpointError(f"{what}: GGUF tensor {key} has shape {tuple(shape)}, the network "
+                                  f"{tuple(expected[key].shape)}")
         owner_path, _, attr = key.rpartition(".")
         owner = net.get_submodule(owner_path) if owner_path else net
         keeps = casting(owner) and attr in ("weight", "bias")

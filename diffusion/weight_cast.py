@@ -18,6 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from diffusion.gguf_quants import dequantize
+from diffusion.patcher import apply_patches
+
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -28,8 +31,6 @@ def layer_weight(layer: nn.Module, like: Tensor) -> Tensor:
     w = layer.weight
     qtype = getattr(layer, "weight_qtype", None)
     if qtype is not None:
-        from diffusion.gguf_quants import dequantize  # only GGUF models need it
-
         w = dequantize(w, qtype, layer.weight_shape, like.dtype)
     elif w.dtype != like.dtype:
         w = w.to(like.dtype)
@@ -40,8 +41,6 @@ def layer_weight(layer: nn.Module, like: Tensor) -> Tensor:
         w = w * scale.to(device=w.device, dtype=w.dtype)
     patches = getattr(layer, "weight_patches", None)
     if patches:
-        from diffusion.patcher import apply_patches
-
         w = apply_patches(w, patches)
     return w
 
@@ -164,7 +163,8 @@ def store_text_encoder_weights(module: nn.Module, storage: torch.dtype) -> nn.Mo
             for name, p in list(sub.named_parameters(recurse=False)):
                 if not p.is_floating_point():
                     continue
-                matmul = p.dim() == 2 and (name == "in_proj_weight" or (name == "weight" and isinstance(sub, nn.Linear)))
+                linear = name == "weight" and isinstance(sub, nn.Linear)
+                matmul = p.dim() == 2 and (name == "in_proj_weight" or linear)
                 if storage in FP8_DTYPES and not matmul:
                     continue
                 if p.dtype != storage:

@@ -92,8 +92,7 @@ def test_flags_mean_arithmetic_on_an_accelerator() -> None:
 def test_fp8_checkpoint_and_flag_through_the_executor(tmp_path: Path) -> None:
     env = SDEnv(tmp_path)
     ckpt = tmp_path / "models" / "checkpoints"
-    sd = load_file(str(ckpt / "tiny.safetensors")) if (ckpt / "tiny.safetensors").exists() else None
-    name = next(p.name for p in ckpt.iterdir())
+    name = next(p.name for p in ckpt.iterdir())  # the tiny SD1.5 checkpoint SDEnv wrote
     sd = load_file(str(ckpt / name))
     for key in [k for k in sd if k.startswith(PREFIX) and k.endswith(".weight") and sd[k].ndim >= 2]:
         sd[key] = sd[key].to(torch.float8_e4m3fn)
@@ -120,7 +119,8 @@ def test_comfy_cli_args_reflect_the_weight_flags() -> None:
     from config import parse_args
 
     # the shim runs with the binding compat.install_compat gives it
-    spec = importlib.util.spec_from_file_location("cli_args_view", Path(__file__).parent.parent / "compat" / "cli_args.py")
+    source = Path(__file__).parent.parent / "compat" / "cli_args.py"
+    spec = importlib.util.spec_from_file_location("cli_args_view", source)
     module = importlib.util.module_from_spec(spec)
     module.BINDING = SimpleNamespace(config=parse_args(["--fp16-unet", "--fp8_e4m3fn-text-enc", "--bf16-vae"], {}))
     spec.loader.exec_module(module)
