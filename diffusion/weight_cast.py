@@ -183,3 +183,35 @@ def weight_bytes(module: nn.Module, matmul_only: bool = False) -> int:
                 continue
             total += t.numel() * t.element_size()
     return total
+
+
+def split_scaled_fp8(state_dict: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """ComfyUI "scaled fp8" files: (the weights without the `scaled_fp8` marker and the per-layer `scale_weight` /
+    `scale_input` tensors, the `scale_weight` scalars by layer name). weight = stored · scale; `scale_input` only
+    serves fp8 matmuls, which Loom does not run."""
+    scales = {k[: -len(".scale_weight")]: v for k, v in state_dict.items() if k.endswith(".scale_weight")}
+    if not scales and "scaled_fp8" not in state_dict:
+        return state_dict, {}
+    weights = {k: v for k, v in state_dict.items()
+               if k != "scaled_fp8" and not k.endswith((".scale_weight", ".scale_input"))}
+    return weights, scales
+
+
+def attach_scales(net: nn.Module, scales: dict[str, Tensor], compute: torch.dtype, what: str) -> None:
+    """Give each layer named in `scales` its `scale_weight` (made a cast layer, so it applies it per call); the
+    network computes in `compute` unless it was told otherwise. A scale for a missing or non-matmul layer is an
+    error naming it."""
+    if not scales:
+        return
+    make_casting(net)
+    for name, scale in scales.items():
+        try:
+            layer = net.get_submodule(name)
+        except AttributeError as err:
+            raise ValueError(f"{what}: scaled fp8 {name}.scale_weight belongs to no layer") from err
+        if not (casting(layer) and isinstance(layer, _MATMUL)):
+            raise ValueError(f"{what}: scaled fp8 {name}.scale_weight is on a {type(layer).__name__}, not a "
+                             f"Linear/Conv layer")
+        layer.scale_weight = scale.float().reshape(())
+    if getattr(net, "compute_dtype", None) is None:
+        net.compute_dtype = compute

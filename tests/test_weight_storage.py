@@ -127,3 +127,31 @@ def test_comfy_cli_args_reflect_the_weight_flags() -> None:
     args = module.args
     assert args.fp16_unet and args.fp8_e4m3fn_text_enc and args.bf16_vae
     assert not args.bf16_unet and not args.fp8_e4m3fn_unet and not args.fp16_vae
+
+
+@pytest.mark.parametrize("prefixed", [False, True])
+def test_scaled_fp8_unet_file(tmp_path: Path, prefixed: bool) -> None:
+    """ComfyUI "scaled fp8" (per-layer `scale_weight`, the `scaled_fp8` marker): weight = stored · scale."""
+    from tests.fixtures.tiny_checkpoints import tiny_unet_state_dict
+
+    sd = {k: v.float() for k, v in tiny_unet_state_dict("sd15", seed=2).items()}
+    # fp8 storage reads a file's other tensors through fp16 (they then compute in fp32): the reference does too
+    scaled, upcast = dict(sd), {k: v.half().float() for k, v in sd.items()}
+    for key in [k for k in sd if k.endswith(".weight") and sd[k].ndim >= 2]:
+        scale = sd[key].abs().max() / 448.0
+        scaled[key] = (sd[key] / scale).to(torch.float8_e4m3fn)
+        scaled[key[: -len("weight")] + "scale_weight"] = scale.reshape(())
+        upcast[key] = scaled[key].float() * scale
+    scaled["scaled_fp8"] = torch.zeros(0, dtype=torch.float8_e4m3fn)
+    prefix = PREFIX if prefixed else ""
+    save_file({prefix + k: v for k, v in scaled.items()}, str(tmp_path / "s.safetensors"))
+    save_file(upcast, str(tmp_path / "ref.safetensors"))
+    mm = ModelManager(MemoryPolicy(cpu=True))
+    from diffusion.checkpoint import stored_fp8_dtype
+
+    stored = mm.weight_dtype_for("unet", file_dtype=stored_fp8_dtype(tmp_path / "s.safetensors", PREFIX))
+    model = load_unet_module(tmp_path / "s.safetensors", torch.float32, stored)
+    layer = model.diffusion_model.input_blocks[1][1].proj_in
+    assert layer.weight.dtype == torch.float8_e4m3fn and layer.scale_weight is not None
+    ref = load_unet_module(tmp_path / "ref.safetensors", torch.float32)
+    torch.testing.assert_close(_run(model), _run(ref), rtol=1e-5, atol=1e-5)
