@@ -2,10 +2,13 @@
 
 `weights` mode (one process per storage choice, so peak RSS is that choice's own): checkpoint load seconds, UNet
 seconds per step (one CFG step: batch 2), VAE decode seconds and peak RSS, at the given size.
+`pair` mode: the UNet's seconds per step with fp32 weights and then, converted in place, fp8 storage, alternating
+runs in one process (so both see the same machine load).
 `easycache` mode: KSampler through the executor at `--steps` with and without EasyCache at its defaults: model
 calls skipped, total seconds and PSNR of the decoded image against the uncached one.
 
 Usage: .venv/bin/python bench/speed.py weights --storage fp32|fp8 [--size 512] [--runs 3]
+       .venv/bin/python bench/speed.py pair [--size 256] [--runs 3]
        .venv/bin/python bench/speed.py easycache [--size 512] [--steps 20]
 Run it under `flock /tmp/loom-bigmodel.lock` on the shared machine; record the load average with the figures.
 """
@@ -68,6 +71,34 @@ def weights_mode(storage: str, size: int, runs: int) -> None:
           f"{decode_s:.1f} | {peak_rss_gb():.2f} | {weight_bytes(unet) / 1024 ** 3:.2f} |")
 
 
+def pair_mode(size: int, runs: int) -> None:
+    from diffusion.weight_cast import store_weights
+
+    unet = load_checkpoint_modules(reference_sd15(), Precision())["unet"].diffusion_model
+    gen = torch.Generator().manual_seed(0)
+    x, t = torch.randn(2, 4, size // 8, size // 8, generator=gen), torch.tensor([500.0, 500.0])
+    ctx = torch.randn(2, 77, 768, generator=gen)
+    with torch.no_grad():
+        want = unet(x, t, ctx)  # the fp32 output, and the warm-up
+    # the cast layers run fp32 weights unchanged, so the two weight sets can be swapped in turn
+    weights: dict[str, dict[str, torch.Tensor]] = {"fp32": {n: p.detach() for n, p in unet.named_parameters()}}
+    store_weights(unet, torch.float8_e4m3fn, torch.float32)
+    weights["fp8"] = {n: p.detach() for n, p in unet.named_parameters()}
+    times: dict[str, list[float]] = {"fp32": [], "fp8": []}
+    with torch.no_grad():
+        for _ in range(runs):
+            for label in ("fp32", "fp8"):
+                for name, value in weights[label].items():
+                    owner, _, attr = name.rpartition(".")
+                    unet.get_submodule(owner)._parameters[attr] = torch.nn.Parameter(value, requires_grad=False)
+                t0 = time.perf_counter()
+                out = unet(x, t, ctx)
+                times[label].append(time.perf_counter() - t0)
+    rel = float((out - want).pow(2).mean().sqrt() / want.pow(2).mean().sqrt())
+    print(f"| SD1.5 {size}², one CFG step (batch 2) | {statistics.median(times['fp32']):.2f} | "
+          f"{statistics.median(times['fp8']):.2f} | {rel:.4f} |")
+
+
 class _Skips(logging.Handler):
     def __init__(self) -> None:
         super().__init__()
@@ -107,7 +138,7 @@ def easycache_mode(size: int, steps: int) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("mode", choices=("weights", "easycache"))
+    p.add_argument("mode", choices=("weights", "pair", "easycache"))
     p.add_argument("--storage", choices=("fp32", "fp16", "fp8"), default="fp32")
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--runs", type=int, default=3)
@@ -116,6 +147,8 @@ def main() -> None:
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     if args.mode == "weights":
         weights_mode(args.storage, args.size, args.runs)
+    elif args.mode == "pair":
+        pair_mode(args.size, args.runs)
     else:
         easycache_mode(args.size, args.steps)
 
