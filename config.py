@@ -28,8 +28,7 @@ VRAM_FLAGS = ("gpu_only", "highvram", "normalvram", "lowvram", "novram", "cpu")
 # ComfyUI flags accepted for compatibility and ignored (with a warning): name -> takes a value.
 _IGNORED_FLAGS: dict[str, str | None] = {
     "--tls-keyfile": "?", "--tls-certfile": "?", "--cuda-device": "?", "--cuda-malloc": None,
-    "--disable-cuda-malloc": None, "--fp64-unet": None, "--fp8_e4m3fn-unet": None, "--fp8_e5m2-unet": None,
-    "--fp8_e8m0fnu-unet": None, "--fp8_e4m3fn-text-enc": None, "--fp8_e5m2-text-enc": None,
+    "--disable-cuda-malloc": None, "--fp64-unet": None, "--fp8_e8m0fnu-unet": None,
     "--cpu-vae": None, "--force-channels-last": None, "--directml": "?", "--oneapi-device-selector": "?",
     "--disable-ipex-optimize": None, "--supports-fp8-compute": None, "--preview-size": "?",
     "--use-split-cross-attention": None, "--use-quad-cross-attention": None,
@@ -98,6 +97,11 @@ class Config:
     unet_precision: str | None = None
     vae_precision: str | None = None
     text_enc_precision: str | None = None
+    # ComfyUI's per-component weight flags (--fp16-unet, --fp8_e4m3fn-unet, --bf16-vae, --fp8_e4m3fn-text-enc, ...):
+    # the dtype weights are stored in; on a CPU they compute in fp32 (the model manager decides, executor/memory.py)
+    unet_weight_dtype: str | None = None
+    vae_weight_dtype: str | None = None
+    text_enc_weight_dtype: str | None = None
     compile: bool = False
     preview_method: str = "auto"
     # custom nodes
@@ -202,9 +206,11 @@ def _add_device_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--preview-method", choices=PREVIEW_METHODS, default="auto",
                    help="sampler preview method (default auto: TAESD when models/vae_approx has it, else latent2rgb; "
                         "ComfyUI's default is none)")
-    # ComfyUI's precision aliases, mapped onto the flags above in `_precisions`.
+    # ComfyUI's precision flags, read in `_precisions`: --force-* set the compute precision, the per-component ones
+    # the weight dtype (ComfyUI's meaning: fp16/bf16 arithmetic on a GPU, storage with fp32 compute on a CPU).
     for alias in ("--force-fp16", "--force-fp32", "--fp16-unet", "--bf16-unet", "--fp32-unet", "--fp16-vae",
-                  "--fp32-vae", "--bf16-vae", "--fp16-text-enc", "--fp32-text-enc", "--bf16-text-enc"):
+                  "--fp32-vae", "--bf16-vae", "--fp16-text-enc", "--fp32-text-enc", "--bf16-text-enc",
+                  "--fp8_e4m3fn-unet", "--fp8_e5m2-unet", "--fp8_e4m3fn-text-enc", "--fp8_e5m2-text-enc"):
         g.add_argument(alias, action="store_true", help=argparse.SUPPRESS)
 
 
@@ -270,7 +276,7 @@ def _expand(path: str, environ: Mapping[str, str], relative_to: Path | None = No
 
 
 def _precisions(ns: argparse.Namespace) -> dict[str, str | None]:
-    """`--precision` and the per-component precisions, ComfyUI's aliases mapped onto them."""
+    """`--precision`, Loom's per-component compute precisions, and ComfyUI's per-component weight dtypes."""
     precision = ns.precision or ("fp16" if ns.force_fp16 else "fp32" if ns.force_fp32 else None)
 
     def pick(explicit: str | None, **aliases: bool) -> str | None:
@@ -280,10 +286,14 @@ def _precisions(ns: argparse.Namespace) -> dict[str, str | None]:
 
     return {
         "precision": precision,
-        "unet_precision": pick(ns.unet_precision, fp16=ns.fp16_unet, bf16=ns.bf16_unet, fp32=ns.fp32_unet),
-        "vae_precision": pick(ns.vae_precision, fp16=ns.fp16_vae, bf16=ns.bf16_vae, fp32=ns.fp32_vae),
-        "text_enc_precision": pick(ns.text_enc_precision, fp16=ns.fp16_text_enc, bf16=ns.bf16_text_enc,
-                                   fp32=ns.fp32_text_enc),
+        "unet_precision": ns.unet_precision,
+        "vae_precision": ns.vae_precision,
+        "text_enc_precision": ns.text_enc_precision,
+        "unet_weight_dtype": pick(None, fp16=ns.fp16_unet, bf16=ns.bf16_unet, fp32=ns.fp32_unet,
+                                  fp8_e4m3fn=ns.fp8_e4m3fn_unet, fp8_e5m2=ns.fp8_e5m2_unet),
+        "vae_weight_dtype": pick(None, fp16=ns.fp16_vae, bf16=ns.bf16_vae, fp32=ns.fp32_vae),
+        "text_enc_weight_dtype": pick(None, fp16=ns.fp16_text_enc, bf16=ns.bf16_text_enc, fp32=ns.fp32_text_enc,
+                                      fp8_e4m3fn=ns.fp8_e4m3fn_text_enc, fp8_e5m2=ns.fp8_e5m2_text_enc),
     }
 
 

@@ -33,6 +33,7 @@ DEFAULT_MODEL_KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "vae": (("vae",), MODEL_SUFFIXES),
     "clip": (("clip", "text_encoders"), MODEL_SUFFIXES),
     "diffusion_models": (("unet", "diffusion_models"), MODEL_SUFFIXES),
+    "unet_gguf": (("unet", "diffusion_models"), (".gguf",)),  # the ComfyUI-GGUF pack's kind
     "clip_vision": (("clip_vision",), MODEL_SUFFIXES),
     "style_models": (("style_models",), MODEL_SUFFIXES),
     "embeddings": (("embeddings",), MODEL_SUFFIXES),

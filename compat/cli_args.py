@@ -58,6 +58,14 @@ FROM_CONFIG: dict[str, str] = {
     "disable_all_custom_nodes": "disable_all_custom_nodes",
 }
 
+# ComfyUI's per-component weight flags -> (Loom's Config field, its value when the flag was given)
+WEIGHT_FLAGS: dict[str, tuple[str, str]] = {
+    f"{dtype}_{part}": (f"{field}_weight_dtype", dtype)
+    for part, field in (("unet", "unet"), ("vae", "vae"), ("text_enc", "text_enc"))
+    for dtype in ("fp16", "bf16", "fp32", "fp8_e4m3fn", "fp8_e5m2")
+    if not (dtype.startswith("fp8") and part == "vae")
+}
+
 
 class ArgsView:
     """`comfy.cli_args.args`: ComfyUI's flags read from Loom's Config."""
@@ -78,6 +86,9 @@ class ArgsView:
                 return LatentPreviewMethod.Auto
         if name == "cache_ram":
             return config.cache_ram or 0
+        if name in WEIGHT_FLAGS:
+            field, dtype = WEIGHT_FLAGS[name]
+            return getattr(config, field) == dtype
         if name in FROM_CONFIG:
             value = getattr(config, FROM_CONFIG[name])  # the field of that name (FROM_CONFIG lists Config fields)
             return str(value) if name.endswith("_directory") and value is not None else value

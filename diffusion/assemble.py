@@ -1,7 +1,9 @@
 """From model files to the socket values the loader nodes output: MODEL, CLIP and VAE.
 
 Owns the assembly step between `diffusion/loading.py` (networks from files) and the nodes:
-- `Precision`: the dtype of each component, chosen by the caller (the memory manager's `dtype_for`);
+- `Precision`: the compute and storage dtypes of each component, chosen by the caller (the memory manager's
+  `dtype_for` / `weight_dtype_for`); weights stored in another dtype than they compute in are converted by
+  `diffusion/weight_cast.py` right after building (read in the storage dtype, or fp16 for fp8 storage);
 - `load_checkpoint_modules` / `load_diffusers_modules` (a diffusers folder) / `load_unet_module` / `load_vae_module` / `load_text_encoder_module`: the shareable
   base modules of one file (a `DiffusionModel` — UNet + schedule + parameterisation + latent format —, the text
   tower, the `AutoencoderKL`), read in the requested precisions on the CPU; the memory manager moves them later;
@@ -40,6 +42,7 @@ from diffusion.t5 import T5Encoder, build_t5, t5_prefix
 from diffusion.t5_tokenizer import tokenizer_candidates
 from diffusion.text_encoders import CLIP, TextEncoder, build_text_encoder
 from diffusion.vae import VAE, AutoencoderKL
+from diffusion.weight_cast import FP8_DTYPES, store_text_encoder_weights, store_weights
 
 SD_VAE_SCALE = 0.18215  # Rombach et al. (2022): the KL-f8 latent's scale factor for SD1.x/2.x
 _PREDICTIONS = {"eps": "eps", "v": "v_prediction"}
@@ -50,15 +53,51 @@ _BASE_SAMPLING: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = weakref.Weak
 
 @dataclass(frozen=True)
 class Precision:
-    """The dtype each component's weights are read in."""
+    """The dtype each component computes in, and (None: the same) the dtype its weights are stored in."""
 
     unet: torch.dtype = torch.float32
     vae: torch.dtype = torch.float32
     text_encoder: torch.dtype = torch.float32
+    unet_weights: torch.dtype | None = None
+    vae_weights: torch.dtype | None = None
+    text_encoder_weights: torch.dtype | None = None
+
+    def stored(self, part: str) -> torch.dtype:
+        """The storage dtype of "unet", "vae" or "text_encoder"."""
+        own = getattr(self, f"{part}_weights")
+        return own if own is not None else getattr(self, part)
+
+    def read(self, part: str) -> torch.dtype:
+        """The dtype a file's tensors are read in for `part`: the storage dtype, or for fp8 storage fp16 (exact
+        for fp8 values, half the transient memory of fp32) unless the component computes in half already."""
+        stored, compute = self.stored(part), getattr(self, part)
+        if stored in FP8_DTYPES:
+            return torch.float16 if compute == torch.float32 else compute
+        return stored
 
     def key(self) -> str:
         """A short stable text naming the combination (for the file cache's key)."""
-        return f"unet={self.unet},vae={self.vae},te={self.text_encoder}"
+        return (f"unet={self.unet}/{self.stored('unet')},vae={self.vae}/{self.stored('vae')},"
+                f"te={self.text_encoder}/{self.stored('text_encoder')}")
+
+
+def finish_network(net: nn.Module | None, stored: torch.dtype, compute: torch.dtype) -> nn.Module | None:
+    """A built UNet/MMDiT/VAE whose weights are to be stored in `stored` while computing in `compute`: converted
+    in place (`weight_cast.store_weights`); unchanged when both are the same and no weight was read as fp8."""
+    if net is None:
+        return None
+    if stored != compute:
+        store_weights(net, stored, compute)
+    elif any(p.dtype in FP8_DTYPES for p in net.parameters()):
+        store_weights(net, None, compute)  # tensors a file stores in fp8 were read as they are (keep_fp8)
+    return net
+
+
+def finish_text_encoder(encoder: nn.Module | None, stored: torch.dtype) -> nn.Module | None:
+    """A text tower (computing in fp32 block by block) with its weights in `stored`."""
+    if encoder is not None and any(p.is_floating_point() and p.dtype != stored for p in encoder.parameters()):
+        store_text_encoder_weights(encoder, stored)
+    return encoder
 
 
 def model_sampling_for(prediction: str, sampling: SamplingSpec | None = None) -> nn.Module:
@@ -90,33 +129,42 @@ def diffusion_model(unet: nn.Module, family: str, prediction: str,
 def load_checkpoint_modules(path: str | os.PathLike[str], precision: Precision, prediction: str | None = None,
                             tokenizer_dirs: Iterable[str | os.PathLike[str]] = ()) -> dict[str, nn.Module | None]:
     """The base modules of a single-file checkpoint: {"unet": DiffusionModel, "clip": TextEncoder | None,
-    "vae": AutoencoderKL | None}, read on the CPU in `precision` (cast while reading). SD3/SD3.5 files (an MMDiT)
-    give the MMDiT with flow sampling, the 16-channel VAE and, when the file carries `text_encoders.*`, SD3's
-    text model of those towers (T5's tokenizer looked for beside the file and in `tokenizer_dirs`)."""
+    "vae": AutoencoderKL | None}, read on the CPU in `precision` (cast while reading, stored as it says). SD3/SD3.5
+    files (an MMDiT) give the MMDiT with flow sampling, the 16-channel VAE and, when the file carries
+    `text_encoders.*`, SD3's text model of those towers (T5's tokenizer looked for beside the file and in
+    `tokenizer_dirs`)."""
+    p = precision
     if _file_is_mmdit(path):
-        unet_dtype = keep_fp8(path, precision.unet)
-        state_dict = read_state_dict(path, dtype=lambda key: _sd3_file_dtype(key, precision, unet_dtype))
-        sd3 = load_sd3_checkpoint(state_dict, precision.unet, precision.vae, path)
-        clip = sd3_checkpoint_text_model(state_dict, precision.text_encoder, path, tokenizer_dirs)
-        return {"unet": diffusion_model(sd3.mmdit, "sd3", "flow"), "clip": clip, "vae": sd3.vae}
-    loaded = load_checkpoint(path, dtype=precision.unet, vae_dtype=precision.vae,
-                             text_encoder_dtype=precision.text_encoder, prediction=prediction)
+        unet_dtype = keep_fp8(path, p.read("unet"))
+        state_dict = read_state_dict(path, dtype=lambda key: _sd3_file_dtype(key, p, unet_dtype))
+        sd3 = load_sd3_checkpoint(state_dict, p.read("unet"), p.read("vae"), path)
+        finish_network(sd3.mmdit, p.stored("unet"), p.unet)
+        clip = sd3_checkpoint_text_model(state_dict, p.read("text_encoder"), path, tokenizer_dirs)
+        return {"unet": diffusion_model(sd3.mmdit, "sd3", "flow"), "clip": clip,
+                "vae": finish_network(sd3.vae, p.stored("vae"), p.vae)}
+    loaded = load_checkpoint(path, dtype=p.read("unet"), vae_dtype=p.read("vae"),
+                             text_encoder_dtype=p.read("text_encoder"), prediction=prediction)
+    finish_network(loaded.unet, p.stored("unet"), p.unet)
     model = diffusion_model(loaded.unet, loaded.info.family, loaded.info.prediction, loaded.info.sampling)
-    return {"unet": model, "clip": loaded.text_encoder, "vae": loaded.vae.model if loaded.vae is not None else None}
+    vae = finish_network(loaded.vae.model, p.stored("vae"), p.vae) if loaded.vae is not None else None
+    return {"unet": model, "clip": finish_text_encoder(loaded.text_encoder, p.stored("text_encoder")), "vae": vae}
 
 
 def load_diffusers_modules(folder: str | os.PathLike[str], precision: Precision) -> dict[str, nn.Module | None]:
     """`load_checkpoint_modules` for a diffusers folder (unet/, vae/, text_encoder/; DiffusersLoader): its parts
     converted to the single-file layout (`diffusion/diffusers_convert.py`), then assembled as a checkpoint."""
+    p = precision
     state_dict = diffusers_checkpoint(folder)
     for key, value in state_dict.items():
-        component = precision.vae if key.startswith("first_stage_model.") else precision.unet if \
-            key.startswith("model.") else precision.text_encoder
-        state_dict[key] = value.to(component) if value.is_floating_point() else value
-    loaded = checkpoint_from_state_dict(state_dict, {}, os.path.basename(os.fspath(folder)), precision.unet,
-                                        vae_dtype=precision.vae, text_encoder_dtype=precision.text_encoder)
+        part = "vae" if key.startswith("first_stage_model.") else "unet" if key.startswith("model.") else \
+            "text_encoder"
+        state_dict[key] = value.to(p.read(part)) if value.is_floating_point() else value
+    loaded = checkpoint_from_state_dict(state_dict, {}, os.path.basename(os.fspath(folder)), p.read("unet"),
+                                        vae_dtype=p.read("vae"), text_encoder_dtype=p.read("text_encoder"))
+    finish_network(loaded.unet, p.stored("unet"), p.unet)
     model = diffusion_model(loaded.unet, loaded.info.family, loaded.info.prediction, loaded.info.sampling)
-    return {"unet": model, "clip": loaded.text_encoder, "vae": loaded.vae.model if loaded.vae is not None else None}
+    vae = finish_network(loaded.vae.model, p.stored("vae"), p.vae) if loaded.vae is not None else None
+    return {"unet": model, "clip": finish_text_encoder(loaded.text_encoder, p.stored("text_encoder")), "vae": vae}
 
 
 SD3_TEXT_PREFIX = "text_encoders."
@@ -127,11 +175,11 @@ def _sd3_file_dtype(key: str, precision: Precision, unet_dtype) -> torch.dtype |
     """The read dtype of one tensor of an SD3 single file: VAE and CLIP towers in their precisions, T5 as stored
     (it upcasts per layer), the MMDiT in its own (fp8 kept)."""
     if key.startswith("first_stage_model."):
-        return precision.vae
+        return precision.read("vae")
     if key.startswith(SD3_TEXT_PREFIX + "t5xxl."):
         return None
     if key.startswith(SD3_TEXT_PREFIX):
-        return precision.text_encoder
+        return precision.read("text_encoder")
     return unet_dtype(key)
 
 
@@ -156,13 +204,18 @@ def sd3_checkpoint_text_model(state_dict: dict[str, torch.Tensor], dtype: torch.
     return build_sd3(towers) if towers else None
 
 
-def load_unet_module(path: str | os.PathLike[str], dtype: torch.dtype) -> DiffusionModel:
-    """A `DiffusionModel` from a UNet-only file (or a checkpoint's UNet); the family is read off the shapes."""
+def load_unet_module(path: str | os.PathLike[str], dtype: torch.dtype,
+                     stored: torch.dtype | None = None) -> DiffusionModel:
+    """A `DiffusionModel` from a UNet-only file (or a checkpoint's UNet) computing in `dtype` with its weights in
+    `stored` (default: `dtype`); the family is read off the shapes."""
+    p = Precision(unet=dtype, unet_weights=stored)
     if _file_is_mmdit(path):
-        state_dict = strip_prefix(read_state_dict(path, dtype=keep_fp8(path, dtype)), "model.diffusion_model.")
-        return diffusion_model(build_mmdit(state_dict, dtype), "sd3", "flow")
-    unet, family, prediction = load_unet_file(path, dtype=dtype)
-    return diffusion_model(unet, family, prediction)
+        state_dict = strip_prefix(read_state_dict(path, dtype=keep_fp8(path, p.read("unet"))),
+                                  "model.diffusion_model.")
+        net = finish_network(build_mmdit(state_dict, p.read("unet")), p.stored("unet"), dtype)
+        return diffusion_model(net, "sd3", "flow")
+    unet, family, prediction = load_unet_file(path, dtype=p.read("unet"))
+    return diffusion_model(finish_network(unet, p.stored("unet"), dtype), family, prediction)
 
 
 def _file_is_mmdit(path: str | os.PathLike[str]) -> bool:
@@ -171,29 +224,35 @@ def _file_is_mmdit(path: str | os.PathLike[str]) -> bool:
     return checkpoint_is_mmdit(keys)
 
 
-def load_vae_module(path: str | os.PathLike[str], dtype: torch.dtype) -> AutoencoderKL:
-    """The `AutoencoderKL` of a VAE-only file (or a checkpoint's VAE)."""
-    return load_vae_file(path, dtype=dtype).model
+def load_vae_module(path: str | os.PathLike[str], dtype: torch.dtype,
+                    stored: torch.dtype | None = None) -> AutoencoderKL:
+    """The `AutoencoderKL` of a VAE-only file (or a checkpoint's VAE), computing in `dtype`, weights in `stored`."""
+    p = Precision(vae=dtype, vae_weights=stored)
+    return finish_network(load_vae_file(path, dtype=p.read("vae")).model, p.stored("vae"), dtype)
 
 
 def load_text_encoder_module(path: str | os.PathLike[str], dtype: torch.dtype,
                              tokenizer_dirs: Iterable[str | os.PathLike[str]] = ()) -> TextEncoder | T5Encoder:
     """The text tower of a text-encoder file: CLIP-L or bigG in the HF layout, OpenCLIP-H/bigG in open_clip's, or
-    a T5 encoder (any prefix). A T5 file's half/fp8 linear weights stay as stored; its tokenizer is looked for
+    a T5 encoder (any prefix), its weights in `dtype` (a CLIP tower computes in fp32 block by block; fp8 keeps the
+    matmul weights in fp8). A T5 file's half/fp8 linear weights stay as stored; its tokenizer is looked for
     beside the file and in `tokenizer_dirs` (`diffusion.t5_tokenizer`)."""
+    read = torch.float16 if dtype in FP8_DTYPES else dtype
     if t5_prefix(read_keys(path)) is not None:
         state_dict = read_state_dict(path)  # the file's dtypes
         try:
-            tower = build_t5(state_dict, dtype, source=os.fspath(path))
+            tower = build_t5(state_dict, torch.float32 if dtype in FP8_DTYPES else dtype, source=os.fspath(path))
         except ValueError as err:
             raise CheckpointError(f"{os.fspath(path)}: not a T5 encoder Loom can build ({err})") from err
         tower.tokenizer_paths = tokenizer_candidates(path, tokenizer_dirs)
         return tower
-    state_dict = read_state_dict(path, dtype=dtype)
+    state_dict = read_state_dict(path, dtype=read)
     try:
-        return build_text_encoder(state_dict, dtype=dtype)
+        encoder = build_text_encoder(state_dict, dtype=read)
     except ValueError as err:
         raise CheckpointError(f"{os.fspath(path)}: not a CLIP text encoder Loom knows ({err})") from err
+    finish_text_encoder(encoder, dtype)
+    return encoder
 
 
 def load_clip_text_encoder_module(path: str | os.PathLike[str], dtype: torch.dtype, kind: str) -> TextEncoder:
@@ -265,3 +324,12 @@ def model_sampling_of(handle: ModelHandle) -> ModelSampling:
         return patched
     base = _BASE_SAMPLING.get(handle.model)
     return base if base is not None else handle.model.model_sampling
+
+
+def load_gguf_unet_module(path: str | os.PathLike[str], dtype: torch.dtype) -> DiffusionModel:
+    """A `DiffusionModel` from a GGUF UNet/MMDiT file (ComfyUI-GGUF's format): quantised weights stay packed and
+    are dequantised layer by layer to `dtype` (diffusion/gguf_loading.py)."""
+    from diffusion.gguf_loading import load_gguf_unet  # needs the gguf package; only GGUF files do
+
+    net, family, prediction = load_gguf_unet(path, dtype)
+    return diffusion_model(net, family, prediction)

@@ -322,3 +322,23 @@ def keep_fp8(path: str | os.PathLike, dtype: torch.dtype) -> Callable[[str], tor
         header, _ = _safetensors_header(path)
         fp8 = {k for k, v in header.items() if k != "__metadata__" and str(v.get("dtype", "")).startswith("F8")}
     return lambda key: None if key in fp8 else dtype
+
+
+def stored_fp8_dtype(path: str | os.PathLike, prefix: str = "") -> torch.dtype | None:
+    """The float8 dtype most of a safetensors file's 2-D+ weights under `prefix` are stored in (from the header
+    alone), or None when they are not fp8 (or the file is not safetensors). A UNet-only file's keys may lack the
+    prefix: then all keys count."""
+    path = Path(path)
+    if not path.is_file() or path.suffix.lower() not in SAFETENSORS_SUFFIXES:
+        return None
+    header, _ = _safetensors_header(path)
+    entries = {k: v for k, v in header.items() if k != "__metadata__" and len(v.get("shape", ())) >= 2}
+    if prefix and any(k.startswith(prefix) for k in entries):
+        entries = {k: v for k, v in entries.items() if k.startswith(prefix)}
+    counts: dict[str, int] = {}
+    for v in entries.values():
+        counts[str(v.get("dtype", ""))] = counts.get(str(v.get("dtype", "")), 0) + 1
+    if not counts:
+        return None
+    top = max(counts, key=lambda k: counts[k])
+    return {"F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}.get(top)

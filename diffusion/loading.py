@@ -34,10 +34,12 @@ from diffusion.families import (
     vae_config_from_state_dict,
 )
 from diffusion.unet import UNetModel, build_unet
+from diffusion.weight_cast import attach_scales, split_scaled_fp8
 from diffusion.vae import VAE, build_vae
 
 
 _VAE_NAMESPACE = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
+_SCALE_SUFFIXES = (".scale_weight", ".scale_input")
 
 
 @dataclass
@@ -54,8 +56,10 @@ class LoadedCheckpoint:
 
 def _dtype_by_component(
     dtype: torch.dtype, vae_dtype: torch.dtype | None, text_encoder_dtype: torch.dtype | None
-) -> Callable[[str], torch.dtype]:
-    def pick(key: str) -> torch.dtype:
+) -> Callable[[str], torch.dtype | None]:
+    def pick(key: str) -> torch.dtype | None:
+        if key.endswith(_SCALE_SUFFIXES):
+            return None  # scaled-fp8 scales stay as stored (float32)
         if key.startswith(VAE_PREFIX):
             return vae_dtype or dtype
         if key.startswith(TEXT_ENCODER_PREFIX):
@@ -123,7 +127,9 @@ def checkpoint_from_state_dict(
     parts = split_components(state_dict)
     del state_dict
     report = parts.report()
-    unet = build_unet(info.unet, parts.unet, dtype=dtype, device=device)
+    unet_sd, scales = split_scaled_fp8(parts.unet)
+    unet = build_unet(info.unet, unet_sd, dtype=dtype, device=device)
+    _attach(unet, scales, dtype, path)
     vae = None
     if info.vae is not None:
         vae = VAE(build_vae(info.vae, parts.vae, dtype=vae_dtype or dtype, device=device))
@@ -148,7 +154,9 @@ def load_unet_file(
     Returns the network, its family's registry name and the detected prediction type ("eps"/"v"); `family` is
     the hint for widths no real model uses.
     """
-    state_dict = strip_prefix(read_state_dict(path, dtype=dtype, device=device), UNET_PREFIX)
+    raw = strip_prefix(read_state_dict(path, dtype=lambda key: None if key.endswith(_SCALE_SUFFIXES) else dtype,
+                                       device=device), UNET_PREFIX)
+    state_dict, scales = split_scaled_fp8(raw)
     kind = detect_file_kind(state_dict)
     if kind != "unet":
         raise CheckpointError(f"{os.fspath(path)} holds a {kind}, not a UNet")
@@ -157,7 +165,16 @@ def load_unet_file(
     detected = family_for(Evidence(shapes, family, metadata))
     prediction = detected.prediction(state_dict, metadata)
     unet = build_unet(detected.unet_config(shapes), state_dict, dtype=dtype, device=device)
+    _attach(unet, scales, dtype, path)
     return unet, detected.name, prediction
+
+
+def _attach(unet: UNetModel, scales: dict[str, torch.Tensor], dtype: torch.dtype, path: str | os.PathLike) -> None:
+    """ComfyUI "scaled fp8" UNet files: each layer's `scale_weight` (weight = stored · scale)."""
+    try:
+        attach_scales(unet, scales, dtype, os.path.basename(os.fspath(path)))
+    except ValueError as err:
+        raise CheckpointError(str(err)) from err
 
 
 def load_vae_file(

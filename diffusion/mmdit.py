@@ -155,7 +155,8 @@ class MMDiT(nn.Module):
         if pad_h or pad_w:
             x = nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="circular")
         h, w = x.shape[2] // p, x.shape[3] // p
-        dtype = self.x_embedder.proj.weight.dtype
+        # the compute dtype where weights are stored in another (diffusion/weight_cast.py)
+        dtype = getattr(self, "compute_dtype", None) or self.x_embedder.proj.weight.dtype
         tokens = self.x_embedder(x.to(dtype)) + self.cropped_pos_embed(h, w).to(dtype)
         c = self.t_embedder(timestep_embedding(timesteps.reshape(-1), 256).to(dtype))
         if y is not None:

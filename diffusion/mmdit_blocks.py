@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffusion.attention import attention
+from diffusion.weight_cast import layer_bias, layer_weight
 
 LAYER_NORM_EPS = 1e-6
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
@@ -21,19 +22,14 @@ FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 
 class Linear(nn.Linear):
     """nn.Linear whose weight may be stored in another dtype than the computation's (fp8 files kept in fp8 in
-    memory): the weight and bias are cast to the input's dtype per call, the weight times `scale_weight` when the
-    file is ComfyUI "scaled fp8" (a per-layer scalar beside the weight)."""
+    memory, GGUF blocks): the weight and bias are cast to the input's dtype per call (`weight_cast.layer_weight`),
+    the weight times `scale_weight` when the file is ComfyUI "scaled fp8" (a per-layer scalar beside the weight)."""
 
     scale_weight: torch.Tensor | None = None
+    casts_weights = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w, b = self.weight, self.bias
-        if w.dtype != x.dtype or self.scale_weight is not None:
-            w = w.to(x.dtype)
-            if self.scale_weight is not None:
-                w = w * self.scale_weight.to(device=x.device, dtype=x.dtype)
-            b = b.to(x.dtype) if b is not None else None
-        return F.linear(x, w, b)
+        return F.linear(x, layer_weight(self, x), layer_bias(self, x))
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

@@ -200,7 +200,9 @@ class UNetModel(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.time_embed[0].weight.dtype
+        """The compute dtype: `compute_dtype` where the weights are stored in another (diffusion/weight_cast.py),
+        else the weights' own."""
+        return getattr(self, "compute_dtype", None) or self.time_embed[0].weight.dtype
 
     def forward(
         self,

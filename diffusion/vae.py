@@ -262,8 +262,10 @@ class VAE:
         return self.model.config.embed_dim
 
     def _placement(self) -> tuple[torch.dtype, torch.device]:
+        """(compute dtype, device): `compute_dtype` where the weights are stored in another dtype
+        (diffusion/weight_cast.py), else the weights' own."""
         p = next(self.model.parameters())
-        return p.dtype, p.device
+        return getattr(self.model, "compute_dtype", None) or p.dtype, p.device
 
     def _decode_raw(self, latent: torch.Tensor) -> torch.Tensor:
         """Latent B×C×h×w → image B×3×H×W in 0..1, float32 on the CPU."""

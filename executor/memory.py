@@ -31,6 +31,11 @@ T = TypeVar("T")
 GIB = 1024 ** 3
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
           "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+# Weight (storage) dtypes: ComfyUI's --fp16-unet / --fp8_e4m3fn-unet / ... flags and UNETLoader's weight_dtype
+WEIGHT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16,
+                 "fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e4m3fn_fast": torch.float8_e4m3fn,
+                 "fp8_e5m2": torch.float8_e5m2}
+FP8 = (torch.float8_e4m3fn, torch.float8_e5m2)
 VRAM_STATES = ("gpu_only", "high", "normal", "low", "none", "cpu")
 
 log = logging.getLogger(__name__)
@@ -54,6 +59,9 @@ class MemoryPolicy:
     unet_precision: str | None = None
     vae_precision: str | None = None
     text_enc_precision: str | None = None
+    unet_weight_dtype: str | None = None
+    vae_weight_dtype: str | None = None
+    text_enc_weight_dtype: str | None = None
     cache_ram: float | None = None
     compile: bool = False
 
@@ -93,9 +101,14 @@ class ModelManager:
     5. Precision (`dtype_for`; loaders read weights in it, the manager never casts): fp16 for UNet and text
        encoder on CUDA/MPS (the VAE bf16 where supported, else fp32), fp32 on the CPU; `--precision bf16`
        anywhere but on a CPU without AMX-BF16/AVX512-BF16 (fp32 there, said once), or `auto` on CPUs with them for
-       the UNet; per-component overrides win. A handle's `model_compute_dtype` option (ModelComputeDtype) makes its
-       layers compute in that dtype while it is loaded, by per-layer cast hooks (`executor/memory_cast.py`; the
-       stored weights stay as they are), under the same CPU bf16 rule.
+       the UNet; per-component overrides win. Weights may be stored in another dtype than they compute in
+       (`weight_dtype_for`; the layers upcast per call, diffusion/weight_cast.py): ComfyUI's --fp16-unet /
+       --bf16-unet / --fp32-unet / --fp16-vae / --bf16-vae / --fp16-text-enc / ... keep ComfyUI's meaning, that
+       arithmetic on a GPU and storage with fp32 compute on a CPU (ComfyUI's manual cast); --fp8_e4m3fn-unet,
+       --fp8_e5m2-unet, --fp8_e4m3fn-text-enc, UNETLoader's fp8 weight_dtype and files stored in fp8 keep the
+       matmul weights in fp8 and compute in the precision above. A handle's `model_compute_dtype` option
+       (ModelComputeDtype) makes its layers compute in that dtype while it is loaded, by per-layer cast hooks
+       (`executor/memory_cast.py`; the stored weights stay as they are), under the same CPU bf16 rule.
     6. On CPU compute, loading moves nothing but patches are still applied and removed. Patch objects in a
        handle's options that have a `.to` (hypernetworks, packs' attention patches) are moved to the compute
        device with the model and back to the offload device when it is offloaded.
@@ -146,9 +159,14 @@ class ModelManager:
         return int(0.4 * GIB) if self.device.type in ("cuda", "mps") else 0
 
     def dtype_for(self, kind: str) -> torch.dtype:
-        """The dtype a component's weights should be loaded in: kind is "unet", "vae", "text_encoder" or "other"."""
+        """The dtype a component computes in: kind is "unet", "vae", "text_encoder" or "other". Loom's own
+        --precision / --<part>-precision choose it; ComfyUI's --fp16-unet-style flags do on GPUs (on the CPU they
+        only choose the storage, `weight_dtype_for`)."""
         override = {"unet": self.policy.unet_precision, "vae": self.policy.vae_precision,
                     "text_encoder": self.policy.text_enc_precision}.get(kind)
+        flag = self._weight_flag(kind)
+        if override is None and flag in DTYPES and self.device.type != "cpu":
+            override = flag
         choice = (override or self.policy.precision or "default").lower()
         if choice in DTYPES:
             return self._cpu_native(DTYPES[choice], kind)
@@ -163,6 +181,25 @@ class ModelManager:
         if choice == "auto" and kind == "unet" and cpu_supports_bf16(self.cpu_flags):
             return torch.bfloat16
         return torch.float32
+
+    def _weight_flag(self, kind: str) -> str | None:
+        return {"unet": self.policy.unet_weight_dtype, "vae": self.policy.vae_weight_dtype,
+                "text_encoder": self.policy.text_enc_weight_dtype}.get(kind)
+
+    def weight_dtype_for(self, kind: str, requested: str = "default", file_dtype: torch.dtype | None = None
+                         ) -> torch.dtype:
+        """The dtype a component's weights are stored in (the compute dtype, `dtype_for`, unless asked otherwise):
+        `requested` is a loader's choice (UNETLoader's weight_dtype: "default" or an fp8 type), then the
+        component's ComfyUI flag (--fp8_e4m3fn-unet, --fp16-unet, ...), then a file stored in fp8 (`file_dtype`)
+        stays fp8. The fp8 types hold the matmul weights; see diffusion/weight_cast.py."""
+        choice = requested if requested not in ("", "default") else self._weight_flag(kind)
+        if choice:
+            if choice not in WEIGHT_DTYPES:
+                raise ValueError(f"weight dtype {choice!r} is not one of {', '.join(WEIGHT_DTYPES)}")
+            return WEIGHT_DTYPES[choice]
+        if file_dtype in FP8:
+            return file_dtype
+        return self.dtype_for(kind)
 
     def _cpu_native(self, dtype: torch.dtype, kind: str) -> torch.dtype:
         """bf16 asked for on a CPU without bf16 instructions: torch would emulate it (over ten times slower than

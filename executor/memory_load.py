@@ -159,6 +159,7 @@ class LoadedModule:
         self.hooks: list[RemovableHandle] = []
         self.stash: dict[str, list[tuple[dict[str, Any], str, Tensor]]] = {}
         self.backups: dict[str, Tensor] = {}
+        self.deferred: list[nn.Module] = []  # GGUF layers whose patches apply per call, after dequantisation
         self.object_originals: dict[str, Any] = {}
         self.object_tensors: list[tuple[dict[str, Any], str]] = []
         self.weights_key: Hashable | None = None
@@ -314,6 +315,12 @@ class LoadedModule:
                     continue
                 owner, attr = _resolve(mod, key)
                 container = owner._parameters if attr in owner._parameters else owner._buffers
+                if attr == "weight" and getattr(owner, "weight_qtype", None) is not None:
+                    # quantised blocks cannot take a delta: the layer applies it to each dequantised copy
+                    owner.weight_patches = list(patches)
+                    self.deferred.append(owner)
+                    self.patched_keys.append(key)
+                    continue
                 target = _get_tensor(container, attr)
                 if self.is_shared(target):
                     # Another model uses this memory too: patch a copy and keep the shared tensor as the backup.
@@ -369,6 +376,9 @@ class LoadedModule:
                     target.copy_(backup)
         self.backups.clear()
         self.swapped.clear()
+        for owner in self.deferred:
+            owner.weight_patches = None
+        self.deferred.clear()
         self.patched_keys.clear()
         self.weights_key = None
 

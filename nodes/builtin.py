@@ -10,6 +10,7 @@ BUILTIN_MODULES: list[str] = [
     "nodes.primitives",
     "nodes.image",
     "nodes.loaders",
+    "nodes.gguf",
     "nodes.conditioning",
     "nodes.latent",
     "nodes.vae_nodes",

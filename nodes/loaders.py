@@ -17,6 +17,7 @@ import torch
 from diffusion.assemble import (Precision, clip_socket, load_checkpoint_modules, load_clip_text_encoder_module,
                                 load_dual_text_encoder_module, load_single_sd3_text_encoder_module,
                                 load_unet_module, load_vae_module, model_socket, vae_socket)
+from diffusion.checkpoint import UNET_PREFIX, stored_fp8_dtype
 from diffusion.patcher import ModelHandle
 from diffusion.text_encoders import CLIP
 from diffusion.vae import VAE
@@ -58,10 +59,24 @@ def dtype_for(ctx: NodeContext, kind: str) -> torch.dtype:
     return ctx.models.dtype_for(kind) if ctx.models is not None else torch.float32
 
 
-def precision(ctx: NodeContext) -> Precision:
-    """The precisions of all three components under the manager's policy."""
+def weight_dtype_for(ctx: NodeContext, kind: str, requested: str = "default",
+                     file_dtype: torch.dtype | None = None) -> torch.dtype:
+    """The memory manager's storage dtype for a component's weights (see `ModelManager.weight_dtype_for`); fp32
+    without a manager unless an fp8 type is asked for."""
+    if ctx.models is not None:
+        return ctx.models.weight_dtype_for(kind, requested, file_dtype)
+    return _FP8.get(requested, file_dtype if file_dtype is not None else torch.float32)
+
+
+def precision(ctx: NodeContext, path: Path | None = None) -> Precision:
+    """The compute and storage precisions of all three components under the manager's policy (a checkpoint at
+    `path` whose UNet is stored in fp8 keeps it in fp8)."""
+    fp8 = stored_fp8_dtype(path, UNET_PREFIX) if path is not None else None
     return Precision(unet=dtype_for(ctx, "unet"), vae=dtype_for(ctx, "vae"),
-                     text_encoder=dtype_for(ctx, "text_encoder"))
+                     text_encoder=dtype_for(ctx, "text_encoder"),
+                     unet_weights=weight_dtype_for(ctx, "unet", file_dtype=fp8),
+                     vae_weights=weight_dtype_for(ctx, "vae"),
+                     text_encoder_weights=weight_dtype_for(ctx, "text_encoder"))
 
 
 def cached_parts(ctx: NodeContext, path: Path, parts: tuple[str, ...], load: Callable[[], dict[str, Any]],
@@ -101,7 +116,7 @@ def load_checkpoint_sockets(ckpt_name: str) -> tuple[ModelHandle, CLIP | None, V
     ctx = node_context()
     folders = _folders(ctx)
     path = folders.full_path("checkpoints", ckpt_name)
-    chosen = precision(ctx)
+    chosen = precision(ctx, path)
     dirs = text_encoder_directories(folders)
     modules = cached_parts(ctx, path, ("unet", "clip", "vae"),
                            lambda: load_checkpoint_modules(path, chosen, tokenizer_dirs=dirs),
@@ -192,8 +207,8 @@ class VAELoader(Node):
         if vae_name in TAESD_SCALES:
             return (load_taesd_vae(ctx, vae_name),)
         path = _folders(ctx).full_path("vae", vae_name)
-        dtype = dtype_for(ctx, "vae")
-        module = cached_one(ctx, path, lambda: load_vae_module(path, dtype), f"vae:{dtype}", "vae")
+        dtype, stored = dtype_for(ctx, "vae"), weight_dtype_for(ctx, "vae")
+        module = cached_one(ctx, path, lambda: load_vae_module(path, dtype, stored), f"vae:{dtype}:{stored}", "vae")
         return (vae_socket(module, vae_name),)
 
 
@@ -224,7 +239,7 @@ class CLIPLoader(Node):
         ctx = node_context()
         folders = _folders(ctx)
         path = folders.full_path("text_encoders", clip_name)
-        dtype = dtype_for(ctx, "text_encoder")
+        dtype = weight_dtype_for(ctx, "text_encoder")
         if type == "sd3":  # one SD3 tower; the other's part of the context and pooled vector is zeros
             dirs = text_encoder_directories(folders)
             module = cached_one(ctx, path, lambda: load_single_sd3_text_encoder_module(path, dtype, dirs),
@@ -265,7 +280,7 @@ class DualCLIPLoader(Node):
         folders = _folders(ctx)
         first = folders.full_path("text_encoders", clip_name1)
         second = folders.full_path("text_encoders", clip_name2)
-        dtype = dtype_for(ctx, "text_encoder")
+        dtype = weight_dtype_for(ctx, "text_encoder")
         dirs = text_encoder_directories(folders)
         module = cached_one(ctx, first, lambda: load_dual_text_encoder_module(first, second, dtype, type, dirs),
                             f"dualclip:{type}:{second}:{dtype}", "clip")
@@ -275,8 +290,9 @@ class DualCLIPLoader(Node):
 class UNETLoader(Node):
     """Loads a diffusion model (UNet) file from models/diffusion_models (models/unet).
 
-    The fp8 weight types round the weights through fp8 (the same values ComfyUI computes with) and compute in the
-    default precision; the memory saving of fp8 storage is not implemented."""
+    The fp8 weight types keep the matmul weights in fp8 in memory (half of fp16's bytes) and upcast them layer by
+    layer to the compute precision, as ComfyUI does; fp8_e4m3fn_fast computes the same way (fp8 matmuls need
+    hardware Loom does not assume). A file stored in fp8 stays fp8 with "default"."""
 
     DISPLAY_NAME = "Load Diffusion Model"
     CATEGORY = "advanced/loaders"
@@ -287,15 +303,9 @@ class UNETLoader(Node):
         ctx = node_context()
         path = _folders(ctx).full_path("diffusion_models", unet_name)
         dtype = dtype_for(ctx, "unet")
-        fp8 = _FP8.get(weight_dtype)
-
-        def load() -> Any:
-            model = load_unet_module(path, fp8 if fp8 is not None else dtype)
-            if fp8 is not None:
-                model.diffusion_model.to(dtype)  # fp8-rounded values, computed in the compute precision
-            return model
-
-        module = cached_one(ctx, path, load, f"unet:{weight_dtype}:{dtype}", "unet")
+        stored = weight_dtype_for(ctx, "unet", weight_dtype, stored_fp8_dtype(path, UNET_PREFIX))
+        module = cached_one(ctx, path, lambda: load_unet_module(path, dtype, stored), f"unet:{stored}:{dtype}",
+                            "unet")
         return (model_socket(module, unet_name),)
 
 

@@ -67,7 +67,9 @@ def run_with_model(handle: Any, latent_shape: tuple[int, ...], fn: Callable[[Dif
     module = handle.model if isinstance(handle, ModelHandle) else getattr(handle, "model", handle)
     if ctx is None or ctx.models is None:
         return fn(module, torch.device("cpu"))
-    working = module.working_memory(latent_shape, cond_batch)
+    net = getattr(module, "diffusion_model", None)
+    # in the compute dtype (weights may be stored in fp8 or GGUF blocks: diffusion/weight_cast.py)
+    working = module.working_memory(latent_shape, cond_batch, dtype=getattr(net, "compute_dtype", None))
     with ctx.models.use([handle, *(extra or [])], working_memory=working) as device:
         return fn(module, torch.device(device) if device is not None else torch.device("cpu"))
 

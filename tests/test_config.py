@@ -95,14 +95,18 @@ def test_vram_modes_are_exclusive() -> None:
 @pytest.mark.parametrize("flags, field, value", [
     (["--force-fp16"], "precision", "fp16"),
     (["--force-fp32"], "precision", "fp32"),
-    (["--fp16-unet"], "unet_precision", "fp16"),
-    (["--bf16-unet"], "unet_precision", "bf16"),
-    (["--fp32-vae"], "vae_precision", "fp32"),
-    (["--bf16-vae"], "vae_precision", "bf16"),
-    (["--fp16-vae"], "vae_precision", "fp16"),
-    (["--fp16-text-enc"], "text_enc_precision", "fp16"),
-    (["--fp32-text-enc"], "text_enc_precision", "fp32"),
+    (["--fp16-unet"], "unet_weight_dtype", "fp16"),
+    (["--bf16-unet"], "unet_weight_dtype", "bf16"),
+    (["--fp8_e4m3fn-unet"], "unet_weight_dtype", "fp8_e4m3fn"),
+    (["--fp8_e5m2-unet"], "unet_weight_dtype", "fp8_e5m2"),
+    (["--fp32-vae"], "vae_weight_dtype", "fp32"),
+    (["--bf16-vae"], "vae_weight_dtype", "bf16"),
+    (["--fp16-vae"], "vae_weight_dtype", "fp16"),
+    (["--fp16-text-enc"], "text_enc_weight_dtype", "fp16"),
+    (["--fp32-text-enc"], "text_enc_weight_dtype", "fp32"),
+    (["--fp8_e4m3fn-text-enc"], "text_enc_weight_dtype", "fp8_e4m3fn"),
     (["--fp16-vae", "--vae-precision", "bf16"], "vae_precision", "bf16"),
+    (["--fp16-unet"], "unet_precision", None),
 ])
 def test_comfyui_precision_aliases(flags: list[str], field: str, value: str) -> None:
     assert getattr(parse_args(flags, {}), field) == value
