@@ -129,7 +129,7 @@ def checkpoint_from_state_dict(
     report = parts.report()
     unet_sd, scales = split_scaled_fp8(parts.unet)
     unet = build_unet(info.unet, unet_sd, dtype=dtype, device=device)
-    _attach(unet, scales, dtype, path)
+    _attach(unet, scales, dtype, name)
     vae = None
     if info.vae is not None:
         vae = VAE(build_vae(info.vae, parts.vae, dtype=vae_dtype or dtype, device=device))
