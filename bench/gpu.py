@@ -3,7 +3,7 @@
 Owns the measurements of the `## GPU (bench/gpu.py)` section of bench/RESULTS.md: time to first image, 512×512
 it/s at batch 1 and 4 in fp16 with peak VRAM, the same under `--lowvram` with a 4 GB cap
 (`torch.cuda.set_per_process_memory_fraction`), and a 20-step workflow alternating two checkpoints (normal and
-capped). It drives the same pieces the nodes use: `diffusion.loading.load_checkpoint`, `diffusion.sample.sample`,
+capped). It drives the same pieces the nodes use: `diffusion.files.loading.load_checkpoint`, `diffusion.sampling.sample.sample`,
 the CLIP and VAE wrappers, and `executor.memory.ModelManager` for every placement.
 
     python bench/gpu.py                         # builds the reference checkpoint if missing, runs everything
@@ -29,11 +29,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from diffusion.diffusion_model import DiffusionModel  # noqa: E402
-from diffusion.loading import load_checkpoint  # noqa: E402
+from diffusion.networks.diffusion_model import DiffusionModel  # noqa: E402
+from diffusion.files.loading import load_checkpoint  # noqa: E402
 from diffusion.patcher import ModelHandle  # noqa: E402
-from diffusion.sample import sample  # noqa: E402
-from diffusion.text_encoders import CLIP  # noqa: E402
+from diffusion.sampling.sample import sample  # noqa: E402
+from diffusion.text.text_encoders import CLIP  # noqa: E402
 from executor.devices import CudaDevice, FakeDevice  # noqa: E402
 from executor.memory import MemoryPolicy, ModelManager  # noqa: E402
 

@@ -3,7 +3,7 @@
     python bench/models.py [--runs 5] [--write]
 
 Each measurement runs in a fresh subprocess so its peak resident set (VmHWM of /proc/self/status) belongs to it
-alone. Loading is `diffusion.loading.load_checkpoint` (read, detect, build UNet + VAE + text tower on `meta`,
+alone. Loading is `diffusion.files.loading.load_checkpoint` (read, detect, build UNet + VAE + text tower on `meta`,
 assign) of the fp16 reference file into fp32, into bf16, and in ComfyUI's CPU placement (UNet/VAE fp32, CLIP fp16);
 modules (torch, open_clip) are imported before the clock starts, as a server imports them at start-up.
 The forward figures are the median of `--runs` UNet calls at batch 2 (a cfg pair) after one warm-up call.
@@ -51,10 +51,10 @@ def _cpu_seconds() -> float:
 
 def child_load(dtype: str, te_dtype: str | None) -> dict:
     """Load the checkpoint once; time it and report the peak RSS (run in a fresh process)."""
-    import open_clip  # noqa: F401  (imported at server start-up; `diffusion.text_encoders` imports it lazily)
+    import open_clip  # noqa: F401  (imported at server start-up; `diffusion.text.text_encoders` imports it lazily)
     import torch
 
-    from diffusion.loading import load_checkpoint
+    from diffusion.files.loading import load_checkpoint
 
     before = _peak_rss_bytes()
     cpu = _cpu_seconds()
@@ -74,8 +74,8 @@ def child_forward(size: int, dtype: str, runs: int) -> dict:
     """Median UNet forward time at batch 2 on `size`×`size` latents (run in a fresh process)."""
     import torch
 
-    from diffusion.checkpoint import read_state_dict, split_components
-    from diffusion.unet import UNetConfig, build_unet
+    from diffusion.files.checkpoint import read_state_dict, split_components
+    from diffusion.networks.unet import UNetConfig, build_unet
 
     torch_dtype = getattr(torch, dtype)
     unet_sd = split_components(read_state_dict(CHECKPOINT, dtype=torch_dtype)).unet

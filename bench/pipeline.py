@@ -70,7 +70,7 @@ def child_load(dtype: str) -> dict[str, Any]:
     """Load the whole checkpoint as the loader node does: UNet and VAE in `dtype`, text tower in fp32."""
     import torch
 
-    from diffusion.loading import load_checkpoint
+    from diffusion.files.loading import load_checkpoint
 
     dt = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
     load, t0, c0 = load_avg(), time.perf_counter(), cpu_seconds()

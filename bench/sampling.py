@@ -24,11 +24,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from diffusion.checkpoint import read_state_dict, split_components  # noqa: E402
-from diffusion.diffusion_model import DiffusionModel  # noqa: E402
+from diffusion.files.checkpoint import read_state_dict, split_components  # noqa: E402
+from diffusion.networks.diffusion_model import DiffusionModel  # noqa: E402
 from diffusion.families import detect_checkpoint  # noqa: E402
-from diffusion.sample import sample  # noqa: E402
-from diffusion.unet import build_unet  # noqa: E402
+from diffusion.sampling.sample import sample  # noqa: E402
+from diffusion.networks.unet import build_unet  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_CKPT = REPO / ".cache" / "reference" / "loom-ref-sd15.safetensors"

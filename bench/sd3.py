@@ -4,7 +4,7 @@ storage (float8_e4m3fn linear weights upcast per layer).
 
     flock /tmp/loom-bigmodel.lock python bench/sd3.py [--runs 3] [--sides 32 64]
 
-Load is `diffusion.assemble.load_checkpoint_modules` (read, build MMDiT + VAE on `meta`, assign) of the fp16
+Load is `diffusion.files.assemble.load_checkpoint_modules` (read, build MMDiT + VAE on `meta`, assign) of the fp16
 reference file into fp32. The forward figures are the median of `--runs` calls after one warm-up call, 77 context
 tokens (two CLIPs, no T5). The checkpoint is built with shared/reference/make_random_checkpoint.py into
 <repo>/.cache/reference when missing (tests/fixtures/reference.py). Prints a Markdown table.
@@ -24,7 +24,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from diffusion.assemble import Precision, load_checkpoint_modules  # noqa: E402
+from diffusion.files.assemble import Precision, load_checkpoint_modules  # noqa: E402
 from tests.fixtures.reference import reference_checkpoint  # noqa: E402
 
 

@@ -5,7 +5,7 @@ whole 24-block encoder (extrapolated), and the weights' resident size, for fp16 
 
 A full-size T5-XXL file (4.7 B parameters, 9.5 GB in fp16) cannot be built cheaply here, so the encoder is built in
 memory with T5-XXL's real block shape (width 4096, 64 heads of 64, gated feed-forward 10240, vocabulary 32128) and
-`--layers` blocks of random weights, through `diffusion.t5.build_t5` (the same module and per-layer upcasting as a
+`--layers` blocks of random weights, through `diffusion.text.t5.build_t5` (the same module and per-layer upcasting as a
 loaded file). The figure per block is (time with N blocks − time with 1 block) / (N − 1), so the embedding and the
 final norm are not counted per block; the full-encoder figure is time(1 block) + 23 × per block. Without T5, SD3's
 text encode is the two CLIP towers alone (bench/sdxl.py measures those). Medians of `--runs` after one warm-up call.
@@ -25,7 +25,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from diffusion.t5 import T5Config, build_t5  # noqa: E402
+from diffusion.text.t5 import T5Config, build_t5  # noqa: E402
 
 XXL_BLOCKS = 24
 

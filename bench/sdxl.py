@@ -26,10 +26,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from diffusion.assemble import Precision, load_checkpoint_modules  # noqa: E402
-from diffusion.sample import sample  # noqa: E402
-from diffusion.text_encoders import CLIP  # noqa: E402
-from diffusion.vae import VAE  # noqa: E402
+from diffusion.files.assemble import Precision, load_checkpoint_modules  # noqa: E402
+from diffusion.sampling.sample import sample  # noqa: E402
+from diffusion.text.text_encoders import CLIP  # noqa: E402
+from diffusion.networks.vae import VAE  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 DEFAULT_CKPT = REPO / ".cache" / "reference" / "loom-ref-sdxl.safetensors"

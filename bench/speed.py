@@ -29,8 +29,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from diffusion.assemble import Precision, load_checkpoint_modules  # noqa: E402
-from diffusion.weight_cast import weight_bytes  # noqa: E402
+from diffusion.files.assemble import Precision, load_checkpoint_modules  # noqa: E402
+from diffusion.networks.weight_cast import weight_bytes  # noqa: E402
 
 
 def reference_sd15() -> Path:
@@ -72,7 +72,7 @@ def weights_mode(storage: str, size: int, runs: int) -> None:
 
 
 def pair_mode(size: int, runs: int) -> None:
-    from diffusion.weight_cast import store_weights
+    from diffusion.networks.weight_cast import store_weights
 
     unet = load_checkpoint_modules(reference_sd15(), Precision())["unet"].diffusion_model
     gen = torch.Generator().manual_seed(0)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from folders import UnsafePathError, resolve_inside, split_annotation
-from nodes.image_io import next_counter
+from nodes.image_file_helpers import next_counter
 
 FILE_KINDS = ("input", "output", "temp")
 _COUNTED = re.compile(r"^(?P<stem>.+)_(?P<counter>\d{5,})_(?P<rest>\..*|)$")

@@ -1,5 +1,5 @@
 """ComfyUI's `comfy.samplers.CFGGuider` and the guidance functions packs call from `predict_noise`, over Loom's
-guidance (`diffusion.guidance`) and sampling (`diffusion.sample`).
+guidance (`diffusion.sampling.guidance`) and sampling (`diffusion.sampling.sample`).
 
 `CFGGuider(model)` takes a MODEL value. Packs subclass it and override `predict_noise(x, timestep, model_options,
 seed)` (or `set_conds` / `inner_set_conds`, `sample`, `outer_sample`, `inner_sample`); it is also a Loom guider,
@@ -27,15 +27,15 @@ from compat.comfy_sampler import run_sampler
 from compat.patcher_extension import WrapperExecutor, WrappersMP, copy_nested_dicts, get_all_wrappers
 from compat.patcher_extension import merge_nested_dicts
 from compat.sampler_helpers import cleanup_models, convert_cond, prepare_mask, prepare_sampling
-from diffusion.conditioning import calc_cond_batch as _calc_cond_batch
-from diffusion.guidance import CFGGuider as _LoomGuider
-from diffusion.guidance import DualCFGGuider as _LoomDualGuider
-from diffusion.guidance import cfg_function as _cfg_function
-from diffusion.guidance import prepare_conds
-from diffusion.guidance import sampling_function as _sampling_function
+from diffusion.sampling.conditioning import calc_cond_batch as _calc_cond_batch
+from diffusion.sampling.guidance import CFGGuider as _LoomGuider
+from diffusion.sampling.guidance import DualCFGGuider as _LoomDualGuider
+from diffusion.sampling.guidance import cfg_function as _cfg_function
+from diffusion.sampling.guidance import prepare_conds
+from diffusion.sampling.guidance import sampling_function as _sampling_function
 from diffusion.patcher import ModelHandle
-from diffusion.sample import Sampler as LoomSampler
-from diffusion.sample import sample_custom
+from diffusion.sampling.sample import Sampler as LoomSampler
+from diffusion.sampling.sample import sample_custom
 from nodes.context import current_or_none
 
 Callback = Callable[[int, torch.Tensor, torch.Tensor, int], None] | None

@@ -1,6 +1,6 @@
 """ComfyUI's `comfy.clip_vision` for custom node packs (IP-Adapter, style and unCLIP packs): `load(path)`,
 `load_clipvision_from_sd(sd)`, `clip_preprocess`, and the `ClipVisionModel` / `Output` names, over Loom's CLIP
-vision towers (`diffusion/clip_vision.py`) and the CLIP_VISION socket value (`nodes/clip_vision.py`), whose
+vision towers (`diffusion/networks/clip_vision.py`) and the CLIP_VISION socket value (`nodes/clip_vision.py`), whose
 `encode_image(image, crop=True)` places the tower through the running node's model manager.
 """
 from __future__ import annotations
@@ -10,11 +10,11 @@ from typing import Any
 
 import torch
 
-from diffusion.checkpoint import read_state_dict
-from diffusion.clip_vision import CLIP_MEAN, CLIP_STD
-from diffusion.clip_vision import ClipVisionOutput as Output  # noqa: F401
-from diffusion.clip_vision import clip_preprocess as _preprocess
-from diffusion.clip_vision import load_clip_vision
+from diffusion.files.checkpoint import read_state_dict
+from diffusion.networks.clip_vision import CLIP_MEAN, CLIP_STD
+from diffusion.networks.clip_vision import ClipVisionOutput as Output  # noqa: F401
+from diffusion.networks.clip_vision import clip_preprocess as _preprocess
+from diffusion.networks.clip_vision import load_clip_vision
 from nodes.clip_vision import ClipVision as ClipVisionModel
 from nodes.context import current_or_none
 from nodes.loaders import cached_one

@@ -106,7 +106,7 @@ def _helpers(module: str) -> dict[str, Any]:
 
         return {"composite": composite}
     if module == "nodes_latent":
-        from nodes.latent_ops import reshape_latent_to
+        from nodes.latent_transforms import reshape_latent_to
 
         return {"reshape_latent_to": reshape_latent_to}
     return {}
@@ -147,7 +147,7 @@ def _module_getattr(name: str, names: dict[str, str], mappings: Mapping[str, typ
 def load_state_dict(state_dict: dict[str, Any]) -> Any:
     """`chainner_models.model_loading.load_state_dict`: an upscale model (UPSCALE_MODEL value) from its weights,
     through spandrel, as UpscaleModelLoader makes it."""
-    from diffusion.upscale import load_upscale_model
+    from diffusion.networks.upscale import load_upscale_model
     from nodes.upscale import UpscaleModel
 
     descriptor = load_upscale_model(state_dict)

@@ -1,5 +1,5 @@
 """ComfyUI's `comfy.lora` for custom node packs: `model_lora_keys_unet`, `model_lora_keys_clip`, `load_lora` and
-`calculate_weight`, over Loom's LoRA key maps (`diffusion/lora_formats.py`) and adapter maths (`diffusion/lora.py`).
+`calculate_weight`, over Loom's LoRA key maps (`diffusion/adapters/lora_formats.py`) and adapter maths (`diffusion/adapters/lora.py`).
 
 The key maps go from a LoRA file's module names to the model's state-dict keys (a `(key, (dim, start, length))`
 pair for a slice of a stacked weight), as ComfyUI's do; `load_lora` gives ComfyUI's patch data (`("lora", (up,
@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 
-from diffusion.lora import (DoraDelta, FullDelta, LohaDelta, LokrDelta, LoraDelta, SliceDelta, clip_map_for,
+from diffusion.adapters.lora import (DoraDelta, FullDelta, LohaDelta, LokrDelta, LoraDelta, SliceDelta, clip_map_for,
                             match_adapters, unet_map_for)
-from diffusion.lora_formats import Target
-from diffusion.patch_data import comfy_tuple_to_patch, delta_of
+from diffusion.adapters.lora_formats import Target
+from diffusion.adapters.patch_data import comfy_tuple_to_patch, delta_of
 from diffusion.patcher import ModelHandle, WeightPatch, apply_patches
 
 BINDING: Any  # set by compat.install_compat before this module runs

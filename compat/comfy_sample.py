@@ -1,5 +1,5 @@
 """ComfyUI's `comfy.sample` for custom node packs: `prepare_noise`, `fix_empty_latent_channels`, `sample` and
-`sample_custom`, with ComfyUI's signatures, over Loom's sampling (`diffusion.sample`) and memory manager.
+`sample_custom`, with ComfyUI's signatures, over Loom's sampling (`diffusion.sampling.sample`) and memory manager.
 
 `model` is a MODEL value (Loom's model handle, with its patches and options); latents are raw VAE latents, as in
 ComfyUI. Sampling places the model (and the ControlNets the conditioning carries) through the running node's model
@@ -11,11 +11,11 @@ from typing import Any, Callable
 
 import torch
 
-from diffusion.guidance import CFGGuider
-from diffusion.noise import prepare_noise as _prepare_noise
-from diffusion.sample import ksampler_sigmas_from
-from diffusion.sample import sample as _sample
-from diffusion.sample import sample_custom as _sample_custom
+from diffusion.sampling.guidance import CFGGuider
+from diffusion.sampling.noise import prepare_noise as _prepare_noise
+from diffusion.sampling.sample import ksampler_sigmas_from
+from diffusion.sampling.sample import sample as _sample
+from diffusion.sampling.sample import sample_custom as _sample_custom
 from nodes.context import current_or_none
 from nodes.sampling import cond_models, run_with_model
 from nodes.sampling import fix_empty_latent_channels as _fix_channels

@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 import torch
 
-from diffusion.sample import InpaintDenoiser
-from diffusion.sample import Sampler as LoomSampler
+from diffusion.sampling.sample import InpaintDenoiser
+from diffusion.sampling.sample import Sampler as LoomSampler
 from nodes.context import current_or_none
 
 

@@ -1,7 +1,7 @@
 """ComfyUI's `comfy.sd` for custom node packs: the CLIP and VAE classes, and the loaders packs call directly
 (`load_checkpoint_guess_config`, `load_lora_for_models`, `load_clip`, `load_diffusion_model`).
 
-Loom's CLIP and VAE socket values (`diffusion.text_encoders.CLIP`, `diffusion.vae.VAE`) carry ComfyUI's methods
+Loom's CLIP and VAE socket values (`diffusion.text.text_encoders.CLIP`, `diffusion.networks.vae.VAE`) carry ComfyUI's methods
 themselves (tokenize, encode_from_tokens, encode_from_tokens_scheduled, clone, add_patches, decode, encode,
 decode_tiled, encode_tiled, spacial_compression_*), so `comfy.sd.CLIP` and `comfy.sd.VAE` are those classes for
 `isinstance`; `VAE(sd=state_dict)` builds one from a state dict as ComfyUI's does. The loaders read files through
@@ -17,15 +17,15 @@ from typing import Any
 
 import torch
 
-from diffusion.assemble import (clip_socket, load_checkpoint_modules, load_dual_text_encoder_module,
+from diffusion.files.assemble import (clip_socket, load_checkpoint_modules, load_dual_text_encoder_module,
                                 load_single_sd3_text_encoder_module, load_text_encoder_module, load_unet_module,
                                 model_socket, vae_socket)
 from diffusion.families import vae_config_from_state_dict
-from diffusion.lora import apply_lora
-from diffusion.patch_data import PatchSource
-from diffusion.text_encoders import CLIP as _LoomCLIP
-from diffusion.vae import VAE as _LoomVAE
-from diffusion.vae import build_vae
+from diffusion.adapters.lora import apply_lora
+from diffusion.adapters.patch_data import PatchSource
+from diffusion.text.text_encoders import CLIP as _LoomCLIP
+from diffusion.networks.vae import VAE as _LoomVAE
+from diffusion.networks.vae import build_vae
 from nodes.context import NodeContext, current_or_none
 from nodes.loaders import cached_one, cached_parts, dtype_for, embedding_directories, precision
 

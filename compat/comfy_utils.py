@@ -2,7 +2,7 @@
 
 `ProgressBar` reports through the running node's context (`NodeContext.progress`, which also
 raises `Interrupted` when the user interrupted, as ComfyUI's progress hook does);
-`load_torch_file` reads with Loom's checkpoint reader (`diffusion.checkpoint.read_state_dict`,
+`load_torch_file` reads with Loom's checkpoint reader (`diffusion.files.checkpoint.read_state_dict`,
 no pickled code); `common_upscale`, `bislerp`, `lanczos` and `repeat_to_batch_size` are the
 built-in nodes' own (`nodes/upscaling_math.py`). ComfyUI's tiled helpers are not provided.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from diffusion.checkpoint import read_state_dict
+from diffusion.files.checkpoint import read_state_dict
 from nodes.context import NodeContext, current_or_none
 from nodes.upscaling_math import UPSCALE_METHODS, bislerp, common_upscale, lanczos, repeat_to_batch_size
 

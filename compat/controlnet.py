@@ -1,6 +1,6 @@
 """ComfyUI's `comfy.controlnet` for custom node packs: `load_controlnet(path, model=None)`,
 `load_controlnet_state_dict`, `load_t2i_adapter`, and the control classes (`ControlBase`, `ControlNet`,
-`T2IAdapter`) as Loom's (`diffusion/controlnet.py`).
+`T2IAdapter`) as Loom's (`diffusion/adapters/controlnet.py`).
 
 The control object is the CONTROL_NET socket value Loom's ControlNetApply nodes take: `copy()`,
 `set_cond_hint(hint, strength, timestep_percent_range)`, `set_previous_controlnet(...)`; sampling places its
@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 
-from diffusion.checkpoint import read_state_dict
-from diffusion.controlnet import ControlBase, ControlNet, T2IAdapter  # noqa: F401
-from diffusion.controlnet import load_controlnet_state_dict as _load_sd
-from diffusion.controlnet import load_t2i_adapter as _load_t2i
+from diffusion.files.checkpoint import read_state_dict
+from diffusion.adapters.controlnet import ControlBase, ControlNet, T2IAdapter  # noqa: F401
+from diffusion.adapters.controlnet import load_controlnet_state_dict as _load_sd
+from diffusion.adapters.controlnet import load_t2i_adapter as _load_t2i
 from nodes.context import current_or_none
 from nodes.loaders import cached_one
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from folders import Folders, resolve_inside, split_annotation
-from nodes import image_io
+from nodes import image_file_helpers
 
 BINDING: Any  # set by compat.install_compat before this module runs
 
@@ -164,5 +164,5 @@ def get_save_image_path(filename_prefix: str, output_dir: str, image_width: int 
                         image_height: int = 0) -> tuple[str, str, int, str, str]:
     """(full_output_folder, filename, counter, subfolder, filename_prefix), as ComfyUI returns;
     the prefix may hold %date:...%, %width%/%height% and folders, and must stay inside `output_dir`."""
-    where = image_io.save_image_path(filename_prefix, Path(output_dir), width=image_width, height=image_height)
+    where = image_file_helpers.save_image_path(filename_prefix, Path(output_dir), width=image_width, height=image_height)
     return str(where.folder), where.filename, where.counter, where.subfolder, filename_prefix

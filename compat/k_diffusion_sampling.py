@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from diffusion.noise import BrownianTreeNoiseSampler, default_noise_sampler
-from diffusion.samplers import SAMPLERS
-from diffusion.samplers.common import to_d
-from diffusion.schedules import (get_sigmas_exponential, get_sigmas_karras, get_sigmas_kl_optimal,
+from diffusion.sampling.noise import BrownianTreeNoiseSampler, default_noise_sampler
+from diffusion.sampling.samplers import SAMPLERS
+from diffusion.sampling.samplers.common import to_d
+from diffusion.sampling.schedules import (get_sigmas_exponential, get_sigmas_karras, get_sigmas_kl_optimal,
                                  get_sigmas_polyexponential)
 
 BINDING: Any  # set by compat.install_compat before this module runs

@@ -1,5 +1,5 @@
 """ComfyUI's `comfy.latent_formats` for custom node packs: `LatentFormat` and the family classes (SD15, SDXL,
-SDXL_Playground_2_5, SD3) with Loom's factors (`diffusion/latent_formats.py`).
+SDXL_Playground_2_5, SD3) with Loom's factors (`diffusion/files/latent_formats.py`).
 
 Each class is instantiated with no arguments, as ComfyUI's are, and has `scale_factor`, `latent_channels`,
 `latent_rgb_factors`, `latent_rgb_factors_bias`, `taesd_decoder_name`, `process_in` and `process_out`.
@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from diffusion import latent_formats as _loom
+from diffusion.files import latent_formats as _loom
 
 BINDING: Any  # set by compat.install_compat before this module runs
 
@@ -27,7 +27,7 @@ class _FormatMeta(type):
 
 
 class LatentFormat(metaclass=_FormatMeta):
-    """A latent space: Loom's `diffusion.latent_formats.LatentFormat` under ComfyUI's attribute names."""
+    """A latent space: Loom's `diffusion.files.latent_formats.LatentFormat` under ComfyUI's attribute names."""
 
     _spec: _loom.LatentFormat = _loom.SD15
 

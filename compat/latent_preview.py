@@ -10,7 +10,7 @@ from typing import Any, Callable
 import torch
 from PIL import Image
 
-from diffusion.latent_formats import latent_to_rgb_preview
+from diffusion.files.latent_formats import latent_to_rgb_preview
 from nodes.context import current_or_none
 from nodes.sampling import progress_callback
 

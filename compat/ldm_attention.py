@@ -1,5 +1,5 @@
 """ComfyUI's `comfy.ldm.modules.attention` for custom node packs: `optimized_attention` (and the names of the
-kernels packs pick from) over Loom's attention (`diffusion/attention.py`), and the UNet's transformer classes
+kernels packs pick from) over Loom's attention (`diffusion/networks/attention.py`), and the UNet's transformer classes
 (`CrossAttention`, `BasicTransformerBlock`, `SpatialTransformer`, `FeedForward`, `GEGLU`) for `isinstance`
 checks and the attributes packs read (`to_q`, `to_k`, `to_v`, `to_out`, `heads`).
 
@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from diffusion.attention import attention
-from diffusion.unet_blocks import (GEGLU, BasicTransformerBlock, CrossAttention, FeedForward,  # noqa: F401
+from diffusion.networks.attention import attention
+from diffusion.networks.unet_blocks import (GEGLU, BasicTransformerBlock, CrossAttention, FeedForward,  # noqa: F401
                                    SpatialTransformer)
 
 BINDING: Any  # set by compat.install_compat before this module runs

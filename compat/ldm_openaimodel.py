@@ -1,6 +1,6 @@
 """ComfyUI's `comfy.ldm.modules.diffusionmodules.openaimodel` for custom node packs: the LDM UNet and its blocks
 (`UNetModel`, `TimestepEmbedSequential`, `ResBlock`, `Upsample`, `Downsample`) as Loom's classes
-(`diffusion/unet.py`, `diffusion/unet_blocks.py`), `timestep_embedding` with ComfyUI's signature, and
+(`diffusion/networks/unet.py`, `diffusion/networks/unet_blocks.py`), `timestep_embedding` with ComfyUI's signature, and
 `apply_control`.
 """
 from __future__ import annotations
@@ -9,9 +9,9 @@ from typing import Any
 
 import torch
 
-from diffusion.unet import UNetModel  # noqa: F401
-from diffusion.unet_blocks import Downsample, ResBlock, TimestepEmbedSequential, Upsample  # noqa: F401
-from diffusion.unet_blocks import timestep_embedding as _timestep_embedding
+from diffusion.networks.unet import UNetModel  # noqa: F401
+from diffusion.networks.unet_blocks import Downsample, ResBlock, TimestepEmbedSequential, Upsample  # noqa: F401
+from diffusion.networks.unet_blocks import timestep_embedding as _timestep_embedding
 
 BINDING: Any  # set by compat.install_compat before this module runs
 

@@ -1,7 +1,7 @@
 """ComfyUI's `comfy.model_base` for custom node packs: `ModelType` and the model class names (`BaseModel`,
 `SD15` is ComfyUI's BaseModel, `SDXL`, `SDXLRefiner`, `SD3`, ...) as `isinstance` checks on Loom's models.
 
-Loom has one model class, `diffusion.diffusion_model.DiffusionModel`, with a `family`; `isinstance(model.model,
+Loom has one model class, `diffusion.networks.diffusion_model.DiffusionModel`, with a `family`; `isinstance(model.model,
 comfy.model_base.SDXL)` asks for that family. `ModelType` members compare equal to Loom's prediction names, so
 `model.model.model_type == ModelType.V_PREDICTION` works (`DiffusionModel.model_type`); `model_type_of` gives the
 enum member itself.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from diffusion.diffusion_model import DiffusionModel
+from diffusion.networks.diffusion_model import DiffusionModel
 
 BINDING: Any  # set by compat.install_compat before this module runs
 

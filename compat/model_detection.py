@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
-from diffusion.checkpoint import CheckpointError
+from diffusion.files.checkpoint import CheckpointError
 from diffusion.families import Evidence, family_for, latent_format_for, read_unet_shapes
-from diffusion.mmdit_loading import checkpoint_is_mmdit
+from diffusion.files.mmdit_loading import checkpoint_is_mmdit
 
 BINDING: Any  # set by compat.install_compat before this module runs
 

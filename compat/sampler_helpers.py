@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from diffusion.conditioning import convert_cond as _convert_cond
+from diffusion.sampling.conditioning import convert_cond as _convert_cond
 from diffusion.patcher import ModelHandle
-from diffusion.sample import prepare_mask as _prepare_mask
+from diffusion.sampling.sample import prepare_mask as _prepare_mask
 from nodes.context import current_or_none
 from nodes.sampling import cond_models
 

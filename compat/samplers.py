@@ -1,5 +1,5 @@
 """ComfyUI's `comfy.samplers` for custom node packs: `KSampler` (its `SAMPLERS` / `SCHEDULERS` combos, from Loom's
-`diffusion.samplers.SAMPLERS` and `diffusion.schedules.SCHEDULES`, and `KSampler(model, steps, device, ...)
+`diffusion.sampling.samplers.SAMPLERS` and `diffusion.sampling.schedules.SCHEDULES`, and `KSampler(model, steps, device, ...)
 .sample(...)`), SAMPLER values (`KSAMPLER`, `sampler_object`, `ksampler`), `calculate_sigmas`, `sample`, and
 `CFGGuider` with the guidance functions its subclasses call (`sampling_function`, `calc_cond_batch`,
 `cfg_function`; `compat/cfg_guider.py`).
@@ -12,12 +12,12 @@ import torch
 
 from compat.cfg_guider import CFGGuider, calc_cond_batch, cfg_function, sampling_function
 from compat.comfy_sampler import Sampler, run_sampler
-from diffusion.sample import Sampler as _Sampler
-from diffusion.sample import sampler_object as _sampler_object
-from diffusion.samplers import SAMPLERS as _SAMPLERS
-from diffusion.schedules import DISCARD_PENULTIMATE_SIGMA_SAMPLERS as _DISCARD
-from diffusion.schedules import SCHEDULES as _SCHEDULES
-from diffusion.schedules import calculate_sigmas as _calculate_sigmas
+from diffusion.sampling.sample import Sampler as _Sampler
+from diffusion.sampling.sample import sampler_object as _sampler_object
+from diffusion.sampling.samplers import SAMPLERS as _SAMPLERS
+from diffusion.sampling.schedules import DISCARD_PENULTIMATE_SIGMA_SAMPLERS as _DISCARD
+from diffusion.sampling.schedules import SCHEDULES as _SCHEDULES
+from diffusion.sampling.schedules import calculate_sigmas as _calculate_sigmas
 
 BINDING: Any  # set by compat.install_compat before this module runs
 

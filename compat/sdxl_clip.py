@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from diffusion.clip_multi import MultiTextEncoder
-from diffusion.text_encoders import TextEncoder
+from diffusion.text.clip_multi import MultiTextEncoder
+from diffusion.text.text_encoders import TextEncoder
 
 BINDING: Any  # set by compat.install_compat before this module runs
 

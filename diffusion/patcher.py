@@ -18,7 +18,7 @@ from typing import Any, Hashable, Iterable, Literal
 
 from torch import Tensor, nn
 
-from diffusion.patch_data import PatchSource, to_weight_patch
+from diffusion.adapters.patch_data import PatchSource, to_weight_patch
 from diffusion.patcher_api import ModelPatcherAPI
 from diffusion.weight_patch import WeightPatch, apply_patches
 
@@ -114,7 +114,7 @@ class ModelHandle(ModelPatcherAPI):
                     strength_model: float = 1.0) -> list[Any]:
         """Append patches in place (call on a clone); returns the keys applied. Unknown keys are skipped and can
         be listed with `unknown_keys(patches)`. Values are `WeightPatch`es, or ComfyUI's patch data (a LoRA tuple,
-        a difference, a `get_key_patches` list; `diffusion/patch_data.py`) applied at `strength_patch` with the
+        a difference, a `get_key_patches` list; `diffusion/adapters/patch_data.py`) applied at `strength_patch` with the
         base scaled by `strength_model`, as ComfyUI's `ModelPatcher.add_patches`."""
         known = self.state_keys()
         applied = []

@@ -9,7 +9,7 @@ it both are the device the weights are on. Likewise `placed(objects, working_mem
 socket values place their weights when foreign code calls their ComfyUI methods directly: through `PLACER`, set by
 the compatibility layer to the running node's `models.use`; without it, nothing is moved (Loom's own nodes place
 explicitly before calling). Which `transformer_options["patches"]` names the networks honour is
-documented in `diffusion/unet.py`, `diffusion/unet_blocks.py` and `diffusion/mmdit.py`.
+documented in `diffusion/networks/unet.py`, `diffusion/networks/unet_blocks.py` and `diffusion/networks/mmdit.py`.
 """
 from __future__ import annotations
 
@@ -278,7 +278,7 @@ class ModelPatcherAPI:
     def get_key_patches(self, filter_prefix: str | None = None) -> dict[str, list[Any]]:
         """ComfyUI's form: key -> `[(base weight, convert_fn), *recorded patches]`; `add_patches` on another handle
         takes these lists (the model-merge idiom)."""
-        from diffusion.patch_data import as_comfy_tuple
+        from diffusion.adapters.patch_data import as_comfy_tuple
 
         out: dict[str, list[Any]] = {}
         for key, weight in self.model_state_dict(filter_prefix).items():

@@ -2,7 +2,7 @@
 Loom. A model's `transformer_options["wrappers"][wrapper_type][key]` lists functions `fn(executor, *args,
 **kwargs)`; each calls `executor(*args, **kwargs)` to run the rest of the chain and, last, the original call.
 
-Loom runs the "calc_cond_batch" chain around `diffusion.conditioning.calc_cond_batch` (args: the model call,
+Loom runs the "calc_cond_batch" chain around `diffusion.sampling.conditioning.calc_cond_batch` (args: the model call,
 conds, x, sigma, model_options), the "apply_model" chain around `DiffusionModel.apply_model` (args: x, sigma,
 c_concat, c_crossattn, control, transformer_options) and the "diffusion_model" chain around the UNet's and the
 MMDiT's forward (args: x, timesteps, context, y, control, transformer_options). Nothing here touches a device.

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 import torch
 from torch import nn
 
-from diffusion.compile import compile_model
+from diffusion.networks.compile import compile_model
 from diffusion.patcher import ModelHandle
 from executor.devices import OFFLOAD, DeviceModel, cpu_supports_bf16, cpu_threads, detect_device, ram_info
 from executor.memory_cast import ComputeCast
@@ -102,7 +102,7 @@ class ModelManager:
        encoder on CUDA/MPS (the VAE bf16 where supported, else fp32), fp32 on the CPU; `--precision bf16`
        anywhere but on a CPU without AMX-BF16/AVX512-BF16 (fp32 there, said once), or `auto` on CPUs with them for
        the UNet; per-component overrides win. Weights may be stored in another dtype than they compute in
-       (`weight_dtype_for`; the layers upcast per call, diffusion/weight_cast.py): ComfyUI's --fp16-unet /
+       (`weight_dtype_for`; the layers upcast per call, diffusion/networks/weight_cast.py): ComfyUI's --fp16-unet /
        --bf16-unet / --fp32-unet / --fp16-vae / --bf16-vae / --fp16-text-enc / ... keep ComfyUI's meaning, that
        arithmetic on a GPU and storage with fp32 compute on a CPU (ComfyUI's manual cast); --fp8_e4m3fn-unet,
        --fp8_e5m2-unet, --fp8_e4m3fn-text-enc, UNETLoader's fp8 weight_dtype and files stored in fp8 keep the
@@ -113,7 +113,7 @@ class ModelManager:
        handle's options that have a `.to` (hypernetworks, packs' attention patches) are moved to the compute
        device with the model and back to the offload device when it is offloaded.
     7. `--compile` (`policy.compile`): a fully placed UNet is compiled in place on its first load
-       (`diffusion/compile.py`; one graph per input shape); text encoders, VAEs and streamed models stay eager.
+       (`diffusion/networks/compile.py`; one graph per input shape); text encoders, VAEs and streamed models stay eager.
     8. Text encoders loaded from files keep one copy of weights another loaded model holds bit for bit (SDXL
        base and refiner share bigG): `executor/memory_shared.py`; patches on such tensors are copy-on-write.
     One worker thread calls `use`; `free` may come from the server thread: a lock guards all state, and models in
@@ -191,7 +191,7 @@ class ModelManager:
         """The dtype a component's weights are stored in (the compute dtype, `dtype_for`, unless asked otherwise):
         `requested` is a loader's choice (UNETLoader's weight_dtype: "default" or an fp8 type), then the
         component's ComfyUI flag (--fp8_e4m3fn-unet, --fp16-unet, ...), then a file stored in fp8 (`file_dtype`)
-        stays fp8. The fp8 types hold the matmul weights; see diffusion/weight_cast.py."""
+        stays fp8. The fp8 types hold the matmul weights; see diffusion/networks/weight_cast.py."""
         choice = requested if requested not in ("", "default") else self._weight_flag(kind)
         if choice:
             if choice not in WEIGHT_DTYPES:

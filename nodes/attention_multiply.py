@@ -6,9 +6,9 @@ Names, inputs, ranges and the category are ComfyUI's (`comfy_extras/nodes_attent
 """
 from __future__ import annotations
 
-from diffusion.attention_scaling import clip_attention_patches, unet_attention_patches
+from diffusion.adapters.attention_scaling import clip_attention_patches, unet_attention_patches
 from diffusion.patcher import ModelHandle
-from diffusion.text_encoders import CLIP
+from diffusion.text.text_encoders import CLIP
 from nodes.spec import Float, Input, Node, Output
 
 _CATEGORY = "_for_testing/attention_experiments"

@@ -1,7 +1,7 @@
 """CLIP vision, style and unCLIP nodes: CLIPVisionLoader, CLIPVisionEncode, StyleModelLoader, StyleModelApply and
 unCLIPConditioning, with ComfyUI's class names, inputs, defaults, ranges, outputs and categories (`nodes.py`).
 
-CLIP vision towers are open_clip VisionTransformers loaded from HF-layout files (`diffusion/clip_vision.py`); the
+CLIP vision towers are open_clip VisionTransformers loaded from HF-layout files (`diffusion/networks/clip_vision.py`); the
 memory manager places the tower while it encodes. unCLIPConditioning records the image embedding on each
 conditioning entry (`unclip_conditioning`), as ComfyUI does, for unCLIP models to turn into their class input.
 """
@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import torch
 
-from diffusion.checkpoint import read_state_dict
-from diffusion.clip_vision import ClipVisionModel, ClipVisionOutput, load_clip_vision
+from diffusion.files.checkpoint import read_state_dict
+from diffusion.networks.clip_vision import ClipVisionModel, ClipVisionOutput, load_clip_vision
 from diffusion.patcher import ModelHandle
-from diffusion.assemble import model_socket
-from diffusion.style_model import StyleModel, load_style_model
-from diffusion.unclip import UnCLIPModel, split_unclip_checkpoint
+from diffusion.files.assemble import model_socket
+from diffusion.adapters.style_model import StyleModel, load_style_model
+from diffusion.adapters.unclip import UnCLIPModel, split_unclip_checkpoint
 from nodes.loaders import cached_one, cached_parts, dtype_for, load_checkpoint_sockets, node_context
 from nodes.spec import Combo, FileList, Float, Input, Node, Output
 

@@ -7,9 +7,9 @@ Names, inputs (order, defaults, ranges), category and the values put into the co
 """
 from __future__ import annotations
 
-from diffusion.text_encoders import CLIP
-from nodes.conditioning import Conditioning, clip_on_device
-from nodes.latent import MAX_RESOLUTION
+from diffusion.text.text_encoders import CLIP
+from nodes.text_encode import Conditioning, clip_on_device
+from nodes.latent_create import MAX_RESOLUTION
 from nodes.spec import Float, Input, Int, Node, Output, String
 
 

@@ -14,12 +14,12 @@ from typing import Any
 
 import torch
 
-from diffusion.checkpoint import read_state_dict
-from diffusion.control_lora import load_control_file
-from diffusion.controlnet import ControlBase
-from diffusion.controlnet_mmdit import load_sd3_controlnet
-from diffusion.controlnet_sd3_diffusers import is_diffusers_sd3_controlnet, load_diffusers_sd3_controlnet
-from diffusion.controlnet_union import UNION_CONTROLNET_TYPES
+from diffusion.files.checkpoint import read_state_dict
+from diffusion.adapters.control_lora import load_control_file
+from diffusion.adapters.controlnet import ControlBase
+from diffusion.adapters.controlnet_mmdit import load_sd3_controlnet
+from diffusion.adapters.controlnet_sd3_diffusers import is_diffusers_sd3_controlnet, load_diffusers_sd3_controlnet
+from diffusion.adapters.controlnet_union import UNION_CONTROLNET_TYPES
 from diffusion.patcher import ModelHandle
 from nodes.loaders import cached_one, dtype_for, node_context
 from nodes.spec import Combo, FileList, Float, Input, Node, Output

@@ -3,7 +3,7 @@ diffusers model folder under models/diffusers.
 
 `model_path` lists every folder (relative, "/"-separated) below a diffusers search path that holds a
 `model_index.json`, as ComfyUI walks them ("." for a search path that is itself such a folder). The parts are
-converted to the single-file layout (`diffusion/diffusers_convert.py`) and assembled like a checkpoint, through the
+converted to the single-file layout (`diffusion/files/diffusers_convert.py`) and assembled like a checkpoint, through the
 memory manager's file cache and precisions as CheckpointLoaderSimple is.
 """
 from __future__ import annotations
@@ -12,10 +12,10 @@ import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
-from diffusion.assemble import clip_socket, load_diffusers_modules, model_socket, vae_socket
+from diffusion.files.assemble import clip_socket, load_diffusers_modules, model_socket, vae_socket
 from diffusion.patcher import ModelHandle
-from diffusion.text_encoders import CLIP
-from diffusion.vae import VAE
+from diffusion.text.text_encoders import CLIP
+from diffusion.networks.vae import VAE
 from folders import resolve_inside
 from nodes.loaders import _folders, cached_parts, embedding_directories, node_context, precision
 from nodes.spec import Combo, FileIndex, FileList, Node, Output

@@ -3,14 +3,14 @@
 Workflows made with the pack (category "bootleg") load unchanged: `unet_name` lists the .gguf files of
 models/unet and models/diffusion_models (the pack's "unet_gguf" kind). The quantised weights stay packed in memory
 and are dequantised layer by layer to the precision the memory manager chooses for the UNet
-(diffusion/gguf_loading.py, diffusion/gguf_quants.py); LoRA and other weight patches are applied to each
+(diffusion/files/gguf_loading.py, diffusion/files/gguf_quants.py); LoRA and other weight patches are applied to each
 dequantised copy, never to the packed blocks.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from diffusion.assemble import load_gguf_unet_module, model_socket
+from diffusion.files.assemble import load_gguf_unet_module, model_socket
 from diffusion.patcher import ModelHandle
 from nodes.loaders import cached_one, dtype_for, node_context
 from nodes.spec import Boolean, Combo, FileList, Node, Output

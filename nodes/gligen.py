@@ -2,16 +2,16 @@
 categories, `nodes.py`).
 
 The loader reads a GLIGEN file from models/gligen in the manager's UNet precision and returns a `ModelHandle` on the
-`diffusion.gligen.Gligen` network (the sampler has the memory manager place it, see `nodes/sampling.cond_models`).
+`diffusion.adapters.gligen.Gligen` network (the sampler has the memory manager place it, see `nodes/sampling.cond_models`).
 The apply node encodes a phrase, and appends `(pooled, height//8, width//8, y//8, x//8)` (the box in latent pixels)
 to each entry's `gligen: ("position", model, boxes)`; the sampler turns it into the UNet's middle patch.
 """
 from __future__ import annotations
 
-from diffusion.checkpoint import read_state_dict
-from diffusion.gligen import Gligen, load_gligen
+from diffusion.files.checkpoint import read_state_dict
+from diffusion.adapters.gligen import Gligen, load_gligen
 from diffusion.patcher import ModelHandle
-from nodes.conditioning import clip_on_device
+from nodes.text_encode import clip_on_device
 from nodes.loaders import cached_one, dtype_for, node_context
 from nodes.spec import Combo, FileList, Input, Int, Node, Output, String
 

@@ -1,6 +1,6 @@
 """Guidance nodes: PerpNeg, PerpNegGuider, APG, CFGZeroStar, CFGNorm, TCFG, Mahiro, FreSca and Epsilon Scaling.
 
-Each MODEL node returns a clone whose model options carry a CFG hook from `diffusion/guidance_patches.py`;
+Each MODEL node returns a clone whose model options carry a CFG hook from `diffusion/sampling/guidance_patches.py`;
 PerpNegGuider returns a GUIDER. Names, inputs, defaults, ranges, categories and display names are ComfyUI's
 (`comfy_extras/nodes_perpneg.py`, `nodes_apg.py`, `nodes_cfg.py`, `nodes_tcfg.py`, `nodes_mahiro.py`,
 `nodes_fresca.py`, `nodes_eps.py`).
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from diffusion.guidance_patches import (APGPatch, CFGNormPatch, EpsilonScalingPatch, FreScaPatch, PerpNegCFG,
+from diffusion.sampling.guidance_patches import (APGPatch, CFGNormPatch, EpsilonScalingPatch, FreScaPatch, PerpNegCFG,
                                         PerpNegGuider as PerpNegGuidance, cfg_zero_star, mahiro, tcfg)
 from diffusion.patcher import ModelHandle
 from nodes.sampling import cfg_input

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from diffusion.conditioning import calc_cond_batch
+from diffusion.sampling.conditioning import calc_cond_batch
 from diffusion.patcher import ModelHandle
 from nodes.spec import Float, Input, Node, Output
 

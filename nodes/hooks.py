@@ -2,7 +2,7 @@
 
 Names, inputs (order, defaults, ranges), outputs and categories are ComfyUI's (comfy_extras/nodes_hooks.py, all
 marked experimental there too). The HOOKS and HOOK_KEYFRAMES values and the conditioning semantics live in
-`diffusion/hooks.py`; at sampling, conds carrying hooks run with their group's LoRA patches applied per model call
+`diffusion/adapters/hooks.py`; at sampling, conds carrying hooks run with their group's LoRA patches applied per model call
 at the keyframe strength of the current step, and the weights are restored after each call.
 """
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any, Callable
 
 import torch
 
-from diffusion.hooks import (INTERPOLATIONS, HookGroup, HookKeyframe, HookKeyframeGroup, WeightHook, clip_schedule,
+from diffusion.adapters.hooks import (INTERPOLATIONS, HookGroup, HookKeyframe, HookKeyframeGroup, WeightHook, clip_schedule,
                              hook_patches,
                              interpolate, set_default_and_combine, set_props, set_props_and_combine)
-from diffusion.text_encoders import CLIP
+from diffusion.text.text_encoders import CLIP
 from nodes.loaders import load_checkpoint_sockets, node_context
 from nodes.lora import LoraFileCache, lora_source
 from nodes.spec import Boolean, Combo, FileList, Float, Input, Int, Node, Output

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from diffusion.vae import VAE
-from nodes.conditioning_ops import Conditioning, set_values
+from diffusion.networks.vae import VAE
+from nodes.conditioning_edit import Conditioning, set_values
 from nodes.spec import Boolean, Input, Int, Node, Output
 from nodes.vae_nodes import encode
 

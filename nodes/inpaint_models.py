@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from diffusion.differential_diffusion import DifferentialMask
+from diffusion.sampling.differential_diffusion import DifferentialMask
 from diffusion.patcher import ModelHandle
 from nodes.spec import Float, Input, Node, Output
 from nodes.upscaling_math import common_upscale

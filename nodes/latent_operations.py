@@ -15,10 +15,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from diffusion.assemble import model_sampling_of
+from diffusion.files.assemble import model_sampling_of
 from diffusion.patcher import ModelHandle
-from nodes.image_ops import gaussian_kernel
-from nodes.latent_ops import MAX_RESOLUTION, Latent
+from nodes.image_editing import gaussian_kernel
+from nodes.latent_transforms import MAX_RESOLUTION, Latent
 from nodes.spec import Combo, Float, Input, Int, Node, Output
 from nodes.upscaling_math import repeat_to_batch_size
 

@@ -4,7 +4,7 @@ Names, inputs, outputs, categories and display names are ComfyUI's (`nodes.py`).
 through the running node's folders, reads it in the precision the memory manager chooses (`dtype_for`), and goes
 through the manager's file cache (`models.files`), so a file already held by any cached output is never read
 twice. The base modules are shared; every call returns fresh socket values (handles) around them
-(`diffusion/assemble.py`). Weights are read on the CPU: the manager places them when a node uses them.
+(`diffusion/files/assemble.py`). Weights are read on the CPU: the manager places them when a node uses them.
 """
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from typing import Any, Callable
 
 import torch
 
-from diffusion.assemble import (Precision, clip_socket, load_checkpoint_modules, load_clip_text_encoder_module,
+from diffusion.files.assemble import (Precision, clip_socket, load_checkpoint_modules, load_clip_text_encoder_module,
                                 load_dual_text_encoder_module, load_single_sd3_text_encoder_module,
                                 load_unet_module, load_vae_module, model_socket, vae_socket)
-from diffusion.checkpoint import UNET_PREFIX, stored_fp8_dtype
+from diffusion.files.checkpoint import UNET_PREFIX, stored_fp8_dtype
 from diffusion.patcher import ModelHandle
-from diffusion.text_encoders import CLIP
-from diffusion.vae import VAE
+from diffusion.text.text_encoders import CLIP
+from diffusion.networks.vae import VAE
 from nodes.context import FoldersLike, NodeContext, current_or_none
 from nodes.previews import find_approx_file
 from nodes.spec import Combo, FileIndex, FileList, Node, Output
@@ -104,7 +104,7 @@ def embedding_directories(folders: FoldersLike) -> list[str]:
 
 def text_encoder_directories(folders: FoldersLike) -> list[Path]:
     """The text-encoder folders (models/text_encoders, models/clip, extra paths): where T5's tokenizer is also
-    looked for (`diffusion.t5_tokenizer`)."""
+    looked for (`diffusion.text.t5_tokenizer`)."""
     try:
         return list(folders.folder_paths("text_encoders"))
     except KeyError:
@@ -182,7 +182,7 @@ class VAEFileList(FileList):
 
 def load_taesd_vae(ctx: NodeContext, name: str = TAESD) -> VAE:
     """TAESD ("taesd", SD1/SD2) or TAESDXL ("taesdxl") as a VAE (both halves from models/vae_approx)."""
-    from diffusion.taesd import load_taesd_autoencoder
+    from diffusion.networks.taesd import load_taesd_autoencoder
 
     enc, dec = find_approx_file(ctx, f"{name}_encoder"), find_approx_file(ctx, f"{name}_decoder")
     if enc is None or dec is None:

@@ -1,7 +1,7 @@
 """LoRA nodes: LoraLoader and LoraLoaderModelOnly.
 
 Names, inputs, ranges, tooltips and outputs are ComfyUI's (`nodes.py`). A LoRA file (any of the layouts
-`diffusion/lora.py` reads) becomes weight patches on clones of the MODEL and CLIP handles; the memory manager
+`diffusion/adapters/lora.py` reads) becomes weight patches on clones of the MODEL and CLIP handles; the memory manager
 applies them when the model is loaded and restores the base weights when it is offloaded or another clone is
 used, so the cached base weights never change. File keys that name nothing in either model are logged as ComfyUI
 does ("lora key not loaded").
@@ -15,10 +15,10 @@ from typing import Hashable
 
 import torch
 
-from diffusion.checkpoint import read_state_dict
-from diffusion.lora import LoraResult, apply_lora
+from diffusion.files.checkpoint import read_state_dict
+from diffusion.adapters.lora import LoraResult, apply_lora
 from diffusion.patcher import ModelHandle
-from diffusion.text_encoders import CLIP
+from diffusion.text.text_encoders import CLIP
 from nodes.loaders import node_context
 from nodes.spec import Combo, FileList, Float, Input, Node, Output
 

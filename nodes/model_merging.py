@@ -3,7 +3,7 @@ CLIPMergeSimple, CLIPMergeAdd, CLIPMergeSubtract, ModelMergeSD1/SD2 (`nodes_mode
 CheckpointSave and VAESave.
 
 Names, inputs, defaults, ranges and categories are ComfyUI's (`comfy_extras/nodes_model_merging.py`). Merges are
-weight patches on a clone of the first model (`diffusion/merge.py`), applied when the model is loaded. The save
+weight patches on a clone of the first model (`diffusion/files/merge.py`), applied when the model is loaded. The save
 nodes write the patched weights (LoRA and merges baked in) as `.safetensors` files in the output folder, in the
 single-file layout the loaders read, with the workflow as metadata (`prompt`, and each `extra_pnginfo` entry as
 JSON) as ComfyUI writes it.
@@ -17,12 +17,12 @@ from typing import Any, Callable
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from diffusion.merge import CLIP_SKIP_SUFFIXES, UNET_PREFIX, block_ratio, checkpoint_layout, merge_into
+from diffusion.files.merge import CLIP_SKIP_SUFFIXES, UNET_PREFIX, block_ratio, checkpoint_layout, merge_into
 from diffusion.patcher import ModelHandle, apply_patches
-from diffusion.text_encoders import CLIP
-from diffusion.vae import VAE
+from diffusion.text.text_encoders import CLIP
+from diffusion.networks.vae import VAE
 from nodes.context import current_or_none
-from nodes.image_io import save_image_path
+from nodes.image_file_helpers import save_image_path
 from nodes.loaders import node_context
 from nodes.spec import Float, Hidden, Input, Node, Output, String
 

@@ -5,7 +5,7 @@
 """
 from __future__ import annotations
 
-from diffusion.merge import UNET_PREFIX, merge_into
+from diffusion.files.merge import UNET_PREFIX, merge_into
 from diffusion.patcher import ModelHandle
 from nodes.model_merging import base_reader
 from nodes.model_merging_sdxl import longest_prefix_ratio

@@ -3,11 +3,11 @@
 `input_blocks.0` … `input_blocks.8`, `middle_block.0` … `middle_block.2`, `output_blocks.0` … `output_blocks.8`,
 `out.` —, defaults and semantics). A weight takes the ratio of the longest input name its LDM key starts with
 (the first input's where none does); the merge is ratio·model1 + (1 − ratio)·model2, as weight patches on a clone
-of model1 (`diffusion/merge.py`).
+of model1 (`diffusion/files/merge.py`).
 """
 from __future__ import annotations
 
-from diffusion.merge import UNET_PREFIX, merge_into
+from diffusion.files.merge import UNET_PREFIX, merge_into
 from diffusion.patcher import ModelHandle
 from nodes.model_merging import base_reader
 from nodes.spec import Float, Input, Node, Output

@@ -2,14 +2,14 @@
 
 Names, inputs, defaults, ranges, categories and display names are ComfyUI's (`comfy_extras/nodes_freelunch.py`,
 `nodes_model_downscale.py`, `nodes_hypernetwork.py`). Each node returns a clone of the MODEL handle with a patch
-added to its `transformer_options["patches"]` (`diffusion/model_patches.py`); the weights are untouched.
+added to its `transformer_options["patches"]` (`diffusion/adapters/model_patches.py`); the weights are untouched.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from diffusion.assemble import model_sampling_of
-from diffusion.model_patches import (DeepShrinkInput, DeepShrinkOutput, FreeUPatch, HypernetworkPatch,
+from diffusion.files.assemble import model_sampling_of
+from diffusion.adapters.model_patches import (DeepShrinkInput, DeepShrinkOutput, FreeUPatch, HypernetworkPatch,
                                      read_hypernetwork)
 from diffusion.patcher import ModelHandle
 from nodes.loaders import node_context

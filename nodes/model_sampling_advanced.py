@@ -3,15 +3,15 @@ ModelComputeDtype (ComfyUI `comfy_extras/nodes_model_advanced.py`, same names, i
 
 "edm" is EDM preconditioning with σ_data 0.5, "edm_playground_v2.5" the same plus Playground v2.5's latent
 format, "v_prediction" (CosXL and other EDM-v fine-tunes) and "eps" keep σ_data 1. The schedule lives in
-`diffusion/model_sampling_continuous.py`; the patch is an object patch on the clone, the base model is untouched.
+`diffusion/sampling/model_sampling_continuous.py`; the patch is an object patch on the clone, the base model is untouched.
 ModelComputeDtype only records the wish (`model_compute_dtype` option on a clone); the model manager carries it out.
 """
 from __future__ import annotations
 
 import torch
 
-from diffusion.latent_formats import PLAYGROUND_V25
-from diffusion.model_sampling_continuous import ContinuousSampling
+from diffusion.files.latent_formats import PLAYGROUND_V25
+from diffusion.sampling.model_sampling_continuous import ContinuousSampling
 from diffusion.patcher import ModelHandle
 from nodes.spec import Combo, Float, Input, Node, Output
 

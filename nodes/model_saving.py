@@ -16,10 +16,10 @@ from typing import Any
 
 from torch import Tensor
 
-from diffusion.lora_extract import LORA_TYPES, lora_state_dict
-from diffusion.merge import UNET_PREFIX, checkpoint_layout, hf_text_layout, sub_state
+from diffusion.adapters.lora_extract import LORA_TYPES, lora_state_dict
+from diffusion.files.merge import UNET_PREFIX, checkpoint_layout, hf_text_layout, sub_state
 from diffusion.patcher import ModelHandle
-from diffusion.text_encoders import CLIP, TextEncoder, towers_of
+from diffusion.text.text_encoders import CLIP, TextEncoder, towers_of
 from nodes.model_merging import _SAVE_HIDDEN, CATEGORY, patched_state_dict, save_metadata, save_tensors
 from nodes.spec import Boolean, Combo, Input, Int, Node, String
 

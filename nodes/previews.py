@@ -40,7 +40,7 @@ def preview_decoder(ctx: NodeContext, model: Any) -> torch.nn.Module | None:
     if path is None:
         return None
     try:
-        from diffusion.taesd import load_taesd_decoder
+        from diffusion.networks.taesd import load_taesd_decoder
     except ImportError:
         return None
     channels = getattr(model.latent_format, "channels", 4)  # TAESD3 decodes the 16-channel SD3 latent

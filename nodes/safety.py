@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffusion.clip_vision import clip_preprocess
+from diffusion.networks.clip_vision import clip_preprocess
 from diffusion.patcher import ModelHandle
 from nodes.context import NodeContext
 from nodes.loaders import cached_one, node_context

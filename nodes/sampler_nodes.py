@@ -2,7 +2,7 @@
 SamplerEulerCFGpp, SamplerLMS, SamplerDPMPP_2M_SDE, SamplerDPMPP_3M_SDE, SamplerDPMPP_SDE,
 SamplerDPMPP_2S_Ancestral, SamplerDPMAdaptative, SamplerER_SDE, SamplerSASolver and SamplerLCMUpscale.
 
-Each returns a `diffusion.sample.Sampler` (the function and its options) that SamplerCustom(Advanced) runs.
+Each returns a `diffusion.sampling.sample.Sampler` (the function and its options) that SamplerCustom(Advanced) runs.
 Names, inputs, defaults, ranges, categories and display names are ComfyUI's (`comfy_extras/nodes_custom_sampler.py`,
 `nodes_advanced_samplers.py`); "noise_device" picks the `_gpu` variant whose Brownian tree lives on the latent's
 device, as ComfyUI does.
@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from diffusion.assemble import model_sampling_of
+from diffusion.files.assemble import model_sampling_of
 from diffusion.patcher import ModelHandle
-from diffusion.sample import Sampler, sampler_object
-from diffusion.samplers import get_sampler
-from diffusion.samplers.sa_solver import tau_interval
-from diffusion.samplers.variants import sample_euler_cfg_pp_alternative, sample_lcm_upscale
+from diffusion.sampling.sample import Sampler, sampler_object
+from diffusion.sampling.samplers import get_sampler
+from diffusion.sampling.samplers.sa_solver import tau_interval
+from diffusion.sampling.samplers.variants import sample_euler_cfg_pp_alternative, sample_lcm_upscale
 from nodes.spec import Boolean, Combo, Float, Input, Int, Node, Output
 from nodes.upscaling_math import common_upscale
 

@@ -1,7 +1,7 @@
 """Sampling nodes: KSampler and KSamplerAdvanced, and the model patches ModelSamplingDiscrete and RescaleCFG.
 
 Names, inputs, ranges, categories and display names are ComfyUI's (`nodes.py`, `comfy_extras/
-nodes_model_advanced.py`). The maths lives in `diffusion/sample.py`; this module adds what a node needs around it:
+nodes_model_advanced.py`). The maths lives in `diffusion/sampling/sample.py`; this module adds what a node needs around it:
 the initial noise from the seed (DESIGN.md's seeding contract, `batch_index` honoured), the model placed by the
 memory manager for the run (`run_with_model`), per-step progress with a latent→RGB preview every few steps
 (`progress_callback`; TAESD when a decoder file is in models/vae_approx), and the interrupt checked before every
@@ -16,15 +16,15 @@ from typing import Any, Callable, TypeVar
 import torch
 from PIL import Image
 
-from diffusion.diffusion_model import DiffusionModel
-from diffusion.guidance import rescale_cfg_patch
-from diffusion.latent_formats import latent_to_rgb_preview
-from diffusion.model_sampling import ModelSampling
-from diffusion.noise import prepare_noise
+from diffusion.networks.diffusion_model import DiffusionModel
+from diffusion.sampling.guidance import rescale_cfg_patch
+from diffusion.files.latent_formats import latent_to_rgb_preview
+from diffusion.sampling.model_sampling import ModelSampling
+from diffusion.sampling.noise import prepare_noise
 from diffusion.patcher import ModelHandle
-from diffusion.sample import sample
-from diffusion.samplers import SAMPLER_NAMES
-from diffusion.schedules import SCHEDULER_NAMES
+from diffusion.sampling.sample import sample
+from diffusion.sampling.samplers import SAMPLER_NAMES
+from diffusion.sampling.schedules import SCHEDULER_NAMES
 from nodes.context import NodeContext, current_or_none
 from nodes.previews import preview_decoder
 from nodes.spec import Boolean, Combo, Float, Input, Int, Node, Output
@@ -68,7 +68,7 @@ def run_with_model(handle: Any, latent_shape: tuple[int, ...], fn: Callable[[Dif
     if ctx is None or ctx.models is None:
         return fn(module, torch.device("cpu"))
     net = getattr(module, "diffusion_model", None)
-    # in the compute dtype (weights may be stored in fp8 or GGUF blocks: diffusion/weight_cast.py)
+    # in the compute dtype (weights may be stored in fp8 or GGUF blocks: diffusion/networks/weight_cast.py)
     working = module.working_memory(latent_shape, cond_batch, dtype=getattr(net, "compute_dtype", None))
     with ctx.models.use([handle, *(extra or [])], working_memory=working) as device:
         return fn(module, torch.device(device) if device is not None else torch.device("cpu"))

@@ -5,7 +5,7 @@ sources (NOISE: RandomNoise, DisableNoise) and guiders (GUIDER: CFGGuider, Basic
 
 Names, inputs, ranges and categories are ComfyUI's (`comfy_extras/nodes_custom_sampler.py`,
 `nodes_align_your_steps.py`). SIGMAS are 1-D float tensors ending in 0; a NOISE is an object with `seed` and
-`generate_noise(latent)`; a GUIDER is a `diffusion.guidance` guider holding the MODEL handle it needs placed.
+`generate_noise(latent)`; a GUIDER is a `diffusion.sampling.guidance` guider holding the MODEL handle it needs placed.
 """
 from __future__ import annotations
 
@@ -14,16 +14,16 @@ from typing import Any
 
 import torch
 
-from diffusion.assemble import model_sampling_of
-from diffusion.diffusion_model import DiffusionModel
-from diffusion.guidance import BasicGuider as BasicGuidance
-from diffusion.guidance import CFGGuider as CFGGuidance
-from diffusion.guidance import DualCFGGuider as DualCFGGuidance
-from diffusion.noise import prepare_noise
+from diffusion.files.assemble import model_sampling_of
+from diffusion.networks.diffusion_model import DiffusionModel
+from diffusion.sampling.guidance import BasicGuider as BasicGuidance
+from diffusion.sampling.guidance import CFGGuider as CFGGuidance
+from diffusion.sampling.guidance import DualCFGGuider as DualCFGGuidance
+from diffusion.sampling.noise import prepare_noise
 from diffusion.patcher import ModelHandle
-from diffusion.sample import Sampler, sample_custom, sampler_object
-from diffusion.samplers import SAMPLER_NAMES
-from diffusion.schedules import (AYS_NOISE_LEVELS, SCHEDULER_NAMES, align_your_steps, get_sigmas_exponential,
+from diffusion.sampling.sample import Sampler, sample_custom, sampler_object
+from diffusion.sampling.samplers import SAMPLER_NAMES
+from diffusion.sampling.schedules import (AYS_NOISE_LEVELS, SCHEDULER_NAMES, align_your_steps, get_sigmas_exponential,
                                  get_sigmas_karras, get_sigmas_polyexponential, scheduler_sigmas, sdturbo_schedule)
 from nodes.context import current_or_none
 from nodes.sampling import (SEED_MAX, Latent, cfg_input, cond_models, fix_empty_latent_channels, initial_noise,

@@ -5,7 +5,7 @@ SkipLayerGuidanceSD3 (ComfyUI `comfy_extras/nodes_slg.py` as the spec): while σ
 skipped, and after CFG denoised += scale·(cond − cond_skipped).
 
 Names, inputs, ranges, categories and defaults are ComfyUI's (`comfy_extras/nodes_sd3.py`,
-`comfy_extras/nodes_model_advanced.py`). The flow schedule itself lives in `diffusion.model_sampling_flow`.
+`comfy_extras/nodes_model_advanced.py`). The flow schedule itself lives in `diffusion.sampling.model_sampling_flow`.
 """
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
-from diffusion.assemble import model_sampling_of
-from diffusion.conditioning import calc_cond_batch
-from diffusion.model_sampling_flow import AURAFLOW_SHIFT, SD3_SHIFT, FlowSampling
+from diffusion.files.assemble import model_sampling_of
+from diffusion.sampling.conditioning import calc_cond_batch
+from diffusion.sampling.model_sampling_flow import AURAFLOW_SHIFT, SD3_SHIFT, FlowSampling
 from diffusion.patcher import ModelHandle
-from nodes.latent import DOWNSCALE, MAX_RESOLUTION, Latent, intermediate_device
+from nodes.latent_create import DOWNSCALE, MAX_RESOLUTION, Latent, intermediate_device
 from nodes.spec import Float, Input, Int, Node, Output, String
 
 SD3_LATENT_CHANNELS = 16

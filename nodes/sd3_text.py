@@ -8,9 +8,9 @@ CLIP-L's and CLIP-G's token lists are padded with empty-prompt chunks to the sam
 """
 from __future__ import annotations
 
-from diffusion.assemble import clip_socket, load_sd3_text_encoder_module
-from diffusion.text_encoders import CLIP
-from nodes.conditioning import Conditioning, clip_on_device
+from diffusion.files.assemble import clip_socket, load_sd3_text_encoder_module
+from diffusion.text.text_encoders import CLIP
+from nodes.text_encode import Conditioning, clip_on_device
 from nodes.loaders import _folders, cached_one, dtype_for, embedding_directories, node_context, \
     text_encoder_directories
 from nodes.spec import Combo, FileList, Input, Node, Output, String

@@ -3,8 +3,8 @@ GITSScheduler and OptimalStepsScheduler; the sigma tools SetFirstSigma, ExtendIn
 SamplingPercentToSigma; AddNoise (noise a latent to the level of a sigma list without sampling).
 
 Names, inputs, defaults, ranges and categories are ComfyUI's (`comfy_extras/nodes_custom_sampler.py`,
-`nodes_gits.py`, `nodes_optimalsteps.py`). Schedules are computed in `diffusion/schedules.py`,
-`diffusion/sigma_tools.py` and `diffusion/gits_table.py`.
+`nodes_gits.py`, `nodes_optimalsteps.py`). Schedules are computed in `diffusion/sampling/schedules.py`,
+`diffusion/sampling/sigma_tools.py` and `diffusion/sampling/gits_table.py`.
 """
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from typing import Any, Callable
 
 import torch
 
-from diffusion.assemble import model_sampling_of
-from diffusion.gits_table import gits_schedule
+from diffusion.files.assemble import model_sampling_of
+from diffusion.sampling.gits_table import gits_schedule
 from diffusion.patcher import ModelHandle
-from diffusion.schedules import beta_schedule
-from diffusion.sigma_tools import (OPTIMAL_STEPS_NOISE_LEVELS, SPACINGS, extend_intermediate_sigmas,
+from diffusion.sampling.schedules import beta_schedule
+from diffusion.sampling.sigma_tools import (OPTIMAL_STEPS_NOISE_LEVELS, SPACINGS, extend_intermediate_sigmas,
                                    get_sigmas_laplace, get_sigmas_vp, optimal_steps)
 from nodes.sampling import Latent
 from nodes.sampling_custom import SD_SIGMA_MAX, SD_SIGMA_MIN

@@ -1,13 +1,13 @@
 """EasyCache and LazyCache nodes (ComfyUI's `comfy_extras/nodes_easycache.py` names and inputs).
 
-Each returns a clone of the MODEL whose `model_function_wrapper` is a `diffusion.step_cache.StepCache`; sampling
+Each returns a clone of the MODEL whose `model_function_wrapper` is a `diffusion.sampling.step_cache.StepCache`; sampling
 then skips model calls whose estimated output change is below `reuse_threshold` inside start..end percent.
 """
 from __future__ import annotations
 
-from diffusion.assemble import model_sampling_of
+from diffusion.files.assemble import model_sampling_of
 from diffusion.patcher import ModelHandle
-from diffusion.step_cache import StepCache
+from diffusion.sampling.step_cache import StepCache
 from nodes.spec import Boolean, Float, Input, Node, Output
 
 

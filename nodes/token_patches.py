@@ -2,15 +2,15 @@
 SelfAttentionGuidance (guidance from the middle block's self-attention map).
 
 HyperTile and ToMe return a clone of the MODEL with an `attn1_patch` and the matching `attn1_output_patch` from
-`diffusion/token_patches.py`; SAG replaces the middle block's first self-attention and adds a post-CFG function
-(`diffusion/sag.py`). Names, inputs, defaults, ranges, categories and display names are ComfyUI's
+`diffusion/adapters/token_patches.py`; SAG replaces the middle block's first self-attention and adds a post-CFG function
+(`diffusion/sampling/sag.py`). Names, inputs, defaults, ranges, categories and display names are ComfyUI's
 (`comfy_extras/nodes_hypertile.py`, `nodes_tomesd.py`, `nodes_sag.py`).
 """
 from __future__ import annotations
 
 from diffusion.patcher import ModelHandle
-from diffusion.sag import SelfAttentionGuidancePatch
-from diffusion.token_patches import HyperTilePatch, RestoreTokens, TomePatch, hypertile_widths
+from diffusion.sampling.sag import SelfAttentionGuidancePatch
+from diffusion.adapters.token_patches import HyperTilePatch, RestoreTokens, TomePatch, hypertile_widths
 from nodes.model_patches import model_channels, with_unet_patch
 from nodes.spec import Boolean, Float, Input, Int, Node, Output
 

@@ -1,7 +1,7 @@
 """TorchCompileModel (ComfyUI's `comfy_extras/nodes_torch_compile.py` name and `backend` input).
 
 The node only asks for compilation: it returns a clone of the MODEL whose options carry `torch_compile`; the memory
-manager compiles the network when it loads it (`diffusion/compile.py`: one graph per input shape and dtype, so a
+manager compiles the network when it loads it (`diffusion/networks/compile.py`: one graph per input shape and dtype, so a
 seed change does not recompile). A backend this platform's torch does not offer is a clear error here.
 """
 from __future__ import annotations

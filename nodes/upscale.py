@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from diffusion.patcher import ModelHandle
-from diffusion.upscale import (DEFAULT_OVERLAP, DEFAULT_TILE, load_upscale_model, read_upscale_state_dict,
+from diffusion.networks.upscale import (DEFAULT_OVERLAP, DEFAULT_TILE, load_upscale_model, read_upscale_state_dict,
                                tile_steps, upscale_with_retries)
 from nodes.loaders import cached_one, node_context
 from nodes.spec import Combo, FileList, Input, Node, Output

@@ -12,7 +12,7 @@ from typing import Any, Callable, TypeVar
 
 import torch
 
-from diffusion.vae import VAE
+from diffusion.networks.vae import VAE
 from nodes.context import current_or_none
 from nodes.spec import Input, Int, Node, Output
 

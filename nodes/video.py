@@ -17,10 +17,10 @@ import av
 import torch
 
 from folders import UnsafePathError
-from nodes import image_io
+from nodes import image_file_helpers
 from nodes.context import current_or_none
-from nodes.image import _PREFIX_TOOLTIP, _folders, resolve_image
-from nodes.image_files import create_exclusive
+from nodes.image_save_load import _PREFIX_TOOLTIP, _folders, resolve_image
+from nodes.image_save_formats import create_exclusive
 from nodes.spec import Combo, FileList, Float, Hidden, Input, Node, NodeOutput, Output, String
 from nodes.video_io import (VIDEO_CODECS, VIDEO_FORMATS, VIDEO_SUFFIXES, VideoComponents, VideoFromComponents,
                             VideoFromFile, Video, container_extension)
@@ -35,7 +35,7 @@ _WEBM_CODECS = {"vp9": "libvpx-vp9", "av1": "libsvtav1"}
 def _write_new(prefix: str, width: int, height: int, suffix: str, prompt: Any, write: Any) -> dict[str, str]:
     """Claim the next free `<prefix>_<counter>_.<suffix>` in the output folder, fill it with `write(path)`
     (removing it if that fails) and return its ui entry."""
-    where = image_io.save_image_path(prefix, _folders().output_directory, width=width, height=height,
+    where = image_file_helpers.save_image_path(prefix, _folders().output_directory, width=width, height=height,
                                      prompt=prompt)
     path, handle, _ = create_exclusive(where.folder, where.filename, where.counter, suffix)
     handle.close()

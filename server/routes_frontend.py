@@ -188,7 +188,7 @@ async def get_view_metadata(request: web.Request) -> web.Response:
     if path is None or not Path(path).is_file() or Path(path).suffix.lower() != ".safetensors":
         return web.json_response({"error": {"type": "not_found", "message": "no safetensors file of that name"}},
                                  status=404)
-    from diffusion.checkpoint import CheckpointError, read_metadata
+    from diffusion.files.checkpoint import CheckpointError, read_metadata
 
     try:
         return web.json_response(read_metadata(path))

@@ -12,10 +12,10 @@ import torch
 
 gguf = pytest.importorskip("gguf")
 
-from diffusion.assemble import load_unet_module  # noqa: E402
-from diffusion.gguf_loading import load_gguf_unet  # noqa: E402
-from diffusion.gguf_quants import QUANT_SIZES, dequantize  # noqa: E402
-from diffusion.weight_cast import weight_bytes  # noqa: E402
+from diffusion.files.assemble import load_unet_module  # noqa: E402
+from diffusion.files.gguf_loading import load_gguf_unet  # noqa: E402
+from diffusion.files.gguf_quants import QUANT_SIZES, dequantize  # noqa: E402
+from diffusion.networks.weight_cast import weight_bytes  # noqa: E402
 from tests.fixtures.tiny_checkpoints import tiny_unet_state_dict, write_tiny_unet  # noqa: E402
 from tests.nodes.sd_env import SDEnv, txt2img  # noqa: E402
 
@@ -107,7 +107,7 @@ def _write_gguf(path: Path, sd: dict[str, torch.Tensor], arch: str, qtype: "gguf
 
 
 def test_gguf_mmdit_within_quantisation_error(tmp_path: Path) -> None:
-    from diffusion.mmdit_loading import build_mmdit
+    from diffusion.files.mmdit_loading import build_mmdit
     from tests.fixtures.tiny_sd3 import TINY_SD3, tiny_sd3_state_dict
     from tests.fixtures.tiny_sdxl import G_WIDTH, L_WIDTH
 
@@ -127,7 +127,7 @@ def test_gguf_mmdit_within_quantisation_error(tmp_path: Path) -> None:
 
 
 def test_lora_on_packed_weights_applies_per_call_and_comes_off(tmp_path: Path) -> None:
-    from diffusion.assemble import load_gguf_unet_module, model_socket
+    from diffusion.files.assemble import load_gguf_unet_module, model_socket
     from diffusion.patcher import WeightPatch
     from executor.memory import MemoryPolicy, ModelManager
 

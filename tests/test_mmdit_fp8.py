@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from diffusion.assemble import Precision, load_checkpoint_modules
+from diffusion.files.assemble import Precision, load_checkpoint_modules
 from tests.fixtures.tiny_sd3 import TINY_SD3, tiny_sd3_state_dict
 from tests.fixtures.tiny_sdxl import L_WIDTH, G_WIDTH, write
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from diffusion.families import latent_format_for
-from diffusion.latent_formats import SD3
-from diffusion.model_sampling_flow import FlowSampling, time_snr_shift
-from diffusion.schedules import calculate_sigmas
+from diffusion.files.latent_formats import SD3
+from diffusion.sampling.model_sampling_flow import FlowSampling, time_snr_shift
+from diffusion.sampling.schedules import calculate_sigmas
 
 
 def test_schedules_on_the_shifted_flow_table() -> None:
@@ -50,8 +50,8 @@ def test_sd3_latent_format() -> None:
 def test_sd3_previews_latent2rgb_and_taesd3(tmp_path) -> None:
     from safetensors.torch import save_file
 
-    from diffusion.latent_formats import latent_to_rgb_preview
-    from diffusion.taesd import decoder, load_taesd_decoder
+    from diffusion.files.latent_formats import latent_to_rgb_preview
+    from diffusion.networks.taesd import decoder, load_taesd_decoder
 
     latent = torch.randn(1, 16, 8, 8)
     assert latent_to_rgb_preview(latent, SD3).shape == (8, 8, 3)

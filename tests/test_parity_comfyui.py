@@ -99,7 +99,7 @@ def node_context(reference_checkpoint: Path, tmp_path_factory: pytest.TempPathFa
 
 @pytest.fixture(scope="module")
 def loaded(node_context: NodeContext) -> dict[str, Any]:
-    from nodes.conditioning import CLIPTextEncode
+    from nodes.text_encode import CLIPTextEncode
     from nodes.loaders import CheckpointLoaderSimple
 
     with running(node_context):
@@ -151,7 +151,7 @@ def test_stage_first_denoised_prediction(loaded: dict[str, Any], reference: dict
 
 def test_stage_final_latent_and_image(loaded: dict[str, Any], reference: dict[str, torch.Tensor],
                                       node_context: NodeContext) -> None:
-    from nodes.latent import EmptyLatentImage
+    from nodes.latent_create import EmptyLatentImage
     from nodes.sampling import KSampler
     from nodes.vae_nodes import VAEDecode
 

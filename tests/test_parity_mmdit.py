@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffusion.mmdit import MMDiT, MMDiTConfig, mmdit_config_from_state_dict, sincos_pos_embed_2d
+from diffusion.networks.mmdit import MMDiT, MMDiTConfig, mmdit_config_from_state_dict, sincos_pos_embed_2d
 
 diffusers = pytest.importorskip("diffusers")
 from diffusers import SD3Transformer2DModel  # noqa: E402

@@ -61,7 +61,7 @@ def node_context(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 @pytest.fixture(scope="module")
 def loaded(node_context: NodeContext) -> dict[str, Any]:
-    from nodes.conditioning import CLIPTextEncode
+    from nodes.text_encode import CLIPTextEncode
     from nodes.loaders import CheckpointLoaderSimple, DualCLIPLoader
     from nodes.sd3 import ModelSamplingSD3
 
@@ -118,7 +118,7 @@ def test_stage_pooled_vector_y(loaded: dict[str, Any], reference: dict[str, torc
 
 def test_stage_sigmas_noise_and_first_latent(loaded: dict[str, Any], reference: dict[str, torch.Tensor],
                                              node_context: NodeContext) -> None:
-    from diffusion.assemble import model_sampling_of
+    from diffusion.files.assemble import model_sampling_of
     from nodes.sampling import initial_noise
     from nodes.sampling_custom import BasicScheduler
 

@@ -60,7 +60,7 @@ def node_context(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 @pytest.fixture(scope="module")
 def loaded(node_context: NodeContext) -> dict[str, Any]:
-    from nodes.conditioning import CLIPTextEncode
+    from nodes.text_encode import CLIPTextEncode
     from nodes.loaders import CheckpointLoaderSimple
 
     with running(node_context):

@@ -2,7 +2,7 @@
 that imports neither open_clip nor torchvision nor torch._dynamo before a model is loaded.
 
 Real parts throughout: tiny random-weight checkpoints written as fp16 safetensors files in the real key layout,
-loaded by `diffusion.loading`, run by the real networks; the server is a real `python main.py` subprocess.
+loaded by `diffusion.files.loading`, run by the real networks; the server is a real `python main.py` subprocess.
 """
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ import pytest
 import torch
 from torch import nn
 
-from diffusion.assemble import model_socket
-from diffusion.compile import compile_model, is_compiled
-from diffusion.diffusion_model import DiffusionModel
-from diffusion.loading import LoadedCheckpoint, load_checkpoint
+from diffusion.files.assemble import model_socket
+from diffusion.networks.compile import compile_model, is_compiled
+from diffusion.networks.diffusion_model import DiffusionModel
+from diffusion.files.loading import LoadedCheckpoint, load_checkpoint
 from executor.devices import cpu_threads
 from executor.memory import MemoryPolicy, ModelManager
 from tests.fixtures.tiny_checkpoints import TINY_WIDTH, write_tiny_checkpoint

@@ -1,4 +1,4 @@
-"""Weights stored in another dtype than they compute in (diffusion/weight_cast.py, ModelManager.weight_dtype_for):
+"""Weights stored in another dtype than they compute in (diffusion/networks/weight_cast.py, ModelManager.weight_dtype_for):
 fp8 UNet storage halves the resident matmul bytes of fp16 and stays close to the fp16-weight output; ComfyUI's
 --fp16-unet-style flags store in that dtype and compute in fp32 on a CPU (same numbers as fp32 within storage
 rounding) and mean fp16/bf16 arithmetic on a GPU-like device; fp8 checkpoints stay fp8 through the executor."""
@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from diffusion.assemble import Precision, load_checkpoint_modules, load_unet_module
-from diffusion.weight_cast import weight_bytes
+from diffusion.files.assemble import Precision, load_checkpoint_modules, load_unet_module
+from diffusion.networks.weight_cast import weight_bytes
 from executor.devices import FakeDevice
 from executor.memory import MemoryPolicy, ModelManager
 from executor.run import Executor
@@ -147,7 +147,7 @@ def test_scaled_fp8_unet_file(tmp_path: Path, prefixed: bool) -> None:
     save_file({prefix + k: v for k, v in scaled.items()}, str(tmp_path / "s.safetensors"))
     save_file(upcast, str(tmp_path / "ref.safetensors"))
     mm = ModelManager(MemoryPolicy(cpu=True))
-    from diffusion.checkpoint import stored_fp8_dtype
+    from diffusion.files.checkpoint import stored_fp8_dtype
 
     stored = mm.weight_dtype_for("unet", file_dtype=stored_fp8_dtype(tmp_path / "s.safetensors", PREFIX))
     model = load_unet_module(tmp_path / "s.safetensors", torch.float32, stored)

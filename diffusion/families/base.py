@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import torch
 
 from diffusion.families.shapes import UNetShapes
-from diffusion.latent_formats import LatentFormat
-from diffusion.unet import UNetConfig
+from diffusion.files.latent_formats import LatentFormat
+from diffusion.networks.unet import UNetConfig
 
 # Metadata values that say "v-prediction" (modelspec.prediction_type, kohya's and A1111's keys).
 V_VALUES = ("v", "v_prediction", "v-prediction", "vpred", "v-pred")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from diffusion.checkpoint import (
+from diffusion.files.checkpoint import (
     CONDITIONER_PREFIX,
     TEXT_ENCODER_PREFIX,
     UNET_PREFIX,
@@ -22,8 +22,8 @@ from diffusion.checkpoint import (
 from diffusion.families.base import Evidence, SamplingSpec
 from diffusion.families.registry import family_for, get_family
 from diffusion.families.shapes import key_prefixes, read_unet_shapes, vae_config_from_state_dict
-from diffusion.unet import UNetConfig
-from diffusion.vae import VAEConfig
+from diffusion.networks.unet import UNetConfig
+from diffusion.networks.vae import VAEConfig
 
 
 @dataclass(frozen=True)

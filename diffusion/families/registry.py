@@ -7,9 +7,9 @@ that calls `register`; nothing here changes.
 """
 from __future__ import annotations
 
-from diffusion.checkpoint import CheckpointError
+from diffusion.files.checkpoint import CheckpointError
 from diffusion.families.base import Evidence, ModelFamily
-from diffusion.latent_formats import LatentFormat
+from diffusion.files.latent_formats import LatentFormat
 
 _FAMILIES: dict[str, ModelFamily] = {}
 ALIASES = {"sd15": "sd1", "sd21": "sd2"}

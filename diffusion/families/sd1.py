@@ -6,8 +6,8 @@ from __future__ import annotations
 from diffusion.families.base import Evidence, ModelFamily
 from diffusion.families.registry import register
 from diffusion.families.shapes import UNetShapes, config_from_shapes
-from diffusion.latent_formats import SD15
-from diffusion.unet import UNetConfig
+from diffusion.files.latent_formats import SD15
+from diffusion.networks.unet import UNetConfig
 
 _OTHER_WIDTHS = (1024, 1280, 2048)  # the context widths of the other families' real models
 

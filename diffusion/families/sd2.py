@@ -9,8 +9,8 @@ import torch
 from diffusion.families.base import Evidence, ModelFamily
 from diffusion.families.registry import register
 from diffusion.families.shapes import UNetShapes, config_from_shapes, indices
-from diffusion.latent_formats import SD15
-from diffusion.unet import UNetConfig
+from diffusion.files.latent_formats import SD15
+from diffusion.networks.unet import UNetConfig
 
 # ComfyUI's rule (comfy/model_detection.py): SD2 768-v checkpoints have a wider spread of this LayerNorm's bias.
 V_PREDICTION_STD_THRESHOLD = 0.09

@@ -3,19 +3,19 @@
 Text: CLIP-L and OpenCLIP bigG penultimate layers (768 ‖ 1280, zero-padded to 4096) joined along the sequence
 with T5-XXL's last layer; pooled: CLIP-L's unprojected final-norm output at the end token (768) ‖ bigG's projected
 one (1280) = the 2048-wide `y`. The 16-channel VAE with latent (x − 0.0609)·1.5305; rectified-flow sampling with
-shift 3 (`diffusion.model_sampling_flow`). MMDiT files are told by their `joint_blocks` keys
-(`diffusion.mmdit_loading.is_mmdit`) before any UNet shape is read, so `matches` never claims a UNet.
+shift 3 (`diffusion.sampling.model_sampling_flow`). MMDiT files are told by their `joint_blocks` keys
+(`diffusion.files.mmdit_loading.is_mmdit`) before any UNet shape is read, so `matches` never claims a UNet.
 """
 from __future__ import annotations
 
 import torch
 
-from diffusion.checkpoint import CheckpointError
+from diffusion.files.checkpoint import CheckpointError
 from diffusion.families.base import Evidence, ModelFamily
 from diffusion.families.registry import register
 from diffusion.families.shapes import UNetShapes
-from diffusion.latent_formats import SD3 as SD3_LATENT
-from diffusion.unet import UNetConfig
+from diffusion.files.latent_formats import SD3 as SD3_LATENT
+from diffusion.networks.unet import UNetConfig
 
 POOLED_WIDTH = 2048  # CLIP-L 768 ‖ CLIP-G 1280
 
@@ -26,7 +26,7 @@ def matches(evidence: Evidence) -> bool:
 
 
 def unet_config(shapes: UNetShapes) -> UNetConfig:
-    raise CheckpointError("SD3 models are MMDiTs, not UNets: their config is read by diffusion.mmdit")
+    raise CheckpointError("SD3 models are MMDiTs, not UNets: their config is read by diffusion.networks.mmdit")
 
 
 def encode_adm(cond: dict, height: int, width: int, prompt_type: str, adm_channels: int) -> torch.Tensor:

@@ -15,10 +15,10 @@ import torch
 from diffusion.families.base import Evidence, ModelFamily, SamplingSpec
 from diffusion.families.registry import register
 from diffusion.families.shapes import UNetShapes, config_from_shapes
-from diffusion.latent_formats import SDXL as SDXL_LATENT
-from diffusion.noise_augment import NoiseAugmentor, unclip_adm
-from diffusion.unet import UNetConfig
-from diffusion.unet_blocks import timestep_embedding
+from diffusion.files.latent_formats import SDXL as SDXL_LATENT
+from diffusion.adapters.noise_augment import NoiseAugmentor, unclip_adm
+from diffusion.networks.unet import UNetConfig
+from diffusion.networks.unet_blocks import timestep_embedding
 
 ADM_CHANNELS = 2816  # pooled bigG (1280) + 6 size embeddings of 256
 SIZE_EMBEDDING = 256

@@ -10,7 +10,7 @@ import torch
 from diffusion.families.base import Evidence, ModelFamily
 from diffusion.families.registry import register
 from diffusion.families.sdxl import SIZE_EMBEDDING, is_sdxl_layout, pooled_of, size_embeddings, unet_config
-from diffusion.latent_formats import SDXL as SDXL_LATENT
+from diffusion.files.latent_formats import SDXL as SDXL_LATENT
 
 ADM_CHANNELS = 2560  # pooled bigG (1280) + 5 embeddings of 256
 

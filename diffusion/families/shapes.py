@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from diffusion.checkpoint import CheckpointError
-from diffusion.unet import UNetConfig
-from diffusion.vae import VAEConfig
+from diffusion.files.checkpoint import CheckpointError
+from diffusion.networks.unet import UNetConfig
+from diffusion.networks.vae import VAEConfig
 
 
 def key_prefixes(keys: list[str], limit: int = 8) -> list[str]:

@@ -4,7 +4,7 @@ Each helper is passed as `io.NodeOutput(..., ui=helper)` and becomes the node's 
 (the `output` of the `executed` websocket message and of the history) through `as_dict()`,
 in ComfyUI's shapes (`comfy_api/latest/_ui.py`): images `{"images": [{"filename",
 "subfolder", "type"}], "animated": (False,)}`, text `{"text": (value,)}`. Images are written
-with Loom's own PNG writer (`nodes/image_io.py`) into the folders of the running node.
+with Loom's own PNG writer (`nodes/image_file_helpers.py`) into the folders of the running node.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from nodes import image_io
+from nodes import image_file_helpers
 from nodes.context import current
 
 
@@ -55,8 +55,8 @@ class PreviewImage(_UIOutput):
         if folders is None:
             raise RuntimeError("ui.PreviewImage needs the running node's folders (call it inside execute)")
         self.animated = animated
-        self.values = image_io.save_images(image, _temp_prefix(), folders.temp_directory, "temp",
-                                           compress_level=image_io.PREVIEW_COMPRESS_LEVEL)
+        self.values = image_file_helpers.save_images(image, _temp_prefix(), folders.temp_directory, "temp",
+                                           compress_level=image_file_helpers.PREVIEW_COMPRESS_LEVEL)
 
     def as_dict(self) -> dict[str, Any]:
         return {"images": self.values, "animated": (self.animated,)}

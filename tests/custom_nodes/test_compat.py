@@ -175,8 +175,8 @@ def test_load_torch_file_reads_real_safetensors(env) -> None:
 
 
 def test_samplers_names_come_from_diffusion(env) -> None:
-    from diffusion.samplers import SAMPLERS
-    from diffusion.schedules import SCHEDULES
+    from diffusion.sampling.samplers import SAMPLERS
+    from diffusion.sampling.schedules import SCHEDULES
 
     samplers = _import("comfy.samplers")
     assert samplers.KSampler.SAMPLERS == list(SAMPLERS) and samplers.KSampler.SCHEDULERS == list(SCHEDULES)

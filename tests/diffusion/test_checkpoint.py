@@ -1,5 +1,5 @@
-"""Reading model files, splitting checkpoints, detecting families and file kinds (diffusion/checkpoint.py,
-diffusion/families.py, diffusion/loading.py), through real files written by the tiny-checkpoint fixtures."""
+"""Reading model files, splitting checkpoints, detecting families and file kinds (diffusion/files/checkpoint.py,
+diffusion/families.py, diffusion/files/loading.py), through real files written by the tiny-checkpoint fixtures."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from diffusion.checkpoint import (
+from diffusion.files.checkpoint import (
     CheckpointError,
     read_metadata,
     read_state_dict,
@@ -24,9 +24,9 @@ from diffusion.families import (
     unet_config_from_state_dict,
     vae_config_from_state_dict,
 )
-from diffusion.loading import load_checkpoint, load_unet_file, load_vae_file
-from diffusion.unet import UNetConfig, UNetModel
-from diffusion.vae import AutoencoderKL, VAEConfig
+from diffusion.files.loading import load_checkpoint, load_unet_file, load_vae_file
+from diffusion.networks.unet import UNetConfig, UNetModel
+from diffusion.networks.vae import AutoencoderKL, VAEConfig
 from tests.fixtures.tiny_checkpoints import (
     tiny_checkpoint_state_dict,
     tiny_unet_config,

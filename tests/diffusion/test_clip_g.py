@@ -1,5 +1,5 @@
-"""OpenCLIP bigG (CLIP-G) in both layouts and SDXL's two-tower text model (diffusion/text_encoders.py,
-diffusion/clip_multi.py), through real safetensors files of tiny towers.
+"""OpenCLIP bigG (CLIP-G) in both layouts and SDXL's two-tower text model (diffusion/text/text_encoders.py,
+diffusion/text/clip_multi.py), through real safetensors files of tiny towers.
 
 Oracles: transformers' CLIPTextModelWithProjection / CLIPTextModel holding the same weights in the HF layout
 (hidden states of every layer, final layer norm, projected text embeddings), and the rule ComfyUI documents for
@@ -14,11 +14,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from diffusion.assemble import load_dual_text_encoder_module, load_text_encoder_module
-from diffusion.checkpoint import CheckpointError
-from diffusion.clip_multi import MultiTextEncoder, build_conditioner
-from diffusion.text_encoders import CLIP, build_text_encoder
-from diffusion.tokenizer import BOS_TOKEN, EOS_TOKEN, encode_text
+from diffusion.files.assemble import load_dual_text_encoder_module, load_text_encoder_module
+from diffusion.files.checkpoint import CheckpointError
+from diffusion.text.clip_multi import MultiTextEncoder, build_conditioner
+from diffusion.text.text_encoders import CLIP, build_text_encoder
+from diffusion.text.tokenizer import BOS_TOKEN, EOS_TOKEN, encode_text
 from tests.fixtures.tiny_sdxl import (G_LAYERS, G_WIDTH, L_WIDTH, clip_g_hf_to_open_clip, tiny_clip_g_hf,
                                       tiny_clip_l_hf, tiny_sdxl_state_dict, write)
 

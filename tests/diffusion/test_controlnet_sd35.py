@@ -1,15 +1,15 @@
 """SD3 ControlNet networks against diffusers' SD3ControlNetModel: Stability's SD3.5 format
-(diffusion/controlnet_mmdit.py) against its SD3.5 form (single x-only blocks, no context, no own positional table),
+(diffusion/adapters/controlnet_mmdit.py) against its SD3.5 form (single x-only blocks, no context, no own positional table),
 the weights converted from Stability's layout with the key correspondence of diffusers' own conversion script, same
-residuals for the same embedded tokens; the diffusers layout (diffusion/controlnet_sd3_diffusers.py) against the
+residuals for the same embedded tokens; the diffusers layout (diffusion/adapters/controlnet_sd3_diffusers.py) against the
 model whose state dict it is."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from diffusion.controlnet_mmdit import build_sd35_controlnet, sincos_grid
-from diffusion.controlnet_sd3_diffusers import build_diffusers_sd3_controlnet
+from diffusion.adapters.controlnet_mmdit import build_sd35_controlnet, sincos_grid
+from diffusion.adapters.controlnet_sd3_diffusers import build_diffusers_sd3_controlnet
 from tests.fixtures.tiny_sd3_controlnet import tiny_sd35_controlnet_state_dict
 
 pytest.importorskip("diffusers")

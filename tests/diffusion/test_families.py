@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffusion.checkpoint import CheckpointError
+from diffusion.files.checkpoint import CheckpointError
 from diffusion.families import (
     Evidence,
     ModelFamily,
@@ -23,8 +23,8 @@ from diffusion.families import (
 )
 from diffusion.families import registry
 from diffusion.families import latent_format_for
-from diffusion.latent_formats import SD15, SDXL
-from diffusion.unet import UNetConfig, UNetModel, count_parameters
+from diffusion.files.latent_formats import SD15, SDXL
+from diffusion.networks.unet import UNetConfig, UNetModel, count_parameters
 
 
 def meta_state_dict(config: UNetConfig) -> dict[str, torch.Tensor]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffusion.conditioning import calc_cond_batch, convert_cond, resolve_areas_and_masks
-from diffusion.guidance import (BasicGuider, CFGGuider, DualCFGGuider, cfg_function, rescale_cfg, rescale_cfg_patch,
+from diffusion.sampling.conditioning import calc_cond_batch, convert_cond, resolve_areas_and_masks
+from diffusion.sampling.guidance import (BasicGuider, CFGGuider, DualCFGGuider, cfg_function, rescale_cfg, rescale_cfg_patch,
                                 sampling_function)
-from diffusion.model_sampling import ModelSampling
+from diffusion.sampling.model_sampling import ModelSampling
 
 
 class ContextModel:

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffusion.assemble import Precision, load_checkpoint_modules
-from diffusion.lora import apply_lora
-from diffusion.lora_formats import diffusers_to_ldm_prefixes, unet_key_map
+from diffusion.files.assemble import Precision, load_checkpoint_modules
+from diffusion.adapters.lora import apply_lora
+from diffusion.adapters.lora_formats import diffusers_to_ldm_prefixes, unet_key_map
 from diffusion.patcher import ModelHandle
-from diffusion.unet import UNetConfig, UNetModel
+from diffusion.networks.unet import UNetConfig, UNetModel
 from tests.fixtures.tiny_checkpoints import write_tiny_checkpoint
 from tests.fixtures.tiny_loras import TARGETS_SD1, UNKNOWN_KEYS, kohya_sd, lycoris_sd, peft_sd
 
@@ -135,7 +135,7 @@ def test_strength_zero_is_bitwise_base(handles: tuple[ModelHandle, ModelHandle])
 
 
 def test_fp16_file_on_fp32_model(tmp_path: Path, handles: tuple[ModelHandle, ModelHandle]) -> None:
-    from diffusion.checkpoint import read_state_dict
+    from diffusion.files.checkpoint import read_state_dict
     from tests.fixtures.tiny_loras import write_tiny_lora
 
     stored = write_tiny_lora(tmp_path / "l.safetensors", "kohya", dtype=torch.float16)

@@ -1,4 +1,4 @@
-"""SD3 LoRAs (diffusion/lora_mmdit.py): a diffusers/PEFT LoRA over every linear layer of diffusers'
+"""SD3 LoRAs (diffusion/adapters/lora_mmdit.py): a diffusers/PEFT LoRA over every linear layer of diffusers'
 SD3Transformer2DModel, added to that independent network's weights, gives the same output as Loom's MMDiT with the
 LoRA applied through its key map (the fused q/k/v slices included); kohya names on the SD3 paths; OneTrainer's."""
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffusion.assemble import diffusion_model
-from diffusion.lora import apply_lora
+from diffusion.files.assemble import diffusion_model
+from diffusion.adapters.lora import apply_lora
 from diffusion.patcher import ModelHandle
 
 pytest.importorskip("diffusers")

@@ -1,12 +1,12 @@
-"""ComfyUI's ModelPatcher surface on Loom's model handle: patch data translation (diffusion/patch_data.py), clone
+"""ComfyUI's ModelPatcher surface on Loom's model handle: patch data translation (diffusion/adapters/patch_data.py), clone
 semantics of options and registries, and the MMDiT's "dit" block replacement, on tiny real networks."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from diffusion.mmdit import MMDiT
-from diffusion.patch_data import SetDelta, delta_of
+from diffusion.networks.mmdit import MMDiT
+from diffusion.adapters.patch_data import SetDelta, delta_of
 from diffusion.patcher import ModelHandle, WeightPatch
 from tests.fixtures.tiny_sd3 import TINY_SD3
 
@@ -99,7 +99,7 @@ def test_weight_patch_values_pass_through() -> None:
 
 
 def test_clip_unprojected_pooled_is_before_the_text_projection(tmp_path) -> None:
-    from diffusion.assemble import Precision, clip_socket, load_checkpoint_modules
+    from diffusion.files.assemble import Precision, clip_socket, load_checkpoint_modules
     from tests.fixtures.tiny_sdxl import tiny_sdxl_state_dict, write
 
     path = write(tiny_sdxl_state_dict(), tmp_path / "xl.safetensors")

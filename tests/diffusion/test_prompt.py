@@ -8,10 +8,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from diffusion.embeddings import list_embeddings, load_embedding
-from diffusion.prompt import PromptTokenizer, parse_prompt_weights
-from diffusion.text_encoders import CLIP, build_text_encoder
-from diffusion.tokenizer import BOS_TOKEN, EOS_TOKEN, encode_text
+from diffusion.text.embeddings import list_embeddings, load_embedding
+from diffusion.text.prompt import PromptTokenizer, parse_prompt_weights
+from diffusion.text.text_encoders import CLIP, build_text_encoder
+from diffusion.text.tokenizer import BOS_TOKEN, EOS_TOKEN, encode_text
 from tests.fixtures.tiny_text_encoders import tiny_text_encoder_state_dict
 
 CAT, DOG, COMMA = encode_text("cat")[0], encode_text("dog")[0], encode_text(",")[0]
@@ -118,7 +118,7 @@ def test_tokenizer_matches_transformers_clip_tokenizer() -> None:
     transformers = pytest.importorskip("transformers")
     from open_clip.tokenizer import default_bpe
 
-    from diffusion.tokenizer import clip_bpe
+    from diffusion.text.tokenizer import clip_bpe
 
     vocab = dict(clip_bpe().encoder)
     vocab["<|startoftext|>"] = vocab.pop("<start_of_text>")

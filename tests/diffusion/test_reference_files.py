@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffusion.checkpoint import read_state_dict, split_components
+from diffusion.files.checkpoint import read_state_dict, split_components
 from diffusion.families import V_PREDICTION_STD_THRESHOLD
-from diffusion.loading import load_checkpoint
-from diffusion.unet import UNetConfig, build_unet, count_parameters
-from diffusion.vae import VAEConfig, build_vae
+from diffusion.files.loading import load_checkpoint
+from diffusion.networks.unet import UNetConfig, build_unet, count_parameters
+from diffusion.networks.vae import VAEConfig, build_vae
 from tests.fixtures.diffusers_oracle import diffusers_unet, diffusers_vae
 from tests.fixtures.reference import reference_checkpoint
 

@@ -7,14 +7,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffusion.diffusion_model import DiffusionModel
-from diffusion.guidance import CFGGuider
-from diffusion.latent_formats import SD15, latent_to_rgb_preview
-from diffusion.model_sampling import ModelSampling
-from diffusion.noise import DisableNoise, RandomNoise, prepare_noise
-from diffusion.sample import ksampler_sigmas, sample, sample_custom, sampler_object
-from diffusion.schedules import calculate_sigmas
-from diffusion.unet import build_unet
+from diffusion.networks.diffusion_model import DiffusionModel
+from diffusion.sampling.guidance import CFGGuider
+from diffusion.files.latent_formats import SD15, latent_to_rgb_preview
+from diffusion.sampling.model_sampling import ModelSampling
+from diffusion.sampling.noise import DisableNoise, RandomNoise, prepare_noise
+from diffusion.sampling.sample import ksampler_sigmas, sample, sample_custom, sampler_object
+from diffusion.sampling.schedules import calculate_sigmas
+from diffusion.networks.unet import build_unet
 from tests.diffusion.test_sampling_support import load_k_diffusion_sampling
 from tests.fixtures.tiny_checkpoints import tiny_unet_config, tiny_unet_state_dict
 from tests.fixtures.tiny_text_encoders import TINY_WIDTH
@@ -182,7 +182,7 @@ def test_comfyui_reference_parity(shared_dir):
     every step's guided x0 and the final latent match ComfyUI's intermediates."""
     from safetensors.torch import load_file
 
-    from diffusion.checkpoint import read_state_dict, split_components
+    from diffusion.files.checkpoint import read_state_dict, split_components
     from diffusion.families import detect_checkpoint
     from tests.fixtures.reference import reference_checkpoint
     ref = load_file(str(shared_dir / "reference" / "p00_intermediates.safetensors"))
@@ -206,7 +206,7 @@ def test_comfyui_reference_parity(shared_dir):
 def test_latent_previews(tmp_path):
     from safetensors.torch import save_file
 
-    from diffusion.latent_formats import SD15, load_taesd_decoder, taesd_decoder
+    from diffusion.files.latent_formats import SD15, load_taesd_decoder, taesd_decoder
     latent = torch.zeros(1, 4, 2, 3)
     latent[0, 0] = 1.0  # channel 0 alone maps to its factor row (0.3512, 0.2297, 0.3227)
     rgb = latent_to_rgb_preview(latent, SD15)

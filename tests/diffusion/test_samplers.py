@@ -7,11 +7,11 @@ import warnings
 import pytest
 import torch
 
-from diffusion.model_sampling import ModelSampling
-from diffusion.noise import BrownianTreeNoiseSampler, default_noise_sampler
-from diffusion.samplers import SAMPLER_NAMES, SAMPLERS
-from diffusion.samplers.deis_coeffs import deis_coefficients
-from diffusion.schedules import calculate_sigmas
+from diffusion.sampling.model_sampling import ModelSampling
+from diffusion.sampling.noise import BrownianTreeNoiseSampler, default_noise_sampler
+from diffusion.sampling.samplers import SAMPLER_NAMES, SAMPLERS
+from diffusion.sampling.samplers.deis_coeffs import deis_coefficients
+from diffusion.sampling.schedules import calculate_sigmas
 from tests.diffusion.test_sampling_support import GaussianDenoiser, GuidedGaussian, load_k_diffusion_sampling
 
 MS = ModelSampling()
@@ -280,9 +280,9 @@ def test_uni_pc_uses_one_evaluation_per_step():
 @pytest.fixture(scope="module")
 def tiny_guided():
     """A classifier-free-guided tiny random-weight SD1 UNet (Loom's UNetModel) as the denoiser."""
-    from diffusion.diffusion_model import DiffusionModel
-    from diffusion.guidance import CFGGuider
-    from diffusion.unet import build_unet
+    from diffusion.networks.diffusion_model import DiffusionModel
+    from diffusion.sampling.guidance import CFGGuider
+    from diffusion.networks.unet import build_unet
     from tests.fixtures.tiny_checkpoints import tiny_unet_config, tiny_unet_state_dict
     from tests.fixtures.tiny_text_encoders import TINY_WIDTH
     model = DiffusionModel(build_unet(tiny_unet_config("sd15"), tiny_unet_state_dict("sd15", seed=4),

@@ -62,5 +62,5 @@ class GuidedGaussian:
         self.cond, self.uncond, self.cfg = cond, uncond, cfg
 
     def __call__(self, x, sigma, model_options=None, **_):
-        from diffusion.guidance import cfg_function
+        from diffusion.sampling.guidance import cfg_function
         return cfg_function(None, self.cond(x, sigma), self.uncond(x, sigma), self.cfg, x, sigma, model_options or {})

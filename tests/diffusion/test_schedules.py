@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from diffusion.model_sampling import ModelSampling, rescale_zero_terminal_snr_sigmas
-from diffusion.schedules import (DISCARD_PENULTIMATE_SIGMA_SAMPLERS, SCHEDULES, align_your_steps, calculate_sigmas,
+from diffusion.sampling.model_sampling import ModelSampling, rescale_zero_terminal_snr_sigmas
+from diffusion.sampling.schedules import (DISCARD_PENULTIMATE_SIGMA_SAMPLERS, SCHEDULES, align_your_steps, calculate_sigmas,
                                  flip_sigmas, get_sigmas_exponential, get_sigmas_karras, get_sigmas_polyexponential,
                                  loglinear_interp, sdturbo_schedule, split_sigmas, split_sigmas_denoise)
 from tests.diffusion.test_sampling_support import load_k_diffusion_sampling

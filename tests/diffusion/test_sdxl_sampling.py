@@ -1,6 +1,6 @@
 """SDXL schedule variants: the marker keys ComfyUI reads (v_pred/ztsnr, CosXL's edm_vpred.*, Playground v2.5's
 edm_mean/edm_std) through real tiny checkpoint files, the continuous EDM / V schedules
-(diffusion/model_sampling_continuous.py) against their formulas, and the Playground v2.5 latent format."""
+(diffusion/sampling/model_sampling_continuous.py) against their formulas, and the Playground v2.5 latent format."""
 from __future__ import annotations
 
 import math
@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffusion.assemble import Precision, load_checkpoint_modules
-from diffusion.latent_formats import PLAYGROUND_V25, SDXL
-from diffusion.model_sampling import ModelSampling
-from diffusion.model_sampling_continuous import ContinuousSampling
+from diffusion.files.assemble import Precision, load_checkpoint_modules
+from diffusion.files.latent_formats import PLAYGROUND_V25, SDXL
+from diffusion.sampling.model_sampling import ModelSampling
+from diffusion.sampling.model_sampling_continuous import ContinuousSampling
 from tests.fixtures.tiny_sdxl import tiny_sdxl_state_dict, write
 
 

@@ -1,6 +1,6 @@
 """The SDXL UNet against diffusers' UNet2DConditionModel (SDXL layout: text-time addition embedding, per-level
 transformer depths, linear projections) on a tiny config holding the same weights, moved across with Loom's
-diffusers ↔ LDM key correspondence (diffusion/lora_formats.py) — so the network and the LoRA key map are checked
+diffusers ↔ LDM key correspondence (diffusion/adapters/lora_formats.py) — so the network and the LoRA key map are checked
 together. The ADM vector Loom builds (pooled ‖ size embeddings) must equal what diffusers computes from
 `text_embeds` and `time_ids`."""
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from diffusion.families.sdxl import size_embeddings
-from diffusion.lora_formats import _ldm_to_diffusers, diffusers_to_ldm_prefixes
-from diffusion.unet import build_unet
+from diffusion.adapters.lora_formats import _ldm_to_diffusers, diffusers_to_ldm_prefixes
+from diffusion.networks.unet import build_unet
 from tests.fixtures.tiny_sdxl import G_WIDTH, XL_ADM, XL_CONTEXT, tiny_sdxl_state_dict, tiny_sdxl_unet_config
 
 diffusers = pytest.importorskip("diffusers")

@@ -1,4 +1,4 @@
-"""T5-XXL tower (diffusion/t5.py) and tokenizer (diffusion/t5_tokenizer.py) on a tiny config in the real key layout:
+"""T5-XXL tower (diffusion/text/t5.py) and tokenizer (diffusion/text/t5_tokenizer.py) on a tiny config in the real key layout:
 parity with transformers' T5EncoderModel, fp16/bf16/fp8/scaled-fp8 storage kept in memory, detection and prefixes,
 ComfyUI's tokenizing rules, prompt weights and embeddings, SD3's joining of T5 to the CLIP part."""
 from __future__ import annotations
@@ -9,12 +9,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from diffusion.assemble import load_clip_text_encoder_module, load_text_encoder_module, sd3_checkpoint_text_model
-from diffusion.checkpoint import CheckpointError
-from diffusion.clip_multi import MultiTextEncoder
-from diffusion.t5 import T5Encoder, build_t5, empty_t5_chunk, encode_t5_weighted, is_t5
-from diffusion.t5_tokenizer import T5PromptTokenizer, load_t5_tokenizer
-from diffusion.text_encoders import CLIP
+from diffusion.files.assemble import load_clip_text_encoder_module, load_text_encoder_module, sd3_checkpoint_text_model
+from diffusion.files.checkpoint import CheckpointError
+from diffusion.text.clip_multi import MultiTextEncoder
+from diffusion.text.t5 import T5Encoder, build_t5, empty_t5_chunk, encode_t5_weighted, is_t5
+from diffusion.text.t5_tokenizer import T5PromptTokenizer, load_t5_tokenizer
+from diffusion.text.text_encoders import CLIP
 from tests.fixtures.tiny_sdxl import G_WIDTH, L_WIDTH, tiny_clip_g_hf, tiny_clip_l_hf
 from tests.fixtures.tiny_t5 import TINY_T5, tiny_t5_reference, tiny_t5_state_dict, write_tiny_t5, \
     write_tiny_t5_tokenizer

@@ -14,7 +14,7 @@ from open_clip.transformer import TextTransformer
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from diffusion.text_encoders import (
+from diffusion.text.text_encoders import (
     CLIP,
     SD1_CLIP_L,
     SD2_OPENCLIP_H,
@@ -23,7 +23,7 @@ from diffusion.text_encoders import (
     detect_family,
     module_key_for_hf,
 )
-from diffusion.tokenizer import BOS_TOKEN, EOS_TOKEN, encode_text
+from diffusion.text.tokenizer import BOS_TOKEN, EOS_TOKEN, encode_text
 from tests.fixtures.reference import reference_checkpoint
 from tests.fixtures.tiny_text_encoders import TINY_LAYERS, tiny_text_encoder_state_dict
 

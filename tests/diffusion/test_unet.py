@@ -1,4 +1,4 @@
-"""The LDM UNet and attention (diffusion/unet.py, unet_blocks.py, attention.py): parameter counts, parity with
+"""The LDM UNet and attention (diffusion/networks/unet.py, unet_blocks.py, attention.py): parameter counts, parity with
 diffusers' UNet2DConditionModel on the same weights (converted by diffusers' own single-file functions), ControlNet
 residuals, patches, and the two attention kernels."""
 from __future__ import annotations
@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffusion.attention import attention
-from diffusion.checkpoint import split_components
-from diffusion.unet import UNetConfig, UNetModel, build_unet, count_parameters
-from diffusion.unet_blocks import timestep_embedding
-from diffusion.vae import AutoencoderKL, VAEConfig
+from diffusion.networks.attention import attention
+from diffusion.files.checkpoint import split_components
+from diffusion.networks.unet import UNetConfig, UNetModel, build_unet, count_parameters
+from diffusion.networks.unet_blocks import timestep_embedding
+from diffusion.networks.vae import AutoencoderKL, VAEConfig
 from tests.fixtures.diffusers_oracle import diffusers_unet
 from tests.fixtures.tiny_checkpoints import tiny_checkpoint_state_dict, tiny_unet_config
 

@@ -1,13 +1,13 @@
-"""The VAE (diffusion/vae.py, tiling.py): parity with diffusers' AutoencoderKL on the same weights, the two
+"""The VAE (diffusion/networks/vae.py, tiling.py): parity with diffusers' AutoencoderKL on the same weights, the two
 attention weight layouts, the VAE socket semantics (IMAGE ⇄ LATENT), tiled decode/encode and memory estimates."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from diffusion.checkpoint import split_components
-from diffusion.tiling import tiled_apply, tiled_average
-from diffusion.vae import VAE, AutoencoderKL, VAEConfig, build_vae
+from diffusion.files.checkpoint import split_components
+from diffusion.networks.tiling import tiled_apply, tiled_average
+from diffusion.networks.vae import VAE, AutoencoderKL, VAEConfig, build_vae
 from tests.fixtures.diffusers_oracle import diffusers_vae
 from tests.fixtures.tiny_checkpoints import tiny_checkpoint_state_dict, tiny_vae_state_dict
 

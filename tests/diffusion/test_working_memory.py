@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from diffusion.diffusion_model import DiffusionModel
+from diffusion.networks.diffusion_model import DiffusionModel
 
 
 def tiny(dtype: torch.dtype, factor: float = 1.0) -> DiffusionModel:

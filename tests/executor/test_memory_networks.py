@@ -47,7 +47,7 @@ def run_everywhere(model: nn.Module, call) -> None:
 
 
 def test_unet_streams() -> None:
-    from diffusion.unet import UNetConfig, build_unet
+    from diffusion.networks.unet import UNetConfig, build_unet
 
     unet = randomize(build_unet(UNetConfig.tiny()))
     g = torch.Generator().manual_seed(1)
@@ -56,7 +56,7 @@ def test_unet_streams() -> None:
 
 
 def test_vae_streams() -> None:
-    from diffusion.vae import VAE, VAEConfig, build_vae
+    from diffusion.networks.vae import VAE, VAEConfig, build_vae
 
     vae = VAE(randomize(build_vae(VAEConfig.tiny()), 2))
     latent = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(3))
@@ -106,10 +106,10 @@ def test_half_precision_patch_restore_bitwise(dtype: torch.dtype) -> None:
 def test_sampling_a_tiny_checkpoint_streamed_equals_fully_loaded(tmp_path) -> None:
     """The real text-to-image path (CLIP, 2 euler steps with CFG, VAE decode) gives the same image bitwise whether
     the models are fully placed, partially placed under a small budget, or streamed layer by layer."""
-    from diffusion.diffusion_model import DiffusionModel
-    from diffusion.loading import load_checkpoint
-    from diffusion.sample import sample
-    from diffusion.text_encoders import CLIP
+    from diffusion.networks.diffusion_model import DiffusionModel
+    from diffusion.files.loading import load_checkpoint
+    from diffusion.sampling.sample import sample
+    from diffusion.text.text_encoders import CLIP
     from tests.fixtures.tiny_checkpoints import write_tiny_checkpoint
 
     ckpt = load_checkpoint(write_tiny_checkpoint(tmp_path / "tiny.safetensors", "sd15"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from diffusion.model_patches import HypernetworkPatch
+from diffusion.adapters.model_patches import HypernetworkPatch
 from diffusion.patcher import ModelHandle
 from executor.devices import FakeDevice
 from executor.memory import MemoryPolicy, ModelManager

@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from diffusion.clip_vision import CLIP_MEAN, CLIP_STD, ClipVisionOutput, clip_preprocess
-from diffusion.style_model import StyleAdapter
+from diffusion.networks.clip_vision import CLIP_MEAN, CLIP_STD, ClipVisionOutput, clip_preprocess
+from diffusion.adapters.style_model import StyleAdapter
 from executor.memory import MemoryPolicy, ModelManager
 from executor.run import Executor
 from tests.fixtures.tiny_checkpoints import _random_like
@@ -161,8 +161,8 @@ def test_unclip_checkpoint_samples_with_image_conditioning(tmp_path: Path) -> No
 
 
 def test_unclip_adm_noise_levels() -> None:
-    from diffusion.unclip import NoiseAugmentor, unclip_adm
-    from diffusion.unet_blocks import timestep_embedding
+    from diffusion.adapters.unclip import NoiseAugmentor, unclip_adm
+    from diffusion.networks.unet_blocks import timestep_embedding
 
     aug = NoiseAugmentor(4)
     embeds = torch.randn(1, 4)

@@ -1,4 +1,4 @@
-"""nodes/conditioning_ops.py through the real executor: combined, averaged, concatenated, area, mask, zero-out and
+"""nodes/conditioning_edit.py through the real executor: combined, averaged, concatenated, area, mask, zero-out and
 timestep-range conditionings against direct computations; inputs are never modified."""
 from __future__ import annotations
 

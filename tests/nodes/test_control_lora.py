@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffusion.controlnet import ControlNetNet
+from diffusion.adapters.controlnet import ControlNetNet
 from tests.fixtures.tiny_sdxl import tiny_sdxl_state_dict, tiny_sdxl_unet_config, write
 from tests.nodes.sd_env import SDEnv, txt2img
 from tests.nodes.test_controlnet import save_hint, with_control

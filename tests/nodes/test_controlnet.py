@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 
-from diffusion.controlnet import ControlBase, ControlNet, T2IAdapter
+from diffusion.adapters.controlnet import ControlBase, ControlNet, T2IAdapter
 from tests.fixtures.tiny_controlnet import tiny_controlnet_state_dict, tiny_t2i_adapter_state_dict, write_state_dict
 from tests.nodes.sd_env import SDEnv, txt2img
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffusion.controlnet import ControlNet, T2IAdapter
+from diffusion.adapters.controlnet import ControlNet, T2IAdapter
 from diffusion.families.sdxl import size_embeddings
-from diffusion.unet import UNetModel
+from diffusion.networks.unet import UNetModel
 from tests.fixtures.tiny_checkpoints import _random_like, tiny_vae_state_dict
 from tests.fixtures.tiny_sdxl import G_WIDTH, XL_ADM, XL_CONTEXT, tiny_sdxl_state_dict, tiny_sdxl_unet_config, write
 from tests.nodes.sd_env import SDEnv, txt2img

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffusion.controlnet_union import UNION_CONTROLNET_TYPES
+from diffusion.adapters.controlnet_union import UNION_CONTROLNET_TYPES
 from diffusion.families.sdxl import size_embeddings
 from tests.fixtures.tiny_sdxl import G_WIDTH, XL_ADM, XL_CONTEXT, tiny_sdxl_state_dict, write
 from tests.nodes.sd_env import SDEnv, txt2img

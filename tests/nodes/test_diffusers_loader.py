@@ -14,8 +14,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from diffusion.checkpoint import read_state_dict
-from diffusion.vae import VAEConfig
+from diffusion.files.checkpoint import read_state_dict
+from diffusion.networks.vae import VAEConfig
 from tests.fixtures.diffusers_oracle import diffusers_unet, diffusers_vae
 from diffusion.families.sdxl import size_embeddings
 from tests.fixtures.tiny_checkpoints import tiny_unet_config, tiny_vae_state_dict
@@ -136,7 +136,7 @@ def test_sdxl_folder(env: SDEnv) -> None:
 def test_sd2_text_encoder_gets_its_last_block_back() -> None:
     """Diffusers' SD2 text_encoder holds 23 of OpenCLIP-H's 24 blocks; the conversion repeats the last one so the
     default penultimate layer is the file's last block (meta tensors: only names and shapes matter here)."""
-    from diffusion.diffusers_convert import complete_openclip_h
+    from diffusion.files.diffusers_convert import complete_openclip_h
 
     def tower(layers: int, width: int) -> dict[str, torch.Tensor]:
         sd = {"text_model.embeddings.token_embedding.weight": torch.empty(49408, width, device="meta")}

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from diffusion.gligen import Gligen, fourier_embed, gligen_patches, load_gligen, normalised_boxes
+from diffusion.adapters.gligen import Gligen, fourier_embed, gligen_patches, load_gligen, normalised_boxes
 from diffusion.patcher import ModelHandle
 from nodes.sampling import cond_models
 from tests.fixtures.tiny_gligen import tiny_gligen_state_dict, write_tiny_gligen

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from diffusion.guidance_patches import (CFGNormPatch, EpsilonScalingPatch, FreScaPatch, cfg_zero_star, mahiro,
+from diffusion.sampling.guidance_patches import (CFGNormPatch, EpsilonScalingPatch, FreScaPatch, cfg_zero_star, mahiro,
                                         optimized_scale, tangential_damping)
 from tests.nodes.sd_env import SDEnv, txt2img
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import torch
 
-from diffusion.hooks import HookKeyframe, HookKeyframeGroup, KeyframeCursor, interpolate
-from diffusion.sample import ksampler_sigmas
+from diffusion.adapters.hooks import HookKeyframe, HookKeyframeGroup, KeyframeCursor, interpolate
+from diffusion.sampling.sample import ksampler_sigmas
 from tests.fixtures.tiny_checkpoints import write_tiny_checkpoint
 from tests.fixtures.tiny_loras import write_tiny_lora
 from tests.nodes.sd_env import SDEnv, txt2img
@@ -324,7 +324,7 @@ def test_scheduled_clip_hooks_encode_once_per_range(env: SDEnv) -> None:
 
 
 def test_clip_schedule_ranges() -> None:
-    from diffusion.hooks import HookGroup, WeightHook, clip_schedule
+    from diffusion.adapters.hooks import HookGroup, WeightHook, clip_schedule
 
     frames = (HookKeyframeGroup().add(HookKeyframe(1.0, 0.0)).add(HookKeyframe(1.0, 0.3))
               .add(HookKeyframe(0.5, 0.6)))

@@ -1,4 +1,4 @@
-"""nodes/image.py and nodes/image_io.py through the real executor: PNG files and their
+"""nodes/image_save_load.py and nodes/image_file_helpers.py through the real executor: PNG files and their
 chunks, counters, prefixes, date tokens, previews, and LoadImage's images and masks."""
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from PIL import Image
 
 from executor.run import Executor
 from folders import Folders, UnsafePathError
-from nodes import image_io
+from nodes import image_file_helpers
 from nodes.context import InterruptFlag, NodeContext, hook_context, running
-from nodes.image import LoadImage
+from nodes.image_save_load import LoadImage
 from nodes.registry import build_builtin_registry
 
 WORKFLOW = {"nodes": [{"id": 1, "type": "EmptyImage"}], "links": [], "version": 0.4}
@@ -103,7 +103,7 @@ def test_save_without_extra_pnginfo_writes_only_the_prompt(env: Env) -> None:
 def test_quantisation_truncates_like_comfyui(tmp_path: Path) -> None:
     values = torch.tensor([0.0, 0.5, 0.999, 1.0, 1.7, -0.3, 0.00392, 0.25], dtype=torch.float32)
     images = values.reshape(1, 1, 8, 1).expand(1, 1, 8, 3).contiguous()
-    (entry,) = image_io.save_images(images, "q", tmp_path, "output")
+    (entry,) = image_file_helpers.save_images(images, "q", tmp_path, "output")
     with Image.open(tmp_path / entry["filename"]) as png:
         got = np.asarray(png)[0, :, 0].tolist()
     assert got == [0, 127, 254, 255, 255, 0, 0, 63]  # uint8(clip(255·x, 0, 255)), truncated
@@ -111,7 +111,7 @@ def test_quantisation_truncates_like_comfyui(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("channels, mode", [(1, "L"), (2, "LA"), (3, "RGB"), (4, "RGBA")])
 def test_channel_counts(tmp_path: Path, channels: int, mode: str) -> None:
-    (entry,) = image_io.save_images(torch.full((1, 2, 2, channels), 0.5), "c", tmp_path, "output")
+    (entry,) = image_file_helpers.save_images(torch.full((1, 2, 2, channels), 0.5), "c", tmp_path, "output")
     with Image.open(tmp_path / entry["filename"]) as png:
         assert png.mode == mode
 
@@ -129,17 +129,17 @@ def test_counter_continues_after_the_highest_existing_number(tmp_path: Path) -> 
     for name in ("x_00041_.png", "x_00007_.png", "X_00043_.png", "xy_00099_.png", "x_00500.png", "x_abc_.png",
                  "x_00060_extra.png"):
         (tmp_path / name).write_bytes(b"")
-    assert image_io.next_counter(tmp_path, "x") == 61
-    assert image_io.next_counter(tmp_path, "y") == 1
-    assert image_io.next_counter(tmp_path / "missing", "x") == 1
+    assert image_file_helpers.next_counter(tmp_path, "x") == 61
+    assert image_file_helpers.next_counter(tmp_path, "y") == 1
+    assert image_file_helpers.next_counter(tmp_path / "missing", "x") == 1
 
 
 def test_never_overwrites_an_existing_file(tmp_path: Path) -> None:
-    where = image_io.save_image_path("race", tmp_path)
+    where = image_file_helpers.save_image_path("race", tmp_path)
     assert where.counter == 1
     (tmp_path / "race_00001_.png").write_bytes(b"someone else's file")
-    picture = image_io.tensor_to_pil(torch.zeros(2, 2, 3))
-    name, counter = image_io.write_png_exclusive(picture, where.folder, where.filename, where.counter, None, 4)
+    picture = image_file_helpers.tensor_to_pil(torch.zeros(2, 2, 3))
+    name, counter = image_file_helpers.write_png_exclusive(picture, where.folder, where.filename, where.counter, None, 4)
     assert (name, counter) == ("race_00002_.png", 2)
     assert (tmp_path / "race_00001_.png").read_bytes() == b"someone else's file"
 
@@ -171,11 +171,11 @@ def test_prefix_through_a_symlink_out_is_refused(env: Env, tmp_path_factory: pyt
 
 
 def test_split_prefix_normalises_like_comfyui() -> None:
-    assert image_io.split_prefix("a/./b//c") == ("a/b", "c")
-    assert image_io.split_prefix("a/../b") == ("", "b")
-    assert image_io.split_prefix("name") == ("", "name")
+    assert image_file_helpers.split_prefix("a/./b//c") == ("a/b", "c")
+    assert image_file_helpers.split_prefix("a/../b") == ("", "b")
+    assert image_file_helpers.split_prefix("name") == ("", "name")
     with pytest.raises(UnsafePathError):
-        image_io.split_prefix("")
+        image_file_helpers.split_prefix("")
 
 
 # ---- prefix tokens -----------------------------------------------------------------------------
@@ -196,7 +196,7 @@ NOW = time.struct_time((2024, 3, 7, 9, 5, 2, 3, 67, 0))
     ("100% sure", "100% sure"),
 ])
 def test_format_prefix_tokens(pattern: str, expected: str) -> None:
-    assert image_io.format_prefix(pattern, width=640, height=480, now=NOW) == expected
+    assert image_file_helpers.format_prefix(pattern, width=640, height=480, now=NOW) == expected
 
 
 def test_node_widget_tokens_come_from_the_prompt() -> None:
@@ -204,12 +204,12 @@ def test_node_widget_tokens_come_from_the_prompt() -> None:
               "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 768},
                     "_meta": {"title": "Empty Latent Image"}},
               "6": {"class_type": "PrimitiveBoolean", "inputs": {"value": True}, "_meta": {"title": "Flag"}}}
-    assert image_io.format_prefix("%KSampler.seed%_%Empty Latent Image.height%", prompt=prompt) == "42_768"
-    assert image_io.format_prefix("%EmptyLatentImage.width%", prompt=prompt) == "512"
-    assert image_io.format_prefix("%KSampler.sampler_name%", prompt=prompt) == "a_b_c"  # unsafe characters
-    assert image_io.format_prefix("%Flag.value%", prompt=prompt) == "true"
-    assert image_io.format_prefix("%KSampler.model%", prompt=prompt) == "%KSampler.model%"  # a link: no value
-    assert image_io.format_prefix("%KSampler.nope%", prompt=prompt) == "%KSampler.nope%"
+    assert image_file_helpers.format_prefix("%KSampler.seed%_%Empty Latent Image.height%", prompt=prompt) == "42_768"
+    assert image_file_helpers.format_prefix("%EmptyLatentImage.width%", prompt=prompt) == "512"
+    assert image_file_helpers.format_prefix("%KSampler.sampler_name%", prompt=prompt) == "a_b_c"  # unsafe characters
+    assert image_file_helpers.format_prefix("%Flag.value%", prompt=prompt) == "true"
+    assert image_file_helpers.format_prefix("%KSampler.model%", prompt=prompt) == "%KSampler.model%"  # a link: no value
+    assert image_file_helpers.format_prefix("%KSampler.nope%", prompt=prompt) == "%KSampler.nope%"
 
 
 def test_save_image_expands_tokens(env: Env) -> None:

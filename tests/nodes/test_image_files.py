@@ -1,4 +1,4 @@
-"""nodes/image_files.py through the real executor: animated PNG/WebP files (frames, timing, ComfyUI's metadata
+"""nodes/image_save_formats.py through the real executor: animated PNG/WebP files (frames, timing, ComfyUI's metadata
 chunks/EXIF), SVG saving with metadata, MaskPreview's temp PNGs, LoadImageOutput reading "name [output]"."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nodes.image_files import SVG
+from nodes.image_save_formats import SVG
 from tests.nodes.ops_env import OpsEnv
 
 WORKFLOW = {"nodes": [], "links": [], "version": 0.4}

@@ -1,4 +1,4 @@
-"""nodes/image_ops.py through the real executor: loading masks from files, scaling (nearest, area, lanczos,
+"""nodes/image_editing.py through the real executor: loading masks from files, scaling (nearest, area, lanczos,
 centre crop), batching, outpaint padding, cropping, blend modes, blur, sharpen, quantize, masked compositing,
 batch slicing, and SaveImageWebsocket's PNG binary frames."""
 from __future__ import annotations

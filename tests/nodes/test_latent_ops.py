@@ -1,4 +1,4 @@
-"""nodes/latent_ops.py (and the resize maths of nodes/upscaling_math.py) through the real executor: every latent
+"""nodes/latent_transforms.py (and the resize maths of nodes/upscaling_math.py) through the real executor: every latent
 node's values against direct computations, and ComfyUI's .latent files written and read back."""
 from __future__ import annotations
 

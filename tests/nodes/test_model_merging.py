@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from diffusion.checkpoint import read_state_dict
-from diffusion.loading import load_checkpoint, load_vae_file
+from diffusion.files.checkpoint import read_state_dict
+from diffusion.files.loading import load_checkpoint, load_vae_file
 from tests.fixtures.tiny_checkpoints import write_tiny_checkpoint
 from tests.fixtures.tiny_loras import write_tiny_lora
 from tests.nodes.sd_env import CKPT, SDEnv, txt2img
@@ -179,7 +179,7 @@ def test_merge_reads_the_other_models_base_weights_while_it_is_loaded_patched(en
 def test_merge_reader_supplies_base_weights(env: SDEnv, files: tuple) -> None:
     """With a base-weight reader (what the manager's `base_weight` provides), a merge ignores the other module's
     in-place patches."""
-    from diffusion.merge import merge_into
+    from diffusion.files.merge import merge_into
 
     prompt = loaders()
     prompt["l"] = {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["b", 0],

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from diffusion.model_patches import DeepShrinkInput, FreeUPatch, HypernetworkPatch, read_hypernetwork
+from diffusion.adapters.model_patches import DeepShrinkInput, FreeUPatch, HypernetworkPatch, read_hypernetwork
 from nodes.upscaling_math import common_upscale
 from tests.nodes.sd_env import SDEnv, txt2img
 

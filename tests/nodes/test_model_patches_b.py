@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 import torch
 
-from diffusion.differential_diffusion import DifferentialMask
-from diffusion.model_sampling import ModelSampling
+from diffusion.sampling.differential_diffusion import DifferentialMask
+from diffusion.sampling.model_sampling import ModelSampling
 from tests.fixtures.tiny_checkpoints import write_tiny_checkpoint
 from tests.nodes.sd_env import SDEnv, txt2img
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from diffusion.lora_extract import extract_lora
+from diffusion.adapters.lora_extract import extract_lora
 from tests.fixtures.tiny_loras import write_tiny_lora
 from tests.nodes.sd_env import CKPT, SDEnv
 
@@ -171,8 +171,8 @@ def test_extract_lora_is_the_best_low_rank_factorisation() -> None:
 def test_sd2_tower_in_the_hf_layout_reads_back_as_sd2() -> None:
     """CLIPSave writes SD2's OpenCLIP-H in the HF layout (ComfyUI's `clip_h` file): read back, it is an SD2 tower
     (recognised by its depth, as ComfyUI does) with the same encoding and projected pooled output."""
-    from diffusion.merge import hf_text_layout
-    from diffusion.text_encoders import CLIP, build_text_encoder
+    from diffusion.files.merge import hf_text_layout
+    from diffusion.text.text_encoders import CLIP, build_text_encoder
     from tests.fixtures.tiny_text_encoders import tiny_text_encoder_state_dict
 
     tower = build_text_encoder(tiny_text_encoder_state_dict("sd2", layers=24, dtype=torch.float32))

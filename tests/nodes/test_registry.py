@@ -131,7 +131,7 @@ def test_builtin_registry_has_the_built_in_nodes(tmp_path: Path) -> None:
     registry = build_builtin_registry()
     assert BUILTINS <= set(registry)
     assert all(registry.pack_of(name) == "builtin" for name in registry)
-    assert "nodes.primitives" in BUILTIN_MODULES and "nodes.image" in BUILTIN_MODULES
+    assert "nodes.primitives" in BUILTIN_MODULES and "nodes.image_save_load" in BUILTIN_MODULES
     info = registry.object_info(Folders.for_base(tmp_path))
     json.dumps(info)  # the whole answer is JSON
     for name in BUILTINS:

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffusion.clip_vision import clip_preprocess
+from diffusion.networks.clip_vision import clip_preprocess
 from diffusion.families.sdxl import size_embeddings
-from diffusion.unclip import cosine_alphas_cumprod
+from diffusion.adapters.unclip import cosine_alphas_cumprod
 from tests.fixtures.tiny_sdxl import G_WIDTH, XL_ADM, tiny_sdxl_state_dict, write
 from tests.nodes.sd_env import SDEnv, txt2img
 

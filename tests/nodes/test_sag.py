@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffusion.attention import attention
-from diffusion.sag import SelfAttentionGuidancePatch, attention_mask, attention_with_probabilities, blur_where_attended
+from diffusion.networks.attention import attention
+from diffusion.sampling.sag import SelfAttentionGuidancePatch, attention_mask, attention_with_probabilities, blur_where_attended
 from tests.nodes.sd_env import SDEnv, txt2img
 
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import torch
 
-from diffusion.assemble import model_sampling_of
-from diffusion.noise import prepare_noise
-from diffusion.schedules import AYS_NOISE_LEVELS, calculate_sigmas, get_sigmas_karras
+from diffusion.files.assemble import model_sampling_of
+from diffusion.sampling.noise import prepare_noise
+from diffusion.sampling.schedules import AYS_NOISE_LEVELS, calculate_sigmas, get_sigmas_karras
 from tests.nodes.sd_env import SDEnv, txt2img
 
 STEPS = 3

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion.assemble import model_sampling_of
-from diffusion.noise import prepare_noise
+from diffusion.files.assemble import model_sampling_of
+from diffusion.sampling.noise import prepare_noise
 from tests.nodes.sd_env import SDEnv, txt2img
 
 STEPS = 3

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import torch
 
-from diffusion.controlnet_mmdit import ControlNetSD35, SD35ControlNetNet, sincos_grid
-from diffusion.controlnet_sd3_diffusers import ControlNetSD3Diffusers
-from diffusion.mmdit import MMDiT
-from diffusion.model_sampling_flow import FlowSampling
+from diffusion.adapters.controlnet_mmdit import ControlNetSD35, SD35ControlNetNet, sincos_grid
+from diffusion.adapters.controlnet_sd3_diffusers import ControlNetSD3Diffusers
+from diffusion.networks.mmdit import MMDiT
+from diffusion.sampling.model_sampling_flow import FlowSampling
 from tests.fixtures.tiny_sd3 import TINY_SD3, write_tiny_sd3
 from tests.fixtures.tiny_sd3_controlnet import tiny_sd35_controlnet_state_dict
 from tests.fixtures.tiny_sdxl import tiny_clip_g_hf, tiny_clip_l_hf, write

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffusion.model_sampling_flow import FlowSampling
+from diffusion.sampling.model_sampling_flow import FlowSampling
 from tests.fixtures.tiny_sd3 import write_tiny_sd3
 from tests.fixtures.tiny_sdxl import G_WIDTH, L_WIDTH, tiny_clip_g_hf, tiny_clip_l_hf, write
 from tests.nodes.sd_env import SDEnv

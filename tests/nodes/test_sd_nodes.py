@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from diffusion.assemble import model_sampling_of
-from diffusion.diffusion_model import DiffusionModel
+from diffusion.files.assemble import model_sampling_of
+from diffusion.networks.diffusion_model import DiffusionModel
 from diffusion.patcher import ModelHandle
-from diffusion.text_encoders import CLIP
-from diffusion.vae import VAE
+from diffusion.text.text_encoders import CLIP
+from diffusion.networks.vae import VAE
 from tests.fixtures.tiny_checkpoints import (write_tiny_checkpoint, write_tiny_text_encoder, write_tiny_unet,
                                              write_tiny_vae)
 from tests.fixtures.tiny_text_encoders import TINY_WIDTH
@@ -243,7 +243,7 @@ def write_taesd(folder: Path, seed: int = 0) -> None:
     """Random-weight TAESD halves in the published files' key layout (Sequential indices)."""
     from safetensors.torch import save_file
 
-    from diffusion.taesd import decoder, encoder
+    from diffusion.networks.taesd import decoder, encoder
 
     gen = torch.Generator().manual_seed(seed)
     folder.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffusion.clip_multi import MultiTextEncoder
-from diffusion.text_encoders import CLIP
+from diffusion.text.clip_multi import MultiTextEncoder
+from diffusion.text.text_encoders import CLIP
 from tests.fixtures.tiny_sdxl import (G_WIDTH, L_WIDTH, REFINER_ADM, XL_ADM, XL_CONTEXT, tiny_clip_g_hf,
                                       tiny_clip_l_hf, tiny_sdxl_state_dict, write)
 from tests.nodes.sd_env import SDEnv, txt2img
@@ -138,8 +138,8 @@ def test_refiner_checkpoint_and_aesthetic_score(xl: SDEnv) -> None:
 
 
 def test_model_sampling_continuous_nodes(xl: SDEnv) -> None:
-    from diffusion.assemble import model_sampling_of
-    from diffusion.latent_formats import PLAYGROUND_V25
+    from diffusion.files.assemble import model_sampling_of
+    from diffusion.files.latent_formats import PLAYGROUND_V25
 
     info = xl.registry.object_info()["ModelSamplingContinuousEDM"]["input"]["required"]
     assert info["sampling"][0] == ["v_prediction", "edm", "edm_playground_v2.5", "eps", "cosmos_rflow"]
@@ -289,7 +289,7 @@ def test_perturbed_attention_guidance(xl: SDEnv) -> None:
 
 
 def test_attention_replacement_hits_only_the_named_block() -> None:
-    from diffusion.unet import build_unet
+    from diffusion.networks.unet import build_unet
     from tests.fixtures.tiny_sdxl import tiny_sdxl_unet_config
 
     unet = build_unet(tiny_sdxl_unet_config())
@@ -314,7 +314,7 @@ def test_taesdxl_previews_and_vae_entry(xl: SDEnv) -> None:
     from PIL import Image
     from safetensors.torch import save_file
 
-    from diffusion.taesd import decoder, encoder
+    from diffusion.networks.taesd import decoder, encoder
 
     folder = xl.base / "models" / "vae_approx"
     folder.mkdir(parents=True, exist_ok=True)
@@ -363,7 +363,7 @@ def test_base_to_refiner_hand_off(xl: SDEnv) -> None:
 
 @pytest.mark.parametrize("ckpt", ["tiny-xl.safetensors", "tiny-ref.safetensors"])
 def test_checkpoint_save_round_trip(xl: SDEnv, ckpt: str) -> None:
-    from diffusion.checkpoint import read_state_dict
+    from diffusion.files.checkpoint import read_state_dict
 
     prompt = {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},

@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from diffusion.step_cache import StepCache
+from diffusion.sampling.step_cache import StepCache
 from tests.nodes.sd_env import SDEnv, txt2img
 
 STEPS = 8

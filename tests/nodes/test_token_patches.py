@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 
-from diffusion.token_patches import (HyperTilePatch, TomePatch, feature_map_size, hypertile_widths,
+from diffusion.adapters.token_patches import (HyperTilePatch, TomePatch, feature_map_size, hypertile_widths,
                                      plan_token_merge, random_divisor)
 from tests.nodes.sd_env import SDEnv, txt2img
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffusion.compile import is_compiled
+from diffusion.networks.compile import is_compiled
 from tests.nodes.sd_env import SDEnv, txt2img
 
 

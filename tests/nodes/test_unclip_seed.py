@@ -9,9 +9,9 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from diffusion.guidance import CFGGuider
-from diffusion.sample import sample
-from diffusion.unclip import UnCLIPModel, unclip_adm
+from diffusion.sampling.guidance import CFGGuider
+from diffusion.sampling.sample import sample
+from diffusion.adapters.unclip import UnCLIPModel, unclip_adm
 from tests.fixtures.tiny_clip_vision import tiny_unclip_checkpoint_state_dict
 from tests.nodes.ops_env import _feed_node
 from tests.nodes.sd_env import SDEnv, txt2img

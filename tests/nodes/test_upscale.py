@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from diffusion.upscale import load_upscale_model, upscale_tiled, upscale_with_retries
+from diffusion.networks.upscale import load_upscale_model, upscale_tiled, upscale_with_retries
 from executor.memory import MemoryPolicy, ModelManager
 from executor.run import Executor
 from tests.fixtures.tiny_upscalers import tiny_esrgan_state_dict, tiny_real_esrgan_state_dict, tiny_swinir_state_dict
@@ -94,7 +94,7 @@ def test_tiled_equals_untiled_within_tolerance() -> None:
 def test_out_of_memory_halves_the_tile(monkeypatch: pytest.MonkeyPatch) -> None:
     descriptor = load_upscale_model(tiny_esrgan_state_dict(2))
     seen: list[int] = []
-    import diffusion.upscale as up
+    import diffusion.networks.upscale as up
 
     real = up.upscale_tiled
 

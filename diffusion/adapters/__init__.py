@@ -1,0 +1,1 @@
+"""What is added to a base model: LoRA (its maths, file layouts and extraction), ControlNets in their layouts, T2I/style adapters, GLIGEN, unCLIP and Revision, hooks, and the model/attention/token patches."""

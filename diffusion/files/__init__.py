@@ -1,0 +1,1 @@
+"""Model files and formats: reading checkpoints (safetensors, pickles, GGUF, diffusers folders), splitting and assembling components, latent formats, merging and saving."""

@@ -1,0 +1,1 @@
+"""The networks themselves, built from config dataclasses with checkpoint key names: UNet, VAE, MMDiT, attention, TAESD, CLIP vision, upscalers, tiling, compilation, and weights stored in another dtype than they compute in."""

@@ -1,0 +1,1 @@
+"""Text conditioning: the CLIP and T5 text towers, their tokenizers, prompt weighting and chunking, embeddings."""
