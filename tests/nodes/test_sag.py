@@ -59,10 +59,15 @@ def sample(env: SDEnv, node: dict | None, cfg: float = 5.0) -> torch.Tensor:
 def test_sag_node(env: SDEnv) -> None:
     base = sample(env, None)
     node = {"class_type": "SelfAttentionGuidance", "inputs": {"model": ["4", 0], "scale": 0.0, "blur_sigma": 2.0}}
-    torch.testing.assert_close(sample(env, node), base, rtol=1e-4, atol=1e-4)
+    # Scale 0 is plain sampling up to kernel rounding: the recorded middle-block attention is an explicit softmax
+    # instead of SDPA. The random-weight model's latents reach the hundreds, so the bound is relative to their size.
+    size = base.abs().max()
+    plain = sample(env, node)
+    print(f"SAG: latents up to {size:.1f}; scale 0 differs by {(plain - base).abs().max():.2e}")
+    assert (plain - base).abs().max() <= 1e-5 * size
     node["inputs"]["scale"] = 0.8
     guided = sample(env, node)
-    assert torch.isfinite(guided).all() and (guided - base).abs().max() > 1e-4
+    assert torch.isfinite(guided).all() and (guided - base).abs().max() > 1e-2 * size
     patched = env.value({"4": txt2img()["4"], "p": node}, "p")
     record = patched.options["transformer_options"]["patches_replace"]["attn1"][("middle", 0, 0)]
     assert record.__self__.uncond_probabilities is not None  # the sampling run recorded the uncond attention
