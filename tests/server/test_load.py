@@ -71,8 +71,9 @@ def test_queue_and_object_info_answer_while_a_long_node_runs(tmp_path: Path) -> 
     """Generous bound only (the machine is shared); figures are in bench/RESULTS.md."""
     async def body() -> None:
         async with LiveServer(build_test_runtime(tmp_path)) as srv:
-            # long enough to outlast the measurements on a loaded machine; interrupted right after them
-            pid = (await srv.post_prompt(slow_prompt(steps=3000, delay=0.01, busy=True)))["prompt_id"]
+            # 100 s: long enough to outlast the 40 requests even when each waits ~1 s on the busy worker thread (the
+            # GIL); interrupted right after them
+            pid = (await srv.post_prompt(slow_prompt(steps=10000, delay=0.01, busy=True)))["prompt_id"]
             while True:
                 async with srv.session.get(f"{srv.url}/queue") as r:
                     if (await r.json())["queue_running"]:
