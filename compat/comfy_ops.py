@@ -43,6 +43,19 @@ class CastWeightBiasOp:
     bias_function = None
 
 
+class _CastConv(CastWeightBiasOp):
+    """The forward of ComfyUI's cast convolutions (mixed in before `nn.ConvNd`): weights cast per call when asked."""
+
+    def reset_parameters(self) -> None:
+        return None
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if self.comfy_cast_weights:
+            weight, bias = cast_bias_weight(self, input)
+            return self._conv_forward(input, weight, bias)  # type: ignore[attr-defined]
+        return super().forward(input)  # type: ignore[misc]
+
+
 def _cast_forward(layer: Any, functional: Any, input: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
     weight, bias = cast_bias_weight(layer, input)
     return functional(input, weight, bias, *args, **kwargs)
@@ -60,35 +73,14 @@ class disable_weight_init:  # noqa: N801 (ComfyUI's class name)
                 return _cast_forward(self, nn.functional.linear, input)
             return super().forward(input)
 
-    class Conv1d(nn.Conv1d, CastWeightBiasOp):
-        def reset_parameters(self) -> None:
-            return None
+    class Conv1d(_CastConv, nn.Conv1d):
+        pass
 
-        def forward(self, input: torch.Tensor) -> torch.Tensor:
-            if self.comfy_cast_weights:
-                weight, bias = cast_bias_weight(self, input)
-                return self._conv_forward(input, weight, bias)
-            return super().forward(input)
+    class Conv2d(_CastConv, nn.Conv2d):
+        pass
 
-    class Conv2d(nn.Conv2d, CastWeightBiasOp):
-        def reset_parameters(self) -> None:
-            return None
-
-        def forward(self, input: torch.Tensor) -> torch.Tensor:
-            if self.comfy_cast_weights:
-                weight, bias = cast_bias_weight(self, input)
-                return self._conv_forward(input, weight, bias)
-            return super().forward(input)
-
-    class Conv3d(nn.Conv3d, CastWeightBiasOp):
-        def reset_parameters(self) -> None:
-            return None
-
-        def forward(self, input: torch.Tensor) -> torch.Tensor:
-            if self.comfy_cast_weights:
-                weight, bias = cast_bias_weight(self, input)
-                return self._conv_forward(input, weight, bias)
-            return super().forward(input)
+    class Conv3d(_CastConv, nn.Conv3d):
+        pass
 
     class GroupNorm(nn.GroupNorm, CastWeightBiasOp):
         def reset_parameters(self) -> None:

@@ -64,6 +64,15 @@ def sincos_grid(dim: int, w: int, h: int, center: float = 7.5, magnitude: float 
     return torch.cat([one_d(grid_c), one_d(grid_r)], dim=1)
 
 
+def pad_to_patches(x: torch.Tensor, hint: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The latent and its hint padded (circularly, as the MMDiT pads) to whole 2×2 patches."""
+    pad_h, pad_w = (-x.shape[2]) % PATCH, (-x.shape[3]) % PATCH
+    if pad_h or pad_w:
+        x = nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="circular")
+        hint = nn.functional.pad(hint, (0, pad_w, 0, pad_h), mode="circular")
+    return x, hint
+
+
 class SD35ControlNetNet(nn.Module):
     """The network; attribute names are the file's (after the top-level renaming)."""
 
@@ -90,10 +99,7 @@ class SD35ControlNetNet(nn.Module):
                 y: torch.Tensor | None = None) -> ControlDict:
         """{"output": residuals B×N×D}, one per joint block of the main model."""
         dtype = self.dtype
-        pad_h, pad_w = (-x.shape[2]) % PATCH, (-x.shape[3]) % PATCH
-        if pad_h or pad_w:
-            x = nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="circular")
-            hint = nn.functional.pad(hint, (0, pad_w, 0, pad_h), mode="circular")
+        x, hint = pad_to_patches(x, hint)
         tokens = self.x_embedder(x.to(dtype))
         if not self.double_y_emb:
             grid = sincos_grid(self.hidden, x.shape[3] // PATCH, x.shape[2] // PATCH)

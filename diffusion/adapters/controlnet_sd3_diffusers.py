@@ -18,7 +18,7 @@ from torch import nn
 
 from diffusion.files.checkpoint import CheckpointError
 from diffusion.adapters.controlnet import ControlDict, broadcast_to_batch, resize_hint
-from diffusion.adapters.controlnet_mmdit import HEAD_DIM, PATCH, ControlNetSD35, sincos_grid
+from diffusion.adapters.controlnet_mmdit import HEAD_DIM, PATCH, ControlNetSD35, pad_to_patches, sincos_grid
 from diffusion.files.latent_formats import SD3 as SD3_LATENT
 from diffusion.networks.mmdit import EmbedMLP, PatchEmbed
 from diffusion.networks.mmdit_blocks import JointBlock
@@ -106,10 +106,7 @@ class SD3DiffusersControlNetNet(nn.Module):
     def forward(self, x: torch.Tensor, hint: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
                 y: torch.Tensor | None = None) -> ControlDict:
         dtype = self.dtype
-        pad_h, pad_w = (-x.shape[2]) % PATCH, (-x.shape[3]) % PATCH
-        if pad_h or pad_w:
-            x = nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="circular")
-            hint = nn.functional.pad(hint, (0, pad_w, 0, pad_h), mode="circular")
+        x, hint = pad_to_patches(x, hint)
         tokens = self.x_embedder(x.to(dtype))
         tokens = tokens + self.positions(x.shape[2] // PATCH, x.shape[3] // PATCH).to(tokens.device, dtype)
         tokens = tokens + self.pos_embed_input(hint.to(dtype))
