@@ -1,9 +1,14 @@
 """SDXL on the CPU: load time, seconds per sampling step at 512² and 1024² (batch 1, cfg 7: cond and uncond in one
 UNet call, euler/normal), VAE decode time and peak RSS, for the full-size reference checkpoint
-(`.cache/reference/loom-ref-sdxl.safetensors`, 2.6 B UNet parameters, fp16 in the file) in fp32 or bf16.
+(`.cache/reference/loom-ref-sdxl.safetensors`, 2.6 B UNet parameters, fp16 in the file), computed in fp32 or
+bf16, with the UNet's weights stored in the compute dtype or (`--storage`) in bf16/fp16/fp8 and upcast layer by
+layer (what `--bf16-unet`, `--fp16-unet` and `--fp8_e4m3fn-unet` do on a CPU).
 
-    flock /tmp/loom-bigmodel.lock python bench/sdxl.py --dtype bf16 [--sizes 512 1024] [--steps 2]
-                                                        [--decode-size 512] [--json out.json] [--results-md FILE]
+    flock /tmp/loom-bigmodel.lock python bench/sdxl.py --dtype fp32 [--storage bf16] [--sizes 512 1024]
+                         [--steps 2] [--decode-size 512] [--json out.json] [--results-md FILE]
+
+On a CPU without native bf16 (no avx512_bf16/AMX) `--dtype bf16` is emulated by torch and many times slower:
+use `--dtype fp32 --storage bf16` there (what Loom itself picks).
 
 One dtype per run, so the process's peak RSS (ru_maxrss) belongs to that dtype. The model goes through Loom's
 real loading path (tensor by tensor from the mmap, cast while reading; text encoders kept in the file's fp16 and
@@ -32,7 +37,15 @@ from diffusion.text.text_encoders import CLIP  # noqa: E402
 from diffusion.networks.vae import VAE  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+STORAGE = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp8": torch.float8_e4m3fn}
 DEFAULT_CKPT = REPO / ".cache" / "reference" / "loom-ref-sdxl.safetensors"
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "?"
 
 
 def peak_rss_gib() -> float:
@@ -53,13 +66,13 @@ def time_steps(model: torch.nn.Module, positive: list, negative: list, size: int
 
 def markdown(result: dict) -> str:
     m = result["meta"]
-    lines = [f"### {m['machine']}, {m['date']} ({m['dtype']})", "",
+    lines = [f"### {m['machine']} ({m.get('cpu', '?')}), {m['date']} ({m['dtype']} compute, {m['storage']} UNet weights)", "",
              f"torch {m['torch']}, {m['threads']} threads, load average at start {m['load']} (shared machine). "
              f"Load {result['load_s']:.1f} s; VAE decode {result['decode_size']}² {result['decode_s']:.1f} s; "
              f"peak RSS {result['peak_rss_gib']:.2f} GiB.", "",
-             "| size | dtype | s/step (steady) | first step (s) | steps |", "| --- | --- | --- | --- | --- |"]
+             "| size | compute / storage | s/step (steady) | first step (s) | steps |", "| --- | --- | --- | --- | --- |"]
     for r in result["rows"]:
-        lines.append(f"| {r['size']}×{r['size']} | {m['dtype']} | {r['s_per_step']:.2f} | {r['first_step_s']:.2f} "
+        lines.append(f"| {r['size']}×{r['size']} | {m['dtype']} / {m['storage']} | {r['s_per_step']:.2f} | {r['first_step_s']:.2f} "
                      f"| {r['steps']} |")
     return "\n".join(lines) + "\n"
 
@@ -68,6 +81,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", type=Path, default=DEFAULT_CKPT)
     parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPES))
+    parser.add_argument("--storage", default=None, choices=sorted(STORAGE),
+                        help="UNet weight storage (default: the compute dtype)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 1024])
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--decode-size", type=int, default=512)
@@ -79,9 +94,11 @@ def main() -> None:
     dtype = DTYPES[args.dtype]
     load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
     meta = {"machine": f"{platform.machine()} CPU", "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "torch": torch.__version__, "threads": torch.get_num_threads(), "load": load, "dtype": args.dtype}
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "load": load, "dtype": args.dtype,
+            "storage": args.storage or args.dtype, "cpu": cpu_name()}
     t0 = time.perf_counter()
-    modules = load_checkpoint_modules(args.ckpt, Precision(unet=dtype, vae=dtype, text_encoder=torch.float16))
+    modules = load_checkpoint_modules(args.ckpt, Precision(unet=dtype, vae=dtype, text_encoder=torch.float16,
+                                                                   unet_weights=STORAGE.get(args.storage or "")))
     load_s = time.perf_counter() - t0
     print(f"loaded in {load_s:.1f} s, RSS peak {peak_rss_gib():.2f} GiB", flush=True)
     clip = CLIP(modules["clip"])
