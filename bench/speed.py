@@ -6,10 +6,17 @@ seconds per step (one CFG step: batch 2), VAE decode seconds and peak RSS, at th
 runs in one process (so both see the same machine load).
 `easycache` mode: KSampler through the executor at `--steps` with and without EasyCache at its defaults: model
 calls skipped, total seconds and PSNR of the decoded image against the uncached one.
+`winograd` mode: the UNet's seconds per step (batch 2) with its fp32 3×3 convolutions by oneDNN's direct kernel and
+by Winograd F(2×2, 3×3) (diffusion/networks/winograd.py), alternating runs in one process, and the relative RMS
+difference of the outputs.
+`compile` mode: the UNet eager, then through `diffusion.networks.compile.compile_model` (TorchCompileModel's path,
+inductor): seconds of the first compiled call (the compile), seconds per step after it, a call with new noise of the
+same shape (no recompile), and the relative RMS difference from the eager output.
 
 Usage: .venv/bin/python bench/speed.py weights --storage fp32|fp8 [--size 512] [--runs 3]
        .venv/bin/python bench/speed.py pair [--size 256] [--runs 3]
        .venv/bin/python bench/speed.py easycache [--size 512] [--steps 20]
+       .venv/bin/python bench/speed.py winograd|compile [--size 256] [--runs 3]
 Run it under `flock /tmp/loom-bigmodel.lock` on the shared machine; record the load average with the figures.
 """
 from __future__ import annotations
@@ -136,9 +143,70 @@ def easycache_mode(size: int, steps: int) -> None:
           f"{skips.found[-1] if skips.found else 'none logged'} | {psnr:.1f} |")
 
 
+def _unet_inputs(size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    x, t = torch.randn(2, 4, size // 8, size // 8, generator=gen), torch.tensor([500.0, 500.0])
+    return x, t, torch.randn(2, 77, 768, generator=gen)
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).pow(2).mean().sqrt() / b.pow(2).mean().sqrt())
+
+
+def winograd_mode(size: int, runs: int) -> None:
+    from diffusion.networks import winograd
+
+    unet = load_checkpoint_modules(reference_sd15(), Precision())["unet"].diffusion_model
+    x, t, ctx = _unet_inputs(size)
+    times: dict[bool, list[float]] = {False: [], True: []}
+    outs: dict[bool, torch.Tensor] = {}
+    with torch.no_grad():
+        for on in (False, True):  # warm-up of both paths
+            winograd.ENABLED = on
+            outs[on] = unet(x, t, ctx)
+        for _ in range(runs):
+            for on in (False, True):
+                winograd.ENABLED = on
+                t0 = time.perf_counter()
+                unet(x, t, ctx)
+                times[on].append(time.perf_counter() - t0)
+    direct, wino = statistics.median(times[False]), statistics.median(times[True])
+    print(f"| SD1.5 {size}², one CFG step (batch 2) | {direct:.2f} | {wino:.2f} | {direct / wino:.2f}× | "
+          f"{_rel(outs[True], outs[False]):.1e} |")
+
+
+def compile_mode(size: int, runs: int) -> None:
+    from diffusion.networks.compile import compile_model
+
+    unet = load_checkpoint_modules(reference_sd15(), Precision())["unet"].diffusion_model
+    x, t, ctx = _unet_inputs(size)
+    eager = []
+    with torch.no_grad():
+        want = unet(x, t, ctx)
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            unet(x, t, ctx)
+            eager.append(time.perf_counter() - t0)
+        compile_model(unet, backend="inductor")
+        t0 = time.perf_counter()
+        got = unet(x, t, ctx)
+        first = time.perf_counter() - t0
+        after = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            unet(x, t, ctx)
+            after.append(time.perf_counter() - t0)
+        x2, _, _ = _unet_inputs(size, seed=1)
+        t0 = time.perf_counter()
+        unet(x2, t, ctx)
+        reseed = time.perf_counter() - t0
+    print(f"| SD1.5 {size}², one CFG step (batch 2) | {statistics.median(eager):.2f} | {first:.1f} | "
+          f"{statistics.median(after):.2f} | {reseed:.2f} | {_rel(got, want):.1e} |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("mode", choices=("weights", "pair", "easycache"))
+    p.add_argument("mode", choices=("weights", "pair", "easycache", "winograd", "compile"))
     p.add_argument("--storage", choices=("fp32", "fp16", "fp8"), default="fp32")
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--runs", type=int, default=3)
@@ -149,6 +217,10 @@ def main() -> None:
         weights_mode(args.storage, args.size, args.runs)
     elif args.mode == "pair":
         pair_mode(args.size, args.runs)
+    elif args.mode == "winograd":
+        winograd_mode(args.size, args.runs)
+    elif args.mode == "compile":
+        compile_mode(args.size, args.runs)
     else:
         easycache_mode(args.size, args.steps)
 

@@ -142,8 +142,10 @@ def load_checkpoint_modules(path: str | os.PathLike[str], precision: Precision, 
         clip = sd3_checkpoint_text_model(state_dict, p.read("text_encoder"), path, tokenizer_dirs)
         return {"unet": diffusion_model(sd3.mmdit, "sd3", "flow"), "clip": clip,
                 "vae": finish_network(sd3.vae, p.stored("vae"), p.vae)}
+    stored = p.stored("unet")
     loaded = load_checkpoint(path, dtype=p.read("unet"), vae_dtype=p.read("vae"),
-                             text_encoder_dtype=p.read("text_encoder"), prediction=prediction)
+                             text_encoder_dtype=p.read("text_encoder"), prediction=prediction,
+                             unet_matrix_dtype=stored if stored in FP8_DTYPES and stored != p.unet else None)
     finish_network(loaded.unet, p.stored("unet"), p.unet)
     model = diffusion_model(loaded.unet, loaded.info.family, loaded.info.prediction, loaded.info.sampling)
     vae = finish_network(loaded.vae.model, p.stored("vae"), p.vae) if loaded.vae is not None else None

@@ -145,7 +145,12 @@ def _safetensors_header(path: Path) -> tuple[dict, int]:
     return header, 8 + length
 
 
-def _target_dtype(dtype: DTypeChoice, key: str) -> torch.dtype | None:
+def _target_dtype(dtype: DTypeChoice, key: str, shape: list[int] | None = None,
+                  matrix_dtype: Callable[[str], torch.dtype | None] | None = None) -> torch.dtype | None:
+    if matrix_dtype is not None and shape is not None and len(shape) >= 2:
+        chosen = matrix_dtype(key)
+        if chosen is not None:
+            return chosen
     return dtype(key) if callable(dtype) else dtype
 
 
@@ -187,7 +192,8 @@ def _release(mapped: mmap.mmap, start: int, end: int) -> None:
         mapped.madvise(mmap.MADV_DONTNEED, first, min(length, len(mapped) - first))
 
 
-def _read_safetensors(path: Path, dtype: DTypeChoice, device: torch.device | str) -> dict[str, torch.Tensor]:
+def _read_safetensors(path: Path, dtype: DTypeChoice, device: torch.device | str,
+                      matrix_dtype: Callable[[str], torch.dtype | None] | None = None) -> dict[str, torch.Tensor]:
     header, base = _safetensors_header(path)
     entries = sorted(
         ((k, v) for k, v in header.items() if k != "__metadata__"), key=lambda kv: kv[1]["data_offsets"][0]
@@ -206,7 +212,9 @@ def _read_safetensors(path: Path, dtype: DTypeChoice, device: torch.device | str
         # The casts and copies release the GIL, so a few threads overlap page faults and conversion.
         with ThreadPoolExecutor(_READ_THREADS) as pool:
             tensors = list(
-                pool.map(lambda kv: _read_one(mapped, kv[1], base, _target_dtype(dtype, kv[0]), device), entries)
+                pool.map(lambda kv: _read_one(mapped, kv[1], base,
+                                              _target_dtype(dtype, kv[0], kv[1]["shape"], matrix_dtype), device),
+                         entries)
             )
     finally:
         mapped.close()
@@ -272,10 +280,13 @@ def read_state_dict(
     path: str | os.PathLike,
     dtype: DTypeChoice = None,
     device: torch.device | str = "cpu",
+    matrix_dtype: Callable[[str], torch.dtype | None] | None = None,
 ) -> dict[str, torch.Tensor]:
     """All tensors of a model file, floating ones cast to `dtype` (None keeps the file's) while reading.
 
-    `dtype` may also be a function of the key, to give components different precisions in one pass.
+    `dtype` may also be a function of the key, to give components different precisions in one pass;
+    `matrix_dtype` (safetensors files), a function of the key, overrides it for tensors of 2+ dimensions where it
+    gives a dtype (fp8 storage of the matmul weights, cast once while reading instead of after a half copy).
     Each tensor is read and converted on its own, so the peak memory is the result plus one tensor.
     Raises `CheckpointError` for unreadable files, unknown suffixes and pickles that need code.
     """
@@ -284,7 +295,7 @@ def read_state_dict(
         raise CheckpointError(f"model file {path} does not exist")
     suffix = path.suffix.lower()
     if suffix in SAFETENSORS_SUFFIXES:
-        return _read_safetensors(path, dtype, device)
+        return _read_safetensors(path, dtype, device, matrix_dtype)
     if suffix in PICKLE_SUFFIXES:
         return _read_pickle(path, dtype, device)
     raise CheckpointError(

@@ -93,13 +93,22 @@ def load_checkpoint(
     text_encoder_dtype: torch.dtype | None = None,
     prediction: str | None = None,
     load_text_encoder: bool = True,
+    unet_matrix_dtype: torch.dtype | None = None,
 ) -> LoadedCheckpoint:
     """Load an SD1.x/SD2.x single-file checkpoint into networks of `dtype` (VAE/text tower may differ) on `device`.
 
-    `prediction` ("eps"/"v") overrides detection. Raises `CheckpointError` for unknown layouts.
+    `prediction` ("eps"/"v") overrides detection; `unet_matrix_dtype` (an fp8 type) is the dtype the UNet's
+    matrices are read in (fp8 storage), so no half-precision copy of the whole UNet is ever resident. Raises
+    `CheckpointError` for unknown layouts.
     """
     metadata = read_metadata(path)
-    state_dict = read_state_dict(path, dtype=_dtype_by_component(dtype, vae_dtype, text_encoder_dtype), device=device)
+    matrices = None
+    if unet_matrix_dtype is not None:
+        def matrices(key: str) -> torch.dtype | None:
+            unet_key = key.startswith("model.diffusion_model.") and key.endswith(".weight")
+            return unet_matrix_dtype if unet_key else None
+    state_dict = read_state_dict(path, dtype=_dtype_by_component(dtype, vae_dtype, text_encoder_dtype), device=device,
+                                 matrix_dtype=matrices)
     return checkpoint_from_state_dict(state_dict, metadata, os.path.basename(os.fspath(path)), dtype, device,
                                       vae_dtype=vae_dtype, text_encoder_dtype=text_encoder_dtype,
                                       prediction=prediction, load_text_encoder=load_text_encoder)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from diffusion.files.checkpoint import CheckpointError
+from diffusion.networks.winograd import use_winograd_convs
 from diffusion.networks.unet_blocks import (
     Downsample,
     ResBlock,
@@ -158,6 +159,7 @@ class UNetModel(nn.Module):
         self.middle_block = TimestepEmbedSequential(*middle)
         self._build_output_blocks(config, emb_dim, skip_channels)
         self.out = nn.Sequential(group_norm(mc), nn.SiLU(), nn.Conv2d(mc, config.out_channels, 3, padding=1))
+        use_winograd_convs(self)  # fp32 CPU 3×3 convolutions by Winograd where it pays (diffusion/networks/winograd.py)
 
     def _transformer(self, channels: int, depth: int) -> SpatialTransformer:
         heads, dim_head = self.config.heads(channels)
@@ -308,14 +310,16 @@ def build_unet(
         model = UNetModel(config)
     if state_dict is None:
         return model.to_empty(device=device).to(dtype).eval().requires_grad_(False)
-    load_assigned(model, state_dict, dtype, device, "UNet")
+    load_assigned(model, state_dict, dtype, device, "UNet", keep_fp8=True)
     return model.eval().requires_grad_(False)
 
 
 def load_assigned(
-    model: nn.Module, state_dict: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device | str, what: str
+    model: nn.Module, state_dict: dict[str, torch.Tensor], dtype: torch.dtype, device: torch.device | str, what: str,
+    keep_fp8: bool = False,
 ) -> None:
-    """Assign `state_dict` to `model` (built on meta) with strict key checking, casting where needed."""
+    """Assign `state_dict` to `model` (built on meta) with strict key checking, casting where needed; with
+    `keep_fp8`, float8 tensors (matrices read for fp8 storage) stay float8 for `finish_network` to keep."""
     expected = model.state_dict(keep_vars=True)
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
@@ -331,5 +335,6 @@ def load_assigned(
             f"{what} weights have {len(wrong)} tensors of the wrong shape, e.g. {k}: file "
             f"{tuple(state_dict[k].shape)}, model {tuple(expected[k].shape)}"
         )
-    cast = {k: v.to(device=device, dtype=dtype) for k, v in state_dict.items()}
+    fp8 = (torch.float8_e4m3fn, torch.float8_e5m2) if keep_fp8 else ()
+    cast = {k: v.to(device=device, dtype=v.dtype if v.dtype in fp8 else dtype) for k, v in state_dict.items()}
     model.load_state_dict(cast, strict=True, assign=True)

@@ -1,0 +1,113 @@
+"""3×3 convolutions by Winograd's minimal filtering F(2×2, 3×3) (Lavin & Gray 2016, "Fast Algorithms for
+Convolutional Neural Networks") for fp32 on the CPU, where oneDNN's direct kernel leaves the GEMM units idle.
+
+A 3×3, stride-1, padding-1 convolution over 2×2 output tiles needs 16 multiplies per tile and channel pair instead
+of 36: the input is cut into overlapping 4×4 tiles (stride 2) and transformed (Bᵀ d B, additions only), the
+weights are transformed once per call (G g Gᵀ, a 16×9 matrix product), the 16 transformed planes are multiplied as
+16 batched GEMMs (Cout×Cin by Cin×tiles), and each tile's 4×4 result is folded back to 2×2 outputs (Aᵀ m A). The
+arithmetic is 2.25× smaller; the rounding differs from the direct kernel's by a few fp32 ulps (relative 1e-6 to
+1e-5 after a whole UNet), far inside any image tolerance but not bit-identical to `F.conv2d`.
+
+`use_winograd` is the one place deciding where it pays: fp32 CPU tensors, no groups/dilation, at least
+`MIN_CHANNELS` channels each way and enough tiles for the GEMMs to be efficient once the weight transform is paid
+(measured on a 2-core AMD EPYC without AVX-512; see bench/RESULTS.md, "Winograd 3×3 convolutions").
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MIN_CHANNELS = 128
+MIN_TILES = 128  # batch · ⌈H/2⌉ · ⌈W/2⌉; below this the per-call weight transform costs more than it saves
+_G = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+_KRON = torch.kron(_G, _G)  # 16×9: U[a·4+b] = Σ G[a,i] G[b,j] g[i,j]
+
+ENABLED = True  # module-wide switch (bench/ compares both paths)
+
+
+def transform_weight(weight: torch.Tensor) -> torch.Tensor:
+    """Cout×Cin×3×3 → 16×Cout×Cin (G g Gᵀ for every filter)."""
+    out_ch, in_ch = weight.shape[:2]
+    flat = weight.reshape(out_ch * in_ch, 9)
+    return torch.mm(_KRON.to(weight.dtype), flat.t()).view(16, out_ch, in_ch)
+
+
+def use_winograd(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether `conv` applied to `x` with `weight` (already in the compute dtype) goes through Winograd."""
+    if not ENABLED or x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
+        return False
+    if torch.compiler.is_compiling():  # inductor sees the plain convolution and picks its own kernel
+        return False
+    if conv.kernel_size != (3, 3) or conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1:
+        return False
+    if conv.padding != (1, 1) or conv.padding_mode != "zeros" or x.dim() != 4:
+        return False
+    if min(conv.in_channels, conv.out_channels) < MIN_CHANNELS or torch.is_grad_enabled() and weight.requires_grad:
+        return False
+    n, _, h, w = x.shape
+    return n * ((h + 1) // 2) * ((w + 1) // 2) >= MIN_TILES
+
+
+def _input_tiles(x: torch.Tensor, th: int, tw: int) -> torch.Tensor:
+    """Bᵀ d B of every 4×4 tile (stride 2) of the zero-padded input, as 4×4×N×C×th×tw."""
+    n, c, h, w = x.shape
+    xp = F.pad(x, (1, 2 * tw + 1 - w, 1, 2 * th + 1 - h))
+    d = [xp[:, :, k:k + 2 * th:2] for k in range(4)]
+    rows = x.new_empty((4, n, c, th, xp.shape[3]))
+    torch.sub(d[0], d[2], out=rows[0])
+    torch.add(d[1], d[2], out=rows[1])
+    torch.sub(d[2], d[1], out=rows[2])
+    torch.sub(d[1], d[3], out=rows[3])
+    tiles = x.new_empty((4, 4, n, c, th, tw))
+    for i in range(4):
+        e = [rows[i][..., k:k + 2 * tw:2] for k in range(4)]
+        torch.sub(e[0], e[2], out=tiles[i, 0])
+        torch.add(e[1], e[2], out=tiles[i, 1])
+        torch.sub(e[2], e[1], out=tiles[i, 2])
+        torch.sub(e[1], e[3], out=tiles[i, 3])
+    return tiles
+
+
+def winograd_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """`F.conv2d(x, weight, bias, padding=1)` for a 3×3 kernel, by F(2×2, 3×3)."""
+    n, c, h, w = x.shape
+    out_ch = weight.shape[0]
+    th, tw = (h + 1) // 2, (w + 1) // 2
+    u = transform_weight(weight)
+    tiles = _input_tiles(x.contiguous(), th, tw)
+    m = x.new_empty((n, 16, out_ch, th * tw))
+    for b in range(n):
+        torch.bmm(u, tiles[:, :, b].reshape(16, c, th * tw), out=m[b])
+    m = m.view(n, 4, 4, out_ch, th, tw)
+    r0 = m[:, 0] + m[:, 1] + m[:, 2]
+    r1 = m[:, 1] - m[:, 2] - m[:, 3]
+    y = x.new_empty((n, out_ch, 2 * th, 2 * tw))
+    for a, r in enumerate((r0, r1)):
+        y[:, :, a::2, 0::2] = r[:, 0] + r[:, 1] + r[:, 2]
+        y[:, :, a::2, 1::2] = r[:, 1] - r[:, 2] - r[:, 3]
+    if bias is not None:
+        y += bias.view(1, -1, 1, 1)
+    return y if (2 * th, 2 * tw) == (h, w) else y[:, :, :h, :w].contiguous()
+
+
+def conv2d(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """`conv`'s convolution of `x` with the given (compute-dtype) weight and bias, by Winograd where it pays."""
+    if use_winograd(conv, x, weight):
+        return winograd_conv3x3(x, weight, bias)
+    return conv._conv_forward(x, weight, bias)
+
+
+class WinogradConv2d(nn.Conv2d):
+    """nn.Conv2d whose fp32 CPU 3×3 convolutions go through `winograd_conv3x3` where `use_winograd` says so."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return conv2d(self, x, self.weight, self.bias)
+
+
+def use_winograd_convs(net: nn.Module) -> nn.Module:
+    """Give every plain nn.Conv2d of `net` the Winograd forward (in place; state dict and parameters unchanged)."""
+    for module in net.modules():
+        if type(module) is nn.Conv2d:
+            module.__class__ = WinogradConv2d
+    return net
