@@ -34,6 +34,7 @@ DEFAULT_MODEL_KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "clip": (("clip", "text_encoders"), MODEL_SUFFIXES),
     "diffusion_models": (("unet", "diffusion_models"), MODEL_SUFFIXES),
     "unet_gguf": (("unet", "diffusion_models"), (".gguf",)),  # the ComfyUI-GGUF pack's kind
+    "clip_gguf": (("clip", "text_encoders"), (".gguf",)),  # the pack's kind for GGUF text encoders
     "clip_vision": (("clip_vision",), MODEL_SUFFIXES),
     "style_models": (("style_models",), MODEL_SUFFIXES),
     "embeddings": (("embeddings",), MODEL_SUFFIXES),

@@ -238,7 +238,12 @@ def load_text_encoder_module(path: str | os.PathLike[str], dtype: torch.dtype,
     """The text tower of a text-encoder file: CLIP-L or bigG in the HF layout, OpenCLIP-H/bigG in open_clip's, or
     a T5 encoder (any prefix), its weights in `dtype` (a CLIP tower computes in fp32 block by block; fp8 keeps the
     matmul weights in fp8). A T5 file's half/fp8 linear weights stay as stored; its tokenizer is looked for
-    beside the file and in `tokenizer_dirs` (`diffusion.text.t5_tokenizer`)."""
+    beside the file and in `tokenizer_dirs` (`diffusion.text.t5_tokenizer`). A .gguf file is a GGUF T5 encoder
+    with its quantised matmul weights kept packed (`diffusion/files/gguf_text.py`)."""
+    if os.fspath(path).lower().endswith(".gguf"):
+        from diffusion.files.gguf_text import load_gguf_t5  # needs the gguf package; only GGUF files do
+
+        return load_gguf_t5(path, dtype, tokenizer_dirs)
     read = torch.float16 if dtype in FP8_DTYPES else dtype
     if t5_prefix(read_keys(path)) is not None:
         state_dict = read_state_dict(path)  # the file's dtypes

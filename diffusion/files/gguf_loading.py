@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -45,9 +46,10 @@ class QuantizedWeight:
 Loaded = dict[str, "torch.Tensor | QuantizedWeight"]
 
 
-def read_gguf(path: str | os.PathLike[str]) -> tuple[Loaded, str | None]:
+def read_gguf(path: str | os.PathLike[str],
+              check_arch: Callable[[str | None], None] | None = None) -> tuple[Loaded, str | None]:
     """(tensors by name, `general.architecture` or None) of a GGUF file; `CheckpointError` for types Loom cannot
-    read."""
+    read. `check_arch` sees the architecture before any tensor is read (and raises for a file of the wrong kind)."""
     import gguf  # the format reader; only GGUF files need it
 
     try:
@@ -56,6 +58,8 @@ def read_gguf(path: str | os.PathLike[str]) -> tuple[Loaded, str | None]:
         raise CheckpointError(f"{os.fspath(path)}: not a readable GGUF file ({err})") from err
     arch_field = reader.get_field("general.architecture")
     arch = str(bytes(arch_field.parts[arch_field.data[-1]]), "utf-8") if arch_field is not None else None
+    if check_arch is not None:
+        check_arch(arch)
     names = [t.name for t in reader.tensors]
     prefixed = any(n.startswith(UNET_PREFIX) for n in names)
     out: Loaded = {}
