@@ -137,13 +137,15 @@ def make_base() -> Path:
     return base
 
 
-async def post_and_wait(port: int, prompt: dict) -> float:
-    """Seconds from POST /prompt until the websocket says `executing` with node null for that prompt."""
+async def post_and_wait(port: int, prompt: dict, on_executing: Any = None) -> float:
+    """Seconds from POST /prompt until the websocket says `executing` with node null for that prompt;
+    `on_executing(node, seconds)` is called for each `executing` message of it (the last with node None)."""
     import aiohttp
 
     client_id = uuid.uuid4().hex
     async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(f"http://127.0.0.1:{port}/ws?clientId={client_id}") as ws:
+        async with session.ws_connect(f"http://127.0.0.1:{port}/ws?clientId={client_id}", heartbeat=None,
+                                      receive_timeout=None) as ws:
             t0 = time.perf_counter()
             async with session.post(f"http://127.0.0.1:{port}/prompt",
                                     json={"prompt": prompt, "client_id": client_id}) as r:
@@ -156,9 +158,11 @@ async def post_and_wait(port: int, prompt: dict) -> float:
                 data = json.loads(msg.data)
                 if data["type"] == "execution_error":
                     raise RuntimeError(f"the prompt failed: {data['data'].get('exception_message')}")
-                if (data["type"] == "executing" and data["data"].get("node") is None
-                        and data["data"].get("prompt_id") == body["prompt_id"]):
-                    return time.perf_counter() - t0
+                if data["type"] == "executing" and data["data"].get("prompt_id") == body["prompt_id"]:
+                    if on_executing is not None:
+                        on_executing(data["data"].get("node"), time.perf_counter() - t0)
+                    if data["data"].get("node") is None:
+                        return time.perf_counter() - t0
     raise RuntimeError("the websocket closed before the prompt finished")
 
 

@@ -28,7 +28,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.pipeline import free_port, load_avg, peak_rss_gb, start_server  # noqa: E402
+from bench.pipeline import free_port, load_avg, peak_rss_gb, post_and_wait, start_server  # noqa: E402
 from bench.synthetic_weights import (sd35_large_mmdit_spec, spec_from_key_list, t5xxl_spec,  # noqa: E402
                                      write_streamed)
 
@@ -99,33 +98,12 @@ def rss_gb(pid: int) -> float:
     return float("nan")
 
 
-async def run_prompt(port: int, pid: int, prompt: dict) -> list[dict[str, Any]]:
+def run_prompt(port: int, pid: int, prompt: dict) -> list[dict[str, Any]]:
     """Post `prompt`; for each node the websocket names: start time and the server's RSS at that moment."""
-    import aiohttp
-
-    client_id = uuid.uuid4().hex
     events: list[dict[str, Any]] = []
-    async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(f"http://127.0.0.1:{port}/ws?clientId={client_id}", heartbeat=None,
-                                      receive_timeout=None) as ws:
-            t0 = time.perf_counter()
-            async with session.post(f"http://127.0.0.1:{port}/prompt",
-                                    json={"prompt": prompt, "client_id": client_id}) as r:
-                body = await r.json()
-                if r.status != 200:
-                    raise RuntimeError(f"POST /prompt failed: {json.dumps(body)[:2000]}")
-            async for msg in ws:
-                if msg.type != aiohttp.WSMsgType.TEXT:
-                    continue
-                data = json.loads(msg.data)
-                if data["type"] == "execution_error":
-                    raise RuntimeError(f"the prompt failed: {data['data'].get('exception_message')}")
-                if data["type"] == "executing" and data["data"].get("prompt_id") == body["prompt_id"]:
-                    node = data["data"].get("node")
-                    events.append({"node": node, "t": time.perf_counter() - t0, "rss_gb": rss_gb(pid)})
-                    if node is None:
-                        return events
-    raise RuntimeError("the websocket closed before the prompt finished")
+    asyncio.run(post_and_wait(port, prompt, lambda node, t: events.append({"node": node, "t": t,
+                                                                             "rss_gb": rss_gb(pid)})))
+    return events
 
 
 def node_table(events: list[dict[str, Any]], prompt: dict) -> list[dict[str, Any]]:
@@ -191,7 +169,7 @@ def main() -> None:
     watcher.start()
     try:
         t0 = time.perf_counter()
-        events = asyncio.run(run_prompt(port, proc.pid, prompt))
+        events = run_prompt(port, proc.pid, prompt)
         total = time.perf_counter() - t0
         peak = peak_rss_gb(proc.pid)
         images = sorted((base / "output").glob("sd35large*.png"))
