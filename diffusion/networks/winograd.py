@@ -20,6 +20,7 @@ from torch import nn
 
 MIN_CHANNELS = 128
 MIN_TILES = 128  # batch · ⌈H/2⌉ · ⌈W/2⌉; below this the per-call weight transform costs more than it saves
+WORKSPACE_BYTES = 32 << 20  # transient tiles + products per band (see winograd_conv3x3)
 _G = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 _KRON = torch.kron(_G, _G)  # 16×9: U[a·4+b] = Σ G[a,i] G[b,j] g[i,j]
 
@@ -49,17 +50,16 @@ def use_winograd(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor) -> bool
     return n * ((h + 1) // 2) * ((w + 1) // 2) >= MIN_TILES
 
 
-def _input_tiles(x: torch.Tensor, th: int, tw: int) -> torch.Tensor:
-    """Bᵀ d B of every 4×4 tile (stride 2) of the zero-padded input, as 4×4×N×C×th×tw."""
-    n, c, h, w = x.shape
-    xp = F.pad(x, (1, 2 * tw + 1 - w, 1, 2 * th + 1 - h))
+def _input_tiles(xp: torch.Tensor, th: int, tw: int) -> torch.Tensor:
+    """Bᵀ d B of every 4×4 tile (stride 2) of an already zero-padded input band, as 4×4×N×C×th×tw."""
+    n, c = xp.shape[:2]
     d = [xp[:, :, k:k + 2 * th:2] for k in range(4)]
-    rows = x.new_empty((4, n, c, th, xp.shape[3]))
+    rows = xp.new_empty((4, n, c, th, xp.shape[3]))
     torch.sub(d[0], d[2], out=rows[0])
     torch.add(d[1], d[2], out=rows[1])
     torch.sub(d[2], d[1], out=rows[2])
     torch.sub(d[1], d[3], out=rows[3])
-    tiles = x.new_empty((4, 4, n, c, th, tw))
+    tiles = xp.new_empty((4, 4, n, c, th, tw))
     for i in range(4):
         e = [rows[i][..., k:k + 2 * tw:2] for k in range(4)]
         torch.sub(e[0], e[2], out=tiles[i, 0])
@@ -69,23 +69,43 @@ def _input_tiles(x: torch.Tensor, th: int, tw: int) -> torch.Tensor:
     return tiles
 
 
-def winograd_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """`F.conv2d(x, weight, bias, padding=1)` for a 3×3 kernel, by F(2×2, 3×3)."""
+def band_rows(n: int, in_ch: int, out_ch: int, th: int, tw: int, workspace_bytes: int = WORKSPACE_BYTES) -> int:
+    """Tile rows per band so that one band's transformed input and products stay within `workspace_bytes`."""
+    per_row = 4 * n * tw * 24 * (in_ch + out_ch)  # fp32: tiles 16·C + row transform 8·C, products 16·Cout + 8·Cout
+    return max(1, min(th, workspace_bytes // per_row))
+
+
+def winograd_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                     workspace_bytes: int = WORKSPACE_BYTES) -> torch.Tensor:
+    """`F.conv2d(x, weight, bias, padding=1)` for a 3×3 kernel, by F(2×2, 3×3).
+
+    The output is computed in horizontal bands of tile rows (each band reads its rows of the padded input plus a
+    two-row halo), so the transient workspace is bounded by `workspace_bytes` whatever the image size: the
+    transformed tiles are 4× the input and the products 4× the output, which at a 1024² VAE decode would be
+    gigabytes if made at once.
+    """
     n, c, h, w = x.shape
     out_ch = weight.shape[0]
     th, tw = (h + 1) // 2, (w + 1) // 2
     u = transform_weight(weight)
-    tiles = _input_tiles(x.contiguous(), th, tw)
-    m = x.new_empty((n, 16, out_ch, th * tw))
-    for b in range(n):
-        torch.bmm(u, tiles[:, :, b].reshape(16, c, th * tw), out=m[b])
-    m = m.view(n, 4, 4, out_ch, th, tw)
-    r0 = m[:, 0] + m[:, 1] + m[:, 2]
-    r1 = m[:, 1] - m[:, 2] - m[:, 3]
+    xp = F.pad(x, (1, 2 * tw + 1 - w, 1, 2 * th + 1 - h))
     y = x.new_empty((n, out_ch, 2 * th, 2 * tw))
-    for a, r in enumerate((r0, r1)):
-        y[:, :, a::2, 0::2] = r[:, 0] + r[:, 1] + r[:, 2]
-        y[:, :, a::2, 1::2] = r[:, 1] - r[:, 2] - r[:, 3]
+    step = band_rows(n, c, out_ch, th, tw, workspace_bytes)
+    for t0 in range(0, th, step):
+        bt = min(step, th - t0)
+        tiles = _input_tiles(xp[:, :, 2 * t0:2 * (t0 + bt) + 2], bt, tw)
+        m = x.new_empty((n, 16, out_ch, bt * tw))
+        for b in range(n):
+            torch.bmm(u, tiles[:, :, b].reshape(16, c, bt * tw), out=m[b])
+        del tiles
+        m = m.view(n, 4, 4, out_ch, bt, tw)
+        r0 = m[:, 0] + m[:, 1] + m[:, 2]
+        r1 = m[:, 1] - m[:, 2] - m[:, 3]
+        del m
+        band = y[:, :, 2 * t0:2 * (t0 + bt)]
+        for a, r in enumerate((r0, r1)):
+            band[:, :, a::2, 0::2] = r[:, 0] + r[:, 1] + r[:, 2]
+            band[:, :, a::2, 1::2] = r[:, 1] - r[:, 2] - r[:, 3]
     if bias is not None:
         y += bias.view(1, -1, 1, 1)
     return y if (2 * th, 2 * tw) == (h, w) else y[:, :, :h, :w].contiguous()
