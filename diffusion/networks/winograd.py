@@ -69,9 +69,10 @@ def _input_tiles(xp: torch.Tensor, th: int, tw: int) -> torch.Tensor:
     return tiles
 
 
-def band_rows(n: int, in_ch: int, out_ch: int, th: int, tw: int, workspace_bytes: int = WORKSPACE_BYTES) -> int:
+def band_rows(n: int, in_ch: int, out_ch: int, th: int, tw: int, workspace_bytes: int = WORKSPACE_BYTES,
+              itemsize: int = 4) -> int:
     """Tile rows per band so that one band's transformed input and products stay within `workspace_bytes`."""
-    per_row = 4 * n * tw * 24 * (in_ch + out_ch)  # fp32: tiles 16·C + row transform 8·C, products 16·Cout + 8·Cout
+    per_row = itemsize * n * tw * 24 * (in_ch + out_ch)  # tiles 16·C + row transform 8·C, products 16·Cout + 8·Cout
     return max(1, min(th, workspace_bytes // per_row))
 
 
@@ -90,7 +91,7 @@ def winograd_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     u = transform_weight(weight)
     xp = F.pad(x, (1, 2 * tw + 1 - w, 1, 2 * th + 1 - h))
     y = x.new_empty((n, out_ch, 2 * th, 2 * tw))
-    step = band_rows(n, c, out_ch, th, tw, workspace_bytes)
+    step = band_rows(n, c, out_ch, th, tw, workspace_bytes, x.element_size())
     for t0 in range(0, th, step):
         bt = min(step, th - t0)
         tiles = _input_tiles(xp[:, :, 2 * t0:2 * (t0 + bt) + 2], bt, tw)
