@@ -6,9 +6,14 @@ seconds per step (one CFG step: batch 2), VAE decode seconds and peak RSS, at th
 runs in one process (so both see the same machine load).
 `easycache` mode: KSampler through the executor at `--steps` with and without EasyCache at its defaults: model
 calls skipped, total seconds and PSNR of the decoded image against the uncached one.
-`winograd` mode: the UNet's seconds per step (batch 2) with its fp32 3×3 convolutions by oneDNN's direct kernel and
-by Winograd F(2×2, 3×3) (diffusion/networks/winograd.py), alternating runs in one process, and the relative RMS
-difference of the outputs.
+`convs` mode: the UNet's seconds per step (batch 2) with its fp32 3×3 convolutions all by oneDNN's direct kernel and
+by the algorithms diffusion/networks/conv3x3.py picks (Winograd F(2×2, 3×3) on big maps, one GEMM on small ones),
+alternating runs in one process, and the relative RMS difference of the outputs.
+`bf16` mode (for a CPU with native bf16, AVX512-BF16 or AMX): the UNet's seconds per step (batch 2) with fp32
+weights by aten's kernels alone (Loom's convolution algorithms off: the kernels ComfyUI's fp32 CPU path runs), with
+Loom's fp32 path, and in bf16 (what `--precision auto` picks on such a CPU), alternating runs in one process; then
+a whole txt2img prompt through the executor at `--steps` in fp32 and with `--precision auto`, and the PSNR of the
+bf16 image against the fp32 one.
 `compile` mode: the UNet eager, then through `diffusion.networks.compile.compile_model` (TorchCompileModel's path,
 inductor): seconds of the first compiled call (the compile), seconds per step after it, a call with new noise of the
 same shape (no recompile), and the relative RMS difference from the eager output.
@@ -16,7 +21,8 @@ same shape (no recompile), and the relative RMS difference from the eager output
 Usage: .venv/bin/python bench/speed.py weights --storage fp32|fp8 [--size 512] [--runs 3]
        .venv/bin/python bench/speed.py pair [--size 256] [--runs 3]
        .venv/bin/python bench/speed.py easycache [--size 512] [--steps 20]
-       .venv/bin/python bench/speed.py winograd|compile [--size 256] [--runs 3]
+       .venv/bin/python bench/speed.py convs|compile [--size 256] [--runs 3]
+       .venv/bin/python bench/speed.py bf16 [--size 256] [--runs 3] [--steps 20]
 Run it under `flock /tmp/loom-bigmodel.lock` on the shared machine; record the load average with the figures.
 """
 from __future__ import annotations
@@ -153,8 +159,8 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).pow(2).mean().sqrt() / b.pow(2).mean().sqrt())
 
 
-def winograd_mode(size: int, runs: int) -> None:
-    from diffusion.networks import winograd
+def convs_mode(size: int, runs: int) -> None:
+    from diffusion.networks import conv3x3
 
     unet = load_checkpoint_modules(reference_sd15(), Precision())["unet"].diffusion_model
     x, t, ctx = _unet_inputs(size)
@@ -162,17 +168,54 @@ def winograd_mode(size: int, runs: int) -> None:
     outs: dict[bool, torch.Tensor] = {}
     with torch.no_grad():
         for on in (False, True):  # warm-up of both paths
-            winograd.ENABLED = on
+            conv3x3.ENABLED = on
             outs[on] = unet(x, t, ctx)
         for _ in range(runs):
             for on in (False, True):
-                winograd.ENABLED = on
+                conv3x3.ENABLED = on
                 t0 = time.perf_counter()
                 unet(x, t, ctx)
                 times[on].append(time.perf_counter() - t0)
     direct, wino = statistics.median(times[False]), statistics.median(times[True])
     print(f"| SD1.5 {size}², one CFG step (batch 2) | {direct:.2f} | {wino:.2f} | {direct / wino:.2f}× | "
           f"{_rel(outs[True], outs[False]):.1e} |")
+
+
+def bf16_mode(size: int, runs: int, steps: int) -> None:
+    from diffusion.networks import conv3x3
+    from executor.memory import MemoryPolicy
+    from tests.nodes.sd_env import SDEnv, txt2img
+
+    nets = {"fp32": load_checkpoint_modules(reference_sd15(), Precision())["unet"].diffusion_model,
+            "bf16": load_checkpoint_modules(reference_sd15(), Precision(unet=torch.bfloat16))["unet"].diffusion_model}
+    x, t, ctx = _unet_inputs(size)
+    cases = {"aten fp32": ("fp32", False), "Loom fp32": ("fp32", True), "bf16": ("bf16", True)}
+    times: dict[str, list[float]] = {label: [] for label in cases}
+    with torch.no_grad():
+        for label in list(cases) * (runs + 1):  # the first round is the warm-up
+            net, conv3x3.ENABLED = nets[cases[label][0]], cases[label][1]
+            dtype = next(net.parameters()).dtype
+            t0 = time.perf_counter()
+            net(x.to(dtype), t, ctx.to(dtype))
+            times[label].append(time.perf_counter() - t0)
+    conv3x3.ENABLED = True
+    del nets
+    step = {label: statistics.median(ts[1:]) for label, ts in times.items()}
+    images = {}
+    for label, precision in (("fp32", None), ("bf16", "auto")):
+        env = SDEnv(Path(tempfile.mkdtemp()), policy=MemoryPolicy(precision=precision))
+        os.symlink(reference_sd15(), env.base / "models" / "checkpoints" / "ref-sd15.safetensors")
+        prompt = txt2img(ckpt="ref-sd15.safetensors", steps=steps, size=size, seed=3)
+        env.value(txt2img(ckpt="ref-sd15.safetensors", steps=1, size=size), "4")  # load once (cached)
+        t0 = time.perf_counter()
+        images[label] = (env.value(prompt, "8"), time.perf_counter() - t0)
+        del env
+    mse = float(((images["bf16"][0] - images["fp32"][0]) ** 2).mean())
+    psnr = 10 * torch.log10(torch.tensor(1.0 / max(mse, 1e-12))).item()
+    aten = step["aten fp32"]
+    print(f"| SD1.5 {size}², one CFG step (batch 2) | {aten:.2f} | {step['Loom fp32']:.2f} "
+          f"({aten / step['Loom fp32']:.2f}×) | {step['bf16']:.2f} ({aten / step['bf16']:.2f}×) | "
+          f"{images['fp32'][1]:.1f} | {images['bf16'][1]:.1f} | {psnr:.1f} |")
 
 
 def compile_mode(size: int, runs: int) -> None:
@@ -206,7 +249,7 @@ def compile_mode(size: int, runs: int) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("mode", choices=("weights", "pair", "easycache", "winograd", "compile"))
+    p.add_argument("mode", choices=("weights", "pair", "easycache", "convs", "compile", "bf16"))
     p.add_argument("--storage", choices=("fp32", "fp16", "fp8"), default="fp32")
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--runs", type=int, default=3)
@@ -217,8 +260,10 @@ def main() -> None:
         weights_mode(args.storage, args.size, args.runs)
     elif args.mode == "pair":
         pair_mode(args.size, args.runs)
-    elif args.mode == "winograd":
-        winograd_mode(args.size, args.runs)
+    elif args.mode == "convs":
+        convs_mode(args.size, args.runs)
+    elif args.mode == "bf16":
+        bf16_mode(args.size, args.runs, args.steps)
     elif args.mode == "compile":
         compile_mode(args.size, args.runs)
     else:

@@ -9,7 +9,6 @@ c_in, inpainting inputs are concatenated, sigma becomes the UNet's integer times
 from __future__ import annotations
 
 import inspect
-
 from typing import Any
 
 import torch

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from diffusion.files.checkpoint import CheckpointError
-from diffusion.networks.winograd import use_winograd_convs
+from diffusion.networks.conv3x3 import use_fast_convs
 from diffusion.networks.unet_blocks import (
     Downsample,
     ResBlock,
@@ -159,7 +159,7 @@ class UNetModel(nn.Module):
         self.middle_block = TimestepEmbedSequential(*middle)
         self._build_output_blocks(config, emb_dim, skip_channels)
         self.out = nn.Sequential(group_norm(mc), nn.SiLU(), nn.Conv2d(mc, config.out_channels, 3, padding=1))
-        use_winograd_convs(self)  # fp32 CPU 3×3 convolutions by Winograd where it pays (diffusion/networks/winograd.py)
+        use_fast_convs(self)  # CPU 3×3 convolutions by Winograd or one GEMM where it pays (networks/conv3x3.py)
 
     def _transformer(self, channels: int, depth: int) -> SpatialTransformer:
         heads, dim_head = self.config.heads(channels)

@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffusion.networks.attention import attention
+from diffusion.networks.conv3x3 import use_fast_convs
 from diffusion.networks.tiling import tiled_average
 from diffusion.networks.unet import load_assigned
-from diffusion.networks.winograd import use_winograd_convs
 
 
 @dataclass(frozen=True)
@@ -203,7 +203,7 @@ class AutoencoderKL(nn.Module):
             self.post_quant_conv = nn.Conv2d(config.embed_dim, config.z_channels, 1)
         else:
             self.quant_conv = self.post_quant_conv = None
-        use_winograd_convs(self)  # fp32 CPU 3×3 convolutions by Winograd where it pays (diffusion/networks/winograd.py)
+        use_fast_convs(self)  # CPU 3×3 convolutions by Winograd or one GEMM where it pays (networks/conv3x3.py)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         moments = self.encoder(x)

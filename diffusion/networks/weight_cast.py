@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from diffusion.files.gguf_quants import dequantize
-from diffusion.networks import winograd
+from diffusion.networks import conv3x3
 from diffusion.patcher import apply_patches
 
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
@@ -69,10 +69,10 @@ class CastConv1d(nn.Conv1d):
 
 
 class CastConv2d(nn.Conv2d):
-    """nn.Conv2d computing in the input's dtype (fp32 3×3 convolutions on the CPU by Winograd where it pays)."""
+    """nn.Conv2d computing in the input's dtype (CPU 3×3 convolutions by the algorithm conv3x3 picks)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return winograd.conv2d(self, x, layer_weight(self, x), layer_bias(self, x))
+        return conv3x3.conv2d(self, x, layer_weight(self, x), layer_bias(self, x))
 
 
 class CastConvTranspose2d(nn.ConvTranspose2d):
@@ -102,7 +102,7 @@ class CastLayerNorm(nn.LayerNorm):
 
 
 CAST_CLASSES: dict[type, type] = {nn.Linear: CastLinear, nn.Conv1d: CastConv1d, nn.Conv2d: CastConv2d,
-                                  winograd.WinogradConv2d: CastConv2d,
+                                  conv3x3.FastConv2d: CastConv2d,
                                   nn.ConvTranspose2d: CastConvTranspose2d, nn.GroupNorm: CastGroupNorm,
                                   nn.LayerNorm: CastLayerNorm}
 _MATMUL = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)

@@ -8,24 +8,21 @@ weights are transformed once per call (G g Gᵀ, a 16×9 matrix product), the 16
 arithmetic is 2.25× smaller; the rounding differs from the direct kernel's by a few fp32 ulps (relative 1e-6 to
 1e-5 after a whole UNet), far inside any image tolerance but not bit-identical to `F.conv2d`.
 
-`use_winograd` is the one place deciding where it pays: fp32 CPU tensors, no groups/dilation, at least
-`MIN_CHANNELS` channels each way and enough tiles for the GEMMs to be efficient once the weight transform is paid
-(measured on a 2-core AMD EPYC without AVX-512; see bench/RESULTS.md, "Winograd 3×3 convolutions").
+`use_winograd` says on which shapes it pays: at least `MIN_CHANNELS` channels each way and enough tiles for the
+GEMMs to be efficient once the weight transform is paid (measured on a 2-core AMD EPYC without AVX-512; see
+bench/RESULTS.md, "Winograd 3×3 convolutions"); diffusion/networks/conv3x3.py decides which convolutions are
+plain 3×3 fp32 ones it may take.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 MIN_CHANNELS = 128
 MIN_TILES = 128  # batch · ⌈H/2⌉ · ⌈W/2⌉; below this the per-call weight transform costs more than it saves
 WORKSPACE_BYTES = 32 << 20  # transient tiles + products per band (see winograd_conv3x3)
 _G = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 _KRON = torch.kron(_G, _G)  # 16×9: U[a·4+b] = Σ G[a,i] G[b,j] g[i,j]
-
-ENABLED = True  # module-wide switch (bench/ compares both paths)
-
 
 def transform_weight(weight: torch.Tensor) -> torch.Tensor:
     """Cout×Cin×3×3 → 16×Cout×Cin (G g Gᵀ for every filter)."""
@@ -34,19 +31,11 @@ def transform_weight(weight: torch.Tensor) -> torch.Tensor:
     return torch.mm(_KRON.to(weight.dtype), flat.t()).view(16, out_ch, in_ch)
 
 
-def use_winograd(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether `conv` applied to `x` with `weight` (already in the compute dtype) goes through Winograd."""
-    if not ENABLED or x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
-        return False
-    if torch.compiler.is_compiling():  # inductor sees the plain convolution and picks its own kernel
-        return False
-    if conv.kernel_size != (3, 3) or conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1:
-        return False
-    if conv.padding != (1, 1) or conv.padding_mode != "zeros" or x.dim() != 4:
-        return False
-    if min(conv.in_channels, conv.out_channels) < MIN_CHANNELS or torch.is_grad_enabled() and weight.requires_grad:
-        return False
+def use_winograd(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether a plain 3×3 fp32 convolution of `x` with `weight` is faster by F(2×2, 3×3)."""
     n, _, h, w = x.shape
+    if min(weight.shape[0], weight.shape[1]) < MIN_CHANNELS:
+        return False
     return n * ((h + 1) // 2) * ((w + 1) // 2) >= MIN_TILES
 
 
@@ -110,25 +99,3 @@ def winograd_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     if bias is not None:
         y += bias.view(1, -1, 1, 1)
     return y if (2 * th, 2 * tw) == (h, w) else y[:, :, :h, :w].contiguous()
-
-
-def conv2d(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """`conv`'s convolution of `x` with the given (compute-dtype) weight and bias, by Winograd where it pays."""
-    if use_winograd(conv, x, weight):
-        return winograd_conv3x3(x, weight, bias)
-    return conv._conv_forward(x, weight, bias)
-
-
-class WinogradConv2d(nn.Conv2d):
-    """nn.Conv2d whose fp32 CPU 3×3 convolutions go through `winograd_conv3x3` where `use_winograd` says so."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return conv2d(self, x, self.weight, self.bias)
-
-
-def use_winograd_convs(net: nn.Module) -> nn.Module:
-    """Give every plain nn.Conv2d of `net` the Winograd forward (in place; state dict and parameters unchanged)."""
-    for module in net.modules():
-        if type(module) is nn.Conv2d:
-            module.__class__ = WinogradConv2d
-    return net

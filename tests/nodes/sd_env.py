@@ -19,12 +19,13 @@ CKPT = "tiny-sd15.safetensors"
 class SDEnv:
     """Loom under `base` with a tiny SD1.5 checkpoint in models/checkpoints."""
 
-    def __init__(self, base: Path, family: str = "sd15", name: str = CKPT) -> None:
+    def __init__(self, base: Path, family: str = "sd15", name: str = CKPT, policy: MemoryPolicy | None = None
+                 ) -> None:
         self.base = base
         write_tiny_checkpoint(base / "models" / "checkpoints" / name, family=family)
         self.folders = Folders.for_base(base)
         self.registry = build_builtin_registry()
-        self.models = ModelManager(MemoryPolicy())
+        self.models = ModelManager(policy or MemoryPolicy())
         self.executor = Executor(self.registry, folders=self.folders, models=self.models)
         self.events: list[Any] = []
         self.count = 0

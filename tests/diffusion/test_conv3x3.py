@@ -1,0 +1,114 @@
+"""The CPU 3×3 convolution algorithms (diffusion/networks/conv3x3.py, im2col.py): the small-map GEMM gives
+F.conv2d's numbers, each algorithm is chosen only on the shapes and dtypes where it pays, the networks' and the
+cast layers' convolutions go through the choice, and the switch turns it off."""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diffusion.networks import conv3x3, im2col
+from diffusion.networks.weight_cast import CastConv2d, make_casting
+
+
+@pytest.fixture
+def enabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(conv3x3, "ENABLED", True)
+
+
+@pytest.fixture
+def chosen(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
+    """Counts which algorithm each convolution really ran (the algorithm functions wrapped, not replaced)."""
+    seen: Counter[str] = Counter()
+    for name, fn in (("im2col", conv3x3.im2col_conv3x3), ("winograd", conv3x3.winograd_conv3x3)):
+        monkeypatch.setattr(conv3x3, f"{name}_conv3x3",
+                            lambda *a, _fn=fn, _name=name: seen.update([_name]) or _fn(*a))
+    yield seen
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 4, 4), (1, 5, 7, 9), (3, 4, 1, 1), (1, 16, 2, 3), (2, 3, 8, 5)])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_im2col_matches_direct_convolution(shape: tuple[int, int, int, int], with_bias: bool) -> None:
+    gen = torch.Generator().manual_seed(sum(shape))
+    x = torch.randn(shape, generator=gen)
+    w = torch.randn(6, shape[1], 3, 3, generator=gen)
+    b = torch.randn(6, generator=gen) if with_bias else None
+    want = F.conv2d(x, w, b, padding=1)
+    got = im2col.im2col_conv3x3(x, w, b)
+    assert got.shape == want.shape and got.is_contiguous()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+    got16 = im2col.im2col_conv3x3(x.bfloat16(), w.bfloat16(), None if b is None else b.bfloat16())
+    assert got16.dtype == torch.bfloat16
+    torch.testing.assert_close(got16.float(), want, rtol=0.05, atol=0.05 * float(want.abs().max()))
+
+
+def test_each_algorithm_only_where_it_pays(enabled: None) -> None:
+    deep = nn.Conv2d(1280, 1280, 3, padding=1)
+    w = deep.weight.detach()
+    assert conv3x3.algorithm(deep, torch.randn(2, 1280, 8, 8), w) == "im2col"  # 128 columns
+    assert conv3x3.algorithm(deep, torch.randn(2, 1280, 4, 4).bfloat16(), w.bfloat16()) == "im2col"
+    assert conv3x3.algorithm(deep, torch.randn(2, 1280, 16, 16), w) == "winograd"  # 512 columns, 128 tiles
+    assert conv3x3.algorithm(deep, torch.randn(2, 1280, 16, 16).bfloat16(), w.bfloat16()) == "direct"
+    assert conv3x3.algorithm(deep, torch.randn(2, 1280, 8, 8).half(), w.half()) == "direct"
+    mid = nn.Conv2d(640, 640, 3, padding=1)
+    assert conv3x3.algorithm(mid, torch.randn(2, 640, 8, 8), mid.weight.detach()) == "direct"  # too few channels
+    conv = nn.Conv2d(128, 128, 3, padding=1)
+    big = torch.randn(2, 128, 32, 32)
+    assert conv3x3.algorithm(conv, big, conv.weight.detach()) == "winograd"
+    assert conv3x3.algorithm(conv, torch.randn(1, 128, 8, 8), conv.weight.detach()) == "direct"  # 16 tiles
+    for other in (nn.Conv2d(128, 128, 3, stride=2, padding=1), nn.Conv2d(128, 128, 1),
+                  nn.Conv2d(128, 128, 3, padding=1, groups=2), nn.Conv2d(128, 128, 3, padding=2, dilation=2),
+                  nn.Conv2d(128, 128, 3, padding=1, padding_mode="reflect")):
+        assert conv3x3.algorithm(other, big, other.weight.detach()) == "direct"
+    assert conv3x3.algorithm(conv, big, conv.weight) == "direct"  # autograd on the weights: leave it to aten
+    conv3x3.ENABLED = False
+    assert conv3x3.algorithm(conv, big, conv.weight.detach()) == "direct"
+    assert conv3x3.algorithm(deep, torch.randn(2, 1280, 8, 8), w) == "direct"
+
+
+def test_modules_keep_their_state_and_agree(enabled: None, chosen: Counter[str]) -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(128, 128, 3, padding=1), nn.SiLU(), nn.Conv2d(128, 128, 3, padding=1))
+    x = torch.randn(1, 128, 24, 24)
+    with torch.no_grad():
+        want = net(x)
+        keys = list(net.state_dict())
+        conv3x3.use_fast_convs(net)
+        assert all(type(m) is conv3x3.FastConv2d for m in net if isinstance(m, nn.Conv2d))
+        assert list(net.state_dict()) == keys
+        torch.testing.assert_close(net(x), want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+        assert chosen == {"winograd": 2}
+        # the cast layers (weights stored in bf16, computed in fp32) keep the fast path
+        make_casting(net)
+        assert all(type(m) is CastConv2d for m in net if isinstance(m, nn.Conv2d))
+        for m in net:
+            if isinstance(m, nn.Conv2d):
+                m.weight.data = m.weight.data.to(torch.bfloat16)
+        cast_out = net(x)
+        assert chosen == {"winograd": 4}
+        assert float((cast_out - want).abs().max()) < 0.02 * float(want.abs().max())  # bf16 weights' rounding
+
+
+def test_unet_convolutions_use_them(enabled: None, chosen: Counter[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from diffusion.networks.unet import UNetConfig, UNetModel
+
+    monkeypatch.setattr(im2col, "MIN_IN_CHANNELS", 256)  # a small network with the deep levels' shapes
+    torch.manual_seed(0)
+    # level 0: 128 channels on 16² (Winograd: 128 tiles); level 1: 256 channels on 8² (im2col: 128 columns)
+    config = UNetConfig(model_channels=128, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(),
+                        context_dim=32, num_heads=4)
+    net = UNetModel(config)
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(type(m) is conv3x3.FastConv2d for m in convs)
+    x, t, ctx = torch.randn(2, 4, 16, 16), torch.tensor([10.0, 500.0]), torch.randn(2, 7, 32)
+    with torch.no_grad():
+        fast = net(x, t, ctx)
+        assert chosen["im2col"] > 0 and chosen["winograd"] > 0
+        conv3x3.ENABLED = False
+        direct = net(x, t, ctx)
+    assert not torch.equal(fast, direct)  # the other kernels really ran
+    torch.testing.assert_close(fast, direct, rtol=1e-4, atol=1e-4 * float(direct.abs().max()))
