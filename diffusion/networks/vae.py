@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from diffusion.networks.attention import attention
-from diffusion.networks.conv3x3 import use_fast_convs
+from diffusion.networks.conv3x3 import preferred_layout, use_fast_convs
 from diffusion.networks.tiling import tiled_average
 from diffusion.networks.unet import load_assigned
 
@@ -206,12 +206,13 @@ class AutoencoderKL(nn.Module):
         use_fast_convs(self)  # CPU 3×3 convolutions by Winograd or one GEMM where it pays (networks/conv3x3.py)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        moments = self.encoder(x)
+        moments = self.encoder(preferred_layout(x))
         mean, _logvar = (moments if self.quant_conv is None else self.quant_conv(moments)).chunk(2, dim=1)
-        return mean
+        return mean.contiguous()
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z if self.post_quant_conv is None else self.post_quant_conv(z))
+        z = preferred_layout(z)
+        return self.decoder(z if self.post_quant_conv is None else self.post_quant_conv(z)).contiguous()
 
 
 _ATTN_PROJECTIONS = ("q", "k", "v", "proj_out")

@@ -112,3 +112,27 @@ def test_unet_convolutions_use_them(enabled: None, chosen: Counter[str], monkeyp
         direct = net(x, t, ctx)
     assert not torch.equal(fast, direct)  # the other kernels really ran
     torch.testing.assert_close(fast, direct, rtol=1e-4, atol=1e-4 * float(direct.abs().max()))
+
+
+def test_bf16_vae_runs_channels_last() -> None:
+    from diffusion.networks.vae import AutoencoderKL, VAEConfig
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(VAEConfig.tiny()).eval()
+    z, image = torch.randn(1, 4, 8, 8), torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        want_image, want_latent = vae.decode(z), vae.encode(image)
+        vae.to(torch.bfloat16)
+        seen: list[bool] = []
+        hook = vae.decoder.conv_out.register_forward_pre_hook(
+            lambda _m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+        got_image = vae.decode(z.bfloat16())
+        hook.remove()
+        got_latent = vae.encode(image.bfloat16())
+    assert seen == [True]  # the layout followed the input through the decoder
+    assert got_image.is_contiguous() and got_latent.is_contiguous()  # callers get the usual layout back
+    for got, want in ((got_image, want_image), (got_latent, want_latent)):
+        assert got.dtype == torch.bfloat16 and got.shape == want.shape
+        torch.testing.assert_close(got.float(), want, rtol=0.05, atol=0.05 * float(want.abs().max()))
+    fp32 = torch.randn(1, 4, 8, 8)
+    assert conv3x3.preferred_layout(fp32) is fp32  # fp32 stays NCHW (Winograd and the GEMM work on it)

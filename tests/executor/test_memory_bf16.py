@@ -18,7 +18,8 @@ def test_bf16_kept_where_native(flags: frozenset[str]) -> None:
     assert mm.dtype_for("unet") == torch.bfloat16 and mm.dtype_for("vae") == torch.bfloat16
     auto = ModelManager(MemoryPolicy(cpu=True, precision="auto"))
     auto.cpu_flags = flags
-    assert auto.dtype_for("unet") == torch.bfloat16 and auto.dtype_for("vae") == torch.float32
+    assert auto.dtype_for("unet") == torch.bfloat16 and auto.dtype_for("vae") == torch.bfloat16
+    assert auto.dtype_for("text_encoder") == torch.float32
 
 
 def test_bf16_falls_back_to_fp32_once_said(caplog: pytest.LogCaptureFixture) -> None:
@@ -30,7 +31,7 @@ def test_bf16_falls_back_to_fp32_once_said(caplog: pytest.LogCaptureFixture) -> 
     assert len(said) == 1
     auto = ModelManager(MemoryPolicy(cpu=True, precision="auto"))
     auto.cpu_flags = NO_BF16
-    assert auto.dtype_for("unet") == torch.float32
+    assert auto.dtype_for("unet") == torch.float32 and auto.dtype_for("vae") == torch.float32
 
 
 def test_other_precisions_untouched_without_bf16() -> None:
