@@ -158,7 +158,8 @@ class UNetModel(nn.Module):
             middle += [self._transformer(ch, config.middle_depth()), ResBlock(ch, emb_dim)]
         self.middle_block = TimestepEmbedSequential(*middle)
         self._build_output_blocks(config, emb_dim, skip_channels)
-        self.out = nn.Sequential(group_norm(mc), nn.SiLU(), nn.Conv2d(mc, config.out_channels, 3, padding=1))
+        last = mc * config.channel_mult[0]  # the output blocks end at the first level's width
+        self.out = nn.Sequential(group_norm(last), nn.SiLU(), nn.Conv2d(last, config.out_channels, 3, padding=1))
         use_fast_convs(self)  # CPU 3×3 convolutions by Winograd or one GEMM where it pays (networks/conv3x3.py)
 
     def _transformer(self, channels: int, depth: int) -> SpatialTransformer:

@@ -24,6 +24,7 @@ WORKSPACE_BYTES = 32 << 20  # transient tiles + products per band (see winograd_
 _G = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 _KRON = torch.kron(_G, _G)  # 16×9: U[a·4+b] = Σ G[a,i] G[b,j] g[i,j]
 
+
 def transform_weight(weight: torch.Tensor) -> torch.Tensor:
     """Cout×Cin×3×3 → 16×Cout×Cin (G g Gᵀ for every filter)."""
     out_ch, in_ch = weight.shape[:2]

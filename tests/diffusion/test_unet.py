@@ -143,6 +143,18 @@ def test_bf16_forward_is_close_to_fp32() -> None:
     assert (out - ref).abs().max().item() < 0.1 * ref.abs().max().item()
 
 
+def test_first_level_wider_than_model_channels() -> None:
+    # LDM allows channel_mult[0] != 1: conv_in gives model_channels, the first level widens, and the output
+    # blocks end (and `out` normalises) at the first level's width
+    config = UNetConfig(model_channels=32, channel_mult=(2, 4), num_res_blocks=1, attention_resolutions=(2,),
+                        context_dim=16, num_heads=2)
+    net = UNetModel(config)
+    assert net.out[0].num_channels == 64 and net.out[2].in_channels == 64
+    with torch.no_grad():
+        out = net(torch.randn(2, 4, 16, 16), torch.tensor([1.0, 900.0]), torch.randn(2, 5, 16))
+    assert out.shape == (2, 4, 16, 16) and torch.isfinite(out).all()
+
+
 @pytest.mark.parametrize("shape_kv", [(2, 50, 64), (1, 7, 64)])
 @pytest.mark.parametrize("heads", [1, 4])
 def test_attention_kernels_agree(shape_kv: tuple[int, int, int], heads: int) -> None:
