@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -123,11 +124,25 @@ class _Skips(logging.Handler):
             self.found.append(m[0])
 
 
-def easycache_mode(size: int, steps: int) -> None:
-    from tests.nodes.sd_env import SDEnv, txt2img
+def _reference_env(policy: Any = None) -> Any:
+    """A Loom instance (tests/nodes/sd_env.py) with the reference file as models/checkpoints/ref-sd15.safetensors."""
+    from tests.nodes.sd_env import SDEnv
 
-    env = SDEnv(Path(tempfile.mkdtemp()))
+    env = SDEnv(Path(tempfile.mkdtemp()), policy=policy)
     os.symlink(reference_sd15(), env.base / "models" / "checkpoints" / "ref-sd15.safetensors")
+    return env
+
+
+def _psnr(image: torch.Tensor, reference: torch.Tensor) -> float:
+    """PSNR in dB of an image in 0..1 against a reference one."""
+    mse = float(((image - reference) ** 2).mean())
+    return 10 * torch.log10(torch.tensor(1.0 / max(mse, 1e-12))).item()
+
+
+def easycache_mode(size: int, steps: int) -> None:
+    from tests.nodes.sd_env import txt2img
+
+    env = _reference_env()
     skips = _Skips()
     logging.getLogger("loom.step_cache").addHandler(skips)
     logging.getLogger("loom.step_cache").setLevel(logging.INFO)
@@ -143,8 +158,7 @@ def easycache_mode(size: int, steps: int) -> None:
         t0 = time.perf_counter()
         image = env.value(prompt, "8")
         out[label] = (time.perf_counter() - t0, image)
-    mse = float(((out["uncached"][1] - out["EasyCache defaults"][1]) ** 2).mean())
-    psnr = 10 * torch.log10(torch.tensor(1.0 / max(mse, 1e-12))).item()
+    psnr = _psnr(out["EasyCache defaults"][1], out["uncached"][1])
     print(f"| SD1.5 {size}², {steps} steps | {out['uncached'][0]:.1f} | {out['EasyCache defaults'][0]:.1f} | "
           f"{skips.found[-1] if skips.found else 'none logged'} | {psnr:.1f} |")
 
@@ -184,7 +198,7 @@ def convs_mode(size: int, runs: int) -> None:
 def bf16_mode(size: int, runs: int, steps: int) -> None:
     from diffusion.networks import conv3x3
     from executor.memory import MemoryPolicy
-    from tests.nodes.sd_env import SDEnv, txt2img
+    from tests.nodes.sd_env import txt2img
 
     nets = {"fp32": load_checkpoint_modules(reference_sd15(), Precision())["unet"].diffusion_model,
             "bf16": load_checkpoint_modules(reference_sd15(), Precision(unet=torch.bfloat16))["unet"].diffusion_model}
@@ -203,15 +217,13 @@ def bf16_mode(size: int, runs: int, steps: int) -> None:
     step = {label: statistics.median(ts[1:]) for label, ts in times.items()}
     images = {}
     for label, precision in (("fp32", None), ("bf16", "auto")):
-        env = SDEnv(Path(tempfile.mkdtemp()), policy=MemoryPolicy(precision=precision))
-        os.symlink(reference_sd15(), env.base / "models" / "checkpoints" / "ref-sd15.safetensors")
+        env = _reference_env(MemoryPolicy(precision=precision))
         prompt = txt2img(ckpt="ref-sd15.safetensors", steps=steps, size=size, seed=3)
         env.value(txt2img(ckpt="ref-sd15.safetensors", steps=1, size=size), "4")  # load once (cached)
         t0 = time.perf_counter()
         images[label] = (env.value(prompt, "8"), time.perf_counter() - t0)
         del env
-    mse = float(((images["bf16"][0] - images["fp32"][0]) ** 2).mean())
-    psnr = 10 * torch.log10(torch.tensor(1.0 / max(mse, 1e-12))).item()
+    psnr = _psnr(images["bf16"][0], images["fp32"][0])
     aten = step["aten fp32"]
     print(f"| SD1.5 {size}², one CFG step (batch 2) | {aten:.2f} | {step['Loom fp32']:.2f} "
           f"({aten / step['Loom fp32']:.2f}×) | {step['bf16']:.2f} ({aten / step['bf16']:.2f}×) | "

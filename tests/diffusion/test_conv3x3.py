@@ -1,17 +1,17 @@
-"""The CPU 3×3 convolution algorithms (diffusion/networks/conv3x3.py, im2col.py): the small-map GEMM gives
+"""The CPU 3×3 convolution algorithms (diffusion/networks/conv3x3.py, im2col.py, winograd.py): each gives
 F.conv2d's numbers, each algorithm is chosen only on the shapes and dtypes where it pays, the networks' and the
 cast layers' convolutions go through the choice, and the switch turns it off."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffusion.networks import conv3x3, im2col
+from diffusion.networks import conv3x3, im2col, winograd
 from diffusion.networks.weight_cast import CastConv2d, make_casting
 
 
@@ -30,17 +30,33 @@ def chosen(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
     yield seen
 
 
-@pytest.mark.parametrize("shape", [(2, 8, 4, 4), (1, 5, 7, 9), (3, 4, 1, 1), (1, 16, 2, 3), (2, 3, 8, 5)])
-@pytest.mark.parametrize("with_bias", [True, False])
-def test_im2col_matches_direct_convolution(shape: tuple[int, int, int, int], with_bias: bool) -> None:
+SHAPES = [(2, 8, 16, 16), (2, 8, 4, 4), (1, 5, 7, 9), (3, 4, 1, 1), (1, 16, 2, 3), (2, 3, 5, 4), (2, 3, 8, 5)]
+
+
+def _case(shape: tuple[int, int, int, int], with_bias: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     gen = torch.Generator().manual_seed(sum(shape))
     x = torch.randn(shape, generator=gen)
     w = torch.randn(6, shape[1], 3, 3, generator=gen)
-    b = torch.randn(6, generator=gen) if with_bias else None
+    return x, w, torch.randn(6, generator=gen) if with_bias else None
+
+
+@pytest.mark.parametrize("algorithm", [winograd.winograd_conv3x3, im2col.im2col_conv3x3], ids=["winograd", "im2col"])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_algorithms_match_direct_convolution(algorithm: Callable[..., torch.Tensor],
+                                             shape: tuple[int, int, int, int], with_bias: bool) -> None:
+    x, w, b = _case(shape, with_bias)
     want = F.conv2d(x, w, b, padding=1)
-    got = im2col.im2col_conv3x3(x, w, b)
+    got = algorithm(x, w, b)
     assert got.shape == want.shape and got.is_contiguous()
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_im2col_in_bf16(shape: tuple[int, int, int, int], with_bias: bool) -> None:
+    x, w, b = _case(shape, with_bias)
+    want = F.conv2d(x, w, b, padding=1)
     got16 = im2col.im2col_conv3x3(x.bfloat16(), w.bfloat16(), None if b is None else b.bfloat16())
     assert got16.dtype == torch.bfloat16
     torch.testing.assert_close(got16.float(), want, rtol=0.05, atol=0.05 * float(want.abs().max()))

@@ -1,5 +1,5 @@
-"""Winograd F(2×2, 3×3) convolutions (diffusion/networks/winograd.py): the same numbers as F.conv2d to fp32
-rounding on every shape, in bands of bounded workspace, on the shapes `use_winograd` allows."""
+"""Winograd F(2×2, 3×3) convolutions (diffusion/networks/winograd.py): in bands of bounded workspace, the weight
+transform, and the shapes `use_winograd` allows (agreement with F.conv2d on every shape: test_conv3x3.py)."""
 from __future__ import annotations
 
 import pytest
@@ -7,19 +7,6 @@ import torch
 import torch.nn.functional as F
 
 from diffusion.networks import winograd
-
-
-@pytest.mark.parametrize("shape", [(2, 8, 16, 16), (1, 5, 7, 9), (3, 4, 1, 1), (1, 16, 2, 3), (2, 3, 5, 4)])
-@pytest.mark.parametrize("with_bias", [True, False])
-def test_matches_direct_convolution(shape: tuple[int, int, int, int], with_bias: bool) -> None:
-    gen = torch.Generator().manual_seed(sum(shape))
-    x = torch.randn(shape, generator=gen)
-    w = torch.randn(6, shape[1], 3, 3, generator=gen)
-    b = torch.randn(6, generator=gen) if with_bias else None
-    want = F.conv2d(x, w, b, padding=1)
-    got = winograd.winograd_conv3x3(x, w, b)
-    assert got.shape == want.shape
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
 
 
 @pytest.mark.parametrize("shape", [(2, 8, 17, 9), (1, 4, 12, 12), (3, 2, 5, 30)])
