@@ -1,5 +1,5 @@
-"""The speed options of issue 9 on the CPU: bf16 end to end, channels-last, `--compile`, threads, and a start-up
-that imports neither open_clip nor torchvision nor torch._dynamo before a model is loaded.
+"""The speed options of issue 9 on the CPU: bf16 end to end, channels-last, `--compile`, threads, and a start-up and
+a first prompt that import neither open_clip nor torchvision nor torch._dynamo.
 
 Real parts throughout: tiny random-weight checkpoints written as fp16 safetensors files in the real key layout,
 loaded by `diffusion.files.loading`, run by the real networks; the server is a real `python main.py` subprocess.
@@ -154,6 +154,18 @@ def test_startup_imports_no_open_clip() -> None:
     """Building the runtime (what `python main.py` does before serving) imports no open_clip, torchvision or
     torch._dynamo: they cost seconds and are needed only when a text tower is built or a model compiled."""
     code = ("import runtime, config, sys; runtime.build_runtime(config.parse_args([], {})); import server.app; "
+            "heavy = [m for m in ('open_clip', 'torchvision', 'torch._dynamo') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=300)
+
+
+def test_first_prompt_imports_no_open_clip(tmp_path: Path) -> None:
+    """Nor does a whole txt2img prompt (checkpoint load, CLIP tokenize and encode, sampling, decode, save): Loom's
+    CLIP tower and BPE tokenizer are its own, and nothing runs a torch._refs decomposition on the meta device
+    (whose first use imports torch._dynamo) while the models are built."""
+    code = ("import sys; from pathlib import Path; from tests.nodes.sd_env import SDEnv, txt2img; "
+            f"env = SDEnv(Path({str(tmp_path)!r})); env.ok(txt2img()); "
+            "assert list((env.base / 'output').glob('t2i_*.png')); "
             "heavy = [m for m in ('open_clip', 'torchvision', 'torch._dynamo') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=300)

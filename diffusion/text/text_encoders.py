@@ -1,10 +1,11 @@
-"""CLIP text towers (SD1's CLIP-L, SD2's OpenCLIP-H, SDXL/SD3's OpenCLIP bigG), built with open_clip_torch, and the
-CLIP socket value.
+"""CLIP text towers (SD1's CLIP-L, SD2's OpenCLIP-H, SDXL/SD3's OpenCLIP bigG) in open_clip_torch's key layout, and
+the CLIP socket value.
 
-Owns the network side of text conditioning: the config read off a state dict's shapes, the open_clip
-`TextTransformer` that holds the weights, the mapping of SD1's HF `CLIPTextModel` keys onto it, the `CLIP` object
-nodes pass around (tokenize, encode, clone, CLIP-skip; prompt parsing itself is `diffusion/text/prompt.py`), and a
-forward pass with ComfyUI's layer semantics (ComfyUI `comfy/sd1_clip.py`, `comfy/sd2_clip.py`, `comfy/clip_model.py`):
+Owns the network side of text conditioning: the config read off a state dict's shapes, the `TextTransformer`
+(`diffusion/text/clip_transformer.py`, open_clip's keys) that holds the weights, the mapping of SD1's HF
+`CLIPTextModel` keys onto it, the `CLIP` object nodes pass around (tokenize, encode, clone, CLIP-skip; prompt
+parsing itself is `diffusion/text/prompt.py`), and a forward pass with ComfyUI's layer semantics (ComfyUI
+`comfy/sd1_clip.py`, `comfy/sd2_clip.py`, `comfy/clip_model.py`):
 
 - the hidden states handed to the UNet are the last layer (SD1) or the penultimate layer (SD2), and the final layer
   norm is applied to whichever layer is taken, including intermediate layers chosen by CLIP-skip;
@@ -34,6 +35,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
+from diffusion.text.clip_transformer import TextTransformer
 from diffusion.text.prompt import Chunk, PromptTokenizer, chunk_ids
 from diffusion.text.t5 import T5Encoder, encode_t5_weighted
 from diffusion.text.t5_tokenizer import T5PromptTokenizer
@@ -100,14 +102,9 @@ CLIP_H_MARKER = "text_model.encoder.layers.22.mlp.fc1.weight"  # OpenCLIP-H (SD2
 
 
 def open_clip_tower(config: TextEncoderConfig) -> nn.Module:
-    """open_clip's text transformer plus the `logit_scale` scalar SD2 files carry, so their keys load as they are.
-
-    open_clip is imported here, not at module level: importing it pulls torchvision and torch._dynamo (seconds), and
-    start-up must not pay that before a text tower is built.
-    """
-    from open_clip.transformer import QuickGELU, TextTransformer
-
-    tower = TextTransformer(
+    """The text transformer in open_clip's key layout, plus the `logit_scale` scalar SD2/bigG files carry, so their
+    keys load as they are (`diffusion/text/clip_transformer.py`; open_clip itself is not imported)."""
+    return TextTransformer(
         context_length=config.context_length,
         vocab_size=config.vocab_size,
         width=config.width,
@@ -115,14 +112,13 @@ def open_clip_tower(config: TextEncoderConfig) -> nn.Module:
         layers=config.layers,
         mlp_ratio=config.mlp_ratio,
         output_dim=config.projection_dim,
-        act_layer=QuickGELU if config.activation == "quick_gelu" else nn.GELU,
+        quick_gelu=config.activation == "quick_gelu",
+        logit_scale=config.family in ("sd2", "clip_g"),
     )
-    tower.logit_scale = nn.Parameter(torch.ones([])) if config.family in ("sd2", "clip_g") else None
-    return tower
 
 
 class TextEncoder(nn.Module):
-    """One CLIP text tower: `model` is the open_clip module whose state-dict keys follow open_clip's layout."""
+    """One CLIP text tower: `model` is the `TextTransformer`, whose state-dict keys follow open_clip's layout."""
 
     def __init__(self, config: TextEncoderConfig) -> None:
         super().__init__()
@@ -374,8 +370,6 @@ def build_text_encoder(state_dict: dict[str, torch.Tensor], dtype: torch.dtype |
     if dtype is not None:
         tensors = {k: v.to(dtype) for k, v in tensors.items()}
     encoder.load_state_dict({k: tensors[k] for k in expected}, strict=True, assign=True)
-    # The causal-mask buffer is not in the state dict and was created on `meta`; rebuild it on the weights' device.
-    encoder.model.attn_mask = encoder.model.build_causal_mask().to(encoder.model.token_embedding.weight.device)
     return encoder.eval().requires_grad_(False)
 
 

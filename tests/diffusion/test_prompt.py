@@ -112,24 +112,34 @@ TOKENIZER_SAMPLES = [
 
 
 def test_tokenizer_matches_transformers_clip_tokenizer() -> None:
-    """Oracle: transformers' CLIPTokenizer (what ComfyUI uses) built from the same bundled BPE vocabulary."""
+    """Oracle: transformers' CLIPTokenizer (what ComfyUI uses) built from the same bundled BPE table."""
     import gzip
 
     transformers = pytest.importorskip("transformers")
-    from open_clip.tokenizer import default_bpe
+    from diffusion.text.tokenizer import MERGES, bundled_merges_path, clip_bpe
 
-    from diffusion.text.tokenizer import clip_bpe
-
-    vocab = dict(clip_bpe().encoder)
-    vocab["<|startoftext|>"] = vocab.pop("<start_of_text>")
-    vocab["<|endoftext|>"] = vocab.pop("<end_of_text>")
-    merges = gzip.open(default_bpe()).read().decode("utf-8").split("\n")[1: 49152 - 256 - 2 + 1]
+    merges = gzip.open(bundled_merges_path()).read().decode("utf-8").split("\n")[1: MERGES + 1]
     try:
-        hf = transformers.CLIPTokenizer(vocab=vocab, merges=[tuple(m.split()) for m in merges])
+        hf = transformers.CLIPTokenizer(vocab=dict(clip_bpe().encoder), merges=[tuple(m.split()) for m in merges])
     except TypeError:
         pytest.skip("this transformers version builds CLIPTokenizer only from files")
+    assert hf.convert_tokens_to_ids(["<|startoftext|>", "<|endoftext|>"]) == [BOS_TOKEN, EOS_TOKEN]
     for text in TOKENIZER_SAMPLES:
         assert encode_text(text) == hf(text)["input_ids"][1:-1], text
+
+
+def test_tokenizer_matches_open_clip_on_plain_text() -> None:
+    """Oracle: open_clip's SimpleTokenizer (same table) where its clean-up agrees with ComfyUI's (no ftfy-fixable
+    characters, no special-token strings)."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    from diffusion.text.tokenizer import _clean
+
+    theirs = SimpleTokenizer()
+    theirs.clean_fn = _clean
+    for text in [t for t in TOKENIZER_SAMPLES if "<|" not in t] + ["supercalifragilistic hyperrealism 8k uhd",
+                                                                   "naïve café, 東京 — ½ (x:1.2) aaaaaaa"]:
+        assert encode_text(text) == theirs.encode(text), text
 
 
 # ---------------------------------------------------------------- embeddings

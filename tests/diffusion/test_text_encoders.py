@@ -5,12 +5,13 @@ forward for SD2, and ComfyUI's recorded outputs on the SD1.5 reference checkpoin
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 import torch
-from open_clip.transformer import TextTransformer
+from open_clip.transformer import QuickGELU, TextTransformer
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -226,6 +227,29 @@ def test_full_size_parameter_counts_on_meta() -> None:
     assert sum(p.numel() for p in sd1.parameters()) == 123_060_480
     # open_clip's own ViT-H/14 text tower plus the `logit_scale` scalar SD2 files carry.
     assert sum(p.numel() for p in sd2.parameters()) == sum(p.numel() for p in oc.parameters()) + 1
+
+
+@pytest.mark.parametrize("config", [SD1_CLIP_L, SD2_OPENCLIP_H], ids=["clip_l", "openclip_h"])
+def test_tower_has_open_clips_keys_and_numbers(config) -> None:
+    """Oracle: open_clip_torch's own TextTransformer of the same size (Loom builds its own module, so that open_clip
+    is not imported to encode a prompt): the same keys and shapes and, on the same weights, the same hidden states."""
+    small = dataclasses.replace(config, layers=2)
+    torch.manual_seed(0)
+    oc = TextTransformer(width=small.width, heads=small.heads, layers=2, output_dim=small.projection_dim,
+                         act_layer=QuickGELU if small.activation == "quick_gelu" else torch.nn.GELU).eval()
+    loom = TextEncoder(small).eval()
+    theirs = oc.state_dict()
+    ours = loom.model.state_dict()
+    assert {k: v.shape for k, v in ours.items() if k != "logit_scale"} == {k: v.shape for k, v in theirs.items()}
+    loom.model.load_state_dict(theirs, strict=False)
+    tokens = torch.tensor([[BOS_TOKEN, *encode_text("a photo of a cat"), EOS_TOKEN] + [EOS_TOKEN] * 8])
+    mask = torch.full((tokens.shape[1],) * 2, float("-inf")).triu_(1)
+    with torch.no_grad():
+        want = oc.token_embedding(tokens) + oc.positional_embedding[: tokens.shape[1]]
+        for block in oc.transformer.resblocks:
+            want = block(want, attn_mask=mask)
+        got, _ = loom(tokens, layer_idx=-1)
+    torch.testing.assert_close(got, oc.ln_final(want), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("keys_file, prefix", [("sd15_keys.json", "transformer."), ("sd21_keys.json", "model.")])
