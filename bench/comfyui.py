@@ -167,15 +167,11 @@ def child(args: argparse.Namespace) -> None:
     print("FIGURES " + json.dumps(figures), flush=True)
 
 
-def _psnr(image: Any, reference: Any) -> float:
-    import torch
-
-    mse = float(((image - reference) ** 2).mean())
-    return 10 * torch.log10(torch.tensor(1.0 / max(mse, 1e-12))).item()
-
-
 def parent(args: argparse.Namespace) -> None:
     import torch
+
+    sys.path.insert(0, str(ROOT))
+    from bench.speed import _psnr
 
     comfy_dir = fetch_comfyui() if args.fetch or not args.comfyui else Path(args.comfyui)
     ensure_requirements(comfy_dir)
