@@ -169,6 +169,21 @@ def _parameters(func: Callable[..., Any]) -> tuple[frozenset[str], bool]:
     return names, any(p.kind == p.VAR_KEYWORD for p in params.values())
 
 
+def function_takes(spec: NodeSpec, name: str) -> bool:
+    """Whether the node's function can be called with keyword `name` (True where that cannot be told: no class
+    to look at, a signature inspect cannot read, `**kwargs`, or a schema node passed every input)."""
+    if spec.accepts_all_inputs or not isinstance(spec.source, type):
+        return True
+    func = getattr(spec.source, spec.function_name, None)
+    if func is None:
+        return True
+    try:
+        names, has_kwargs = _parameters(func)
+    except TypeError:  # unhashable callable
+        return True
+    return has_kwargs or name in names
+
+
 def accepted(func: Callable[..., Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """The keyword arguments `func` can take (all of them when it has `**kwargs`)."""
     try:

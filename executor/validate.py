@@ -186,6 +186,7 @@ def check_node(spec: NodeSpec, inputs: dict[str, Any], prompt: Mapping[str, Any]
     for name, value in inputs.items():  # undeclared links (inputs a node reads from **kwargs)
         if spec.input(name) is None and isinstance(value, list):
             constants[name] = None
+            errors += checks.check_undeclared_link(spec, name)
     with hook_context(node_id, spec.class_type, folders=files if hasattr(files, "full_path") else None):
         errors += checks.check_custom(spec, constants, received_types, custom_args, custom_kwargs)
     return errors

@@ -5,7 +5,8 @@ one node) and returns `[]` when it passes. The error vocabulary and message word
 ComfyUI's (`required_input_missing`, `bad_linked_input`, `return_type_mismatch`,
 `invalid_input_type`, `value_smaller_than_min`, `value_bigger_than_max`, `value_not_in_list`,
 `custom_validation_failed`, `exception_during_validation`), so clients written for ComfyUI
-show them unchanged. Loom adds `dependency_cycle` and reports unknown classes per node.
+show them unchanged. Loom adds `dependency_cycle`, `unexpected_input` (a link into an input the node neither
+declares nor can take) and reports unknown classes per node.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import math
 import traceback
 from typing import Any, Callable, Mapping
 
+from executor.node_call import function_takes
 from executor.plan import as_link
 from nodes.comfy_api.extension import resolve
 from nodes.graph_builder import ExecutionBlocker
@@ -60,6 +62,15 @@ def check_required(spec: InputSpec, inputs: Mapping[str, Any]) -> list[Error]:
     if spec.optional or spec.hidden or spec.name in inputs:
         return []
     return [make_error("required_input_missing", "Required input is missing", spec.name, input_name=spec.name)]
+
+
+def check_undeclared_link(spec: NodeSpec, name: str) -> list[Error]:
+    """A link into an input the node does not declare: passed on as ComfyUI does (nodes read such inputs from
+    `**kwargs`), so one the node's function cannot take is refused here rather than failing the run later."""
+    if function_takes(spec, name):
+        return []
+    return [make_error("unexpected_input", f"'{name}' is not an input of {spec.class_type}", name,
+                       input_name=name)]
 
 
 def check_link(spec: InputSpec, value: Any, prompt: Mapping[str, Any], lookup: Callable[[str], NodeSpec | None],

@@ -168,3 +168,27 @@ def test_ten_thousand_node_chain_validates() -> None:
     result = validate_prompt(prompt, REG)
     assert not result.ok and list(result.node_errors) == ["5000"]
     assert result.node_errors["5000"]["dependent_outputs"] == [str(n)]
+
+
+def test_link_into_an_input_the_node_cannot_take_is_refused() -> None:
+    """Undeclared links reach nodes that read `**kwargs` (ComfyUI passes them); a node whose function cannot take
+    the name gets a validation error naming node and input, and the other outputs still run."""
+    from nodes.spec import Input, Node, Output
+
+    class Dyn(Node):
+        INPUTS = [Input("first", "*")]
+        OUTPUTS = [Output("STRING")]
+
+        def execute(self, **kw: Any) -> tuple[str]:
+            return (str(sorted(kw)),)
+
+    reg = fake_registry(Dyn)
+    prompt = graph(n1=("FInt", {"value": 1}), n2=("Dyn", {"first": ["1", 0], "extra_1": ["1", 0]}),
+                   n3=("FOut", {"value": ["2", 0]}), n4=("FAdd", {"a": ["1", 0], "b": 1, "c": ["1", 0]}),
+                   n5=("FIntOut", {"value": ["4", 0]}), n6=("FAdd", {"a": ["1", 0], "b": 1, "junk": 3}),
+                   n7=("FIntOut", {"value": ["6", 0]}))
+    result = validate_prompt(prompt, reg)
+    assert result.ok and sorted(result.outputs) == ["3", "7"]  # an undeclared constant is dropped, as in ComfyUI
+    assert errors_of(result, "4") == [{"type": "unexpected_input", "message": "'c' is not an input of FAdd",
+                                       "details": "c", "extra_info": {"input_name": "c"}}]
+    assert set(result.node_errors) == {"4"}
