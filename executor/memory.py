@@ -99,7 +99,8 @@ class ModelManager:
        clone of the same module with different patches is loaded; the base weights are never changed for good.
        Only the original values of patched keys are backed up, on the CPU.
     5. Precision (`dtype_for`; loaders read weights in it, the manager never casts): fp16 for UNet and text
-       encoder on CUDA/MPS (the VAE bf16 where supported, else fp32), fp32 on the CPU; `--precision bf16`
+       encoder on CUDA/MPS (the VAE bf16 where supported, else fp32), fp32 on the CPU (text encoders stored in fp16
+       there, as ComfyUI stores them, and computed in fp32); `--precision bf16`
        anywhere but on a CPU without AMX-BF16/AVX512-BF16 (fp32 there, said once), or `auto` on CPUs with them for
        the UNet; per-component overrides win. Weights may be stored in another dtype than they compute in
        (`weight_dtype_for`; the layers upcast per call, diffusion/networks/weight_cast.py): ComfyUI's --fp16-unet /
@@ -199,7 +200,13 @@ class ModelManager:
             return WEIGHT_DTYPES[choice]
         if file_dtype in FP8:
             return file_dtype
-        return self.dtype_for(kind)
+        compute = self.dtype_for(kind)
+        if kind == "text_encoder" and self.device.type == "cpu" and compute == torch.float32:
+            # ComfyUI's text_encoder_dtype on a CPU: fp16 storage, fp32 arithmetic block by block (its manual cast,
+            # Loom's towers' `_call_fp32`): the same numbers as ComfyUI and half the resident bytes (SDXL's two
+            # towers 3.3 → 1.6 GB); --fp32-text-enc keeps fp32.
+            return torch.float16
+        return compute
 
     def _cpu_native(self, dtype: torch.dtype, kind: str) -> torch.dtype:
         """bf16 asked for on a CPU without bf16 instructions: torch would emulate it (over ten times slower than

@@ -17,6 +17,7 @@ gguf = pytest.importorskip("gguf")
 from diffusion.files.gguf_text import load_gguf_t5  # noqa: E402
 from diffusion.networks.weight_cast import weight_bytes  # noqa: E402
 from diffusion.text.t5 import build_t5  # noqa: E402
+from executor.memory import MemoryPolicy  # noqa: E402
 from tests.fixtures.tiny_sdxl import tiny_clip_g_hf, tiny_clip_l_hf, write  # noqa: E402
 from tests.fixtures.tiny_t5 import tiny_t5_state_dict, write_tiny_t5_tokenizer  # noqa: E402
 from tests.nodes.sd_env import SDEnv  # noqa: E402
@@ -113,7 +114,9 @@ def test_gguf_t5_half_storage_keeps_blocks_packed(tmp_path: Path) -> None:
 
 @pytest.fixture
 def env(tmp_path: Path) -> SDEnv:
-    env = SDEnv(tmp_path)
+    # fp32 text-encoder storage (--fp32-text-enc) so the dequantised file is compared unrounded; the CPU default
+    # stores it in fp16, as ComfyUI does.
+    env = SDEnv(tmp_path, policy=MemoryPolicy(text_enc_weight_dtype="fp32"))
     folder = tmp_path / "models" / "text_encoders"
     write(tiny_clip_l_hf(), folder / "clip_l.safetensors")
     write(tiny_clip_g_hf(), folder / "clip_g.safetensors")

@@ -76,6 +76,29 @@ def test_cpu_flags_store_half_and_compute_fp32(tmp_path: Path) -> None:
     assert (a - b).abs().max() < 0.05  # bf16-rounded weights, fp32 arithmetic
 
 
+def test_cpu_text_encoders_are_stored_in_fp16_like_comfyui(tmp_path: Path) -> None:
+    """ComfyUI's text_encoder_dtype on a CPU is fp16 (computed in fp32 by its manual cast); --fp32-text-enc keeps
+    fp32. The tiny file holds fp16 values, so the fp16-stored tower encodes exactly as an fp32-stored one."""
+    cpu = ModelManager(MemoryPolicy(cpu=True))
+    assert cpu.dtype_for("text_encoder") == torch.float32 and cpu.weight_dtype_for("text_encoder") == torch.float16
+    assert ModelManager(MemoryPolicy(cpu=True, text_enc_weight_dtype="fp32")).weight_dtype_for("text_encoder") \
+        == torch.float32
+    assert cpu.weight_dtype_for("unet") == torch.float32  # only the text towers
+    env = SDEnv(tmp_path / "half")
+    full = SDEnv(tmp_path / "full", policy=MemoryPolicy(text_enc_weight_dtype="fp32"))
+    prompt = txt2img()
+    clip, clip32 = env.value(prompt, "4", 1), full.value(prompt, "4", 1)
+    floats = [p for p in clip.handle.model.parameters() if p.is_floating_point()]
+    assert floats and {p.dtype for p in floats} == {torch.float16}
+    assert {p.dtype for p in clip32.handle.model.parameters() if p.is_floating_point()} == {torch.float32}
+    assert weight_bytes(clip.handle.model) * 2 == weight_bytes(clip32.handle.model)
+    (cond, extra), = env.value(prompt, "6", 0)
+    (cond32, extra32), = full.value(prompt, "6", 0)
+    assert cond.dtype == torch.float32
+    torch.testing.assert_close(cond, cond32, rtol=0, atol=0)
+    torch.testing.assert_close(extra["pooled_output"], extra32["pooled_output"], rtol=0, atol=0)
+
+
 def test_flags_mean_arithmetic_on_an_accelerator() -> None:
     mm = ModelManager(MemoryPolicy(unet_weight_dtype="bf16", vae_weight_dtype="fp32"), device=FakeDevice(1 << 30))
     assert mm.dtype_for("unet") == torch.bfloat16 and mm.weight_dtype_for("unet") == torch.bfloat16

@@ -99,9 +99,16 @@ def test_clip_merges(env: SDEnv, files: tuple) -> None:
         clip = env.value(prompt, "c")
         state = loaded_state(env, clip.handle)
         q = state["model.transformer.resblocks.1.attn.in_proj_weight"][:128]
-        torch.testing.assert_close(q, rule(a[hf + "self_attn.q_proj.weight"], b[hf + "self_attn.q_proj.weight"]))
+        torch.testing.assert_close(q, _stored_rule(rule, a[hf + "self_attn.q_proj.weight"],
+                                                   b[hf + "self_attn.q_proj.weight"], q.dtype))
         fc2 = state["model.transformer.resblocks.1.mlp.c_proj.bias"]
-        torch.testing.assert_close(fc2, rule(a[hf + "mlp.fc2.bias"], b[hf + "mlp.fc2.bias"]))
+        torch.testing.assert_close(fc2, _stored_rule(rule, a[hf + "mlp.fc2.bias"], b[hf + "mlp.fc2.bias"], fc2.dtype))
+
+
+def _stored_rule(rule, x: torch.Tensor, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The merge rule as Loom (and ComfyUI) applies it: on the weights as stored (fp16 text encoders on a CPU),
+    summed in fp32, then stored again in that dtype."""
+    return rule(x.to(dtype).float(), y.to(dtype).float()).to(dtype)
 
 
 def _saved(env: SDEnv, folder: str) -> Path:
