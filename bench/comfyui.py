@@ -3,8 +3,8 @@
 Each engine runs in its own child process (so peak RSS is its own), the engines alternate for `--rounds` rounds
 (so they see the same machine load), and the parent prints the medians:
 checkpoint load s, the two text encodes s, the first KSampler run s, a seed change's KSampler run s and per step,
-VAE decode s, the first prompt (load + encodes + sampling + decode) s, peak RSS, and the PSNR of each engine's
-image against ComfyUI's (same seed, sampler and prompt).
+VAE decode s, the first prompt (load + encodes + sampling + decode) s, peak RSS (and the peak after each phase: the
+phase that set it), and the PSNR of each engine's image against ComfyUI's (same seed, sampler and prompt).
 
 Engines: `comfyui` (ComfyUI's nodes.py in process, started as `main.py --cpu`: on a CPU it computes in fp32 and, as
 ComfyUI chooses there, uses its sub-quadratic attention), `loom-fp32` (`--precision fp32`) and `loom-auto`
@@ -93,10 +93,27 @@ def reference_file(model: str) -> Path:
     return reference_checkpoint(ROOT.parent / "shared", model)
 
 
+PEAKS: list[float] = []  # the process's peak RSS in GiB after each timed phase, in order
+RESIDENT: list[float] = []  # and its RSS then
+
+
+def _peak_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+
+
+def _resident_gib() -> float:
+    with open("/proc/self/statm") as f:  # Linux; pages resident is the second field
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024 ** 3
+
+
 def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """(fn's value, its seconds); the peak RSS after it is appended to PEAKS (which phase raised the peak)."""
     t0 = time.perf_counter()
     value = fn()
-    return value, time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    PEAKS.append(_peak_gib())
+    RESIDENT.append(_resident_gib())
+    return value, seconds
 
 
 def comfyui_child(comfy_dir: Path, ckpt: Path, size: int, steps: int, seed: int) -> tuple[dict[str, float], Any]:
@@ -161,7 +178,9 @@ def child(args: argparse.Namespace) -> None:
         figures, image = loom_child(args.child.removeprefix("loom-"), ckpt, args.size, args.steps, args.seed)
     figures["first_prompt_s"] = figures["load_s"] + figures["encode_s"] + figures["first_sample_s"] + \
         figures["decode_s"]
-    figures["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+    figures["peak_rss_gib"] = _peak_gib()
+    figures["peak_after_phases_gib"] = [round(p, 2) for p in PEAKS]
+    figures["resident_after_phases_gib"] = [round(p, 2) for p in RESIDENT]
     figures["threads"] = torch.get_num_threads()
     torch.save(image.float().cpu(), args.image)
     print("FIGURES " + json.dumps(figures), flush=True)
@@ -204,6 +223,11 @@ def parent(args: argparse.Namespace) -> None:
         print(f"| {engine} | {med['load_s']:.2f} | {med['encode_s']:.2f} | {med['first_sample_s']:.2f} | "
               f"{med['seed_sample_s']:.2f} ({med['seed_sample_s'] / args.steps:.2f}) | {med['decode_s']:.2f} | "
               f"{med['first_prompt_s']:.2f} | {med['peak_rss_gib']:.2f} | {psnr:.1f} |")
+    print("\npeak RSS GiB (and RSS) after load / encodes / first sampling / seed change / decode (round 1):")
+    for engine, figures in runs.items():
+        print(f"- {engine}: " + " / ".join(f"{p:.2f} ({r:.2f})" for p, r in
+                                          zip(figures[0]["peak_after_phases_gib"],
+                                              figures[0]["resident_after_phases_gib"])))
 
 
 def main() -> None:

@@ -4,7 +4,8 @@ This module owns `ModelFileCache`, which maps (resolved path, mtime, size, dtype
 what a loader built from that file (a base `nn.Module`, or any weak-referenceable object). While any cached node
 output or handle still holds the object, a second loader node asking for the same file gets the same object
 instead of a second copy; once nothing holds it, it is freed and the next request loads it again. A file changed
-on disk (new mtime or size) is a new key. The manager in `executor/memory.py` owns one instance (`manager.files`).
+on disk (new mtime or size) is a new key. The manager in `executor/memory.py` owns one instance (`manager.files`)
+and is told after each fresh load (`after_load`: it returns the load's freed host memory to the system).
 """
 from __future__ import annotations
 
@@ -20,9 +21,12 @@ import torch
 class ModelFileCache:
     """Weak (path, mtime, size, dtype, part) → loaded object map, so a file is never loaded twice into RAM."""
 
-    def __init__(self, on_load: Callable[[str, Any], None] | None = None) -> None:
-        # `on_load(part, obj)` sees every freshly loaded object (the manager pools shared text-encoder weights).
+    def __init__(self, on_load: Callable[[str, Any], None] | None = None,
+                 after_load: Callable[[], Any] | None = None) -> None:
+        # `on_load(part, obj)` sees every freshly loaded object (the manager pools shared text-encoder weights);
+        # `after_load()` runs once after each load that was not a hit.
         self.on_load = on_load
+        self.after_load = after_load
         self._refs: dict[Hashable, weakref.ref] = {}
         self._lock = threading.Lock()
         self.hits = 0
@@ -64,6 +68,7 @@ class ModelFileCache:
         if self.on_load is not None:
             self.on_load(part, obj)
         self.put(path, obj, dtype, part)
+        self._loaded()
         return obj
 
     def get_or_load_parts(self, path: str | os.PathLike[str], parts: Sequence[str],
@@ -82,7 +87,12 @@ class ModelFileCache:
                 if self.on_load is not None:
                     self.on_load(p, loaded[p])
                 self.put(path, loaded[p], dtype, p)
+        self._loaded()
         return loaded
+
+    def _loaded(self) -> None:
+        if self.after_load is not None:
+            self.after_load()
 
     def _forget(self, k: Hashable) -> Callable[[weakref.ref], None]:
         def drop(ref: weakref.ref) -> None:

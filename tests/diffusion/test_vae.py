@@ -33,6 +33,19 @@ def test_parity_with_diffusers(pair: tuple) -> None:
     assert (mean - ref_mean).abs().max().item() <= 1e-4
 
 
+def test_in_place_activations_keep_inputs_and_gradients() -> None:
+    """The blocks' SiLU and residual add work in place on tensors they made: the caller's tensors are untouched and
+    gradients still flow (a pack may optimise through the VAE)."""
+    vae = build_vae(VAEConfig.tiny(), tiny_vae_state_dict(dtype=torch.float32))
+    z = torch.randn(1, 4, 4, 4, requires_grad=True)
+    kept = z.detach().clone()
+    vae.decode(z).square().mean().backward()
+    assert torch.equal(z.detach(), kept) and z.grad is not None and z.grad.abs().sum() > 0
+    with torch.no_grad():
+        again = vae.decode(kept)
+    assert torch.equal(again, vae.decode(z).detach())
+
+
 def test_linear_attention_weights_load_like_conv_ones() -> None:
     conv = build_vae(VAEConfig.tiny(), tiny_vae_state_dict(dtype=torch.float32))
     linear = build_vae(VAEConfig.tiny(), tiny_vae_state_dict(dtype=torch.float32, linear_attention=True))

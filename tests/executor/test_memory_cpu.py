@@ -12,8 +12,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from diffusion.patcher import ModelHandle, WeightPatch
-from executor.devices import CpuDevice, FakeDevice, cpu_flags, cpu_has_bf16_units, cpu_supports_bf16, detect_device
+from executor.devices import (CpuDevice, FakeDevice, cpu_flags, cpu_has_bf16_units, cpu_supports_bf16, detect_device,
+                              release_host_memory)
 from executor.memory import MemoryPolicy, ModelManager
+from executor.memory_files import ModelFileCache
 
 
 class Cfg:
@@ -136,6 +138,38 @@ def test_file_cache_parts(tmp_path: Path) -> None:
     a = mm.files.get_or_load_parts(path, ("unet", "vae"), load)
     b = mm.files.get_or_load_parts(path, ("unet", "vae"), load)
     assert a["unet"] is b["unet"] and a["vae"] is b["vae"] and len(calls) == 1
+
+
+def test_file_cache_says_once_after_each_fresh_load(tmp_path: Path) -> None:
+    path = tmp_path / "ckpt.safetensors"
+    save_file({"x": torch.zeros(1)}, str(path))
+    told: list[int] = []
+    files = ModelFileCache(after_load=lambda: told.append(1))
+    net = files.get_or_load(path, tiny_net)
+    assert files.get_or_load(path, tiny_net) is net and len(told) == 1  # a hit says nothing
+    parts = files.get_or_load_parts(path, ("unet", "vae"), lambda: {"unet": tiny_net(), "vae": tiny_net(2)})
+    files.get_or_load_parts(path, ("unet", "vae"), lambda: {"unet": tiny_net(), "vae": tiny_net(2)})
+    assert len(told) == 2 and set(parts) == {"unet", "vae"}
+    assert ModelManager(MemoryPolicy(cpu=True)).files.after_load is release_host_memory
+
+
+def _resident_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_release_host_memory_gives_freed_heap_pages_back() -> None:
+    """Buffers below glibc's mmap threshold stay in its heap when freed (a checkpoint load frees thousands);
+    `release_host_memory` returns their pages, and the CPU device's `empty_cache` (POST /free) does the same."""
+    if not Path("/proc/self/statm").exists() or not release_host_memory():
+        pytest.skip("needs Linux with glibc")
+    buffers = [torch.ones(16 * 1024) for _ in range(2048)]  # 64 KiB each, 128 MiB: heap, not mmap
+    keep = buffers[-1]  # the heap's top stays in use, so free() alone cannot shrink it
+    del buffers
+    before = _resident_bytes()
+    CpuDevice().empty_cache()
+    after = _resident_bytes()
+    assert before - after > 64 * 2 ** 20, (before, after)
+    assert keep.sum().item() == 16 * 1024
 
 
 def test_stats_on_cpu() -> None:
