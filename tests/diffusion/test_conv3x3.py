@@ -3,8 +3,13 @@ F.conv2d's numbers, each algorithm is chosen only on the shapes and dtypes where
 cast layers' convolutions go through the choice, and the switch turns it off."""
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +22,9 @@ from diffusion.networks.weight_cast import CastConv2d, make_casting
 
 @pytest.fixture
 def enabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rules as on a CPU where Winograd pays (below AVX-512), whatever this machine is."""
     monkeypatch.setattr(conv3x3, "ENABLED", True)
+    monkeypatch.setattr(conv3x3, "WINOGRAD", True)
 
 
 @pytest.fixture
@@ -86,6 +93,31 @@ def test_each_algorithm_only_where_it_pays(enabled: None) -> None:
     assert conv3x3.algorithm(deep, torch.randn(2, 1280, 8, 8), w) == "direct"
 
 
+def test_winograd_only_below_avx512(enabled: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    conv = nn.Conv2d(128, 128, 3, padding=1)
+    big = torch.randn(2, 128, 32, 32)
+    assert conv3x3.algorithm(conv, big, conv.weight.detach()) == "winograd"
+    monkeypatch.setattr(conv3x3, "WINOGRAD", False)  # an AVX-512 CPU: oneDNN's direct kernel is as fast or faster
+    assert conv3x3.algorithm(conv, big, conv.weight.detach()) == "direct"
+    deep = nn.Conv2d(1280, 1280, 3, padding=1)
+    assert conv3x3.algorithm(deep, torch.randn(2, 1280, 8, 8), deep.weight.detach()) == "im2col"  # still pays
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 capability names")
+def test_the_cpu_decides_winograd() -> None:
+    """Read from torch's CPU capability at import: forced down to AVX2 (ATEN_CPU_CAPABILITY), Winograd is on."""
+    code = ("import torch; from diffusion.networks import conv3x3; "
+            "print(torch.backends.cpu.get_cpu_capability(), conv3x3.WINOGRAD)")
+    root = Path(__file__).resolve().parents[2]
+    for forced, want in (("avx2", "AVX2 True"), ("default", "DEFAULT True")):
+        out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True,
+                             env={**os.environ, "ATEN_CPU_CAPABILITY": forced}).stdout.split()
+        assert " ".join(out) == want
+    native = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                            check=True).stdout.split()
+    assert native[1] == str(native[0] != "AVX512")
+
+
 def test_modules_keep_their_state_and_agree(enabled: None, chosen: Counter[str]) -> None:
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(128, 128, 3, padding=1), nn.SiLU(), nn.Conv2d(128, 128, 3, padding=1))
@@ -150,5 +182,13 @@ def test_bf16_vae_runs_channels_last() -> None:
     for got, want in ((got_image, want_image), (got_latent, want_latent)):
         assert got.dtype == torch.bfloat16 and got.shape == want.shape
         torch.testing.assert_close(got.float(), want, rtol=0.05, atol=0.05 * float(want.abs().max()))
+
+
+def test_fp32_channels_last_only_without_winograd(monkeypatch: pytest.MonkeyPatch) -> None:
     fp32 = torch.randn(1, 4, 8, 8)
-    assert conv3x3.preferred_layout(fp32) is fp32  # fp32 stays NCHW (Winograd and the GEMM work on it)
+    monkeypatch.setattr(conv3x3, "WINOGRAD", True)
+    assert conv3x3.preferred_layout(fp32) is fp32  # fp32 stays NCHW where Winograd and the GEMM work on it
+    monkeypatch.setattr(conv3x3, "WINOGRAD", False)  # AVX-512: oneDNN's direct kernel is fastest on NHWC
+    last = conv3x3.preferred_layout(fp32)
+    assert last.is_contiguous(memory_format=torch.channels_last) and torch.equal(last, fp32)
+    assert conv3x3.preferred_layout(fp32.half()).is_contiguous()  # fp16 on a CPU: left alone
