@@ -16,6 +16,8 @@ from executor.devices import FakeDevice
 from executor.memory import MemoryPolicy, ModelManager
 from executor.run import Executor
 from tests.fixtures.tiny_checkpoints import write_tiny_checkpoint, write_tiny_unet
+from tests.fixtures.tiny_sdxl import tiny_sdxl_state_dict
+from tests.fixtures.tiny_sdxl import write as write_sdxl
 from tests.nodes.sd_env import SDEnv, txt2img
 
 PREFIX = "model.diffusion_model."
@@ -97,6 +99,29 @@ def test_cpu_text_encoders_are_stored_in_fp16_like_comfyui(tmp_path: Path) -> No
     assert cond.dtype == torch.float32
     torch.testing.assert_close(cond, cond32, rtol=0, atol=0)
     torch.testing.assert_close(extra["pooled_output"], extra32["pooled_output"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("family", ["sd15", "sdxl"])
+def test_text_towers_read_in_their_own_dtype_beside_a_bf16_unet(tmp_path: Path, family: str) -> None:
+    """`--precision auto` on a bf16 CPU: the UNet in bf16, the text towers stored in fp16 hold the file's fp16
+    values exactly (SDXL's `conditioner.` keys were read in the UNet's bf16 first: rounded, and a whole second
+    copy of both towers while they were built)."""
+    path = tmp_path / f"{family}.safetensors"
+    if family == "sdxl":
+        write_sdxl(tiny_sdxl_state_dict(dtype=torch.float16), path)
+    else:
+        write_tiny_checkpoint(path, family, torch.float16)
+    stored = load_file(str(path))
+    modules = load_checkpoint_modules(path, Precision(unet=torch.bfloat16, vae=torch.bfloat16,
+                                                      text_encoder=torch.float32,
+                                                      text_encoder_weights=torch.float16))
+    clip = modules["clip"]
+    assert {p.dtype for p in clip.parameters() if p.is_floating_point()} == {torch.float16}
+    file_values = {t.float().sum().item() for k, t in stored.items()
+                   if k.startswith(("cond_stage_model.", "conditioner.")) and t.is_floating_point() and t.dim() == 2
+                   and "q_proj" not in k and "k_proj" not in k and "v_proj" not in k}
+    tower_values = {p.float().sum().item() for p in clip.parameters() if p.dim() == 2}
+    assert file_values and file_values <= tower_values  # every 2-D weight exactly as the file holds it
 
 
 def test_flags_mean_arithmetic_on_an_accelerator() -> None:
