@@ -93,11 +93,11 @@ def reference_file(model: str) -> Path:
     return reference_checkpoint(ROOT.parent / "shared", model)
 
 
-PEAKS: list[float] = []  # the process's peak RSS in GiB after each timed phase, in order
-RESIDENT: list[float] = []  # and its RSS then
+PHASES: list[tuple[float, float]] = []  # (peak RSS, RSS) in GiB after each timed phase, in order
 
 
 def _peak_gib() -> float:
+    # Not bench/speed.py's peak_rss_gb: the ComfyUI child must not import Loom's modules.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
 
 
@@ -107,12 +107,11 @@ def _resident_gib() -> float:
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    """(fn's value, its seconds); the peak RSS after it is appended to PEAKS (which phase raised the peak)."""
+    """(fn's value, its seconds); the peak RSS and RSS after it are appended to PHASES (which phase set the peak)."""
     t0 = time.perf_counter()
     value = fn()
     seconds = time.perf_counter() - t0
-    PEAKS.append(_peak_gib())
-    RESIDENT.append(_resident_gib())
+    PHASES.append((_peak_gib(), _resident_gib()))
     return value, seconds
 
 
@@ -179,8 +178,7 @@ def child(args: argparse.Namespace) -> None:
     figures["first_prompt_s"] = figures["load_s"] + figures["encode_s"] + figures["first_sample_s"] + \
         figures["decode_s"]
     figures["peak_rss_gib"] = _peak_gib()
-    figures["peak_after_phases_gib"] = [round(p, 2) for p in PEAKS]
-    figures["resident_after_phases_gib"] = [round(p, 2) for p in RESIDENT]
+    figures["after_phases_gib"] = [[round(peak, 2), round(rss, 2)] for peak, rss in PHASES]
     figures["threads"] = torch.get_num_threads()
     torch.save(image.float().cpu(), args.image)
     print("FIGURES " + json.dumps(figures), flush=True)
@@ -225,9 +223,7 @@ def parent(args: argparse.Namespace) -> None:
               f"{med['first_prompt_s']:.2f} | {med['peak_rss_gib']:.2f} | {psnr:.1f} |")
     print("\npeak RSS GiB (and RSS) after load / encodes / first sampling / seed change / decode (round 1):")
     for engine, figures in runs.items():
-        print(f"- {engine}: " + " / ".join(f"{p:.2f} ({r:.2f})" for p, r in
-                                          zip(figures[0]["peak_after_phases_gib"],
-                                              figures[0]["resident_after_phases_gib"])))
+        print(f"- {engine}: " + " / ".join(f"{p:.2f} ({r:.2f})" for p, r in figures[0]["after_phases_gib"]))
 
 
 def main() -> None:

@@ -42,6 +42,7 @@ UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 TEXT_ENCODER_PREFIX = "cond_stage_model."
 CONDITIONER_PREFIX = "conditioner."  # SDXL: conditioner.embedders.N.*
+TEXT_ENCODER_PREFIXES = (TEXT_ENCODER_PREFIX, CONDITIONER_PREFIX)  # every single-file text tower key
 
 # Top-level tensors of LDM training checkpoints that no network consumes (the DDPM schedule is recomputed by the
 # sampler from the beta range; EMA bookkeeping; the CLIP position ids, which are arange(77)).

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from diffusion.files.checkpoint import (
-    CONDITIONER_PREFIX,
     TEXT_ENCODER_PREFIX,
+    TEXT_ENCODER_PREFIXES,
     UNET_PREFIX,
     VAE_PREFIX,
     CheckpointError,
@@ -63,7 +63,7 @@ def _dtype_by_component(
             return None  # scaled-fp8 scales stay as stored (float32)
         if key.startswith(VAE_PREFIX):
             return vae_dtype or dtype
-        if key.startswith((TEXT_ENCODER_PREFIX, CONDITIONER_PREFIX)):  # SD1/SD2 and SDXL text towers
+        if key.startswith(TEXT_ENCODER_PREFIXES):  # SD1/SD2 and SDXL text towers
             return text_encoder_dtype or dtype
         return dtype
 

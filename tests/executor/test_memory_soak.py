@@ -2,8 +2,6 @@
 growing after the first cycle (a leak of backups, device copies or hooks would grow it by megabytes per cycle)."""
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 from pathlib import Path
 
@@ -12,7 +10,7 @@ import torch
 from torch import nn
 
 from diffusion.patcher import ModelHandle, WeightPatch
-from executor.devices import FakeDevice
+from executor.devices import FakeDevice, release_host_memory
 from executor.memory import MemoryPolicy, ModelManager
 
 MIB = 1024 ** 2
@@ -22,11 +20,7 @@ def rss() -> int:
     """Resident set size of this process in bytes (VmRSS from /proc/self/status), after returning the C
     allocator's free pages to the system where glibc allows it (so retained free memory does not read as a leak)."""
     gc.collect()
-    libc_name = ctypes.util.find_library("c")
-    if libc_name:
-        trim = getattr(ctypes.CDLL(libc_name), "malloc_trim", None)
-        if trim is not None:
-            trim(0)
+    release_host_memory()
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
